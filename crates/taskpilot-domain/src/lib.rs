@@ -1,0 +1,24 @@
+//! TaskPilot's domain: the task state machine and the ports it needs.
+//!
+//! This crate owns every rule of a task's life: which transitions are allowed, when a failed
+//! attempt is retried and after how long, when a task fails for good. It has no I/O, no async
+//! and no database or web crate; time and retry delays come in through the [`Clock`] and
+//! [`BackoffPolicy`] ports, and every transition takes `now` as a value.
+//!
+//! Features: `serde` derives Serialize/Deserialize on the value types and [`TaskRecord`];
+//! `testing` exports [`FixedClock`] and [`FixedBackoff`].
+
+mod error;
+mod ids;
+mod ports;
+mod task;
+
+pub use error::{DomainError, RestoreError, ValidationError};
+pub use ids::{MaxAttempts, TaskId, TaskName, TextRule, WorkerId};
+#[cfg(feature = "testing")]
+pub use ports::{FixedBackoff, FixedClock};
+pub use ports::{BackoffPolicy, Clock, ExponentialBackoff};
+pub use task::{
+    to_micros, Action, NewTask, RetryState, Task, TaskRecord, TaskState, TaskStatus,
+    MAX_ERROR_BYTES,
+};
