@@ -1,0 +1,103 @@
+//! The storage port.
+
+use chrono::{DateTime, Utc};
+use taskpilot_domain::{Task, TaskId, TaskName, TaskStatus};
+
+/// What storage can fail with. Adapters translate their own errors into these.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    /// No task has this id.
+    #[error("task {0} not found")]
+    NotFound(TaskId),
+    /// The task changed since it was read (its version moved on), or the id is taken.
+    #[error("task {0} was modified concurrently")]
+    Conflict(TaskId),
+    /// Storage cannot be reached now; the same call may succeed later.
+    #[error("storage unavailable: {0:#}")]
+    Unavailable(#[source] anyhow::Error),
+    /// Anything else: a bug or a broken row.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// Where a page of a listing starts: just after this task in newest-first order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// `created_at` of the last task of the previous page.
+    pub created_at: DateTime<Utc>,
+    /// Its id, which breaks ties between tasks created in the same microsecond.
+    pub id: TaskId,
+}
+
+impl Cursor {
+    /// The cursor just after `task`.
+    pub fn after(task: &Task) -> Self {
+        Self { created_at: task.created_at(), id: task.id() }
+    }
+
+    /// The opaque form handed to clients: hex of the creation instant and the id.
+    pub fn encode(&self) -> String {
+        let mut bytes = Vec::with_capacity(24);
+        bytes.extend_from_slice(&self.created_at.timestamp_micros().to_be_bytes());
+        bytes.extend_from_slice(self.id.as_uuid().as_bytes());
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Reads what [`Cursor::encode`] wrote; `None` for anything else.
+    pub fn decode(raw: &str) -> Option<Self> {
+        if raw.len() != 48 || !raw.is_ascii() {
+            return None;
+        }
+        let bytes = (0..24)
+            .map(|i| u8::from_str_radix(&raw[2 * i..2 * i + 2], 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        let micros = i64::from_be_bytes(bytes[..8].try_into().ok()?);
+        let created_at = DateTime::from_timestamp_micros(micros)?;
+        let id = uuid::Uuid::from_slice(&bytes[8..]).ok()?;
+        Some(Self { created_at, id: TaskId::from_uuid(id) })
+    }
+}
+
+/// Which tasks a listing wants.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TaskFilter {
+    /// Only tasks in this status.
+    pub status: Option<TaskStatus>,
+    /// Only tasks of this name.
+    pub name: Option<TaskName>,
+}
+
+/// The storage port for tasks. Implementations are synchronous; callers run them off any
+/// async executor.
+///
+/// Implementations MUST:
+/// - return [`RepoError::NotFound`] for unknown ids;
+/// - write in [`TaskRepository::update`] only when the stored version equals
+///   `expected_version`, and return [`RepoError::Conflict`] otherwise, so that two
+///   concurrent transitions of one task can never both win;
+/// - return [`RepoError::Unavailable`] when the store cannot be reached, so that callers can
+///   tell "try again later" from a bug;
+/// - store times to the microsecond and give back exactly what they stored.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait TaskRepository: Send + Sync {
+    /// Stores a new task. [`RepoError::Conflict`] when its id is taken.
+    fn insert(&self, task: &Task) -> Result<(), RepoError>;
+
+    /// Loads one task.
+    fn get(&self, id: TaskId) -> Result<Task, RepoError>;
+
+    /// Replaces a task whose stored version is `expected_version` with `task`.
+    fn update(&self, task: &Task, expected_version: u64) -> Result<(), RepoError>;
+
+    /// Up to `limit` tasks matching `filter`, newest first (by creation time, then id, both
+    /// descending), starting strictly after `after` when given.
+    fn list(
+        &self,
+        filter: &TaskFilter,
+        after: Option<Cursor>,
+        limit: u32,
+    ) -> Result<Vec<Task>, RepoError>;
+
+    /// Succeeds when the store answers.
+    fn ping(&self) -> Result<(), RepoError>;
+}
