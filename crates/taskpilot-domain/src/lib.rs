@@ -15,7 +15,7 @@ mod task;
 
 pub use error::{DomainError, RestoreError, ValidationError};
 pub use ids::{MaxAttempts, TaskId, TaskName, TextRule, WorkerId};
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub use ports::{FixedBackoff, FixedClock};
 pub use ports::{BackoffPolicy, Clock, ExponentialBackoff};
 pub use task::{

@@ -83,7 +83,7 @@ fn splitmix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 mod testing {
     use std::sync::Mutex;
 
@@ -131,5 +131,5 @@ mod testing {
     }
 }
 
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub use testing::{FixedBackoff, FixedClock};

@@ -1,0 +1,25 @@
+# TaskPilot developer commands. `just check` runs exactly what CI runs.
+
+# Run the server (with no DATABASE_URL it finds or starts a local development database).
+run *ARGS:
+    cargo run --release -p taskpilot-http --bin taskpilot -- {{ARGS}}
+
+# Apply migrations to DATABASE_URL and exit.
+migrate:
+    cargo run --release -p taskpilot-http --bin taskpilot -- migrate
+
+# The whole test suite (the README's test command).
+test:
+    cargo test --workspace
+
+# Lints as CI runs them.
+lint:
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Format the tree.
+fmt:
+    cargo fmt --all
+
+# What CI runs: formatting check, lints, the whole test suite.
+check:
+    bash .ci/run
