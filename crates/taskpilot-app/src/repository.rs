@@ -101,3 +101,84 @@ pub trait TaskRepository: Send + Sync {
     /// Succeeds when the store answers.
     fn ping(&self) -> Result<(), RepoError>;
 }
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use chrono::{TimeZone, Timelike};
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn cursor() -> Cursor {
+        Cursor {
+            created_at: Utc
+                .with_ymd_and_hms(2026, 1, 1, 12, 0, 0)
+                .unwrap()
+                .with_nanosecond(123_456_000)
+                .unwrap(),
+            id: TaskId::from_uuid(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_00ff)),
+        }
+    }
+
+    #[test]
+    fn a_cursor_survives_encode_and_decode() {
+        let encoded = cursor().encode();
+
+        assert_eq!(encoded.len(), 48);
+        assert!(encoded.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(Cursor::decode(&encoded), Some(cursor()));
+    }
+
+    #[test]
+    fn cursors_before_the_epoch_and_with_extreme_ids_survive_too() {
+        for c in [
+            Cursor { created_at: DateTime::UNIX_EPOCH, id: TaskId::from_uuid(Uuid::nil()) },
+            Cursor {
+                created_at: Utc.with_ymd_and_hms(1900, 1, 1, 0, 0, 0).unwrap(),
+                id: TaskId::from_uuid(Uuid::max()),
+            },
+        ] {
+            assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        }
+    }
+
+    #[test]
+    fn junk_is_not_a_cursor() {
+        let good = cursor().encode();
+        let junk = [
+            String::new(),
+            "not-a-cursor".to_owned(),
+            good[..47].to_owned(),
+            format!("{good}0"),
+            format!("{}zz", &good[..46]),
+            format!("{}é", &good[..46]),
+            format!(" {}", &good[..47]),
+            "-1".repeat(24),
+            // An instant beyond what chrono can represent.
+            format!("7fffffffffffffff{}", &good[16..]),
+        ];
+
+        for raw in junk {
+            assert_eq!(Cursor::decode(&raw), None, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn the_cursor_after_a_task_points_at_its_creation_and_id() {
+        use serde_json::json;
+        use taskpilot_domain::{MaxAttempts, NewTask, TaskName};
+
+        let c = cursor();
+        let spec = NewTask {
+            name: TaskName::parse("n").unwrap(),
+            payload: json!({}),
+            priority: 0,
+            max_attempts: MaxAttempts::new(1).unwrap(),
+            run_at: None,
+        };
+        let task = Task::new(c.id, spec, c.created_at);
+
+        assert_eq!(Cursor::after(&task), c);
+    }
+}

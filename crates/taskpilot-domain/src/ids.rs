@@ -211,3 +211,125 @@ impl fmt::Display for MaxAttempts {
         self.0.fmt(f)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_name_of_1_to_200_characters_is_accepted() {
+        for raw in ["a".to_owned(), "send-email".to_owned(), "n".repeat(200), "é".repeat(200)] {
+            let name = TaskName::parse(&raw);
+
+            assert_eq!(name.as_ref().map(TaskName::as_str), Ok(raw.as_str()));
+        }
+    }
+
+    #[test]
+    fn a_task_name_of_201_characters_is_too_long() {
+        let name = TaskName::parse(&"n".repeat(201));
+
+        assert_eq!(name, Err(ValidationError::TaskName(TextRule::TooLong(200))));
+    }
+
+    #[test]
+    fn a_worker_id_of_1_to_128_characters_is_accepted() {
+        for raw in ["w".to_owned(), "worker-1@host".to_owned(), "w".repeat(128), "ü".repeat(128)] {
+            let worker = WorkerId::parse(&raw);
+
+            assert_eq!(worker.as_ref().map(WorkerId::as_str), Ok(raw.as_str()));
+        }
+    }
+
+    #[test]
+    fn a_worker_id_of_129_characters_is_too_long() {
+        let worker = WorkerId::parse(&"w".repeat(129));
+
+        assert_eq!(worker, Err(ValidationError::WorkerId(TextRule::TooLong(128))));
+    }
+
+    #[test]
+    fn blank_text_is_refused() {
+        for raw in ["", " ", "   ", "\t", "\n \r"] {
+            assert_eq!(
+                TaskName::parse(raw),
+                Err(ValidationError::TaskName(TextRule::Blank)),
+                "{raw:?}"
+            );
+            assert_eq!(
+                WorkerId::parse(raw),
+                Err(ValidationError::WorkerId(TextRule::Blank)),
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn text_with_a_control_character_is_refused() {
+        for raw in ["a\nb", "a\0", "\tname", "name\r", "bell\u{7}", "del\u{7f}", "c1\u{85}x"] {
+            assert_eq!(
+                TaskName::parse(raw),
+                Err(ValidationError::TaskName(TextRule::ControlCharacter)),
+                "{raw:?}"
+            );
+            assert_eq!(
+                WorkerId::parse(raw),
+                Err(ValidationError::WorkerId(TextRule::ControlCharacter)),
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn text_conversions_go_through_parse() {
+        assert_eq!(TaskName::try_from("a\nb".to_owned()), TaskName::parse("a\nb"));
+        let worker = WorkerId::try_from("w1".to_owned()).ok();
+
+        assert_eq!(worker.as_ref().map(ToString::to_string).as_deref(), Some("w1"));
+        assert_eq!(worker.map(String::from).as_deref(), Some("w1"));
+    }
+
+    #[test]
+    fn validation_errors_say_which_rule_broke() {
+        assert_eq!(
+            ValidationError::TaskName(TextRule::TooLong(200)).to_string(),
+            "name must be at most 200 characters"
+        );
+        assert_eq!(
+            ValidationError::WorkerId(TextRule::ControlCharacter).to_string(),
+            "workerId must not contain control characters"
+        );
+        assert_eq!(
+            ValidationError::MaxAttempts(0).to_string(),
+            "maxAttempts must be between 1 and 100, got 0"
+        );
+    }
+
+    #[test]
+    fn max_attempts_from_1_to_100_is_accepted() {
+        for n in [1, 2, 25, 99, 100] {
+            assert_eq!(MaxAttempts::new(n).map(MaxAttempts::get), Ok(n as u32));
+        }
+    }
+
+    #[test]
+    fn max_attempts_outside_1_to_100_is_refused() {
+        for n in [0, 101, -1, i64::from(u32::MAX), i64::from(u32::MAX) + 1, i64::MIN, i64::MAX] {
+            assert_eq!(MaxAttempts::new(n), Err(ValidationError::MaxAttempts(n)));
+        }
+        assert_eq!(MaxAttempts::try_from(0_u32), Err(ValidationError::MaxAttempts(0)));
+        assert_eq!(MaxAttempts::try_from(101_u32), Err(ValidationError::MaxAttempts(101)));
+        assert_eq!(MaxAttempts::try_from(100_u32).map(u32::from), Ok(100));
+    }
+
+    #[test]
+    fn task_ids_wrap_and_show_their_uuid() {
+        let uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001);
+
+        let id = TaskId::from(uuid);
+
+        assert_eq!(id, TaskId::from_uuid(uuid));
+        assert_eq!(id.as_uuid(), uuid);
+        assert_eq!(id.to_string(), "01900000-0000-7000-8000-000000000001");
+    }
+}

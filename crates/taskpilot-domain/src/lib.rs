@@ -15,9 +15,9 @@ mod task;
 
 pub use error::{DomainError, RestoreError, ValidationError};
 pub use ids::{MaxAttempts, TaskId, TaskName, TextRule, WorkerId};
+pub use ports::{BackoffPolicy, Clock, ExponentialBackoff};
 #[cfg(any(test, feature = "testing"))]
 pub use ports::{FixedBackoff, FixedClock};
-pub use ports::{BackoffPolicy, Clock, ExponentialBackoff};
 pub use task::{
     to_micros, Action, NewTask, RetryState, Task, TaskRecord, TaskState, TaskStatus,
     MAX_ERROR_BYTES,

@@ -133,3 +133,160 @@ mod testing {
 
 #[cfg(any(test, feature = "testing"))]
 pub use testing::{FixedBackoff, FixedClock};
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn secs(n: i64) -> TimeDelta {
+        TimeDelta::seconds(n)
+    }
+
+    fn task(n: u128) -> TaskId {
+        // Spread the counter over both halves, as v7 ids differ in time and random bits.
+        TaskId::from_uuid(Uuid::from_u128(
+            n.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835),
+        ))
+    }
+
+    /// `min(base * 2^(n-1), max)` in microseconds, computed without the code under test.
+    fn expected_ceiling_us(base: TimeDelta, max: TimeDelta, n: u32) -> i128 {
+        let base = i128::from(base.num_microseconds().unwrap());
+        let max = i128::from(max.num_microseconds().unwrap());
+        let exp = n.saturating_sub(1).min(100);
+        (base << exp).min(max)
+    }
+
+    #[test]
+    fn the_constructor_refuses_a_non_positive_base_or_a_cap_below_the_base() {
+        for (base, max) in [
+            (TimeDelta::zero(), secs(60)),
+            (secs(-1), secs(60)),
+            (secs(10), secs(9)),
+            (TimeDelta::microseconds(2), TimeDelta::microseconds(1)),
+        ] {
+            assert_eq!(ExponentialBackoff::new(base, max), Err(ValidationError::Backoff));
+        }
+        assert!(ExponentialBackoff::new(secs(5), secs(5)).is_ok(), "a cap equal to the base");
+        assert!(ExponentialBackoff::new(TimeDelta::microseconds(1), secs(1)).is_ok());
+    }
+
+    #[test]
+    fn the_ceiling_doubles_from_the_base_up_to_the_cap() {
+        let backoff = ExponentialBackoff::new(secs(1), secs(60)).unwrap();
+
+        let ceilings: Vec<i64> = (1..=8).map(|n| backoff.ceiling(n).num_seconds()).collect();
+
+        assert_eq!(ceilings, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(backoff.ceiling(0), secs(1), "zero failures waits like the first");
+    }
+
+    #[test]
+    fn delays_stay_within_three_quarters_and_all_of_the_capped_exponential() {
+        let (base, max) = (TimeDelta::milliseconds(1500), secs(3600));
+        let backoff = ExponentialBackoff::new(base, max).unwrap();
+
+        for t in 0..50 {
+            for n in 1..=40 {
+                let delay = i128::from(backoff.delay(task(t), n).num_microseconds().unwrap());
+
+                let ceiling = expected_ceiling_us(base, max, n);
+                assert!(delay <= ceiling, "task {t}, attempt {n}: {delay} > {ceiling}");
+                assert!(
+                    4 * delay >= 3 * ceiling,
+                    "task {t}, attempt {n}: {delay} < 0.75 x {ceiling}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_same_task_and_attempt_always_get_the_same_delay() {
+        let backoff = ExponentialBackoff::new(secs(1), secs(3600)).unwrap();
+        let again = ExponentialBackoff::new(secs(1), secs(3600)).unwrap();
+
+        for t in 0..20 {
+            for n in 1..=15 {
+                assert_eq!(backoff.delay(task(t), n), again.delay(task(t), n));
+                assert_eq!(backoff.delay(task(t), n), backoff.delay(task(t), n));
+            }
+        }
+    }
+
+    #[test]
+    fn delays_never_exceed_the_cap_even_for_huge_attempt_numbers() {
+        let backoff = ExponentialBackoff::new(secs(1), secs(3600)).unwrap();
+
+        for n in [13, 14, 62, 63, 64, 65, 1000, u32::MAX - 1, u32::MAX] {
+            for t in 0..20 {
+                let delay = backoff.delay(task(t), n);
+
+                assert!(delay <= secs(3600), "attempt {n}: {delay}");
+                assert!(delay >= secs(2700), "attempt {n}: {delay}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_largest_cap_does_not_overflow() {
+        let backoff = ExponentialBackoff::new(secs(1), TimeDelta::MAX).unwrap();
+
+        for n in [1, 40, 63, 64, u32::MAX] {
+            let delay = backoff.delay(task(7), n);
+
+            assert!(delay > TimeDelta::zero() && delay <= TimeDelta::MAX, "attempt {n}: {delay}");
+        }
+    }
+
+    #[test]
+    fn tasks_that_fail_together_spread_out() {
+        let backoff = ExponentialBackoff::new(secs(1), secs(3600)).unwrap();
+        let ceiling = secs(16).num_microseconds().unwrap();
+
+        let cuts: Vec<i64> = (0..200)
+            .map(|t| ceiling - backoff.delay(task(t), 5).num_microseconds().unwrap())
+            .collect();
+
+        let distinct: BTreeSet<i64> = cuts.iter().copied().collect();
+        assert!(distinct.len() >= 195, "only {} distinct delays of 200", distinct.len());
+        // The jitter uses most of its 25% window.
+        let (lo, hi) = (*distinct.first().unwrap(), *distinct.last().unwrap());
+        assert!(lo < ceiling / 40 && hi > ceiling / 4 - ceiling / 40, "cuts span {lo}..{hi}");
+        // And neighbouring ids (v7 ids minted in the same millisecond) differ too.
+        let neighbours: BTreeSet<TimeDelta> = (0..50_u128)
+            .map(|i| backoff.delay(TaskId::from_uuid(Uuid::from_u128((1 << 100) + i)), 5))
+            .collect();
+        assert!(neighbours.len() >= 48, "only {} distinct delays of 50", neighbours.len());
+    }
+
+    #[test]
+    fn one_task_gets_a_different_jitter_on_each_attempt() {
+        let backoff = ExponentialBackoff::new(secs(1), secs(1)).unwrap();
+
+        let delays: BTreeSet<TimeDelta> = (1..=20).map(|n| backoff.delay(task(3), n)).collect();
+
+        assert!(delays.len() >= 18, "only {} distinct delays of 20", delays.len());
+    }
+
+    #[test]
+    fn the_fixed_clock_and_backoff_do_what_they_are_told() {
+        use chrono::TimeZone;
+
+        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
+        let clock = FixedClock::new(t0);
+        let backoff = FixedBackoff(secs(30));
+
+        assert_eq!(clock.now(), t0);
+        clock.advance(secs(5));
+        assert_eq!(clock.now(), t0 + secs(5));
+        clock.set(t0 - secs(1));
+        assert_eq!(clock.now(), t0 - secs(1));
+        assert_eq!(backoff.delay(task(1), 1), secs(30));
+        assert_eq!(backoff.delay(task(2), 99), secs(30));
+    }
+}
