@@ -45,7 +45,9 @@ impl Cursor {
 
     /// Reads what [`Cursor::encode`] wrote; `None` for anything else.
     pub fn decode(raw: &str) -> Option<Self> {
-        if raw.len() != 48 || !raw.is_ascii() {
+        // Only the one spelling `encode` writes: 48 lowercase hex digits (`from_str_radix`
+        // alone would also take a leading `+`).
+        if raw.len() != 48 || !raw.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return None;
         }
         let bytes = (0..24)
@@ -155,6 +157,8 @@ mod tests {
             format!("{}é", &good[..46]),
             format!(" {}", &good[..47]),
             "-1".repeat(24),
+            "+0".repeat(24),
+            good.to_uppercase(),
             // An instant beyond what chrono can represent.
             format!("7fffffffffffffff{}", &good[16..]),
         ];

@@ -430,7 +430,9 @@ impl Task {
         self.last_error = Some(truncate_error(error));
         if self.attempt_count < self.max_attempts.get() {
             let delay = backoff.delay(self.id, self.attempt_count).max(TimeDelta::zero());
-            let next_run_at = to_micros(now.checked_add_signed(delay).unwrap_or(now));
+            // A delay past the end of the calendar means "as late as can be", never "now".
+            let next_run_at =
+                to_micros(now.checked_add_signed(delay).unwrap_or(DateTime::<Utc>::MAX_UTC));
             self.state = TaskState::Pending { next_run_at: Some(next_run_at) };
             self.retry_state = RetryState::RetryScheduled;
         } else {
@@ -1405,5 +1407,15 @@ mod tests {
         let err = task.cancel(t0()).unwrap_err();
 
         assert_eq!(err.to_string(), format!("task {} is SUCCEEDED and cannot cancel", task_id()));
+    }
+
+    #[test]
+    fn a_backoff_past_the_end_of_the_calendar_never_means_now() {
+        let mut task = running(3);
+
+        task.fail_and_schedule_retry(None, "boom", t0(), &FixedBackoff(TimeDelta::MAX)).unwrap();
+
+        assert!(task.next_run_at().unwrap() > t0() + TimeDelta::days(365 * 1000));
+        assert!(!task.is_runnable_at(t0() + TimeDelta::days(365)));
     }
 }
