@@ -7,12 +7,15 @@
 //!
 //! Feature `mocks` exports `MockTaskRepository` (mockall) for downstream unit tests.
 
+mod events;
 mod repository;
 mod service;
 
+pub use events::{Actor, Rejection, RejectionCount, StaleCall, TaskEvent};
 #[cfg(any(test, feature = "mocks"))]
 pub use repository::MockTaskRepository;
-pub use repository::{Cursor, RepoError, TaskFilter, TaskRepository};
+pub use repository::{ClaimRequest, Cursor, RepoError, TaskFilter, TaskRepository};
 pub use service::{
-    AppError, CreateTask, SystemClock, TaskPage, TaskService, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
+    AppError, CreateTask, ServiceDefaults, SystemClock, TaskPage, TaskService, DEFAULT_PAGE_SIZE,
+    MAX_CLAIM_BATCH, MAX_PAGE_SIZE,
 };

@@ -1,7 +1,9 @@
 //! The storage port.
 
 use chrono::{DateTime, Utc};
-use taskpilot_domain::{Task, TaskId, TaskName, TaskStatus};
+use taskpilot_domain::{LeaseDuration, QueueName, Task, TaskId, TaskName, TaskStatus, WorkerId};
+
+use crate::{RejectionCount, TaskEvent};
 
 /// What storage can fail with. Adapters translate their own errors into these.
 #[derive(Debug, thiserror::Error)]
@@ -63,10 +65,27 @@ impl Cursor {
 /// Which tasks a listing wants.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TaskFilter {
+    /// Only tasks in this queue.
+    pub queue: Option<QueueName>,
     /// Only tasks in this status.
     pub status: Option<TaskStatus>,
     /// Only tasks of this name.
     pub name: Option<TaskName>,
+}
+
+/// What a worker asks for when it claims work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRequest {
+    /// Who claims.
+    pub worker: WorkerId,
+    /// Only tasks in these queues; every queue when `None`.
+    pub queues: Option<Vec<QueueName>>,
+    /// At most this many tasks.
+    pub limit: u32,
+    /// The lease each claimed task gets.
+    pub lease: LeaseDuration,
+    /// The instant the claim happens at, from the service's clock.
+    pub now: DateTime<Utc>,
 }
 
 /// The storage port for tasks. Implementations are synchronous; callers run them off any
@@ -77,19 +96,50 @@ pub struct TaskFilter {
 /// - write in [`TaskRepository::update`] only when the stored version equals
 ///   `expected_version`, and return [`RepoError::Conflict`] otherwise, so that two
 ///   concurrent transitions of one task can never both win;
+/// - store a task and the event that describes its change atomically: both or neither;
 /// - return [`RepoError::Unavailable`] when the store cannot be reached, so that callers can
 ///   tell "try again later" from a bug;
 /// - store times to the microsecond and give back exactly what they stored.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 pub trait TaskRepository: Send + Sync {
-    /// Stores a new task. [`RepoError::Conflict`] when its id is taken.
-    fn insert(&self, task: &Task) -> Result<(), RepoError>;
+    /// Stores a new task and its creation event. [`RepoError::Conflict`] when its id is taken.
+    fn insert(&self, task: &Task, event: &TaskEvent) -> Result<(), RepoError>;
 
     /// Loads one task.
     fn get(&self, id: TaskId) -> Result<Task, RepoError>;
 
-    /// Replaces a task whose stored version is `expected_version` with `task`.
-    fn update(&self, task: &Task, expected_version: u64) -> Result<(), RepoError>;
+    /// Replaces a task whose stored version is `expected_version` with `task`, and records
+    /// `event` with it when given.
+    #[expect(clippy::needless_lifetimes, reason = "mockall cannot mock an elided Option<&T>")]
+    fn update<'a>(
+        &self,
+        task: &Task,
+        expected_version: u64,
+        event: Option<&'a TaskEvent>,
+    ) -> Result<(), RepoError>;
+
+    /// Starts up to `request.limit` runnable tasks for `request.worker` in one atomic step and
+    /// returns them as started.
+    ///
+    /// Runnable means [`Task::is_runnable_at`] `request.now`, in `request.queues` when given.
+    /// Order: priority descending, then the moment the task became runnable (`next_run_at`,
+    /// else `created_at`) ascending, then id. Each task MUST change exactly as
+    /// [`Task::start`] would change it, with a fresh token from a cryptographic random
+    /// source, and get a start event. A claim MUST NOT wait for tasks another claim is
+    /// taking, and holds no lock once it returns.
+    fn claim(&self, request: &ClaimRequest) -> Result<Vec<Task>, RepoError>;
+
+    /// Up to `limit` running tasks whose lease expired at or before `now`, oldest expiry first.
+    fn expired_leases(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Task>, RepoError>;
+
+    /// Records a refused stale call.
+    fn record_rejection(&self, event: &TaskEvent) -> Result<(), RepoError>;
+
+    /// A task's history, oldest first. Empty, not an error, for an unknown id.
+    fn events(&self, id: TaskId) -> Result<Vec<TaskEvent>, RepoError>;
+
+    /// How many stale calls were refused, by code and call, over the store's whole history.
+    fn rejection_counts(&self) -> Result<Vec<RejectionCount>, RepoError>;
 
     /// Up to `limit` tasks matching `filter`, newest first (by creation time, then id, both
     /// descending), starting strictly after `after` when given.
@@ -175,6 +225,7 @@ mod tests {
 
         let c = cursor();
         let spec = NewTask {
+            queue: QueueName::default_queue(),
             name: TaskName::parse("n").unwrap(),
             payload: json!({}),
             priority: 0,

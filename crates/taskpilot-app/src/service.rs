@@ -5,12 +5,15 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use taskpilot_domain::{
-    BackoffPolicy, Clock, DomainError, MaxAttempts, NewTask, Task, TaskId, TaskName,
-    ValidationError, WorkerId,
+    Applied, BackoffPolicy, Clock, DomainError, LeaseDuration, LeaseToken, MaxAttempts, NewTask,
+    QueueName, Reporter, Task, TaskId, TaskName, ValidationError, WorkerId,
 };
 use uuid::Uuid;
 
-use crate::{Cursor, RepoError, TaskFilter, TaskRepository};
+use crate::{
+    Actor, ClaimRequest, Cursor, RejectionCount, RepoError, StaleCall, TaskEvent, TaskFilter,
+    TaskRepository,
+};
 
 /// How often a transition that lost a race re-reads the task and tries again before giving up.
 const MAX_TRANSITION_ATTEMPTS: usize = 3;
@@ -21,7 +24,7 @@ pub enum AppError {
     /// No task has this id.
     #[error("task {0} not found")]
     NotFound(TaskId),
-    /// The task's state does not allow what was asked.
+    /// The task's state does not allow what was asked (including stale lease tokens).
     #[error(transparent)]
     Conflict(#[from] DomainError),
     /// The request carries a value the domain refuses.
@@ -30,6 +33,9 @@ pub enum AppError {
     /// A listing's page size is outside 1 to [`MAX_PAGE_SIZE`].
     #[error("limit must be between 1 and {MAX_PAGE_SIZE}, got {0}")]
     InvalidLimit(u32),
+    /// A claim's batch size is outside 1 to [`MAX_CLAIM_BATCH`].
+    #[error("limit must be between 1 and {MAX_CLAIM_BATCH}, got {0}")]
+    InvalidClaimLimit(u32),
     /// A listing's cursor is not one this server handed out.
     #[error("cursor is not valid")]
     InvalidCursor,
@@ -59,10 +65,14 @@ impl From<RepoError> for AppError {
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
 /// Largest page size of a listing.
 pub const MAX_PAGE_SIZE: u32 = 500;
+/// Largest number of tasks one claim may take.
+pub const MAX_CLAIM_BATCH: u32 = 100;
 
 /// What a client asks for when creating a task; unset fields take the service's defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CreateTask {
+    /// The queue; `default` when `None`.
+    pub queue: Option<QueueName>,
     /// The kind of work.
     pub name: TaskName,
     /// Input for the worker.
@@ -84,6 +94,15 @@ pub struct TaskPage {
     pub next_cursor: Option<Cursor>,
 }
 
+/// The service's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceDefaults {
+    /// Attempts of a task created without `maxAttempts`.
+    pub max_attempts: MaxAttempts,
+    /// Lease of a start, claim or heartbeat that does not name one.
+    pub lease: LeaseDuration,
+}
+
 /// A clock reading the system time, cut to microseconds.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
@@ -100,18 +119,23 @@ pub struct TaskService {
     repo: Arc<dyn TaskRepository>,
     clock: Arc<dyn Clock>,
     backoff: Arc<dyn BackoffPolicy>,
-    default_max_attempts: MaxAttempts,
+    defaults: ServiceDefaults,
 }
 
 impl TaskService {
-    /// A service over these ports; tasks created without `maxAttempts` get `default_max_attempts`.
+    /// A service over these ports.
     pub fn new(
         repo: Arc<dyn TaskRepository>,
         clock: Arc<dyn Clock>,
         backoff: Arc<dyn BackoffPolicy>,
-        default_max_attempts: MaxAttempts,
+        defaults: ServiceDefaults,
     ) -> Self {
-        Self { repo, clock, backoff, default_max_attempts }
+        Self { repo, clock, backoff, defaults }
+    }
+
+    /// The service's defaults.
+    pub fn defaults(&self) -> ServiceDefaults {
+        self.defaults
     }
 
     /// Creates a pending task with a fresh UUID v7 id.
@@ -120,14 +144,15 @@ impl TaskService {
     /// [`AppError::Unavailable`] or [`AppError::Unexpected`] from storage.
     pub fn create(&self, request: CreateTask) -> Result<Task, AppError> {
         let spec = NewTask {
+            queue: request.queue.unwrap_or_default(),
             name: request.name,
             payload: request.payload,
             priority: request.priority,
-            max_attempts: request.max_attempts.unwrap_or(self.default_max_attempts),
+            max_attempts: request.max_attempts.unwrap_or(self.defaults.max_attempts),
             run_at: request.run_at,
         };
         let task = Task::new(TaskId::from_uuid(Uuid::now_v7()), spec, self.clock.now());
-        self.repo.insert(&task)?;
+        self.repo.insert(&task, &TaskEvent::transition(None, &task, Actor::Client))?;
         Ok(task)
     }
 
@@ -162,42 +187,96 @@ impl TaskService {
         Ok(TaskPage { items, next_cursor })
     }
 
-    /// Hands a runnable pending task to `worker`.
+    /// Starts up to `limit` runnable tasks for `worker`, highest priority and longest waiting
+    /// first, each under a fresh lease. An empty list when nothing is runnable.
+    ///
+    /// # Errors
+    /// [`AppError::InvalidClaimLimit`]; storage errors.
+    pub fn claim(
+        &self,
+        worker: &WorkerId,
+        queues: Option<Vec<QueueName>>,
+        limit: u32,
+        lease: Option<LeaseDuration>,
+    ) -> Result<Vec<Task>, AppError> {
+        if !(1..=MAX_CLAIM_BATCH).contains(&limit) {
+            return Err(AppError::InvalidClaimLimit(limit));
+        }
+        let request = ClaimRequest {
+            worker: worker.clone(),
+            queues,
+            limit,
+            lease: lease.unwrap_or(self.defaults.lease),
+            now: self.clock.now(),
+        };
+        Ok(self.repo.claim(&request)?)
+    }
+
+    /// Starts one named task for `worker` under a fresh lease.
     ///
     /// # Errors
     /// [`AppError::Conflict`] with [`DomainError::InvalidTransition`] or
     /// [`DomainError::NotYetRunnable`]; [`AppError::NotFound`]; storage errors.
-    pub fn start(&self, id: TaskId, worker: &WorkerId) -> Result<Task, AppError> {
-        self.transition(id, |task, now| task.start(worker, now))
+    pub fn start(
+        &self,
+        id: TaskId,
+        worker: &WorkerId,
+        lease: Option<LeaseDuration>,
+    ) -> Result<Task, AppError> {
+        let lease = lease.unwrap_or(self.defaults.lease);
+        self.transition(id, Actor::Worker, None, |task, now| {
+            task.start(worker, new_lease_token(), lease, now).map(|()| Applied::Changed)
+        })
     }
 
-    /// Records success of the running attempt.
+    /// Extends the live attempt's lease.
     ///
     /// # Errors
-    /// [`AppError::Conflict`] when the task is not running or `worker` does not hold it;
+    /// [`AppError::Conflict`] with [`DomainError::StaleLease`] when `token` is not the live
+    /// attempt's (the refusal is recorded), or [`DomainError::WorkerMismatch`];
     /// [`AppError::NotFound`]; storage errors.
-    pub fn succeed(
+    pub fn heartbeat(
         &self,
         id: TaskId,
         worker: Option<&WorkerId>,
+        token: LeaseToken,
+        lease: Option<LeaseDuration>,
+    ) -> Result<Task, AppError> {
+        let lease = lease.unwrap_or(self.defaults.lease);
+        let stale = Some((StaleCall::Heartbeat, worker.cloned()));
+        self.transition(id, Actor::Worker, stale, |task, now| {
+            task.heartbeat(worker, token, lease, now).map(|()| Applied::Changed)
+        })
+    }
+
+    /// Records success of the running attempt. A repeat of an accepted report returns the
+    /// stored task and changes nothing.
+    ///
+    /// # Errors
+    /// [`AppError::Conflict`] when the task is not running, the reporter does not hold it or
+    /// its token is stale (the refusal is recorded); [`AppError::NotFound`]; storage errors.
+    pub fn succeed(
+        &self,
+        id: TaskId,
+        reporter: &Reporter,
         result: Option<Value>,
     ) -> Result<Task, AppError> {
-        self.transition(id, |task, now| task.succeed(worker, result.clone(), now))
+        let stale = Some((StaleCall::Succeed, reporter.worker_id.clone()));
+        self.transition(id, Actor::Worker, stale, |task, now| {
+            task.succeed(reporter, result.clone(), now)
+        })
     }
 
     /// Records failure of the running attempt: a retry after backoff, or failed for good.
     ///
     /// # Errors
-    /// [`AppError::Conflict`] when the task is not running or `worker` does not hold it;
-    /// [`AppError::NotFound`]; storage errors.
-    pub fn fail(
-        &self,
-        id: TaskId,
-        worker: Option<&WorkerId>,
-        error: &str,
-    ) -> Result<Task, AppError> {
+    /// As [`TaskService::succeed`].
+    pub fn fail(&self, id: TaskId, reporter: &Reporter, error: &str) -> Result<Task, AppError> {
         let backoff = self.backoff.as_ref();
-        self.transition(id, |task, now| task.fail_and_schedule_retry(worker, error, now, backoff))
+        let stale = Some((StaleCall::Fail, reporter.worker_id.clone()));
+        self.transition(id, Actor::Worker, stale, |task, now| {
+            task.fail_and_schedule_retry(reporter, error, now, backoff)
+        })
     }
 
     /// Cancels a pending or running task.
@@ -206,7 +285,9 @@ impl TaskService {
     /// [`AppError::Conflict`] when the task is already terminal; [`AppError::NotFound`];
     /// storage errors.
     pub fn cancel(&self, id: TaskId) -> Result<Task, AppError> {
-        self.transition(id, |task, now| task.cancel(now))
+        self.transition(id, Actor::Client, None, |task, now| {
+            task.cancel(now).map(|()| Applied::Changed)
+        })
     }
 
     /// Puts a failed or cancelled task back to pending with a fresh attempt budget.
@@ -215,7 +296,57 @@ impl TaskService {
     /// [`AppError::Conflict`] unless the task is failed or cancelled; [`AppError::NotFound`];
     /// storage errors.
     pub fn rerun(&self, id: TaskId) -> Result<Task, AppError> {
-        self.transition(id, |task, now| task.rerun(now))
+        self.transition(id, Actor::Client, None, |task, now| {
+            task.rerun(now).map(|()| Applied::Changed)
+        })
+    }
+
+    /// Fails up to `limit` running attempts whose lease expired, through the domain's rule:
+    /// retry with backoff, or failed for good. Returns the tasks it failed.
+    ///
+    /// Safe with any number of reapers: each write is compare-and-swap on the version that
+    /// was read, so an attempt heartbeated, completed or reaped elsewhere a moment before is
+    /// left alone.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn reap_expired(&self, limit: u32) -> Result<Vec<Task>, AppError> {
+        let now = self.clock.now();
+        let mut reaped = Vec::new();
+        for before in self.repo.expired_leases(now, limit)? {
+            let mut task = before.clone();
+            if task.expire_lease(now, self.backoff.as_ref()).is_err() {
+                continue; // changed since it was read; the next pass sees its new state
+            }
+            let event = TaskEvent::transition(Some(&before), &task, Actor::Reaper);
+            match self.repo.update(&task, before.version(), Some(&event)) {
+                Ok(()) => reaped.push(task),
+                Err(RepoError::Conflict(_) | RepoError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(reaped)
+    }
+
+    /// A task's history, oldest first.
+    ///
+    /// # Errors
+    /// [`AppError::NotFound`] for an unknown task; storage errors.
+    pub fn events(&self, id: TaskId) -> Result<Vec<TaskEvent>, AppError> {
+        let events = self.repo.events(id)?;
+        if events.is_empty() {
+            // Every task has a creation event, so none means no such task.
+            self.repo.get(id)?;
+        }
+        Ok(events)
+    }
+
+    /// How many stale calls were refused, by code and call.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn rejection_counts(&self) -> Result<Vec<RejectionCount>, AppError> {
+        Ok(self.repo.rejection_counts()?)
     }
 
     /// Whether storage answers.
@@ -226,19 +357,37 @@ impl TaskService {
         Ok(self.repo.ping()?)
     }
 
-    /// Reads the task, applies one domain transition and writes it back if nobody changed it
-    /// meanwhile. A lost race is retried on a fresh read, so the caller gets the domain's
-    /// verdict on the state that won rather than a bare conflict.
+    /// Reads the task, applies one domain transition and writes it back, with its event, if
+    /// nobody changed it meanwhile. A lost race is retried on a fresh read, so the caller gets
+    /// the domain's verdict on the state that won rather than a bare conflict. A replayed
+    /// report writes nothing. A refusal for a stale lease is recorded when `stale` says which
+    /// call it was.
     fn transition(
         &self,
         id: TaskId,
-        apply: impl Fn(&mut Task, DateTime<Utc>) -> Result<(), DomainError>,
+        actor: Actor,
+        stale: Option<(StaleCall, Option<WorkerId>)>,
+        apply: impl Fn(&mut Task, DateTime<Utc>) -> Result<Applied, DomainError>,
     ) -> Result<Task, AppError> {
         for _ in 0..MAX_TRANSITION_ATTEMPTS {
-            let mut task = self.repo.get(id)?;
-            let expected_version = task.version();
-            apply(&mut task, self.clock.now())?;
-            match self.repo.update(&task, expected_version) {
+            let before = self.repo.get(id)?;
+            let mut task = before.clone();
+            let now = self.clock.now();
+            match apply(&mut task, now) {
+                Ok(Applied::Replayed) => return Ok(task),
+                Ok(Applied::Changed) => {}
+                Err(DomainError::StaleLease(refusal)) => {
+                    if let Some((call, worker)) = &stale {
+                        self.record_rejection(&before, worker.clone(), *call, &refusal, now);
+                    }
+                    return Err(DomainError::StaleLease(refusal).into());
+                }
+                Err(e) => return Err(e.into()),
+            }
+            // Heartbeats only move the lease: keeping them out of the history keeps it readable.
+            let event = (before.status() != task.status() || before.attempt() != task.attempt())
+                .then(|| TaskEvent::transition(Some(&before), &task, actor));
+            match self.repo.update(&task, before.version(), event.as_ref()) {
                 Ok(()) => return Ok(task),
                 Err(RepoError::Conflict(_)) => continue,
                 Err(e) => return Err(e.into()),
@@ -246,6 +395,26 @@ impl TaskService {
         }
         Err(AppError::ConcurrentModification(id))
     }
+
+    fn record_rejection(
+        &self,
+        task: &Task,
+        worker: Option<WorkerId>,
+        call: StaleCall,
+        refusal: &taskpilot_domain::StaleLease,
+        now: DateTime<Utc>,
+    ) {
+        let event = TaskEvent::rejection(task, worker, call, refusal, now);
+        // The caller's answer is the refusal either way; a lost record only costs a count.
+        if let Err(e) = self.repo.record_rejection(&event) {
+            tracing::warn!(task.id = %task.id(), error = %e, "could not record a refused stale call");
+        }
+    }
+}
+
+/// A fresh, unguessable lease token.
+fn new_lease_token() -> LeaseToken {
+    LeaseToken::from_uuid(Uuid::new_v4())
 }
 
 #[cfg(test)]
@@ -256,12 +425,16 @@ mod tests {
     use chrono::{TimeDelta, TimeZone};
     use mockall::{predicate::eq, Sequence};
     use serde_json::json;
-    use taskpilot_domain::{Action, FixedBackoff, FixedClock, RetryState, TaskName, TaskStatus};
+    use taskpilot_domain::{
+        Action, AttemptEnd, FixedBackoff, FixedClock, Lease, RetryState, StaleLease, TaskName,
+        TaskStatus,
+    };
 
     use super::*;
-    use crate::MockTaskRepository;
+    use crate::{MockTaskRepository, Rejection};
 
     const DEFAULT_MAX_ATTEMPTS: i64 = 25;
+    const DEFAULT_LEASE_SECS: i64 = 300;
     const BACKOFF: TimeDelta = TimeDelta::seconds(30);
 
     fn t0() -> DateTime<Utc> {
@@ -274,11 +447,40 @@ mod tests {
     }
 
     fn id() -> TaskId {
-        TaskId::from_uuid(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001))
+        task_id(1)
+    }
+
+    fn task_id(n: u128) -> TaskId {
+        TaskId::from_uuid(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + n))
     }
 
     fn worker(name: &str) -> WorkerId {
         WorkerId::parse(name).unwrap()
+    }
+
+    fn queue(name: &str) -> QueueName {
+        QueueName::parse(name).unwrap()
+    }
+
+    fn lease(secs: i64) -> LeaseDuration {
+        LeaseDuration::from_secs(secs).unwrap()
+    }
+
+    /// The token of the live attempt of [`running`] and of the attempt [`succeeded`] ended.
+    fn live_token() -> LeaseToken {
+        LeaseToken::from_uuid(Uuid::from_u128(0xa1))
+    }
+
+    /// The token of an attempt that ended before the live one.
+    fn old_token() -> LeaseToken {
+        LeaseToken::from_uuid(Uuid::from_u128(0x0d))
+    }
+
+    fn defaults() -> ServiceDefaults {
+        ServiceDefaults {
+            max_attempts: MaxAttempts::new(DEFAULT_MAX_ATTEMPTS).unwrap(),
+            lease: lease(DEFAULT_LEASE_SECS),
+        }
     }
 
     fn service(repo: MockTaskRepository) -> TaskService {
@@ -286,12 +488,13 @@ mod tests {
             Arc::new(repo),
             Arc::new(FixedClock::new(now())),
             Arc::new(FixedBackoff(BACKOFF)),
-            MaxAttempts::new(DEFAULT_MAX_ATTEMPTS).unwrap(),
+            defaults(),
         )
     }
 
     fn new_task(id: TaskId, max_attempts: i64, created_at: DateTime<Utc>) -> Task {
         let spec = NewTask {
+            queue: QueueName::default_queue(),
             name: TaskName::parse("send-email").unwrap(),
             payload: json!({"to": "ada@example.com"}),
             priority: 0,
@@ -305,37 +508,88 @@ mod tests {
         new_task(id(), 3, t0())
     }
 
+    /// Attempt 1, held by `w1` with [`live_token`] until well after [`now`].
     fn running() -> Task {
         let mut task = pending();
-        task.start(&worker("w1"), t0()).unwrap();
+        task.start(&worker("w1"), live_token(), defaults().lease, t0()).unwrap();
         task
     }
 
-    /// Running its last attempt: the next failure is final.
+    /// Running its last attempt (attempt 2): the next failure is final.
     fn running_last_attempt() -> Task {
         let mut task = new_task(id(), 2, t0());
-        task.start(&worker("w1"), t0()).unwrap();
-        task.fail_and_schedule_retry(None, "first", t0(), &FixedBackoff(TimeDelta::zero()))
-            .unwrap();
-        task.start(&worker("w1"), t0()).unwrap();
+        task.start(&worker("w1"), old_token(), defaults().lease, t0()).unwrap();
+        task.fail_and_schedule_retry(
+            &Reporter::anyone(),
+            "first",
+            t0(),
+            &FixedBackoff(TimeDelta::zero()),
+        )
+        .unwrap();
+        task.start(&worker("w1"), live_token(), defaults().lease, t0()).unwrap();
         task
     }
 
     fn failed() -> Task {
         let mut task = running_last_attempt();
-        task.fail_and_schedule_retry(None, "second", t0(), &FixedBackoff(BACKOFF)).unwrap();
+        task.fail_and_schedule_retry(&Reporter::anyone(), "second", t0(), &FixedBackoff(BACKOFF))
+            .unwrap();
         task
     }
 
+    /// Succeeded by the attempt of [`live_token`].
     fn succeeded() -> Task {
         let mut task = running();
-        task.succeed(None, None, t0()).unwrap();
+        task.succeed(&Reporter::lease(Some(worker("w1")), live_token()), None, t0()).unwrap();
         task
     }
 
     fn cancelled() -> Task {
         let mut task = pending();
         task.cancel(t0()).unwrap();
+        task
+    }
+
+    /// Attempt 1 of `id`, started by `w1` at [`t0`] with [`old_token`] and a 30 s lease: expired
+    /// by [`now`].
+    fn expired(id: TaskId, max_attempts: i64) -> Task {
+        let mut task = new_task(id, max_attempts, t0());
+        task.start(&worker("w1"), old_token(), lease(30), t0()).unwrap();
+        task
+    }
+
+    /// Attempt 1 (of [`old_token`]) was reaped; the retry is pending.
+    fn reaped() -> Task {
+        let mut task = expired(id(), 3);
+        task.expire_lease(t0() + TimeDelta::seconds(30), &FixedBackoff(TimeDelta::zero())).unwrap();
+        task
+    }
+
+    /// Attempt 1 (of [`old_token`]) was reaped; attempt 2 runs with [`live_token`].
+    fn reaped_and_restarted() -> Task {
+        let mut task = reaped();
+        task.start(&worker("w2"), live_token(), defaults().lease, t0() + TimeDelta::seconds(30))
+            .unwrap();
+        task
+    }
+
+    /// Attempt 1 (of [`live_token`]) was running when a client cancelled the task.
+    fn cancelled_while_running() -> Task {
+        let mut task = running();
+        task.cancel(t0()).unwrap();
+        task
+    }
+
+    /// Attempt 1 (of [`live_token`]) reported failure; the retry is pending.
+    fn failed_once() -> Task {
+        let mut task = running();
+        task.fail_and_schedule_retry(
+            &Reporter::lease(Some(worker("w1")), live_token()),
+            "boom",
+            t0(),
+            &FixedBackoff(BACKOFF),
+        )
+        .unwrap();
         task
     }
 
@@ -350,11 +604,44 @@ mod tests {
 
     fn create_request() -> CreateTask {
         CreateTask {
+            queue: None,
             name: TaskName::parse("send-email").unwrap(),
             payload: json!({"to": "ada@example.com"}),
             priority: 5,
             max_attempts: None,
             run_at: None,
+        }
+    }
+
+    /// The event a transition of [`id`] from `from` to `to` by worker `w1` records at [`now`];
+    /// tests adjust the fields that differ.
+    fn transition(attempt: u32, from: TaskStatus, to: TaskStatus) -> TaskEvent {
+        TaskEvent {
+            task_id: id(),
+            attempt,
+            from: Some(from),
+            to,
+            worker_id: Some(worker("w1")),
+            error: None,
+            actor: Actor::Worker,
+            rejected: None,
+            at: now(),
+        }
+    }
+
+    /// The event that records a refused stale `call` by `w1` on `stored`, refused with
+    /// `refusal`.
+    fn rejection(stored: &Task, call: StaleCall, refusal: &StaleLease) -> TaskEvent {
+        TaskEvent {
+            task_id: stored.id(),
+            attempt: stored.attempt(),
+            from: Some(stored.status()),
+            to: stored.status(),
+            worker_id: Some(worker("w1")),
+            error: Some(refusal.to_string()),
+            actor: Actor::Worker,
+            rejected: Some(Rejection { code: refusal.code().to_owned(), call }),
+            at: now(),
         }
     }
 
@@ -366,7 +653,7 @@ mod tests {
         let mut repo = MockTaskRepository::new();
         let sink = Arc::clone(&inserted);
         repo.expect_insert()
-            .withf(|t| {
+            .withf(|t, _| {
                 t.max_attempts().get() == 25
                     && t.status() == TaskStatus::Pending
                     && t.name().as_str() == "send-email"
@@ -374,9 +661,10 @@ mod tests {
                     && t.priority() == 5
                     && t.created_at() == now()
                     && t.version() == 1
+                    && t.attempt() == 0
             })
             .times(1)
-            .returning(move |t| {
+            .returning(move |t, _| {
                 *sink.lock().unwrap() = Some(t.clone());
                 Ok(())
             });
@@ -389,13 +677,59 @@ mod tests {
     }
 
     #[test]
+    fn create_defaults_the_queue_to_default_and_records_a_client_creation_event() {
+        let mut repo = MockTaskRepository::new();
+        repo.expect_insert()
+            .withf(|t, e| {
+                t.queue().as_str() == "default"
+                    && *e
+                        == TaskEvent {
+                            task_id: t.id(),
+                            attempt: 0,
+                            from: None,
+                            to: TaskStatus::Pending,
+                            worker_id: None,
+                            error: None,
+                            actor: Actor::Client,
+                            rejected: None,
+                            at: now(),
+                        }
+            })
+            .times(1)
+            .returning(|_, _| Ok(()));
+
+        let task = service(repo).create(create_request()).unwrap();
+
+        assert_eq!(task.queue(), &QueueName::default_queue());
+    }
+
+    #[test]
+    fn create_keeps_the_queue_asked_for() {
+        let mut repo = MockTaskRepository::new();
+        repo.expect_insert()
+            .withf(|t, _| t.queue().as_str() == "emails")
+            .times(1)
+            .returning(|_, _| Ok(()));
+        let request = CreateTask { queue: Some(queue("emails")), ..create_request() };
+
+        let task = service(repo).create(request).unwrap();
+
+        assert_eq!(task.queue(), &queue("emails"));
+    }
+
+    #[test]
     fn create_keeps_an_explicit_max_attempts_and_a_future_run_at() {
         let run_at = now() + TimeDelta::seconds(600);
         let mut repo = MockTaskRepository::new();
         repo.expect_insert()
-            .withf(move |t| t.max_attempts().get() == 3 && t.next_run_at() == Some(run_at))
+            .withf(move |t, e| {
+                t.max_attempts().get() == 3
+                    && t.next_run_at() == Some(run_at)
+                    && e.from.is_none()
+                    && e.to == TaskStatus::Pending
+            })
             .times(1)
-            .returning(|_| Ok(()));
+            .returning(|_, _| Ok(()));
         let request = CreateTask {
             max_attempts: Some(MaxAttempts::new(3).unwrap()),
             run_at: Some(run_at),
@@ -411,7 +745,7 @@ mod tests {
     #[test]
     fn create_gives_every_task_a_fresh_id() {
         let mut repo = MockTaskRepository::new();
-        repo.expect_insert().times(2).returning(|_| Ok(()));
+        repo.expect_insert().withf(|t, e| e.task_id == t.id()).times(2).returning(|_, _| Ok(()));
         let service = service(repo);
 
         let first = service.create(create_request()).unwrap();
@@ -423,7 +757,7 @@ mod tests {
     #[test]
     fn create_reports_unavailable_storage() {
         let mut repo = MockTaskRepository::new();
-        repo.expect_insert().times(1).returning(|_| Err(unavailable()));
+        repo.expect_insert().times(1).returning(|_, _| Err(unavailable()));
 
         let outcome = service(repo).create(create_request());
 
@@ -435,7 +769,7 @@ mod tests {
         let mut repo = MockTaskRepository::new();
         repo.expect_insert()
             .times(1)
-            .returning(|_| Err(RepoError::Unexpected(anyhow::anyhow!("bad row"))));
+            .returning(|_, _| Err(RepoError::Unexpected(anyhow::anyhow!("bad row"))));
 
         let outcome = service(repo).create(create_request());
 
@@ -570,6 +904,7 @@ mod tests {
     fn list_passes_the_filter_and_the_decoded_cursor_to_storage() {
         let cursor = Cursor::after(&newest_first(3)[2]);
         let filter = TaskFilter {
+            queue: Some(queue("emails")),
             status: Some(TaskStatus::Failed),
             name: Some(TaskName::parse("send-email").unwrap()),
         };
@@ -597,6 +932,73 @@ mod tests {
         assert!(matches!(outcome, Err(AppError::Unavailable(_))), "{outcome:?}");
     }
 
+    // --- claim ------------------------------------------------------------------------------
+
+    #[test]
+    fn claim_refuses_a_limit_of_0_or_over_100_without_asking_storage() {
+        for limit in [0, MAX_CLAIM_BATCH + 1, u32::MAX] {
+            let mut repo = MockTaskRepository::new();
+            repo.expect_claim().never();
+
+            let outcome = service(repo).claim(&worker("w1"), None, limit, None);
+
+            assert!(
+                matches!(outcome, Err(AppError::InvalidClaimLimit(l)) if l == limit),
+                "{limit}: {outcome:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn claim_passes_worker_queues_limit_default_lease_and_the_clock_to_storage() {
+        let claimed = vec![running(), expired(task_id(2), 3)];
+        let returned = claimed.clone();
+        let mut repo = MockTaskRepository::new();
+        repo.expect_claim()
+            .withf(|r| {
+                *r == ClaimRequest {
+                    worker: worker("w1"),
+                    queues: Some(vec![queue("emails"), queue("sms")]),
+                    limit: 10,
+                    lease: lease(DEFAULT_LEASE_SECS),
+                    now: now(),
+                }
+            })
+            .times(1)
+            .returning(move |_| Ok(returned.clone()));
+
+        let tasks = service(repo)
+            .claim(&worker("w1"), Some(vec![queue("emails"), queue("sms")]), 10, None)
+            .unwrap();
+
+        assert_eq!(tasks, claimed, "returns what storage claimed");
+    }
+
+    #[test]
+    fn claim_accepts_limits_from_1_to_100_and_passes_the_lease_asked_for() {
+        for limit in [1, MAX_CLAIM_BATCH] {
+            let mut repo = MockTaskRepository::new();
+            repo.expect_claim()
+                .withf(move |r| r.limit == limit && r.lease == lease(60) && r.queues.is_none())
+                .times(1)
+                .returning(|_| Ok(Vec::new()));
+
+            let tasks = service(repo).claim(&worker("w1"), None, limit, Some(lease(60))).unwrap();
+
+            assert!(tasks.is_empty(), "nothing runnable: an empty list");
+        }
+    }
+
+    #[test]
+    fn claim_reports_unavailable_storage() {
+        let mut repo = MockTaskRepository::new();
+        repo.expect_claim().times(1).returning(|_| Err(unavailable()));
+
+        let outcome = service(repo).claim(&worker("w1"), None, 1, None);
+
+        assert!(matches!(outcome, Err(AppError::Unavailable(_))), "{outcome:?}");
+    }
+
     // --- transitions ------------------------------------------------------------------------
 
     #[test]
@@ -605,21 +1007,63 @@ mod tests {
         let mut repo = MockTaskRepository::new();
         expect_get(&mut repo, &stored);
         repo.expect_update()
-            .withf(|t, expected_version| {
+            .withf(|t, expected_version, e| {
                 *expected_version == 1
                     && t.version() == 2
                     && t.status() == TaskStatus::Running
+                    && t.attempt() == 1
                     && t.worker_id() == Some(&worker("w1"))
                     && t.processing_started_at() == Some(now())
                     && t.updated_at() == now()
+                    && *e == Some(&transition(1, TaskStatus::Pending, TaskStatus::Running))
             })
             .times(1)
-            .returning(|_, _| Ok(()));
+            .returning(|_, _, _| Ok(()));
 
-        let task = service(repo).start(id(), &worker("w1")).unwrap();
+        let task = service(repo).start(id(), &worker("w1"), None).unwrap();
 
         assert_eq!(task.status(), TaskStatus::Running);
         assert_eq!(task.version(), 2);
+    }
+
+    #[test]
+    fn start_uses_the_default_lease_when_none_is_given() {
+        for (asked, expires_at) in [
+            (None, now() + TimeDelta::seconds(DEFAULT_LEASE_SECS)),
+            (Some(lease(60)), now() + TimeDelta::seconds(60)),
+        ] {
+            let mut repo = MockTaskRepository::new();
+            expect_get(&mut repo, &pending());
+            repo.expect_update()
+                .withf(move |t, _, _| t.lease().is_some_and(|l| l.expires_at == expires_at))
+                .times(1)
+                .returning(|_, _, _| Ok(()));
+
+            let task = service(repo).start(id(), &worker("w1"), asked).unwrap();
+
+            assert_eq!(task.lease().unwrap().expires_at, expires_at, "{asked:?}");
+        }
+    }
+
+    #[test]
+    fn start_gives_every_attempt_a_fresh_token() {
+        let saved = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&saved);
+        let stored = pending();
+        let mut repo = MockTaskRepository::new();
+        repo.expect_get().times(2).returning(move |_| Ok(stored.clone()));
+        repo.expect_update().times(2).returning(move |t, _, _| {
+            sink.lock().unwrap().push(t.lease().unwrap().token);
+            Ok(())
+        });
+        let service = service(repo);
+
+        let first = service.start(id(), &worker("w1"), None).unwrap();
+        let second = service.start(id(), &worker("w1"), None).unwrap();
+
+        let (first, second) = (first.lease().unwrap().token, second.lease().unwrap().token);
+        assert_ne!(first, second);
+        assert_eq!(*saved.lock().unwrap(), vec![first, second], "returns the token it stored");
     }
 
     #[test]
@@ -628,17 +1072,43 @@ mod tests {
         let mut repo = MockTaskRepository::new();
         expect_get(&mut repo, &stored);
         repo.expect_update()
-            .withf(|t, expected_version| {
+            .withf(|t, expected_version, e| {
                 *expected_version == 2
                     && t.version() == 3
                     && t.status() == TaskStatus::Succeeded
                     && t.result() == Some(&json!({"sent": true}))
                     && t.completed_at() == Some(now())
+                    && *e == Some(&transition(1, TaskStatus::Running, TaskStatus::Succeeded))
             })
             .times(1)
-            .returning(|_, _| Ok(()));
+            .returning(|_, _, _| Ok(()));
 
-        let task = service(repo).succeed(id(), Some(&worker("w1")), Some(json!({"sent": true})));
+        let task = service(repo).succeed(
+            id(),
+            &Reporter::worker(worker("w1")),
+            Some(json!({"sent": true})),
+        );
+
+        assert_eq!(task.unwrap().status(), TaskStatus::Succeeded);
+    }
+
+    #[test]
+    fn succeed_with_the_live_token_saves_the_success_and_records_no_rejection() {
+        let mut repo = MockTaskRepository::new();
+        expect_get(&mut repo, &running());
+        repo.expect_update()
+            .withf(|t, v, e| {
+                *v == 2
+                    && t.last_ended().map(|e| (e.token, e.end))
+                        == Some((live_token(), AttemptEnd::Succeeded))
+                    && *e == Some(&transition(1, TaskStatus::Running, TaskStatus::Succeeded))
+            })
+            .times(1)
+            .returning(|_, _, _| Ok(()));
+        repo.expect_record_rejection().never();
+
+        let task =
+            service(repo).succeed(id(), &Reporter::lease(Some(worker("w1")), live_token()), None);
 
         assert_eq!(task.unwrap().status(), TaskStatus::Succeeded);
     }
@@ -649,7 +1119,7 @@ mod tests {
         let mut repo = MockTaskRepository::new();
         expect_get(&mut repo, &stored);
         repo.expect_update()
-            .withf(|t, expected_version| {
+            .withf(|t, expected_version, e| {
                 *expected_version == 2
                     && t.version() == 3
                     && t.status() == TaskStatus::Pending
@@ -658,11 +1128,16 @@ mod tests {
                     && t.next_run_at() == Some(now() + BACKOFF)
                     && t.last_error() == Some("smtp timeout")
                     && t.worker_id().is_none()
+                    && *e
+                        == Some(&TaskEvent {
+                            error: Some("smtp timeout".to_owned()),
+                            ..transition(1, TaskStatus::Running, TaskStatus::Pending)
+                        })
             })
             .times(1)
-            .returning(|_, _| Ok(()));
+            .returning(|_, _, _| Ok(()));
 
-        let task = service(repo).fail(id(), None, "smtp timeout").unwrap();
+        let task = service(repo).fail(id(), &Reporter::anyone(), "smtp timeout").unwrap();
 
         assert_eq!(task.next_run_at(), Some(now() + BACKOFF));
     }
@@ -674,35 +1149,46 @@ mod tests {
         let mut repo = MockTaskRepository::new();
         expect_get(&mut repo, &stored);
         repo.expect_update()
-            .withf(move |t, expected_version| {
+            .withf(move |t, expected_version, e| {
                 *expected_version == read_version
                     && t.status() == TaskStatus::Failed
                     && t.retry_state() == RetryState::Exhausted
                     && t.completed_at() == Some(now())
+                    && *e
+                        == Some(&TaskEvent {
+                            error: Some("again".to_owned()),
+                            ..transition(2, TaskStatus::Running, TaskStatus::Failed)
+                        })
             })
             .times(1)
-            .returning(|_, _| Ok(()));
+            .returning(|_, _, _| Ok(()));
 
-        let task = service(repo).fail(id(), Some(&worker("w1")), "again").unwrap();
+        let task = service(repo).fail(id(), &Reporter::worker(worker("w1")), "again").unwrap();
 
         assert_eq!(task.status(), TaskStatus::Failed);
     }
 
     #[test]
     fn cancel_saves_the_cancelled_task_against_the_version_it_read() {
-        for stored in [pending(), running()] {
+        for (stored, holder) in [(pending(), None), (running(), Some(worker("w1")))] {
             let read_version = stored.version();
+            let event = TaskEvent {
+                worker_id: holder,
+                actor: Actor::Client,
+                ..transition(stored.attempt(), stored.status(), TaskStatus::Cancelled)
+            };
             let mut repo = MockTaskRepository::new();
             expect_get(&mut repo, &stored);
             repo.expect_update()
-                .withf(move |t, expected_version| {
+                .withf(move |t, expected_version, e| {
                     *expected_version == read_version
                         && t.version() == read_version + 1
                         && t.status() == TaskStatus::Cancelled
                         && t.completed_at() == Some(now())
+                        && *e == Some(&event)
                 })
                 .times(1)
-                .returning(|_, _| Ok(()));
+                .returning(|_, _, _| Ok(()));
 
             let task = service(repo).cancel(id()).unwrap();
 
@@ -714,19 +1200,25 @@ mod tests {
     fn rerun_saves_a_fresh_pending_task_against_the_version_it_read() {
         for stored in [failed(), cancelled()] {
             let read_version = stored.version();
+            let event = TaskEvent {
+                worker_id: None,
+                actor: Actor::Client,
+                ..transition(stored.attempt(), stored.status(), TaskStatus::Pending)
+            };
             let mut repo = MockTaskRepository::new();
             expect_get(&mut repo, &stored);
             repo.expect_update()
-                .withf(move |t, expected_version| {
+                .withf(move |t, expected_version, e| {
                     *expected_version == read_version
                         && t.version() == read_version + 1
                         && t.status() == TaskStatus::Pending
                         && t.attempt_count() == 0
                         && t.retry_state() == RetryState::None
                         && t.next_run_at().is_none()
+                        && *e == Some(&event)
                 })
                 .times(1)
-                .returning(|_, _| Ok(()));
+                .returning(|_, _, _| Ok(()));
 
             let task = service(repo).rerun(id()).unwrap();
 
@@ -738,9 +1230,9 @@ mod tests {
 
     fn use_cases() -> [(Action, UseCase); 5] {
         [
-            (Action::Start, |s| s.start(id(), &worker("w2"))),
-            (Action::Succeed, |s| s.succeed(id(), None, None)),
-            (Action::Fail, |s| s.fail(id(), None, "boom")),
+            (Action::Start, |s| s.start(id(), &worker("w2"), None)),
+            (Action::Succeed, |s| s.succeed(id(), &Reporter::anyone(), None)),
+            (Action::Fail, |s| s.fail(id(), &Reporter::anyone(), "boom")),
             (Action::Cancel, |s| s.cancel(id())),
             (Action::Rerun, |s| s.rerun(id())),
         ]
@@ -761,6 +1253,7 @@ mod tests {
             let mut repo = MockTaskRepository::new();
             expect_get(&mut repo, &stored);
             repo.expect_update().never();
+            repo.expect_record_rejection().never();
 
             let outcome = use_case(&service(repo));
 
@@ -778,12 +1271,14 @@ mod tests {
     #[test]
     fn an_early_start_is_a_conflict_saying_when_the_task_becomes_runnable() {
         let mut stored = running();
-        stored.fail_and_schedule_retry(None, "boom", now(), &FixedBackoff(BACKOFF)).unwrap();
+        stored
+            .fail_and_schedule_retry(&Reporter::anyone(), "boom", now(), &FixedBackoff(BACKOFF))
+            .unwrap();
         let mut repo = MockTaskRepository::new();
         expect_get(&mut repo, &stored);
         repo.expect_update().never();
 
-        let outcome = service(repo).start(id(), &worker("w1"));
+        let outcome = service(repo).start(id(), &worker("w1"), None);
 
         assert!(
             matches!(
@@ -797,14 +1292,17 @@ mod tests {
 
     #[test]
     fn a_report_from_another_worker_is_a_conflict_and_never_saved() {
-        let reports: [UseCase; 2] = [
-            |s| s.succeed(id(), Some(&worker("w2")), None),
-            |s| s.fail(id(), Some(&worker("w2")), "boom"),
+        let reports: [UseCase; 4] = [
+            |s| s.succeed(id(), &Reporter::worker(worker("w2")), None),
+            |s| s.fail(id(), &Reporter::worker(worker("w2")), "boom"),
+            |s| s.succeed(id(), &Reporter::lease(Some(worker("w2")), live_token()), None),
+            |s| s.heartbeat(id(), Some(&worker("w2")), live_token(), None),
         ];
         for report in reports {
             let mut repo = MockTaskRepository::new();
             expect_get(&mut repo, &running());
             repo.expect_update().never();
+            repo.expect_record_rejection().never();
 
             let outcome = report(&service(repo));
 
@@ -822,19 +1320,19 @@ mod tests {
     #[test]
     fn a_lost_race_is_judged_again_on_the_state_that_won() {
         let mut won = pending();
-        won.start(&worker("w9"), t0()).unwrap();
+        won.start(&worker("w9"), old_token(), defaults().lease, t0()).unwrap();
         let mut seq = Sequence::new();
         let mut repo = MockTaskRepository::new();
         let first = pending();
         repo.expect_get().times(1).in_sequence(&mut seq).returning(move |_| Ok(first.clone()));
         repo.expect_update()
-            .withf(|_, v| *v == 1)
+            .withf(|_, v, _| *v == 1)
             .times(1)
             .in_sequence(&mut seq)
-            .returning(|t, _| Err(RepoError::Conflict(t.id())));
+            .returning(|t, _, _| Err(RepoError::Conflict(t.id())));
         repo.expect_get().times(1).in_sequence(&mut seq).returning(move |_| Ok(won.clone()));
 
-        let outcome = service(repo).start(id(), &worker("w1"));
+        let outcome = service(repo).start(id(), &worker("w1"), None);
 
         assert!(
             matches!(
@@ -860,18 +1358,23 @@ mod tests {
         let first = pending();
         repo.expect_get().times(1).in_sequence(&mut seq).returning(move |_| Ok(first.clone()));
         repo.expect_update()
-            .withf(|_, v| *v == 1)
+            .withf(|_, v, _| *v == 1)
             .times(1)
             .in_sequence(&mut seq)
-            .returning(|t, _| Err(RepoError::Conflict(t.id())));
+            .returning(|t, _, _| Err(RepoError::Conflict(t.id())));
         repo.expect_get().times(1).in_sequence(&mut seq).returning(move |_| Ok(moved_on.clone()));
         repo.expect_update()
-            .withf(|t, v| *v == 3 && t.version() == 4 && t.status() == TaskStatus::Running)
+            .withf(|t, v, e| {
+                *v == 3
+                    && t.version() == 4
+                    && t.status() == TaskStatus::Running
+                    && *e == Some(&transition(1, TaskStatus::Pending, TaskStatus::Running))
+            })
             .times(1)
             .in_sequence(&mut seq)
-            .returning(|_, _| Ok(()));
+            .returning(|_, _, _| Ok(()));
 
-        let task = service(repo).start(id(), &worker("w1")).unwrap();
+        let task = service(repo).start(id(), &worker("w1"), None).unwrap();
 
         assert_eq!(task.version(), 4);
     }
@@ -882,11 +1385,11 @@ mod tests {
             let stored = match action {
                 Action::Start | Action::Cancel => pending(),
                 Action::Succeed | Action::Fail => running(),
-                Action::Rerun => failed(),
+                _ => failed(),
             };
             let mut repo = MockTaskRepository::new();
             repo.expect_get().times(3).returning(move |_| Ok(stored.clone()));
-            repo.expect_update().times(3).returning(|t, _| Err(RepoError::Conflict(t.id())));
+            repo.expect_update().times(3).returning(|t, _, _| Err(RepoError::Conflict(t.id())));
 
             let outcome = use_case(&service(repo));
 
@@ -940,9 +1443,9 @@ mod tests {
         for (error, expected) in cases {
             let mut repo = MockTaskRepository::new();
             expect_get(&mut repo, &pending());
-            repo.expect_update().times(1).returning(move |_, _| Err(error()));
+            repo.expect_update().times(1).returning(move |_, _, _| Err(error()));
 
-            let outcome = service(repo).start(id(), &worker("w1"));
+            let outcome = service(repo).start(id(), &worker("w1"), None);
 
             assert!(outcome.as_ref().is_err_and(expected), "{outcome:?}");
         }
@@ -952,9 +1455,399 @@ mod tests {
     fn a_save_while_storage_is_down_is_unavailable() {
         let mut repo = MockTaskRepository::new();
         expect_get(&mut repo, &running());
-        repo.expect_update().times(1).returning(|_, _| Err(unavailable()));
+        repo.expect_update().times(1).returning(|_, _, _| Err(unavailable()));
 
         let outcome = service(repo).cancel(id());
+
+        assert!(matches!(outcome, Err(AppError::Unavailable(_))), "{outcome:?}");
+    }
+
+    // --- heartbeat --------------------------------------------------------------------------
+
+    #[test]
+    fn heartbeat_with_the_live_token_extends_the_lease_without_an_event() {
+        for (asked, expires_at) in [
+            (None, now() + TimeDelta::seconds(DEFAULT_LEASE_SECS)),
+            (Some(lease(600)), now() + TimeDelta::seconds(600)),
+        ] {
+            let mut repo = MockTaskRepository::new();
+            expect_get(&mut repo, &running());
+            repo.expect_update()
+                .withf(move |t, v, e| {
+                    *v == 2
+                        && t.version() == 3
+                        && t.status() == TaskStatus::Running
+                        && t.attempt() == 1
+                        && t.lease() == Some(&Lease { token: live_token(), expires_at })
+                        && e.is_none()
+                })
+                .times(1)
+                .returning(|_, _, _| Ok(()));
+            repo.expect_record_rejection().never();
+
+            let task =
+                service(repo).heartbeat(id(), Some(&worker("w1")), live_token(), asked).unwrap();
+
+            assert_eq!(task.lease().unwrap().expires_at, expires_at, "{asked:?}");
+        }
+    }
+
+    #[test]
+    fn heartbeat_with_a_stale_token_records_one_rejection_and_is_a_conflict_without_saving() {
+        let cases = [
+            (reaped(), old_token(), StaleLease::LeaseExpired { task: id(), attempt: 1 }),
+            (
+                reaped_and_restarted(),
+                old_token(),
+                StaleLease::AttemptSuperseded { task: id(), current: 2 },
+            ),
+            (
+                cancelled_while_running(),
+                live_token(),
+                StaleLease::TaskCancelled { task: id(), attempt: 1 },
+            ),
+        ];
+        for (stored, token, refusal) in cases {
+            let event = rejection(&stored, StaleCall::Heartbeat, &refusal);
+            let mut repo = MockTaskRepository::new();
+            expect_get(&mut repo, &stored);
+            repo.expect_update().never();
+            repo.expect_record_rejection()
+                .withf(move |e| *e == event)
+                .times(1)
+                .returning(|_| Ok(()));
+
+            let outcome = service(repo).heartbeat(id(), Some(&worker("w1")), token, None);
+
+            assert!(
+                matches!(&outcome, Err(AppError::Conflict(DomainError::StaleLease(r))) if *r == refusal),
+                "{}: {outcome:?}",
+                refusal.code()
+            );
+        }
+    }
+
+    // --- fencing of reports -----------------------------------------------------------------
+
+    #[test]
+    fn a_replayed_success_returns_the_stored_task_without_saving_or_recording() {
+        let stored = succeeded();
+        let mut repo = MockTaskRepository::new();
+        expect_get(&mut repo, &stored);
+        repo.expect_update().never();
+        repo.expect_record_rejection().never();
+
+        let task = service(repo)
+            .succeed(id(), &Reporter::lease(Some(worker("w1")), live_token()), None)
+            .unwrap();
+
+        assert_eq!(task, stored);
+    }
+
+    #[test]
+    fn a_replayed_failure_returns_the_stored_task_without_saving_or_recording() {
+        let stored = failed_once();
+        let mut repo = MockTaskRepository::new();
+        expect_get(&mut repo, &stored);
+        repo.expect_update().never();
+        repo.expect_record_rejection().never();
+
+        let task = service(repo)
+            .fail(id(), &Reporter::lease(Some(worker("w1")), live_token()), "boom")
+            .unwrap();
+
+        assert_eq!(task, stored);
+    }
+
+    #[test]
+    fn a_stale_success_records_a_succeed_rejection_and_is_a_conflict_without_saving() {
+        let cases = [
+            (reaped(), old_token(), StaleLease::LeaseExpired { task: id(), attempt: 1 }),
+            (
+                reaped_and_restarted(),
+                old_token(),
+                StaleLease::AttemptSuperseded { task: id(), current: 2 },
+            ),
+            (
+                cancelled_while_running(),
+                live_token(),
+                StaleLease::TaskCancelled { task: id(), attempt: 1 },
+            ),
+            (
+                failed_once(),
+                live_token(),
+                StaleLease::OutcomeConflict {
+                    task: id(),
+                    attempt: 1,
+                    recorded: AttemptEnd::Failed,
+                },
+            ),
+        ];
+        for (stored, token, refusal) in cases {
+            let event = rejection(&stored, StaleCall::Succeed, &refusal);
+            let mut repo = MockTaskRepository::new();
+            expect_get(&mut repo, &stored);
+            repo.expect_update().never();
+            repo.expect_record_rejection()
+                .withf(move |e| *e == event)
+                .times(1)
+                .returning(|_| Ok(()));
+
+            let outcome =
+                service(repo).succeed(id(), &Reporter::lease(Some(worker("w1")), token), None);
+
+            assert!(
+                matches!(&outcome, Err(AppError::Conflict(DomainError::StaleLease(r))) if *r == refusal),
+                "{}: {outcome:?}",
+                refusal.code()
+            );
+        }
+    }
+
+    #[test]
+    fn a_stale_failure_records_a_fail_rejection_and_is_a_conflict_without_saving() {
+        let stored = reaped_and_restarted();
+        let refusal = StaleLease::AttemptSuperseded { task: id(), current: 2 };
+        let event = rejection(&stored, StaleCall::Fail, &refusal);
+        let mut repo = MockTaskRepository::new();
+        expect_get(&mut repo, &stored);
+        repo.expect_update().never();
+        repo.expect_record_rejection().withf(move |e| *e == event).times(1).returning(|_| Ok(()));
+
+        let outcome =
+            service(repo).fail(id(), &Reporter::lease(Some(worker("w1")), old_token()), "late");
+
+        assert!(
+            matches!(&outcome, Err(AppError::Conflict(DomainError::StaleLease(r))) if *r == refusal),
+            "{outcome:?}"
+        );
+    }
+
+    #[test]
+    fn a_stale_call_is_still_refused_when_recording_the_rejection_fails() {
+        let mut repo = MockTaskRepository::new();
+        expect_get(&mut repo, &reaped());
+        repo.expect_update().never();
+        repo.expect_record_rejection().times(1).returning(|_| Err(unavailable()));
+
+        let outcome =
+            service(repo).succeed(id(), &Reporter::lease(Some(worker("w1")), old_token()), None);
+
+        assert!(
+            matches!(
+                &outcome,
+                Err(AppError::Conflict(DomainError::StaleLease(StaleLease::LeaseExpired { .. })))
+            ),
+            "the worker gets the 409, not the storage error: {outcome:?}"
+        );
+    }
+
+    // --- reaper -----------------------------------------------------------------------------
+
+    #[test]
+    fn reap_expired_fails_each_expired_task_through_the_domain_with_a_reaper_event() {
+        // One with attempts left goes back to pending, one on its last attempt fails for good.
+        let (retried, exhausted) = (expired(task_id(1), 3), expired(task_id(2), 1));
+        let found = vec![retried.clone(), exhausted.clone()];
+        let reaper_event = |task_id, to| TaskEvent {
+            task_id,
+            error: Some("lease expired (worker w1)".to_owned()),
+            actor: Actor::Reaper,
+            ..transition(1, TaskStatus::Running, to)
+        };
+        let (to_retry, to_fail) = (
+            reaper_event(task_id(1), TaskStatus::Pending),
+            reaper_event(task_id(2), TaskStatus::Failed),
+        );
+        let mut seq = Sequence::new();
+        let mut repo = MockTaskRepository::new();
+        repo.expect_expired_leases()
+            .withf(|at, limit| *at == now() && *limit == 10)
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(move |_, _| Ok(found.clone()));
+        repo.expect_update()
+            .withf(move |t, v, e| {
+                t.id() == task_id(1)
+                    && *v == 2
+                    && t.status() == TaskStatus::Pending
+                    && t.next_run_at() == Some(now() + BACKOFF)
+                    && *e == Some(&to_retry)
+            })
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _, _| Ok(()));
+        repo.expect_update()
+            .withf(move |t, v, e| {
+                t.id() == task_id(2)
+                    && *v == 2
+                    && t.status() == TaskStatus::Failed
+                    && *e == Some(&to_fail)
+            })
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _, _| Ok(()));
+
+        let reaped = service(repo).reap_expired(10).unwrap();
+
+        let summary: Vec<_> = reaped.iter().map(|t| (t.id(), t.status(), t.last_error())).collect();
+        assert_eq!(
+            summary,
+            [
+                (task_id(1), TaskStatus::Pending, Some("lease expired (worker w1)")),
+                (task_id(2), TaskStatus::Failed, Some("lease expired (worker w1)")),
+            ]
+        );
+        assert_eq!(reaped[0].last_ended().map(|e| e.end), Some(AttemptEnd::LeaseExpired));
+    }
+
+    #[test]
+    fn reap_expired_skips_tasks_whose_update_conflicts_and_returns_only_those_reaped() {
+        let found: Vec<Task> = (1..=3).map(|n| expired(task_id(n), 3)).collect();
+        let mut repo = MockTaskRepository::new();
+        repo.expect_expired_leases().times(1).returning(move |_, _| Ok(found.clone()));
+        repo.expect_update().times(3).returning(|t, _, _| {
+            if t.id() == task_id(1) {
+                Err(RepoError::Conflict(t.id())) // heartbeated or completed a moment before
+            } else if t.id() == task_id(2) {
+                Err(RepoError::NotFound(t.id()))
+            } else {
+                Ok(())
+            }
+        });
+
+        let reaped = service(repo).reap_expired(10).unwrap();
+
+        let ids: Vec<_> = reaped.iter().map(Task::id).collect();
+        assert_eq!(ids, [task_id(3)]);
+    }
+
+    #[test]
+    fn reap_expired_skips_tasks_whose_lease_is_no_longer_expired() {
+        // Read as expired, but by the time the domain judges them one was heartbeated and one
+        // completed.
+        let mut heartbeated = expired(task_id(1), 3);
+        heartbeated.heartbeat(None, old_token(), lease(300), now()).unwrap();
+        let mut completed = expired(task_id(2), 3);
+        completed.succeed(&Reporter::anyone(), None, t0()).unwrap();
+        let found = vec![heartbeated, completed, expired(task_id(3), 3)];
+        let mut repo = MockTaskRepository::new();
+        repo.expect_expired_leases().times(1).returning(move |_, _| Ok(found.clone()));
+        repo.expect_update()
+            .withf(|t, _, _| t.id() == task_id(3))
+            .times(1)
+            .returning(|_, _, _| Ok(()));
+
+        let reaped = service(repo).reap_expired(10).unwrap();
+
+        let ids: Vec<_> = reaped.iter().map(Task::id).collect();
+        assert_eq!(ids, [task_id(3)]);
+    }
+
+    #[test]
+    fn reap_expired_with_nothing_expired_reaps_nothing() {
+        let mut repo = MockTaskRepository::new();
+        repo.expect_expired_leases().times(1).returning(|_, _| Ok(Vec::new()));
+        repo.expect_update().never();
+
+        let reaped = service(repo).reap_expired(10).unwrap();
+
+        assert!(reaped.is_empty());
+    }
+
+    #[test]
+    fn reap_expired_reports_unavailable_storage() {
+        let mut repo = MockTaskRepository::new();
+        repo.expect_expired_leases().times(1).returning(|_, _| Err(unavailable()));
+        repo.expect_update().never();
+
+        let outcome = service(repo).reap_expired(10);
+
+        assert!(matches!(outcome, Err(AppError::Unavailable(_))), "{outcome:?}");
+    }
+
+    #[test]
+    fn reap_expired_stops_at_a_save_while_storage_is_down() {
+        let found: Vec<Task> = (1..=2).map(|n| expired(task_id(n), 3)).collect();
+        let mut repo = MockTaskRepository::new();
+        repo.expect_expired_leases().times(1).returning(move |_, _| Ok(found.clone()));
+        repo.expect_update().times(1).returning(|_, _, _| Err(unavailable()));
+
+        let outcome = service(repo).reap_expired(10);
+
+        assert!(matches!(outcome, Err(AppError::Unavailable(_))), "{outcome:?}");
+    }
+
+    // --- history and counters ---------------------------------------------------------------
+
+    #[test]
+    fn events_of_an_unknown_task_are_not_found() {
+        let mut repo = MockTaskRepository::new();
+        repo.expect_events().with(eq(id())).times(1).returning(|_| Ok(Vec::new()));
+        repo.expect_get().with(eq(id())).times(1).returning(|id| Err(RepoError::NotFound(id)));
+
+        let outcome = service(repo).events(id());
+
+        assert!(matches!(outcome, Err(AppError::NotFound(i)) if i == id()), "{outcome:?}");
+    }
+
+    #[test]
+    fn events_of_a_task_are_what_storage_returns_in_its_order() {
+        let history = vec![
+            TaskEvent {
+                attempt: 0,
+                from: None,
+                to: TaskStatus::Pending,
+                worker_id: None,
+                actor: Actor::Client,
+                at: t0(),
+                ..transition(0, TaskStatus::Pending, TaskStatus::Pending)
+            },
+            transition(1, TaskStatus::Pending, TaskStatus::Running),
+        ];
+        let stored = history.clone();
+        let mut repo = MockTaskRepository::new();
+        repo.expect_events().with(eq(id())).times(1).returning(move |_| Ok(stored.clone()));
+        repo.expect_get().never();
+
+        let events = service(repo).events(id()).unwrap();
+
+        assert_eq!(events, history);
+    }
+
+    #[test]
+    fn events_report_unavailable_storage() {
+        let mut repo = MockTaskRepository::new();
+        repo.expect_events().times(1).returning(|_| Err(unavailable()));
+
+        let outcome = service(repo).events(id());
+
+        assert!(matches!(outcome, Err(AppError::Unavailable(_))), "{outcome:?}");
+    }
+
+    #[test]
+    fn rejection_counts_are_what_storage_counted() {
+        let counts = vec![
+            RejectionCount { code: "LEASE_EXPIRED".to_owned(), call: StaleCall::Succeed, count: 3 },
+            RejectionCount {
+                code: "TASK_CANCELLED".to_owned(),
+                call: StaleCall::Heartbeat,
+                count: 1,
+            },
+        ];
+        let stored = counts.clone();
+        let mut repo = MockTaskRepository::new();
+        repo.expect_rejection_counts().times(1).returning(move || Ok(stored.clone()));
+
+        assert_eq!(service(repo).rejection_counts().unwrap(), counts);
+    }
+
+    #[test]
+    fn rejection_counts_report_unavailable_storage() {
+        let mut repo = MockTaskRepository::new();
+        repo.expect_rejection_counts().times(1).returning(|| Err(unavailable()));
+
+        let outcome = service(repo).rejection_counts();
 
         assert!(matches!(outcome, Err(AppError::Unavailable(_))), "{outcome:?}");
     }

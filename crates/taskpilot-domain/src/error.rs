@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::{Action, TaskId, TaskStatus, TextRule, WorkerId};
+use crate::{Action, AttemptEnd, TaskId, TaskStatus, TextRule, WorkerId};
 
 /// A value from outside (a client, a config file) that the domain refuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -17,6 +17,16 @@ pub enum ValidationError {
     /// The attempt budget is outside 1 to 100.
     #[error("maxAttempts must be between 1 and {max}, got {0}", max = crate::MaxAttempts::MAX)]
     MaxAttempts(i64),
+    /// The queue name is empty, longer than 64 characters or holds a character outside
+    /// `a-z 0-9 _ . -`.
+    #[error("queue must be 1 to 64 of a-z, 0-9, '_', '.', '-', got {0:?}")]
+    QueueName(String),
+    /// The lease token is not one TaskPilot hands out.
+    #[error("leaseToken must be a token as the claim returned it")]
+    LeaseToken,
+    /// The lease length is outside 5 to 86400 seconds.
+    #[error("leaseSeconds must be between 5 and 86400, got {0}")]
+    LeaseSeconds(i64),
     /// A backoff policy whose base delay is not positive or whose cap is below its base.
     #[error("backoff needs a positive base delay and a cap at least as long as the base")]
     Backoff,
@@ -44,6 +54,17 @@ pub enum DomainError {
         /// When it becomes runnable.
         runnable_at: DateTime<Utc>,
     },
+    /// A report or heartbeat whose lease token is not the live attempt's.
+    #[error(transparent)]
+    StaleLease(#[from] StaleLease),
+    /// The reaper found the lease still valid (it was heartbeated a moment before).
+    #[error("the lease of task {task} runs until {expires_at}")]
+    LeaseNotExpired {
+        /// The task.
+        task: TaskId,
+        /// When the lease runs out.
+        expires_at: DateTime<Utc>,
+    },
     /// A worker reported on a task that another worker holds.
     #[error("task {task} is held by worker {holder}, not by {caller}")]
     WorkerMismatch {
@@ -54,6 +75,70 @@ pub enum DomainError {
         /// The worker that called.
         caller: WorkerId,
     },
+}
+
+/// Why a report or heartbeat that carries a lease token is refused: the token is not the
+/// live attempt's. Each variant tells the worker what happened to its attempt.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StaleLease {
+    /// The attempt's lease ran out and the reaper failed it.
+    #[error("the lease of attempt {attempt} of task {task} expired and the attempt was failed")]
+    LeaseExpired {
+        /// The task.
+        task: TaskId,
+        /// The caller's attempt.
+        attempt: u32,
+    },
+    /// A newer attempt holds or held the task; the token is an older attempt's (or unknown).
+    #[error("task {task} is on attempt {current}; the token is not that attempt's")]
+    AttemptSuperseded {
+        /// The task.
+        task: TaskId,
+        /// The task's current attempt.
+        current: u32,
+    },
+    /// The task was cancelled while the attempt ran; the worker should stop.
+    #[error("task {task} was cancelled while attempt {attempt} ran")]
+    TaskCancelled {
+        /// The task.
+        task: TaskId,
+        /// The caller's attempt.
+        attempt: u32,
+    },
+    /// The attempt already ended with a different outcome.
+    #[error("attempt {attempt} of task {task} already ended as {recorded}")]
+    OutcomeConflict {
+        /// The task.
+        task: TaskId,
+        /// The caller's attempt.
+        attempt: u32,
+        /// How it ended.
+        recorded: AttemptEnd,
+    },
+}
+
+impl StaleLease {
+    /// The attempt the refused call spoke for, when the task knows it.
+    pub const fn caller_attempt(&self) -> Option<u32> {
+        match self {
+            Self::LeaseExpired { attempt, .. }
+            | Self::TaskCancelled { attempt, .. }
+            | Self::OutcomeConflict { attempt, .. } => Some(*attempt),
+            Self::AttemptSuperseded { .. } => None,
+        }
+    }
+
+    /// The stable code clients and counters use: `LEASE_EXPIRED`, `ATTEMPT_SUPERSEDED`,
+    /// `TASK_CANCELLED` or `OUTCOME_CONFLICT`.
+    pub const fn code(&self) -> &'static str {
+        match self {
+            Self::LeaseExpired { .. } => "LEASE_EXPIRED",
+            Self::AttemptSuperseded { .. } => "ATTEMPT_SUPERSEDED",
+            Self::TaskCancelled { .. } => "TASK_CANCELLED",
+            Self::OutcomeConflict { .. } => "OUTCOME_CONFLICT",
+        }
+    }
 }
 
 /// Stored fields that do not make a valid task: a bug or a hand-edited row, never user input.

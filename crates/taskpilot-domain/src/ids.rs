@@ -161,6 +161,52 @@ macro_rules! text_conversions {
 
 text_conversions!(WorkerId);
 text_conversions!(TaskName);
+text_conversions!(QueueName);
+
+/// A queue tasks are grouped in, so that workers can ask for some kinds of work only:
+/// 1 to [`QueueName::MAX_CHARS`] of `a-z`, `0-9`, `_`, `.` and `-`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(try_from = "String", into = "String")
+)]
+pub struct QueueName(String);
+
+impl QueueName {
+    /// The longest queue name accepted.
+    pub const MAX_CHARS: usize = 64;
+    /// The queue of tasks created without one.
+    pub const DEFAULT: &'static str = "default";
+
+    /// Validates a queue name.
+    ///
+    /// # Errors
+    /// [`ValidationError::QueueName`] when it is empty, too long or holds another character.
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        let allowed = |c: char| matches!(c, 'a'..='z' | '0'..='9' | '_' | '.' | '-');
+        if raw.is_empty() || raw.len() > Self::MAX_CHARS || !raw.chars().all(allowed) {
+            return Err(ValidationError::QueueName(raw.chars().take(80).collect()));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The queue `default`.
+    pub fn default_queue() -> Self {
+        Self(Self::DEFAULT.to_owned())
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for QueueName {
+    fn default() -> Self {
+        Self::default_queue()
+    }
+}
 
 /// How many attempts a task gets before it fails for good: 1 to [`MaxAttempts::MAX`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -331,5 +377,60 @@ mod tests {
         assert_eq!(id, TaskId::from_uuid(uuid));
         assert_eq!(id.as_uuid(), uuid);
         assert_eq!(id.to_string(), "01900000-0000-7000-8000-000000000001");
+    }
+
+    #[test]
+    fn the_default_queue_is_named_default() {
+        assert_eq!(QueueName::default().as_str(), "default");
+        assert_eq!(QueueName::parse(QueueName::DEFAULT), Ok(QueueName::default_queue()));
+    }
+
+    #[test]
+    fn a_queue_name_of_1_to_64_of_lowercase_digits_and_separators_is_accepted() {
+        for raw in ["a".to_owned(), "emails.high-prio_2".to_owned(), "q".repeat(64), "0".to_owned()]
+        {
+            let queue = QueueName::parse(&raw);
+
+            assert_eq!(queue.as_ref().map(QueueName::as_str), Ok(raw.as_str()));
+        }
+    }
+
+    #[test]
+    fn a_queue_name_of_65_characters_is_too_long() {
+        let raw = "q".repeat(65);
+
+        assert_eq!(QueueName::parse(&raw), Err(ValidationError::QueueName(raw)));
+    }
+
+    #[test]
+    fn a_queue_name_with_uppercase_space_or_another_character_is_refused() {
+        for raw in ["", "Default", "EMAILS", "my queue", " default", "default\n", "a/b", "é", "a:b"]
+        {
+            assert_eq!(
+                QueueName::parse(raw),
+                Err(ValidationError::QueueName(raw.to_owned())),
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_queue_name_is_quoted_cut_to_80_characters() {
+        let refused = QueueName::parse(&"Q".repeat(500));
+
+        assert_eq!(refused, Err(ValidationError::QueueName("Q".repeat(80))));
+        assert_eq!(
+            ValidationError::QueueName("A b".to_owned()).to_string(),
+            r#"queue must be 1 to 64 of a-z, 0-9, '_', '.', '-', got "A b""#
+        );
+    }
+
+    #[test]
+    fn queue_name_conversions_go_through_parse() {
+        assert_eq!(QueueName::try_from("Bad".to_owned()), QueueName::parse("Bad"));
+        let queue = QueueName::try_from("reports".to_owned()).ok();
+
+        assert_eq!(queue.as_ref().map(ToString::to_string).as_deref(), Some("reports"));
+        assert_eq!(queue.map(String::from).as_deref(), Some("reports"));
     }
 }

@@ -10,11 +10,13 @@
 
 mod error;
 mod ids;
+mod lease;
 mod ports;
 mod task;
 
-pub use error::{DomainError, RestoreError, ValidationError};
-pub use ids::{MaxAttempts, TaskId, TaskName, TextRule, WorkerId};
+pub use error::{DomainError, RestoreError, StaleLease, ValidationError};
+pub use ids::{MaxAttempts, QueueName, TaskId, TaskName, TextRule, WorkerId};
+pub use lease::{Applied, AttemptEnd, EndedAttempt, Lease, LeaseDuration, LeaseToken, Reporter};
 pub use ports::{BackoffPolicy, Clock, ExponentialBackoff};
 #[cfg(any(test, feature = "testing"))]
 pub use ports::{FixedBackoff, FixedClock};

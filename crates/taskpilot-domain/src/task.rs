@@ -5,7 +5,11 @@ use std::fmt;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde_json::Value;
 
-use crate::{BackoffPolicy, DomainError, MaxAttempts, RestoreError, TaskId, TaskName, WorkerId};
+use crate::{
+    Applied, AttemptEnd, BackoffPolicy, DomainError, EndedAttempt, Lease, LeaseDuration,
+    LeaseToken, MaxAttempts, QueueName, Reporter, RestoreError, StaleLease, TaskId, TaskName,
+    WorkerId,
+};
 
 /// The longest error message kept on a task, in bytes; longer ones are truncated and say so.
 pub const MAX_ERROR_BYTES: usize = 8 * 1024;
@@ -114,6 +118,10 @@ pub enum Action {
     Cancel,
     /// [`Task::rerun`].
     Rerun,
+    /// [`Task::heartbeat`].
+    Heartbeat,
+    /// [`Task::expire_lease`].
+    ExpireLease,
 }
 
 impl fmt::Display for Action {
@@ -124,6 +132,8 @@ impl fmt::Display for Action {
             Self::Fail => "fail",
             Self::Cancel => "cancel",
             Self::Rerun => "rerun",
+            Self::Heartbeat => "heartbeat",
+            Self::ExpireLease => "expire its lease",
         })
     }
 }
@@ -140,8 +150,10 @@ pub enum TaskState {
     Running {
         /// The worker that started it.
         worker_id: WorkerId,
-        /// When it started.
+        /// When this attempt started.
         started_at: DateTime<Utc>,
+        /// The attempt's lease.
+        lease: Lease,
     },
     /// Done.
     Succeeded {
@@ -178,6 +190,8 @@ impl TaskState {
 /// What a client asks for when it creates a task; every field already validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewTask {
+    /// The queue it waits in.
+    pub queue: QueueName,
     /// The kind of work.
     pub name: TaskName,
     /// Input for the worker, any JSON value.
@@ -200,10 +214,17 @@ pub struct NewTask {
 #[expect(missing_docs, reason = "each field is the Task getter of the same name")]
 pub struct TaskRecord {
     pub id: TaskId,
+    pub queue: QueueName,
     pub name: TaskName,
     pub payload: Value,
     pub priority: i32,
     pub status: TaskStatus,
+    pub attempt: u32,
+    pub lease_token: Option<LeaseToken>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub ended_attempt: Option<u32>,
+    pub ended_attempt_token: Option<LeaseToken>,
+    pub ended_attempt_end: Option<AttemptEnd>,
     pub retry_state: RetryState,
     pub attempt_count: u32,
     pub max_attempts: MaxAttempts,
@@ -228,38 +249,57 @@ pub struct TaskRecord {
 /// use chrono::{TimeDelta, TimeZone, Utc};
 /// use serde_json::json;
 /// use taskpilot_domain::{
-///     ExponentialBackoff, MaxAttempts, NewTask, RetryState, Task, TaskId, TaskName,
+///     Applied, DomainError, ExponentialBackoff, LeaseDuration, LeaseToken, MaxAttempts,
+///     NewTask, QueueName, Reporter, RetryState, StaleLease, Task, TaskId, TaskName,
 ///     TaskStatus, WorkerId,
 /// };
+/// use uuid::Uuid;
 ///
 /// let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
 /// let backoff = ExponentialBackoff::new(TimeDelta::seconds(1), TimeDelta::hours(1)).unwrap();
+/// let lease = LeaseDuration::from_secs(60).unwrap();
 /// let spec = NewTask {
+///     queue: QueueName::default(),
 ///     name: TaskName::parse("send-email").unwrap(),
 ///     payload: json!({"to": "ada@example.com"}),
 ///     priority: 0,
 ///     max_attempts: MaxAttempts::new(2).unwrap(),
 ///     run_at: None,
 /// };
-/// let mut task = Task::new(TaskId::from_uuid(uuid::Uuid::nil()), spec, t0);
+/// let mut task = Task::new(TaskId::from_uuid(Uuid::nil()), spec, t0);
 /// let worker = WorkerId::parse("worker-1").unwrap();
+/// // Tokens come from a cryptographic source; fixed ones keep the example short.
+/// let (first, second) = (LeaseToken::from_uuid(Uuid::from_u128(1)), LeaseToken::from_uuid(Uuid::from_u128(2)));
 ///
-/// task.start(&worker, t0).unwrap();
-/// task.fail_and_schedule_retry(Some(&worker), "smtp timeout", t0, &backoff).unwrap();
+/// task.start(&worker, first, lease, t0).unwrap();
+/// assert_eq!(task.attempt(), 1);
+/// let report = Reporter::lease(Some(worker.clone()), first);
+/// let applied = task.fail_and_schedule_retry(&report, "smtp timeout", t0, &backoff);
+/// assert_eq!(applied, Ok(Applied::Changed));
 /// assert_eq!(task.status(), TaskStatus::Pending);
 /// assert_eq!(task.retry_state(), RetryState::RetryScheduled);
+/// // The same report again, after its answer was lost, is recognised and changes nothing.
+/// let replay = task.fail_and_schedule_retry(&report, "smtp timeout", t0, &backoff);
+/// assert_eq!(replay, Ok(Applied::Replayed));
 /// // The retry is not runnable before its backoff has passed.
-/// assert!(task.start(&worker, t0).is_err());
+/// assert!(task.start(&worker, second, lease, t0).is_err());
 ///
 /// let later = task.next_run_at().unwrap();
-/// task.start(&worker, later).unwrap();
-/// task.fail_and_schedule_retry(Some(&worker), "smtp timeout", later, &backoff).unwrap();
+/// task.start(&worker, second, lease, later).unwrap();
+/// assert_eq!(task.attempt(), 2);
+/// // The first attempt already ended as FAILED: a late success with its token is refused.
+/// let late = task.succeed(&report, None, later);
+/// assert!(matches!(late, Err(DomainError::StaleLease(StaleLease::OutcomeConflict { .. }))));
+/// // Nobody reports on the second attempt: the reaper fails it once its lease runs out.
+/// task.expire_lease(later + TimeDelta::seconds(60), &backoff).unwrap();
 /// assert_eq!(task.status(), TaskStatus::Failed);
 /// assert_eq!(task.retry_state(), RetryState::Exhausted);
+/// assert_eq!(task.last_error(), Some("lease expired (worker worker-1)"));
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Task {
     id: TaskId,
+    queue: QueueName,
     name: TaskName,
     payload: Value,
     priority: i32,
@@ -268,9 +308,19 @@ pub struct Task {
     state: TaskState,
     retry_state: RetryState,
     last_error: Option<String>,
+    attempt: u32,
+    last_ended: Option<EndedAttempt>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     version: u64,
+}
+
+/// What a fenced call learned about the caller's attempt.
+enum Fence {
+    /// The caller holds the live attempt.
+    Live,
+    /// The caller's attempt already ended the way the caller now says.
+    Replay,
 }
 
 impl Task {
@@ -280,6 +330,7 @@ impl Task {
         let next_run_at = spec.run_at.map(to_micros).filter(|at| *at > now);
         Self {
             id,
+            queue: spec.queue,
             name: spec.name,
             payload: spec.payload,
             priority: spec.priority,
@@ -288,6 +339,8 @@ impl Task {
             state: TaskState::Pending { next_run_at },
             retry_state: RetryState::None,
             last_error: None,
+            attempt: 0,
+            last_ended: None,
             created_at: now,
             updated_at: now,
             version: 1,
@@ -305,7 +358,10 @@ impl Task {
                 TaskState::Pending { next_run_at: r.next_run_at }
             }
             (TaskStatus::Running, Some(worker_id), Some(started_at), None) => {
-                TaskState::Running { worker_id, started_at }
+                let (Some(token), Some(expires_at)) = (r.lease_token, r.lease_expires_at) else {
+                    return Err(bad("a running task has a lease token and expiry"));
+                };
+                TaskState::Running { worker_id, started_at, lease: Lease { token, expires_at } }
             }
             (TaskStatus::Succeeded, None, None, Some(completed_at)) => {
                 TaskState::Succeeded { completed_at, result: r.result.clone() }
@@ -322,8 +378,19 @@ impl Task {
                 )))
             }
         };
+        if r.status != TaskStatus::Running
+            && (r.lease_token.is_some() || r.lease_expires_at.is_some())
+        {
+            return Err(bad("only a running task has a lease"));
+        }
+        let last_ended = match (r.ended_attempt, r.ended_attempt_token, r.ended_attempt_end) {
+            (None, None, None) => None,
+            (Some(attempt), Some(token), Some(end)) => Some(EndedAttempt { attempt, token, end }),
+            _ => return Err(bad("the last ended attempt is recorded whole or not at all")),
+        };
         let task = Self {
             id: r.id,
+            queue: r.queue,
             name: r.name,
             payload: r.payload,
             priority: r.priority,
@@ -332,6 +399,8 @@ impl Task {
             state,
             retry_state: r.retry_state,
             last_error: r.last_error,
+            attempt: r.attempt,
+            last_ended,
             created_at: r.created_at,
             updated_at: r.updated_at,
             version: r.version,
@@ -350,10 +419,17 @@ impl Task {
     pub fn to_record(&self) -> TaskRecord {
         TaskRecord {
             id: self.id,
+            queue: self.queue.clone(),
             name: self.name.clone(),
             payload: self.payload.clone(),
             priority: self.priority,
             status: self.status(),
+            attempt: self.attempt,
+            lease_token: self.lease().map(|l| l.token),
+            lease_expires_at: self.lease().map(|l| l.expires_at),
+            ended_attempt: self.last_ended.map(|e| e.attempt),
+            ended_attempt_token: self.last_ended.map(|e| e.token),
+            ended_attempt_end: self.last_ended.map(|e| e.end),
             retry_state: self.retry_state,
             attempt_count: self.attempt_count,
             max_attempts: self.max_attempts,
@@ -369,12 +445,21 @@ impl Task {
         }
     }
 
-    /// Hands a runnable pending task to `worker`.
+    /// Hands a runnable pending task to `worker`, opening a new attempt under a lease.
+    ///
+    /// The attempt number grows by one and never resets, not even on rerun, so that every
+    /// attempt of a task's whole life has its own number and token.
     ///
     /// # Errors
     /// [`DomainError::InvalidTransition`] unless the task is pending;
     /// [`DomainError::NotYetRunnable`] when its next run is after `now`.
-    pub fn start(&mut self, worker: &WorkerId, now: DateTime<Utc>) -> Result<(), DomainError> {
+    pub fn start(
+        &mut self,
+        worker: &WorkerId,
+        token: LeaseToken,
+        lease: LeaseDuration,
+        now: DateTime<Utc>,
+    ) -> Result<(), DomainError> {
         let now = to_micros(now);
         let TaskState::Pending { next_run_at } = self.state else {
             return Err(self.refuse(Action::Start));
@@ -382,31 +467,63 @@ impl Task {
         if let Some(runnable_at) = next_run_at.filter(|at| *at > now) {
             return Err(DomainError::NotYetRunnable { task: self.id, runnable_at });
         }
-        self.state = TaskState::Running { worker_id: worker.clone(), started_at: now };
+        self.attempt += 1;
+        self.state = TaskState::Running {
+            worker_id: worker.clone(),
+            started_at: now,
+            lease: Lease { token, expires_at: lease_end(now, lease) },
+        };
+        self.touch(now);
+        Ok(())
+    }
+
+    /// Extends the live attempt's lease to `now + lease`.
+    ///
+    /// # Errors
+    /// [`DomainError::StaleLease`] when `token` is not the live attempt's (the variant says
+    /// what became of it: [`StaleLease::TaskCancelled`] tells the worker to stop);
+    /// [`DomainError::WorkerMismatch`] when `worker` is given and does not hold the task.
+    pub fn heartbeat(
+        &mut self,
+        worker: Option<&WorkerId>,
+        token: LeaseToken,
+        lease: LeaseDuration,
+        now: DateTime<Utc>,
+    ) -> Result<(), DomainError> {
+        let now = to_micros(now);
+        let reporter = Reporter { worker_id: worker.cloned(), lease_token: Some(token) };
+        self.fence(&reporter, Action::Heartbeat, None)?;
+        if let TaskState::Running { lease: current, .. } = &mut self.state {
+            // A heartbeat extends, never shortens: a clock that stepped back, or a shorter
+            // lease asked for, leaves the expiry where it was.
+            current.expires_at = current.expires_at.max(lease_end(now, lease));
+        }
         self.touch(now);
         Ok(())
     }
 
     /// Records the running attempt's success and what it produced.
     ///
-    /// `worker`, when given, must be the worker that holds the task.
-    ///
     /// # Errors
-    /// [`DomainError::InvalidTransition`] unless the task is running;
+    /// [`DomainError::InvalidTransition`] unless the task is running (for reports without a
+    /// token); [`DomainError::StaleLease`] when the token is not the live attempt's;
     /// [`DomainError::WorkerMismatch`] when another worker holds it.
     pub fn succeed(
         &mut self,
-        worker: Option<&WorkerId>,
+        reporter: &Reporter,
         result: Option<Value>,
         now: DateTime<Utc>,
-    ) -> Result<(), DomainError> {
+    ) -> Result<Applied, DomainError> {
         let now = to_micros(now);
-        self.check_running_on(worker, Action::Succeed)?;
+        if let Fence::Replay = self.fence(reporter, Action::Succeed, Some(AttemptEnd::Succeeded))? {
+            return Ok(Applied::Replayed);
+        }
+        self.end_attempt(AttemptEnd::Succeeded);
         self.state = TaskState::Succeeded { completed_at: now, result };
         self.retry_state = RetryState::None;
         self.last_error = None;
         self.touch(now);
-        Ok(())
+        Ok(Applied::Changed)
     }
 
     /// Records the running attempt's failure, then schedules a retry after the backoff or,
@@ -415,35 +532,52 @@ impl Task {
     /// The error is kept, cut to [`MAX_ERROR_BYTES`] with a note saying so when longer.
     ///
     /// # Errors
-    /// [`DomainError::InvalidTransition`] unless the task is running;
-    /// [`DomainError::WorkerMismatch`] when another worker holds it.
+    /// As [`Task::succeed`].
     pub fn fail_and_schedule_retry(
         &mut self,
-        worker: Option<&WorkerId>,
+        reporter: &Reporter,
         error: &str,
+        now: DateTime<Utc>,
+        backoff: &(impl BackoffPolicy + ?Sized),
+    ) -> Result<Applied, DomainError> {
+        let now = to_micros(now);
+        if let Fence::Replay = self.fence(reporter, Action::Fail, Some(AttemptEnd::Failed))? {
+            return Ok(Applied::Replayed);
+        }
+        self.end_attempt(AttemptEnd::Failed);
+        self.record_failure(error, now, backoff);
+        Ok(Applied::Changed)
+    }
+
+    /// Fails the running attempt whose lease ran out, as its worker would have: a retry after
+    /// the backoff, or failed for good. The error names the worker.
+    ///
+    /// # Errors
+    /// [`DomainError::InvalidTransition`] unless the task is running;
+    /// [`DomainError::LeaseNotExpired`] when the lease runs past `now` (it was heartbeated).
+    pub fn expire_lease(
+        &mut self,
         now: DateTime<Utc>,
         backoff: &(impl BackoffPolicy + ?Sized),
     ) -> Result<(), DomainError> {
         let now = to_micros(now);
-        self.check_running_on(worker, Action::Fail)?;
-        self.attempt_count += 1;
-        self.last_error = Some(truncate_error(error));
-        if self.attempt_count < self.max_attempts.get() {
-            let delay = backoff.delay(self.id, self.attempt_count).max(TimeDelta::zero());
-            // A delay past the end of the calendar means "as late as can be", never "now".
-            let next_run_at =
-                to_micros(now.checked_add_signed(delay).unwrap_or(DateTime::<Utc>::MAX_UTC));
-            self.state = TaskState::Pending { next_run_at: Some(next_run_at) };
-            self.retry_state = RetryState::RetryScheduled;
-        } else {
-            self.state = TaskState::Failed { completed_at: now };
-            self.retry_state = RetryState::Exhausted;
+        let TaskState::Running { worker_id, lease, .. } = &self.state else {
+            return Err(self.refuse(Action::ExpireLease));
+        };
+        if lease.expires_at > now {
+            return Err(DomainError::LeaseNotExpired {
+                task: self.id,
+                expires_at: lease.expires_at,
+            });
         }
-        self.touch(now);
+        let error = format!("lease expired (worker {worker_id})");
+        self.end_attempt(AttemptEnd::LeaseExpired);
+        self.record_failure(&error, now, backoff);
         Ok(())
     }
 
-    /// Stops a pending or running task for good.
+    /// Stops a pending or running task for good. A running attempt ends as cancelled: its
+    /// worker learns so at its next heartbeat or report.
     ///
     /// # Errors
     /// [`DomainError::InvalidTransition`] when the task is already terminal.
@@ -452,6 +586,7 @@ impl Task {
         if self.status().is_terminal() {
             return Err(self.refuse(Action::Cancel));
         }
+        self.end_attempt(AttemptEnd::Cancelled);
         self.state = TaskState::Cancelled { completed_at: now };
         self.retry_state = RetryState::None;
         self.touch(now);
@@ -483,6 +618,30 @@ impl Task {
     /// The task's id.
     pub fn id(&self) -> TaskId {
         self.id
+    }
+
+    /// The queue the task waits in.
+    pub fn queue(&self) -> &QueueName {
+        &self.queue
+    }
+
+    /// How many times the task has been started in its whole life (0 before the first
+    /// start); the number of the current or last attempt.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The running attempt's lease.
+    pub fn lease(&self) -> Option<&Lease> {
+        match &self.state {
+            TaskState::Running { lease, .. } => Some(lease),
+            _ => None,
+        }
+    }
+
+    /// The last attempt that ended, and how.
+    pub fn last_ended(&self) -> Option<&EndedAttempt> {
+        self.last_ended.as_ref()
     }
 
     /// The kind of work.
@@ -603,6 +762,37 @@ impl Task {
         if self.version == 0 {
             return Err("version starts at 1");
         }
+        let running = matches!(self.state, TaskState::Running { .. });
+        if running && self.attempt == 0 {
+            return Err("a running task is on attempt 1 or later");
+        }
+        if self.attempt_count > self.attempt {
+            return Err("no more attempts failed than were started");
+        }
+        if let (Some(ended), TaskState::Running { lease, .. }) = (self.last_ended, &self.state) {
+            if ended.token == lease.token {
+                return Err("every attempt has a token of its own");
+            }
+        }
+        if self.last_ended.is_some_and(|e| e.attempt == 0) {
+            return Err("attempts are numbered from 1");
+        }
+        match self.last_ended {
+            Some(ended) if ended.attempt != self.attempt - u32::from(running) => {
+                return Err(
+                    "the last ended attempt is the one before the running one, else the last",
+                );
+            }
+            None if self.attempt > u32::from(running) => {
+                return Err("every attempt but the running one has ended");
+            }
+            _ => {}
+        }
+        if let TaskState::Running { started_at, lease, .. } = &self.state {
+            if lease.expires_at <= *started_at {
+                return Err("a lease expires after its attempt started");
+            }
+        }
         match (&self.state, self.retry_state) {
             (TaskState::Pending { .. } | TaskState::Running { .. }, RetryState::Exhausted) => {
                 Err("only a failed task has exhausted its retries")
@@ -642,22 +832,82 @@ impl Task {
         }
     }
 
-    fn check_running_on(
+    /// Decides whether `reporter` speaks for the live attempt, for a replay of how its
+    /// attempt ended (`as_end`), or for nothing the task will accept.
+    fn fence(
         &self,
-        caller: Option<&WorkerId>,
+        reporter: &Reporter,
         action: Action,
-    ) -> Result<(), DomainError> {
-        let TaskState::Running { worker_id, .. } = &self.state else {
+        as_end: Option<AttemptEnd>,
+    ) -> Result<Fence, DomainError> {
+        if let TaskState::Running { worker_id, lease, .. } = &self.state {
+            let live = reporter.lease_token.is_none_or(|token| token == lease.token);
+            if live {
+                return match &reporter.worker_id {
+                    Some(caller) if caller != worker_id => Err(DomainError::WorkerMismatch {
+                        task: self.id,
+                        holder: worker_id.clone(),
+                        caller: caller.clone(),
+                    }),
+                    _ => Ok(Fence::Live),
+                };
+            }
+        }
+        let Some(token) = reporter.lease_token else {
+            // No token: the foundation's rule, only a running task takes reports.
             return Err(self.refuse(action));
         };
-        match caller {
-            Some(caller) if caller != worker_id => Err(DomainError::WorkerMismatch {
-                task: self.id,
-                holder: worker_id.clone(),
-                caller: caller.clone(),
-            }),
-            _ => Ok(()),
+        let Some(ended) = self.last_ended.filter(|e| e.token == token) else {
+            return Err(
+                StaleLease::AttemptSuperseded { task: self.id, current: self.attempt }.into()
+            );
+        };
+        let (task, attempt) = (self.id, ended.attempt);
+        Err(match ended.end {
+            // Once a newer attempt started, that is what the caller needs to know.
+            AttemptEnd::Cancelled | AttemptEnd::LeaseExpired if self.attempt > attempt => {
+                StaleLease::AttemptSuperseded { task, current: self.attempt }
+            }
+            AttemptEnd::Cancelled => StaleLease::TaskCancelled { task, attempt },
+            AttemptEnd::LeaseExpired => StaleLease::LeaseExpired { task, attempt },
+            end if Some(end) == as_end => return Ok(Fence::Replay),
+            // A heartbeat racing its own worker's report is no stale call, just late.
+            AttemptEnd::Succeeded | AttemptEnd::Failed if action == Action::Heartbeat => {
+                return Err(self.refuse(action));
+            }
+            recorded => StaleLease::OutcomeConflict { task, attempt, recorded },
         }
+        .into())
+    }
+
+    /// Remembers how the running attempt, if any, ended.
+    fn end_attempt(&mut self, end: AttemptEnd) {
+        if let TaskState::Running { lease, .. } = &self.state {
+            self.last_ended = Some(EndedAttempt { attempt: self.attempt, token: lease.token, end });
+        }
+    }
+
+    /// Counts a failed attempt and schedules the retry, or fails the task for good.
+    fn record_failure(
+        &mut self,
+        error: &str,
+        now: DateTime<Utc>,
+        backoff: &(impl BackoffPolicy + ?Sized),
+    ) {
+        self.attempt_count += 1;
+        self.last_error = Some(truncate_error(error));
+        if self.attempt_count < self.max_attempts.get() {
+            let delay = backoff.delay(self.id, self.attempt_count).max(TimeDelta::zero());
+            // A delay past the end of the calendar means "as late as can be", never "now".
+            let next_run_at =
+                to_micros(now.checked_add_signed(delay).unwrap_or(DateTime::<Utc>::MAX_UTC));
+            self.state = TaskState::Pending { next_run_at: Some(next_run_at) };
+            self.retry_state = RetryState::RetryScheduled;
+        } else {
+            self.state = TaskState::Failed { completed_at: now };
+            self.retry_state = RetryState::Exhausted;
+        }
+        self.touch(now);
     }
 
     fn refuse(&self, action: Action) -> DomainError {
@@ -669,6 +919,10 @@ impl Task {
         self.updated_at = now.max(self.created_at);
         self.version += 1;
     }
+}
+
+fn lease_end(now: DateTime<Utc>, lease: LeaseDuration) -> DateTime<Utc> {
+    now.checked_add_signed(lease.as_delta()).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// Cuts `at` to whole microseconds: PostgreSQL keeps no more, and what the API returns
@@ -717,8 +971,24 @@ mod tests {
         TaskId::from_uuid(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001))
     }
 
+    /// A lease token; the helpers below start attempt `n` with `tok(n)`.
+    fn tok(n: u128) -> LeaseToken {
+        LeaseToken::from_uuid(Uuid::from_u128(n))
+    }
+
+    /// The lease every start and heartbeat takes unless a test says otherwise: 60 s.
+    fn lease() -> LeaseDuration {
+        LeaseDuration::from_secs(60).unwrap()
+    }
+
+    /// A fenced report carrying attempt `n`'s token and no worker id.
+    fn fenced(n: u128) -> Reporter {
+        Reporter::lease(None, tok(n))
+    }
+
     fn spec(max_attempts: i64, run_at: Option<DateTime<Utc>>) -> NewTask {
         NewTask {
+            queue: QueueName::default(),
             name: TaskName::parse("send-email").unwrap(),
             payload: json!({"to": "ada@example.com"}),
             priority: 7,
@@ -727,13 +997,20 @@ mod tests {
         }
     }
 
+    /// Starts the task's next attempt for worker `name`, with token `tok(that attempt)`.
+    fn start(task: &mut Task, name: &str, now: DateTime<Utc>) -> Result<(), DomainError> {
+        let token = tok(u128::from(task.attempt()) + 1);
+        task.start(&worker(name), token, lease(), now)
+    }
+
     fn pending(max_attempts: i64) -> Task {
         Task::new(task_id(), spec(max_attempts, None), t0())
     }
 
+    /// Attempt 1, held by `w1` since `t0()` under `tok(1)`, lease until `t0() + 60 s`.
     fn running(max_attempts: i64) -> Task {
         let mut task = pending(max_attempts);
-        task.start(&worker("w1"), t0()).unwrap();
+        start(&mut task, "w1", t0()).unwrap();
         task
     }
 
@@ -743,8 +1020,9 @@ mod tests {
         let mut now = t0();
         while task.status() != TaskStatus::Failed {
             now = task.next_run_at().unwrap_or(now);
-            task.start(&worker("w1"), now).unwrap();
-            task.fail_and_schedule_retry(Some(&worker("w1")), "boom", now, &BACKOFF).unwrap();
+            start(&mut task, "w1", now).unwrap();
+            task.fail_and_schedule_retry(&Reporter::worker(worker("w1")), "boom", now, &BACKOFF)
+                .unwrap();
         }
         task
     }
@@ -756,7 +1034,8 @@ mod tests {
             TaskStatus::Running => running(3),
             TaskStatus::Succeeded => {
                 let mut task = running(3);
-                task.succeed(None, Some(json!({"ok": true})), t0() + secs(1)).unwrap();
+                task.succeed(&Reporter::anyone(), Some(json!({"ok": true})), t0() + secs(1))
+                    .unwrap();
                 task
             }
             TaskStatus::Failed => failed(3),
@@ -768,61 +1047,98 @@ mod tests {
         }
     }
 
-    /// Applies `action` as the holding worker would ask for it (no worker id on reports).
-    fn apply(task: &mut Task, action: Action, now: DateTime<Utc>) -> Result<(), DomainError> {
+    /// Maps a transition that returns `()` to what a report returns when it changed the task.
+    fn changed((): ()) -> Applied {
+        Applied::Changed
+    }
+
+    /// Applies `action` as the holding worker would ask for it: reports carry no worker id
+    /// and no token (the foundation's behaviour), a heartbeat the current attempt's token.
+    fn apply(task: &mut Task, action: Action, now: DateTime<Utc>) -> Result<Applied, DomainError> {
         match action {
-            Action::Start => task.start(&worker("w2"), now),
-            Action::Succeed => task.succeed(None, None, now),
-            Action::Fail => task.fail_and_schedule_retry(None, "boom", now, &BACKOFF),
-            Action::Cancel => task.cancel(now),
-            Action::Rerun => task.rerun(now),
+            Action::Start => start(task, "w2", now).map(changed),
+            Action::Succeed => task.succeed(&Reporter::anyone(), None, now),
+            Action::Fail => {
+                task.fail_and_schedule_retry(&Reporter::anyone(), "boom", now, &BACKOFF)
+            }
+            Action::Cancel => task.cancel(now).map(changed),
+            Action::Rerun => task.rerun(now).map(changed),
+            Action::ExpireLease => task.expire_lease(now, &BACKOFF).map(changed),
+            Action::Heartbeat => {
+                let token = tok(u128::from(task.attempt()));
+                task.heartbeat(None, token, lease(), now).map(changed)
+            }
         }
+    }
+
+    fn assert_unchanged_by<T: fmt::Debug>(
+        task: &mut Task,
+        what: &str,
+        call: impl FnOnce(&mut Task) -> Result<T, DomainError>,
+        expected: &DomainError,
+    ) {
+        let before = task.clone();
+
+        let outcome = call(task);
+
+        match outcome {
+            Err(e) => assert_eq!(&e, expected, "{what}"),
+            Ok(v) => panic!("{what}: accepted ({v:?}), expected {expected:?}"),
+        }
+        assert_eq!(task, &before, "a refused {what} changes nothing");
     }
 
     #[test]
     fn every_transition_from_every_status_follows_the_table() {
-        use Action::{Cancel, Fail, Rerun, Start, Succeed};
+        use Action::{Cancel, ExpireLease, Fail, Rerun, Start, Succeed};
         use TaskStatus::{Cancelled, Failed, Pending, Running, Succeeded};
-        // (from, action, status after, or None when refused)
+        // (from, action, status after, or None when refused). Heartbeats always carry a
+        // token, so their refusals are stale-lease errors: see the heartbeat tests below.
         let table = [
             (Pending, Start, Some(Running)),
             (Pending, Succeed, None),
             (Pending, Fail, None),
             (Pending, Cancel, Some(Cancelled)),
             (Pending, Rerun, None),
+            (Pending, ExpireLease, None),
             (Running, Start, None),
             (Running, Succeed, Some(Succeeded)),
             (Running, Fail, Some(Pending)),
             (Running, Cancel, Some(Cancelled)),
             (Running, Rerun, None),
+            (Running, ExpireLease, Some(Pending)),
             (Succeeded, Start, None),
             (Succeeded, Succeed, None),
             (Succeeded, Fail, None),
             (Succeeded, Cancel, None),
             (Succeeded, Rerun, None),
+            (Succeeded, ExpireLease, None),
             (Failed, Start, None),
             (Failed, Succeed, None),
             (Failed, Fail, None),
             (Failed, Cancel, None),
             (Failed, Rerun, Some(Pending)),
+            (Failed, ExpireLease, None),
             (Cancelled, Start, None),
             (Cancelled, Succeed, None),
             (Cancelled, Fail, None),
             (Cancelled, Cancel, None),
             (Cancelled, Rerun, Some(Pending)),
+            (Cancelled, ExpireLease, None),
         ];
-        assert_eq!(table.len(), TaskStatus::ALL.len() * 5, "every pair is listed");
+        assert_eq!(table.len(), TaskStatus::ALL.len() * 6, "every pair is listed");
 
         for (from, action, expected) in table {
             let mut task = task_in(from);
             let before = task.clone();
+            // Past the lease of the running attempt, so that the reaper may take it.
             let now = t0() + secs(3600);
 
             let outcome = apply(&mut task, action, now);
 
             match expected {
                 Some(to) => {
-                    assert_eq!(outcome, Ok(()), "{from} --{action}-->");
+                    assert_eq!(outcome, Ok(Applied::Changed), "{from} --{action}-->");
                     assert_eq!(task.status(), to, "{from} --{action}-->");
                     assert_eq!(task.version(), before.version() + 1, "{from} --{action}-->");
                     assert_eq!(task.updated_at(), now, "{from} --{action}-->");
@@ -845,16 +1161,20 @@ mod tests {
         let task = pending(3);
 
         assert_eq!(task.id(), task_id());
+        assert_eq!(task.queue().as_str(), "default");
         assert_eq!(task.name().as_str(), "send-email");
         assert_eq!(task.payload(), &json!({"to": "ada@example.com"}));
         assert_eq!(task.priority(), 7);
         assert_eq!(task.status(), TaskStatus::Pending);
         assert_eq!(task.retry_state(), RetryState::None);
+        assert_eq!(task.attempt(), 0);
         assert_eq!(task.attempt_count(), 0);
         assert_eq!(task.max_attempts().get(), 3);
         assert_eq!(task.next_run_at(), None);
         assert_eq!(task.last_error(), None);
         assert_eq!(task.worker_id(), None);
+        assert_eq!(task.lease(), None);
+        assert_eq!(task.last_ended(), None);
         assert_eq!(task.processing_started_at(), None);
         assert_eq!(task.result(), None);
         assert_eq!(task.completed_at(), None);
@@ -866,6 +1186,16 @@ mod tests {
     }
 
     #[test]
+    fn a_new_task_waits_in_the_queue_it_was_given() {
+        let spec = NewTask { queue: QueueName::parse("emails.high").unwrap(), ..spec(3, None) };
+
+        let task = Task::new(task_id(), spec, t0());
+
+        assert_eq!(task.queue().as_str(), "emails.high");
+        assert_eq!(task.to_record().queue, QueueName::parse("emails.high").unwrap());
+    }
+
+    #[test]
     fn start_is_refused_before_run_at_and_accepted_at_exactly_run_at() {
         let run_at = t0() + secs(60);
         let mut task = Task::new(task_id(), spec(3, Some(run_at)), t0());
@@ -874,7 +1204,7 @@ mod tests {
         assert!(!task.is_runnable_at(run_at - secs(1)));
         assert!(task.is_runnable_at(run_at));
 
-        let early = task.start(&worker("w1"), run_at - secs(1));
+        let early = start(&mut task, "w1", run_at - secs(1));
 
         assert_eq!(
             early,
@@ -882,7 +1212,7 @@ mod tests {
         );
         assert_eq!(task, before);
 
-        task.start(&worker("w1"), run_at).unwrap();
+        start(&mut task, "w1", run_at).unwrap();
 
         assert_eq!(task.status(), TaskStatus::Running);
         assert_eq!(task.processing_started_at(), Some(run_at));
@@ -894,22 +1224,564 @@ mod tests {
             let mut task = Task::new(task_id(), spec(3, Some(run_at)), t0());
 
             assert_eq!(task.next_run_at(), None, "runAt {run_at}");
-            task.start(&worker("w1"), t0()).unwrap();
+            start(&mut task, "w1", t0()).unwrap();
         }
     }
 
     #[test]
-    fn start_records_the_worker_and_when_processing_started() {
+    fn start_records_the_worker_when_processing_started_and_the_lease() {
         let mut task = pending(3);
         let now = t0() + secs(5);
 
-        task.start(&worker("w1"), now).unwrap();
+        task.start(&worker("w1"), tok(41), lease(), now).unwrap();
 
         assert_eq!(task.status(), TaskStatus::Running);
         assert_eq!(task.worker_id(), Some(&worker("w1")));
         assert_eq!(task.processing_started_at(), Some(now));
-        assert_eq!(task.state(), &TaskState::Running { worker_id: worker("w1"), started_at: now });
+        let lease = Lease { token: tok(41), expires_at: now + secs(60) };
+        assert_eq!(task.lease(), Some(&lease));
+        assert_eq!(
+            task.state(),
+            &TaskState::Running { worker_id: worker("w1"), started_at: now, lease }
+        );
         assert_eq!(task.version(), 2);
+    }
+
+    #[test]
+    fn start_opens_attempts_1_2_3_with_the_given_token_and_a_lease_of_now_plus_its_length() {
+        let mut task = pending(3);
+        let mut now = t0();
+
+        for attempt in 1..=3_u32 {
+            let length = LeaseDuration::from_secs(i64::from(attempt) * 100).unwrap();
+            let token = tok(1000 + u128::from(attempt));
+
+            task.start(&worker("w1"), token, length, now).unwrap();
+
+            assert_eq!(task.attempt(), attempt);
+            assert_eq!(
+                task.lease(),
+                Some(&Lease { token, expires_at: now + secs(i64::from(attempt) * 100) })
+            );
+            if attempt > 1 {
+                let previous = EndedAttempt {
+                    attempt: attempt - 1,
+                    token: tok(1000 + u128::from(attempt - 1)),
+                    end: AttemptEnd::Failed,
+                };
+                assert_eq!(task.last_ended(), Some(&previous));
+            }
+            task.fail_and_schedule_retry(&Reporter::lease(None, token), "boom", now, &BACKOFF)
+                .unwrap();
+            now = task.next_run_at().unwrap_or(now);
+        }
+        assert_eq!(task.attempt(), 3);
+        assert_eq!(task.status(), TaskStatus::Failed);
+        assert_eq!(task.lease(), None);
+    }
+
+    #[test]
+    fn the_attempt_number_never_resets_on_rerun() {
+        let mut task = failed(2);
+        assert_eq!(task.attempt(), 2);
+
+        task.rerun(t0() + secs(3600)).unwrap();
+
+        assert_eq!(task.attempt(), 2, "rerun opens no attempt");
+        assert_eq!(task.attempt_count(), 0, "but resets the failure budget");
+        start(&mut task, "w1", t0() + secs(3600)).unwrap();
+        assert_eq!(task.attempt(), 3);
+        assert_eq!(task.lease().map(|l| l.token), Some(tok(3)));
+        task.cancel(t0() + secs(3601)).unwrap();
+        task.rerun(t0() + secs(3602)).unwrap();
+        start(&mut task, "w1", t0() + secs(3602)).unwrap();
+        assert_eq!(task.attempt(), 4);
+        task.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn heartbeat_extends_the_lease_to_now_plus_its_length() {
+        let mut task = running(3);
+        let now = t0() + secs(50);
+
+        task.heartbeat(Some(&worker("w1")), tok(1), LeaseDuration::from_secs(300).unwrap(), now)
+            .unwrap();
+
+        assert_eq!(task.lease(), Some(&Lease { token: tok(1), expires_at: now + secs(300) }));
+        assert_eq!(task.status(), TaskStatus::Running);
+        assert_eq!(task.attempt(), 1, "a heartbeat opens no attempt");
+        assert_eq!(task.processing_started_at(), Some(t0()));
+        assert_eq!(task.version(), 3);
+        assert_eq!(task.updated_at(), now);
+        task.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn heartbeat_without_a_worker_id_is_accepted_from_the_token_holder() {
+        let mut task = running(3);
+
+        task.heartbeat(None, tok(1), lease(), t0() + secs(10)).unwrap();
+
+        assert_eq!(task.lease().map(|l| l.expires_at), Some(t0() + secs(70)));
+    }
+
+    #[test]
+    fn the_reaper_never_fails_an_attempt_heartbeated_a_moment_before() {
+        let mut task = running(3);
+        task.heartbeat(None, tok(1), lease(), t0() + secs(59)).unwrap();
+
+        let reaped = task.clone().expire_lease(t0() + secs(60), &BACKOFF);
+
+        assert_eq!(
+            reaped,
+            Err(DomainError::LeaseNotExpired { task: task_id(), expires_at: t0() + secs(119) })
+        );
+    }
+
+    #[test]
+    fn heartbeat_with_the_live_token_from_another_worker_is_refused_with_worker_mismatch() {
+        let mut task = running(3);
+
+        assert_unchanged_by(
+            &mut task,
+            "heartbeat",
+            |t| t.heartbeat(Some(&worker("w2")), tok(1), lease(), t0() + secs(1)),
+            &DomainError::WorkerMismatch {
+                task: task_id(),
+                holder: worker("w1"),
+                caller: worker("w2"),
+            },
+        );
+    }
+
+    #[test]
+    fn heartbeat_from_a_reaped_attempt_is_refused_with_lease_expired_until_a_newer_attempt_starts()
+    {
+        let mut task = running(3);
+        task.expire_lease(t0() + secs(60), &BACKOFF).unwrap();
+
+        assert_unchanged_by(
+            &mut task,
+            "heartbeat",
+            |t| t.heartbeat(Some(&worker("w1")), tok(1), lease(), t0() + secs(61)),
+            &StaleLease::LeaseExpired { task: task_id(), attempt: 1 }.into(),
+        );
+
+        start(&mut task, "w2", t0() + secs(90)).unwrap();
+
+        assert_unchanged_by(
+            &mut task,
+            "heartbeat",
+            |t| t.heartbeat(Some(&worker("w1")), tok(1), lease(), t0() + secs(91)),
+            &StaleLease::AttemptSuperseded { task: task_id(), current: 2 }.into(),
+        );
+    }
+
+    #[test]
+    fn heartbeat_with_an_unknown_token_is_refused_with_attempt_superseded() {
+        let mut task = running(3);
+
+        assert_unchanged_by(
+            &mut task,
+            "heartbeat",
+            |t| t.heartbeat(Some(&worker("w1")), tok(99), lease(), t0() + secs(1)),
+            &StaleLease::AttemptSuperseded { task: task_id(), current: 1 }.into(),
+        );
+    }
+
+    #[test]
+    fn heartbeat_after_a_cancel_while_running_is_refused_with_task_cancelled() {
+        let mut task = running(3);
+        task.cancel(t0() + secs(5)).unwrap();
+
+        assert_unchanged_by(
+            &mut task,
+            "heartbeat",
+            |t| t.heartbeat(Some(&worker("w1")), tok(1), lease(), t0() + secs(6)),
+            &StaleLease::TaskCancelled { task: task_id(), attempt: 1 }.into(),
+        );
+    }
+
+    #[test]
+    fn heartbeat_on_a_task_that_is_not_running_is_refused_and_changes_nothing() {
+        for status in [TaskStatus::Pending, TaskStatus::Succeeded, TaskStatus::Failed] {
+            let mut task = task_in(status);
+            let before = task.clone();
+            let token = tok(u128::from(task.attempt()));
+
+            let outcome = task.heartbeat(None, token, lease(), t0() + secs(3600));
+
+            assert!(outcome.is_err(), "{status}: {outcome:?}");
+            assert_eq!(task, before, "{status}");
+        }
+    }
+
+    #[test]
+    fn a_heartbeat_racing_its_own_workers_report_is_late_not_stale() {
+        let mut task = running(3);
+        task.succeed(&fenced(1), None, t0() + secs(1)).unwrap();
+
+        let outcome = task.heartbeat(None, tok(1), lease(), t0() + secs(2));
+
+        assert_eq!(
+            outcome,
+            Err(DomainError::InvalidTransition {
+                task: task_id(),
+                from: TaskStatus::Succeeded,
+                action: Action::Heartbeat
+            })
+        );
+    }
+
+    #[test]
+    fn a_heartbeat_never_shortens_the_lease() {
+        let mut task = running(3);
+        let granted = task.lease().unwrap().expires_at;
+
+        task.heartbeat(None, tok(1), LeaseDuration::from_secs(5).unwrap(), t0() + secs(1)).unwrap();
+        task.heartbeat(None, tok(1), lease(), t0() - secs(120)).unwrap();
+
+        assert_eq!(task.lease().unwrap().expires_at, granted);
+        assert!(task.check_invariants().is_ok());
+    }
+
+    #[test]
+    fn a_cancelled_attempts_token_is_superseded_once_a_newer_attempt_started() {
+        let mut task = running(3);
+        task.cancel(t0() + secs(1)).unwrap();
+        task.rerun(t0() + secs(2)).unwrap();
+        task.start(&worker("w2"), tok(2), lease(), t0() + secs(3)).unwrap();
+
+        let outcome = task.succeed(&fenced(1), None, t0() + secs(4));
+
+        assert_eq!(
+            outcome,
+            Err(StaleLease::AttemptSuperseded { task: task_id(), current: 2 }.into())
+        );
+    }
+
+    #[test]
+    fn succeed_and_fail_with_the_live_token_are_applied() {
+        let mut succeeded = running(3);
+        let mut failed = running(3);
+
+        let s = succeeded.succeed(&fenced(1), Some(json!(1)), t0() + secs(1));
+        let f = failed.fail_and_schedule_retry(
+            &Reporter::lease(Some(worker("w1")), tok(1)),
+            "boom",
+            t0() + secs(1),
+            &BACKOFF,
+        );
+
+        assert_eq!((s, f), (Ok(Applied::Changed), Ok(Applied::Changed)));
+        assert_eq!(succeeded.status(), TaskStatus::Succeeded);
+        assert_eq!(failed.status(), TaskStatus::Pending);
+        let ended = |end| Some(EndedAttempt { attempt: 1, token: tok(1), end });
+        assert_eq!(succeeded.last_ended().copied(), ended(AttemptEnd::Succeeded));
+        assert_eq!(failed.last_ended().copied(), ended(AttemptEnd::Failed));
+        assert_eq!((succeeded.lease(), failed.lease()), (None, None));
+    }
+
+    #[test]
+    fn a_repeated_success_with_the_same_token_is_a_replay_that_changes_nothing() {
+        let mut task = running(3);
+        task.succeed(&fenced(1), Some(json!({"sent": 1})), t0() + secs(1)).unwrap();
+        let stored = task.clone();
+
+        // The replay's result differs: the first accepted answer stands.
+        let replay = task.succeed(&fenced(1), Some(json!({"sent": 2})), t0() + secs(9));
+
+        assert_eq!(replay, Ok(Applied::Replayed));
+        assert_eq!(task, stored, "version and updatedAt too");
+    }
+
+    #[test]
+    fn a_repeated_failure_with_the_same_token_is_a_replay_that_changes_nothing() {
+        for max_attempts in [1, 3] {
+            let mut task = running(max_attempts);
+            task.fail_and_schedule_retry(&fenced(1), "boom", t0() + secs(1), &BACKOFF).unwrap();
+            let stored = task.clone();
+
+            let replay =
+                task.fail_and_schedule_retry(&fenced(1), "boom again", t0() + secs(9), &BACKOFF);
+
+            assert_eq!(replay, Ok(Applied::Replayed), "{max_attempts} attempts");
+            assert_eq!(task, stored, "{max_attempts} attempts");
+        }
+    }
+
+    #[test]
+    fn a_failure_replayed_while_the_next_attempt_runs_changes_nothing() {
+        let mut task = running(3);
+        task.fail_and_schedule_retry(&fenced(1), "boom", t0(), &BACKOFF).unwrap();
+        start(&mut task, "w2", t0() + secs(30)).unwrap();
+        let stored = task.clone();
+
+        let replay = task.fail_and_schedule_retry(&fenced(1), "boom", t0() + secs(31), &BACKOFF);
+
+        assert_eq!(replay, Ok(Applied::Replayed));
+        assert_eq!(task, stored);
+    }
+
+    #[test]
+    fn the_same_token_with_a_different_outcome_is_refused_with_outcome_conflict() {
+        let mut succeeded = running(3);
+        succeeded.succeed(&fenced(1), None, t0() + secs(1)).unwrap();
+        let mut failed = running(3);
+        failed.fail_and_schedule_retry(&fenced(1), "boom", t0() + secs(1), &BACKOFF).unwrap();
+
+        assert_unchanged_by(
+            &mut succeeded,
+            "fail after success",
+            |t| t.fail_and_schedule_retry(&fenced(1), "boom", t0() + secs(2), &BACKOFF),
+            &StaleLease::OutcomeConflict {
+                task: task_id(),
+                attempt: 1,
+                recorded: AttemptEnd::Succeeded,
+            }
+            .into(),
+        );
+        assert_unchanged_by(
+            &mut failed,
+            "success after failure",
+            |t| t.succeed(&fenced(1), None, t0() + secs(2)),
+            &StaleLease::OutcomeConflict {
+                task: task_id(),
+                attempt: 1,
+                recorded: AttemptEnd::Failed,
+            }
+            .into(),
+        );
+    }
+
+    #[test]
+    fn a_report_from_a_reaped_attempt_is_lease_expired_until_a_newer_attempt_starts() {
+        let mut task = running(3);
+        task.expire_lease(t0() + secs(60), &BACKOFF).unwrap();
+        let expired: DomainError = StaleLease::LeaseExpired { task: task_id(), attempt: 1 }.into();
+
+        assert_unchanged_by(
+            &mut task,
+            "late success",
+            |t| t.succeed(&fenced(1), None, t0() + secs(61)),
+            &expired,
+        );
+        assert_unchanged_by(
+            &mut task,
+            "late failure",
+            |t| t.fail_and_schedule_retry(&fenced(1), "boom", t0() + secs(61), &BACKOFF),
+            &expired,
+        );
+
+        start(&mut task, "w2", t0() + secs(90)).unwrap();
+        let superseded: DomainError =
+            StaleLease::AttemptSuperseded { task: task_id(), current: 2 }.into();
+
+        assert_unchanged_by(
+            &mut task,
+            "late success",
+            |t| t.succeed(&Reporter::lease(Some(worker("w1")), tok(1)), None, t0() + secs(91)),
+            &superseded,
+        );
+        assert_unchanged_by(
+            &mut task,
+            "late failure",
+            |t| t.fail_and_schedule_retry(&fenced(1), "boom", t0() + secs(91), &BACKOFF),
+            &superseded,
+        );
+    }
+
+    #[test]
+    fn a_report_from_an_attempt_reaped_on_its_last_try_is_lease_expired() {
+        let mut task = running(1);
+        task.expire_lease(t0() + secs(60), &BACKOFF).unwrap();
+
+        assert_unchanged_by(
+            &mut task,
+            "late success",
+            |t| t.succeed(&fenced(1), None, t0() + secs(61)),
+            &StaleLease::LeaseExpired { task: task_id(), attempt: 1 }.into(),
+        );
+    }
+
+    #[test]
+    fn a_report_with_an_unknown_token_is_refused_with_attempt_superseded() {
+        for (mut task, current) in
+            [(pending(3), 0), (running(3), 1), (task_in(TaskStatus::Succeeded), 1), (failed(2), 2)]
+        {
+            let superseded: DomainError =
+                StaleLease::AttemptSuperseded { task: task_id(), current }.into();
+
+            assert_unchanged_by(
+                &mut task,
+                "success",
+                |t| t.succeed(&fenced(99), None, t0() + secs(1)),
+                &superseded,
+            );
+            assert_unchanged_by(
+                &mut task,
+                "failure",
+                |t| t.fail_and_schedule_retry(&fenced(99), "boom", t0() + secs(1), &BACKOFF),
+                &superseded,
+            );
+        }
+    }
+
+    #[test]
+    fn a_report_from_an_attempt_two_back_is_refused_with_attempt_superseded() {
+        let mut task = running(3);
+        task.fail_and_schedule_retry(&fenced(1), "boom", t0(), &BACKOFF).unwrap();
+        start(&mut task, "w1", t0() + secs(30)).unwrap();
+        task.fail_and_schedule_retry(&fenced(2), "boom", t0() + secs(30), &BACKOFF).unwrap();
+
+        assert_unchanged_by(
+            &mut task,
+            "failure",
+            |t| t.fail_and_schedule_retry(&fenced(1), "boom", t0() + secs(31), &BACKOFF),
+            &StaleLease::AttemptSuperseded { task: task_id(), current: 2 }.into(),
+        );
+    }
+
+    #[test]
+    fn the_worker_of_a_task_cancelled_while_running_is_told_so_at_every_call() {
+        let mut task = running(3);
+
+        task.cancel(t0() + secs(5)).unwrap();
+
+        assert_eq!(
+            task.last_ended(),
+            Some(&EndedAttempt { attempt: 1, token: tok(1), end: AttemptEnd::Cancelled })
+        );
+        let cancelled: DomainError =
+            StaleLease::TaskCancelled { task: task_id(), attempt: 1 }.into();
+        let w1 = Some(worker("w1"));
+        assert_unchanged_by(
+            &mut task,
+            "heartbeat",
+            |t| t.heartbeat(w1.as_ref(), tok(1), lease(), t0() + secs(6)),
+            &cancelled,
+        );
+        assert_unchanged_by(
+            &mut task,
+            "success",
+            |t| t.succeed(&Reporter::lease(w1.clone(), tok(1)), None, t0() + secs(6)),
+            &cancelled,
+        );
+        assert_unchanged_by(
+            &mut task,
+            "failure",
+            |t| t.fail_and_schedule_retry(&fenced(1), "boom", t0() + secs(6), &BACKOFF),
+            &cancelled,
+        );
+    }
+
+    #[test]
+    fn cancelling_a_pending_task_keeps_the_last_ended_attempt() {
+        let mut task = running(3);
+        task.fail_and_schedule_retry(&fenced(1), "boom", t0(), &BACKOFF).unwrap();
+        let ended = task.last_ended().copied();
+
+        task.cancel(t0() + secs(1)).unwrap();
+
+        assert_eq!(task.last_ended().copied(), ended);
+        assert_eq!(ended.map(|e| e.end), Some(AttemptEnd::Failed));
+    }
+
+    #[test]
+    fn expire_lease_before_the_lease_runs_out_is_refused_and_changes_nothing() {
+        let mut task = running(3);
+
+        assert_unchanged_by(
+            &mut task,
+            "expire_lease",
+            |t| t.expire_lease(t0() + secs(59), &BACKOFF),
+            &DomainError::LeaseNotExpired { task: task_id(), expires_at: t0() + secs(60) },
+        );
+    }
+
+    #[test]
+    fn expire_lease_at_or_after_expiry_schedules_a_retry_naming_the_worker() {
+        for at in [t0() + secs(60), t0() + secs(61), t0() + secs(3600)] {
+            let mut task = running(3);
+
+            task.expire_lease(at, &BACKOFF).unwrap();
+
+            assert_eq!(task.status(), TaskStatus::Pending, "at {at}");
+            assert_eq!(task.retry_state(), RetryState::RetryScheduled);
+            assert_eq!(task.attempt_count(), 1);
+            assert_eq!(task.next_run_at(), Some(at + secs(30)));
+            assert_eq!(task.last_error(), Some("lease expired (worker w1)"));
+            assert_eq!(task.lease(), None);
+            assert_eq!(task.worker_id(), None);
+            assert_eq!(
+                task.last_ended(),
+                Some(&EndedAttempt { attempt: 1, token: tok(1), end: AttemptEnd::LeaseExpired })
+            );
+            assert_eq!(task.version(), 3);
+            assert_eq!(task.updated_at(), at);
+            task.check_invariants().unwrap();
+        }
+    }
+
+    #[test]
+    fn expire_lease_on_the_last_attempt_fails_the_task_for_good() {
+        let mut task = running(2);
+        task.fail_and_schedule_retry(&fenced(1), "boom", t0(), &BACKOFF).unwrap();
+        start(&mut task, "w2", t0() + secs(30)).unwrap();
+        let at = t0() + secs(90);
+
+        task.expire_lease(at, &BACKOFF).unwrap();
+
+        assert_eq!(task.status(), TaskStatus::Failed);
+        assert_eq!(task.retry_state(), RetryState::Exhausted);
+        assert_eq!(task.attempt_count(), 2);
+        assert_eq!(task.completed_at(), Some(at));
+        assert_eq!(task.last_error(), Some("lease expired (worker w2)"));
+        assert_eq!(
+            task.last_ended().map(|e| (e.attempt, e.end)),
+            Some((2, AttemptEnd::LeaseExpired))
+        );
+        task.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_report_without_a_token_is_checked_by_worker_id_only() {
+        let mut task = running(3);
+        task.expire_lease(t0() + secs(60), &BACKOFF).unwrap();
+        start(&mut task, "w2", t0() + secs(90)).unwrap();
+        let mut from_anyone = task.clone();
+
+        // Unfenced, the reaped worker is refused only because it names itself.
+        assert_unchanged_by(
+            &mut task,
+            "success",
+            |t| t.succeed(&Reporter::worker(worker("w1")), None, t0() + secs(91)),
+            &DomainError::WorkerMismatch {
+                task: task_id(),
+                holder: worker("w2"),
+                caller: worker("w1"),
+            },
+        );
+        let outcome = task.succeed(&Reporter::worker(worker("w2")), None, t0() + secs(91));
+        let anonymous = from_anyone.succeed(&Reporter::anyone(), None, t0() + secs(91));
+
+        assert_eq!((outcome, anonymous), (Ok(Applied::Changed), Ok(Applied::Changed)));
+        assert_eq!(task.status(), TaskStatus::Succeeded);
+        assert_eq!(
+            task.last_ended(),
+            Some(&EndedAttempt { attempt: 2, token: tok(2), end: AttemptEnd::Succeeded })
+        );
+        // And an unfenced repeat is no replay: the task is no longer running.
+        assert_unchanged_by(
+            &mut task,
+            "second success",
+            |t| t.succeed(&Reporter::worker(worker("w2")), None, t0() + secs(92)),
+            &DomainError::InvalidTransition {
+                task: task_id(),
+                from: TaskStatus::Succeeded,
+                action: Action::Succeed,
+            },
+        );
     }
 
     #[test]
@@ -917,14 +1789,21 @@ mod tests {
         let mut task = running(3);
         let now = t0() + secs(10);
 
-        task.fail_and_schedule_retry(Some(&worker("w1")), "smtp timeout", now, &BACKOFF).unwrap();
+        let applied = task.fail_and_schedule_retry(
+            &Reporter::worker(worker("w1")),
+            "smtp timeout",
+            now,
+            &BACKOFF,
+        );
 
+        assert_eq!(applied, Ok(Applied::Changed));
         assert_eq!(task.status(), TaskStatus::Pending);
         assert_eq!(task.retry_state(), RetryState::RetryScheduled);
         assert_eq!(task.attempt_count(), 1);
         assert_eq!(task.next_run_at(), Some(now + secs(30)));
         assert_eq!(task.last_error(), Some("smtp timeout"));
         assert_eq!(task.worker_id(), None);
+        assert_eq!(task.lease(), None);
         assert_eq!(task.processing_started_at(), None);
         assert_eq!(task.completed_at(), None);
         assert_eq!(task.version(), 3);
@@ -937,16 +1816,16 @@ mod tests {
         let mut now = t0();
 
         for attempt in 1..=3 {
-            task.fail_and_schedule_retry(None, "boom", now, &backoff).unwrap();
+            task.fail_and_schedule_retry(&Reporter::anyone(), "boom", now, &backoff).unwrap();
 
             let due = now + backoff.delay(task_id(), attempt);
             assert_eq!(task.attempt_count(), attempt);
             assert_eq!(task.next_run_at(), Some(due));
             assert!(matches!(
-                task.start(&worker("w1"), due - TimeDelta::microseconds(1)),
+                start(&mut task, "w1", due - TimeDelta::microseconds(1)),
                 Err(DomainError::NotYetRunnable { runnable_at, .. }) if runnable_at == due
             ));
-            task.start(&worker("w1"), due).unwrap();
+            start(&mut task, "w1", due).unwrap();
             now = due;
         }
     }
@@ -954,28 +1833,29 @@ mod tests {
     #[test]
     fn a_retried_task_is_not_runnable_before_its_next_run_at() {
         let mut task = running(3);
-        task.fail_and_schedule_retry(None, "boom", t0(), &BACKOFF).unwrap();
+        task.fail_and_schedule_retry(&Reporter::anyone(), "boom", t0(), &BACKOFF).unwrap();
         let before = task.clone();
 
-        let early = task.start(&worker("w1"), t0() + secs(29));
+        let early = start(&mut task, "w1", t0() + secs(29));
 
         assert_eq!(
             early,
             Err(DomainError::NotYetRunnable { task: task_id(), runnable_at: t0() + secs(30) })
         );
         assert_eq!(task, before);
-        task.start(&worker("w2"), t0() + secs(30)).unwrap();
+        start(&mut task, "w2", t0() + secs(30)).unwrap();
         assert_eq!(task.retry_state(), RetryState::RetryScheduled, "still a retry while it runs");
     }
 
     #[test]
     fn last_attempt_failure_is_final() {
         let mut task = running(2);
-        task.fail_and_schedule_retry(None, "first", t0(), &BACKOFF).unwrap();
-        task.start(&worker("w1"), t0() + secs(30)).unwrap();
+        task.fail_and_schedule_retry(&Reporter::anyone(), "first", t0(), &BACKOFF).unwrap();
+        start(&mut task, "w1", t0() + secs(30)).unwrap();
         let end = t0() + secs(40);
 
-        task.fail_and_schedule_retry(Some(&worker("w1")), "second", end, &BACKOFF).unwrap();
+        task.fail_and_schedule_retry(&Reporter::worker(worker("w1")), "second", end, &BACKOFF)
+            .unwrap();
 
         assert_eq!(task.status(), TaskStatus::Failed);
         assert_eq!(task.retry_state(), RetryState::Exhausted);
@@ -991,7 +1871,7 @@ mod tests {
     fn a_single_attempt_task_fails_for_good_on_its_first_failure() {
         let mut task = running(1);
 
-        task.fail_and_schedule_retry(None, "boom", t0(), &BACKOFF).unwrap();
+        task.fail_and_schedule_retry(&Reporter::anyone(), "boom", t0(), &BACKOFF).unwrap();
 
         assert_eq!(task.status(), TaskStatus::Failed);
         assert_eq!(task.retry_state(), RetryState::Exhausted);
@@ -1001,11 +1881,11 @@ mod tests {
     #[test]
     fn succeed_clears_retry_metadata_and_stores_the_result() {
         let mut task = running(3);
-        task.fail_and_schedule_retry(None, "boom", t0(), &BACKOFF).unwrap();
-        task.start(&worker("w1"), t0() + secs(30)).unwrap();
+        task.fail_and_schedule_retry(&Reporter::anyone(), "boom", t0(), &BACKOFF).unwrap();
+        start(&mut task, "w1", t0() + secs(30)).unwrap();
         let end = t0() + secs(31);
 
-        task.succeed(Some(&worker("w1")), Some(json!({"sent": 1})), end).unwrap();
+        task.succeed(&Reporter::worker(worker("w1")), Some(json!({"sent": 1})), end).unwrap();
 
         assert_eq!(task.status(), TaskStatus::Succeeded);
         assert_eq!(task.retry_state(), RetryState::None);
@@ -1014,6 +1894,7 @@ mod tests {
         assert_eq!(task.result(), Some(&json!({"sent": 1})));
         assert_eq!(task.completed_at(), Some(end));
         assert_eq!(task.worker_id(), None);
+        assert_eq!(task.lease(), None);
         assert_eq!(task.processing_started_at(), None);
         assert_eq!(task.attempt_count(), 1, "the failed attempt stays counted");
     }
@@ -1022,7 +1903,7 @@ mod tests {
     fn succeed_without_a_result_stores_none() {
         let mut task = running(3);
 
-        task.succeed(None, None, t0()).unwrap();
+        task.succeed(&Reporter::anyone(), None, t0()).unwrap();
 
         assert_eq!(task.result(), None);
         assert_eq!(task.completed_at(), Some(t0()));
@@ -1030,27 +1911,29 @@ mod tests {
 
     #[test]
     fn reports_from_another_worker_are_refused_with_worker_mismatch() {
-        type Report = fn(&mut Task, &WorkerId) -> Result<(), DomainError>;
+        type Report = fn(&mut Task, &Reporter) -> Result<Applied, DomainError>;
         let reports: [(&str, Report); 2] = [
-            ("succeed", |t, w| t.succeed(Some(w), Some(json!(1)), t0())),
-            ("fail", |t, w| t.fail_and_schedule_retry(Some(w), "boom", t0(), &BACKOFF)),
+            ("succeed", |t, r| t.succeed(r, Some(json!(1)), t0())),
+            ("fail", |t, r| t.fail_and_schedule_retry(r, "boom", t0(), &BACKOFF)),
         ];
+        // Without a token, and with the live token but another worker id.
+        let reporters =
+            [Reporter::worker(worker("w2")), Reporter::lease(Some(worker("w2")), tok(1))];
         for (name, report) in reports {
-            let mut task = running(3);
-            let before = task.clone();
+            for reporter in &reporters {
+                let mut task = running(3);
 
-            let outcome = report(&mut task, &worker("w2"));
-
-            assert_eq!(
-                outcome,
-                Err(DomainError::WorkerMismatch {
-                    task: task_id(),
-                    holder: worker("w1"),
-                    caller: worker("w2"),
-                }),
-                "{name}"
-            );
-            assert_eq!(task, before, "a refused {name} changes nothing");
+                assert_unchanged_by(
+                    &mut task,
+                    name,
+                    |t| report(t, reporter),
+                    &DomainError::WorkerMismatch {
+                        task: task_id(),
+                        holder: worker("w1"),
+                        caller: worker("w2"),
+                    },
+                );
+            }
         }
     }
 
@@ -1059,8 +1942,8 @@ mod tests {
         let mut succeeded = running(3);
         let mut failed = running(3);
 
-        succeeded.succeed(None, None, t0()).unwrap();
-        failed.fail_and_schedule_retry(None, "boom", t0(), &BACKOFF).unwrap();
+        succeeded.succeed(&Reporter::anyone(), None, t0()).unwrap();
+        failed.fail_and_schedule_retry(&Reporter::anyone(), "boom", t0(), &BACKOFF).unwrap();
 
         assert_eq!(succeeded.status(), TaskStatus::Succeeded);
         assert_eq!(failed.status(), TaskStatus::Pending);
@@ -1070,7 +1953,7 @@ mod tests {
     fn a_report_on_a_task_that_is_not_running_names_the_transition_not_the_worker() {
         let mut task = pending(3);
 
-        let outcome = task.succeed(Some(&worker("w2")), None, t0());
+        let outcome = task.succeed(&Reporter::worker(worker("w2")), None, t0());
 
         assert_eq!(
             outcome,
@@ -1092,6 +1975,7 @@ mod tests {
             assert_eq!(task.status(), TaskStatus::Cancelled);
             assert_eq!(task.completed_at(), Some(end));
             assert_eq!(task.worker_id(), None);
+            assert_eq!(task.lease(), None);
             assert_eq!(task.processing_started_at(), None);
             assert_eq!(task.next_run_at(), None);
             assert_eq!(task.retry_state(), RetryState::None);
@@ -1101,7 +1985,7 @@ mod tests {
     #[test]
     fn cancelling_a_scheduled_retry_drops_the_retry_state() {
         let mut task = running(3);
-        task.fail_and_schedule_retry(None, "boom", t0(), &BACKOFF).unwrap();
+        task.fail_and_schedule_retry(&Reporter::anyone(), "boom", t0(), &BACKOFF).unwrap();
 
         task.cancel(t0() + secs(1)).unwrap();
 
@@ -1126,8 +2010,8 @@ mod tests {
         assert_eq!(task.completed_at(), None);
         assert!(task.is_runnable_at(again));
         // The whole budget is available again: the first failure schedules a retry.
-        task.start(&worker("w1"), again).unwrap();
-        task.fail_and_schedule_retry(None, "boom", again, &BACKOFF).unwrap();
+        start(&mut task, "w1", again).unwrap();
+        task.fail_and_schedule_retry(&Reporter::anyone(), "boom", again, &BACKOFF).unwrap();
         assert_eq!(task.status(), TaskStatus::Pending);
         assert_eq!(task.attempt_count(), 1);
     }
@@ -1135,7 +2019,7 @@ mod tests {
     #[test]
     fn rerun_of_a_cancelled_retry_resets_the_attempt_budget() {
         let mut task = running(3);
-        task.fail_and_schedule_retry(None, "boom", t0(), &BACKOFF).unwrap();
+        task.fail_and_schedule_retry(&Reporter::anyone(), "boom", t0(), &BACKOFF).unwrap();
         task.cancel(t0() + secs(1)).unwrap();
 
         task.rerun(t0() + secs(2)).unwrap();
@@ -1152,7 +2036,7 @@ mod tests {
         let error = "x".repeat(MAX_ERROR_BYTES);
         let mut task = running(3);
 
-        task.fail_and_schedule_retry(None, &error, t0(), &BACKOFF).unwrap();
+        task.fail_and_schedule_retry(&Reporter::anyone(), &error, t0(), &BACKOFF).unwrap();
 
         assert_eq!(task.last_error(), Some(error.as_str()));
     }
@@ -1162,7 +2046,7 @@ mod tests {
         let error = "x".repeat(MAX_ERROR_BYTES + 1);
         let mut task = running(3);
 
-        task.fail_and_schedule_retry(None, &error, t0(), &BACKOFF).unwrap();
+        task.fail_and_schedule_retry(&Reporter::anyone(), &error, t0(), &BACKOFF).unwrap();
 
         let kept = task.last_error().unwrap();
         assert!(kept.len() <= MAX_ERROR_BYTES, "{} bytes kept", kept.len());
@@ -1180,7 +2064,7 @@ mod tests {
                     format!("{}{}", "-".repeat(pad), ch.to_string().repeat(MAX_ERROR_BYTES + 1));
                 let mut task = running(3);
 
-                task.fail_and_schedule_retry(None, &error, t0(), &BACKOFF).unwrap();
+                task.fail_and_schedule_retry(&Reporter::anyone(), &error, t0(), &BACKOFF).unwrap();
 
                 let kept = task.last_error().unwrap();
                 assert!(kept.len() <= MAX_ERROR_BYTES, "{ch:?}/{pad}: {} bytes", kept.len());
@@ -1195,22 +2079,28 @@ mod tests {
     #[test]
     fn every_accepted_transition_bumps_the_version_by_one_and_sets_updated_at() {
         let mut task = pending(2);
-        type Step = fn(&mut Task, DateTime<Utc>) -> Result<(), DomainError>;
-        let steps: [(i64, Step); 6] = [
-            (1, |t, now| t.start(&WorkerId::parse("w1").unwrap(), now)),
-            (2, |t, now| t.fail_and_schedule_retry(None, "boom", now, &BACKOFF)),
-            (40, |t, now| t.start(&WorkerId::parse("w1").unwrap(), now)),
-            (41, |t, now| t.fail_and_schedule_retry(None, "boom", now, &BACKOFF)),
-            (42, |t, now| t.rerun(now)),
-            (43, |t, now| t.cancel(now)),
+        type Step = fn(&mut Task, DateTime<Utc>) -> Result<Applied, DomainError>;
+        let steps: [(i64, Step); 9] = [
+            (1, |t, now| start(t, "w1", now).map(changed)),
+            (2, |t, now| t.heartbeat(None, tok(1), lease(), now).map(changed)),
+            (3, |t, now| t.fail_and_schedule_retry(&fenced(1), "boom", now, &BACKOFF)),
+            (40, |t, now| start(t, "w1", now).map(changed)),
+            // The lease of attempt 2 runs until 40 + 60 s.
+            (100, |t, now| t.expire_lease(now, &BACKOFF).map(changed)),
+            (101, |t, now| t.rerun(now).map(changed)),
+            (102, |t, now| start(t, "w1", now).map(changed)),
+            (103, |t, now| t.cancel(now).map(changed)),
+            (104, |t, now| t.rerun(now).map(changed)),
         ];
 
         for (i, (at, step)) in steps.into_iter().enumerate() {
-            step(&mut task, t0() + secs(at)).unwrap();
+            let applied = step(&mut task, t0() + secs(at));
 
+            assert_eq!(applied, Ok(Applied::Changed), "step {i}");
             assert_eq!(task.version(), 2 + i as u64);
             assert_eq!(task.updated_at(), t0() + secs(at));
             assert_eq!(task.created_at(), t0());
+            task.check_invariants().unwrap();
         }
     }
 
@@ -1218,7 +2108,7 @@ mod tests {
     fn a_clock_that_stepped_back_never_makes_updated_at_precede_created_at() {
         let mut task = pending(3);
 
-        task.start(&worker("w1"), t0() - secs(10)).unwrap();
+        start(&mut task, "w1", t0() - secs(10)).unwrap();
 
         assert_eq!(task.updated_at(), t0());
         task.check_invariants().unwrap();
@@ -1233,31 +2123,50 @@ mod tests {
         assert_eq!(to_micros(ragged), micros);
         assert_eq!(task.created_at(), micros);
         assert_eq!(task.next_run_at(), Some(micros + secs(5)));
-        task.start(&worker("w1"), ragged + secs(5)).unwrap();
+        start(&mut task, "w1", ragged + secs(5)).unwrap();
         assert_eq!(task.processing_started_at(), Some(micros + secs(5)));
+        assert_eq!(task.lease().map(|l| l.expires_at), Some(micros + secs(65)));
+        task.heartbeat(None, tok(1), lease(), ragged + secs(6)).unwrap();
+        assert_eq!(task.lease().map(|l| l.expires_at), Some(micros + secs(66)));
     }
 
     #[test]
     fn restore_of_to_record_round_trips_every_reachable_state() {
         let mut delayed = Task::new(task_id(), spec(3, Some(t0() + secs(60))), t0());
         delayed.priority = -3;
+        let mut other_queue = pending(3);
+        other_queue.queue = QueueName::parse("reports-2").unwrap();
         let mut retry_scheduled = running(3);
-        retry_scheduled.fail_and_schedule_retry(None, "boom", t0(), &BACKOFF).unwrap();
+        retry_scheduled.fail_and_schedule_retry(&fenced(1), "boom", t0(), &BACKOFF).unwrap();
         let mut retry_running = retry_scheduled.clone();
-        retry_running.start(&worker("w2"), t0() + secs(30)).unwrap();
+        start(&mut retry_running, "w2", t0() + secs(30)).unwrap();
+        let mut heartbeated = retry_running.clone();
+        heartbeated.heartbeat(None, tok(2), lease(), t0() + secs(40)).unwrap();
         let mut succeeded_without_result = running(3);
-        succeeded_without_result.succeed(None, None, t0()).unwrap();
+        succeeded_without_result.succeed(&Reporter::anyone(), None, t0()).unwrap();
         let mut cancelled_while_running = running(3);
         cancelled_while_running.cancel(t0()).unwrap();
+        let mut restarted_after_cancel = cancelled_while_running.clone();
+        restarted_after_cancel.rerun(t0() + secs(1)).unwrap();
+        start(&mut restarted_after_cancel, "w2", t0() + secs(1)).unwrap();
+        let mut reaped = running(3);
+        reaped.expire_lease(t0() + secs(60), &BACKOFF).unwrap();
+        let mut reaped_for_good = running(1);
+        reaped_for_good.expire_lease(t0() + secs(60), &BACKOFF).unwrap();
         let mut rerun = failed(3);
         rerun.rerun(t0() + secs(3600)).unwrap();
         let mut reachable: Vec<Task> = TaskStatus::ALL.into_iter().map(task_in).collect();
         reachable.extend([
             delayed,
+            other_queue,
             retry_scheduled,
             retry_running,
+            heartbeated,
             succeeded_without_result,
             cancelled_while_running,
+            restarted_after_cancel,
+            reaped,
+            reaped_for_good,
             failed(1),
             rerun,
         ]);
@@ -1273,8 +2182,8 @@ mod tests {
     #[test]
     fn to_record_flattens_every_field() {
         let mut task = running(3);
-        task.fail_and_schedule_retry(None, "boom", t0(), &BACKOFF).unwrap();
-        task.start(&worker("w2"), t0() + secs(30)).unwrap();
+        task.fail_and_schedule_retry(&Reporter::anyone(), "boom", t0(), &BACKOFF).unwrap();
+        start(&mut task, "w2", t0() + secs(30)).unwrap();
 
         let r = task.to_record();
 
@@ -1282,10 +2191,17 @@ mod tests {
             r,
             TaskRecord {
                 id: task_id(),
+                queue: QueueName::default(),
                 name: TaskName::parse("send-email").unwrap(),
                 payload: json!({"to": "ada@example.com"}),
                 priority: 7,
                 status: TaskStatus::Running,
+                attempt: 2,
+                lease_token: Some(tok(2)),
+                lease_expires_at: Some(t0() + secs(90)),
+                ended_attempt: Some(1),
+                ended_attempt_token: Some(tok(1)),
+                ended_attempt_end: Some(AttemptEnd::Failed),
                 retry_state: RetryState::RetryScheduled,
                 attempt_count: 1,
                 max_attempts: MaxAttempts::new(3).unwrap(),
@@ -1315,7 +2231,7 @@ mod tests {
                 TaskRecord { processing_started_at: None, ..run.clone() },
             ),
             ("running with completedAt", TaskRecord { completed_at: Some(t0()), ..run.clone() }),
-            ("running with nextRunAt", TaskRecord { next_run_at: Some(t0()), ..run }),
+            ("running with nextRunAt", TaskRecord { next_run_at: Some(t0()), ..run.clone() }),
             (
                 "pending with a worker",
                 TaskRecord { worker_id: Some(worker("w1")), ..fresh.clone() },
@@ -1350,13 +2266,16 @@ mod tests {
             ("pending with no attempts left", TaskRecord { attempt_count: 3, ..fresh.clone() }),
             ("attempts above the budget", TaskRecord { attempt_count: 4, ..dead.clone() }),
             ("version zero", TaskRecord { version: 0, ..fresh.clone() }),
-            ("updated before created", TaskRecord { updated_at: t0() - secs(1), ..fresh }),
+            ("updated before created", TaskRecord { updated_at: t0() - secs(1), ..fresh.clone() }),
             ("succeeded without completedAt", TaskRecord { completed_at: None, ..done.clone() }),
             (
                 "succeeded with a retry state",
                 TaskRecord { retry_state: RetryState::RetryScheduled, ..done.clone() },
             ),
-            ("succeeded with lastError", TaskRecord { last_error: Some("x".into()), ..done }),
+            (
+                "succeeded with lastError",
+                TaskRecord { last_error: Some("x".into()), ..done.clone() },
+            ),
             ("failed with attempts left", TaskRecord { attempt_count: 2, ..dead.clone() }),
             ("failed without lastError", TaskRecord { last_error: None, ..dead.clone() }),
             ("failed not exhausted", TaskRecord { retry_state: RetryState::None, ..dead.clone() }),
@@ -1371,7 +2290,83 @@ mod tests {
                 r.retry_state = RetryState::Exhausted;
                 r
             }),
-            ("failed with nextRunAt", TaskRecord { next_run_at: Some(t0()), ..dead }),
+            ("failed with nextRunAt", TaskRecord { next_run_at: Some(t0()), ..dead.clone() }),
+            // Leases.
+            ("running without a lease token", TaskRecord { lease_token: None, ..run.clone() }),
+            (
+                "running without a lease expiry",
+                TaskRecord { lease_expires_at: None, ..run.clone() },
+            ),
+            (
+                "running with a lease that expires when it started",
+                TaskRecord { lease_expires_at: Some(t0()), ..run.clone() },
+            ),
+            ("running on attempt zero", TaskRecord { attempt: 0, ..run.clone() }),
+            (
+                "pending with a lease token",
+                TaskRecord { lease_token: Some(tok(1)), ..fresh.clone() },
+            ),
+            (
+                "pending with a lease expiry",
+                TaskRecord { lease_expires_at: Some(t0() + secs(60)), ..fresh.clone() },
+            ),
+            (
+                "succeeded with a lease",
+                TaskRecord {
+                    lease_token: Some(tok(1)),
+                    lease_expires_at: Some(t0() + secs(60)),
+                    ..done.clone()
+                },
+            ),
+            ("failed with a lease token", TaskRecord { lease_token: Some(tok(3)), ..dead.clone() }),
+            // The last ended attempt.
+            (
+                "ended attempt without its token",
+                TaskRecord { ended_attempt_token: None, ..done.clone() },
+            ),
+            (
+                "ended attempt without its end",
+                TaskRecord { ended_attempt_end: None, ..done.clone() },
+            ),
+            (
+                "ended attempt without its number",
+                TaskRecord { ended_attempt: None, ..done.clone() },
+            ),
+            (
+                "an ended end alone",
+                TaskRecord { ended_attempt_end: Some(AttemptEnd::Failed), ..fresh.clone() },
+            ),
+            (
+                "a started attempt that never ended",
+                TaskRecord {
+                    ended_attempt: None,
+                    ended_attempt_token: None,
+                    ended_attempt_end: None,
+                    ..done.clone()
+                },
+            ),
+            (
+                "an ended attempt that is not the last",
+                TaskRecord { ended_attempt: Some(2), ..dead.clone() },
+            ),
+            (
+                "the running attempt recorded as ended",
+                TaskRecord {
+                    ended_attempt: Some(1),
+                    ended_attempt_token: Some(tok(1)),
+                    ended_attempt_end: Some(AttemptEnd::Failed),
+                    ..run
+                },
+            ),
+            (
+                "an attempt ended that never started",
+                TaskRecord {
+                    ended_attempt: Some(1),
+                    ended_attempt_token: Some(tok(1)),
+                    ended_attempt_end: Some(AttemptEnd::Cancelled),
+                    ..fresh
+                },
+            ),
         ];
 
         for (what, record) in cases {
@@ -1407,13 +2402,69 @@ mod tests {
         let err = task.cancel(t0()).unwrap_err();
 
         assert_eq!(err.to_string(), format!("task {} is SUCCEEDED and cannot cancel", task_id()));
+        let not_expired =
+            DomainError::LeaseNotExpired { task: task_id(), expires_at: t0() + secs(60) };
+        assert!(not_expired.to_string().contains("runs until 2026-01-01 12:01:00"));
+    }
+
+    #[test]
+    fn each_stale_lease_has_its_stable_code_and_says_which_attempt() {
+        let task = task_id();
+        let cases = [
+            (StaleLease::LeaseExpired { task, attempt: 2 }, "LEASE_EXPIRED", "attempt 2"),
+            (StaleLease::AttemptSuperseded { task, current: 3 }, "ATTEMPT_SUPERSEDED", "attempt 3"),
+            (StaleLease::TaskCancelled { task, attempt: 2 }, "TASK_CANCELLED", "attempt 2"),
+            (
+                StaleLease::OutcomeConflict { task, attempt: 2, recorded: AttemptEnd::Succeeded },
+                "OUTCOME_CONFLICT",
+                "SUCCEEDED",
+            ),
+        ];
+
+        for (stale, code, says) in cases {
+            assert_eq!(stale.code(), code);
+            let message = DomainError::from(stale.clone()).to_string();
+            assert_eq!(message, stale.to_string(), "a domain error shows the stale lease as is");
+            assert!(message.contains(&task.to_string()) && message.contains(says), "{message}");
+        }
+    }
+
+    #[test]
+    fn debug_output_of_a_task_never_shows_its_lease_tokens() {
+        let secret =
+            LeaseToken::from_uuid(Uuid::from_u128(0x5ec2_e700_0000_4000_8000_0000_0000_abcd));
+        let mut task = running(3);
+        task.cancel(t0() + secs(1)).unwrap();
+        task.rerun(t0() + secs(2)).unwrap();
+        task.start(&worker("w1"), secret, lease(), t0() + secs(2)).unwrap();
+
+        let shown = [
+            format!("{task:?}"),
+            format!("{:?}", task.to_record()),
+            format!("{:?}", Reporter::lease(None, secret)),
+            format!("{:#?}", task.lease()),
+        ];
+
+        for text in shown {
+            for token in [secret, tok(1)] {
+                assert!(!text.contains(&token.to_string()), "{text}");
+                assert!(!text.contains(&token.as_uuid().to_string()), "{text}");
+            }
+            assert!(text.contains("LeaseToken(..)"), "{text}");
+        }
     }
 
     #[test]
     fn a_backoff_past_the_end_of_the_calendar_never_means_now() {
         let mut task = running(3);
 
-        task.fail_and_schedule_retry(None, "boom", t0(), &FixedBackoff(TimeDelta::MAX)).unwrap();
+        task.fail_and_schedule_retry(
+            &Reporter::anyone(),
+            "boom",
+            t0(),
+            &FixedBackoff(TimeDelta::MAX),
+        )
+        .unwrap();
 
         assert!(task.next_run_at().unwrap() > t0() + TimeDelta::days(365 * 1000));
         assert!(!task.is_runnable_at(t0() + TimeDelta::days(365)));

@@ -1,49 +1,86 @@
-//! Property test: random sequences of operations never break a task's invariants.
+//! Property test: random sequences of operations never break a task's invariants, and the
+//! fencing rules hold whatever the order of starts, heartbeats, reports, reaps and cancels.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use proptest::prelude::*;
 use serde_json::json;
 use taskpilot_domain::{
-    BackoffPolicy, DomainError, ExponentialBackoff, MaxAttempts, NewTask, RetryState, Task, TaskId,
-    TaskName, TaskStatus, WorkerId,
+    Applied, AttemptEnd, BackoffPolicy, DomainError, EndedAttempt, ExponentialBackoff,
+    LeaseDuration, LeaseToken, MaxAttempts, NewTask, QueueName, Reporter, RetryState, StaleLease,
+    Task, TaskId, TaskName, TaskStatus, WorkerId,
 };
 use uuid::Uuid;
 
-/// Who reports on the running attempt.
+/// Who calls about the running attempt.
 #[derive(Debug, Clone, Copy)]
-enum Reporter {
+enum Who {
     /// The worker that holds the task (or the first worker when nobody does).
     Holder,
     /// A worker of the pool that does not hold the task.
     Other,
-    /// No worker id at all: the report is not checked.
+    /// No worker id at all: the worker is not checked.
     Nobody,
+}
+
+/// Which lease token a call carries.
+#[derive(Debug, Clone, Copy)]
+enum Token {
+    /// The token of the task's current (or last) attempt.
+    Live,
+    /// The token of an earlier attempt, picked by the index modulo the attempts before.
+    Stale(usize),
+    /// A token the task never handed out.
+    Unknown,
+    /// None: the foundation's unfenced report.
+    Without,
 }
 
 #[derive(Debug, Clone)]
 enum Op {
-    Start(usize),
-    Succeed(Reporter, bool),
-    Fail(Reporter, String),
+    /// Start for a worker of the pool, under a lease of that many seconds.
+    Start(usize, i64),
+    Heartbeat(Who, Token, i64),
+    Succeed(Who, Token, bool),
+    Fail(Who, Token, String),
+    ExpireLease,
     Cancel,
     Rerun,
     Advance(i64),
+    /// Moves the clock to the running lease's expiry plus that many seconds (never back).
+    ToLeaseEnd(i64),
 }
 
-fn reporter() -> impl Strategy<Value = Reporter> {
-    prop_oneof![Just(Reporter::Holder), Just(Reporter::Other), Just(Reporter::Nobody)]
+fn who() -> impl Strategy<Value = Who> {
+    prop_oneof![Just(Who::Holder), Just(Who::Other), Just(Who::Nobody)]
+}
+
+fn token() -> impl Strategy<Value = Token> {
+    prop_oneof![
+        3 => Just(Token::Live),
+        2 => any::<usize>().prop_map(Token::Stale),
+        1 => Just(Token::Unknown),
+        2 => Just(Token::Without),
+    ]
+}
+
+fn lease_secs() -> impl Strategy<Value = i64> {
+    5..=90_i64
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (0..3_usize).prop_map(Op::Start),
-        2 => (reporter(), any::<bool>()).prop_map(|(r, with_result)| Op::Succeed(r, with_result)),
-        3 => (reporter(), "[a-z ]{0,12}").prop_map(|(r, e)| Op::Fail(r, e)),
+        3 => (0..3_usize, lease_secs()).prop_map(|(w, s)| Op::Start(w, s)),
+        2 => (who(), token(), lease_secs()).prop_map(|(w, t, s)| Op::Heartbeat(w, t, s)),
+        2 => (who(), token(), any::<bool>()).prop_map(|(w, t, r)| Op::Succeed(w, t, r)),
+        3 => (who(), token(), "[a-z ]{0,12}").prop_map(|(w, t, e)| Op::Fail(w, t, e)),
+        2 => Just(Op::ExpireLease),
         1 => Just(Op::Cancel),
         1 => Just(Op::Rerun),
-        // Often short of the backoff, sometimes well past it.
+        // Often short of the backoff or the lease, sometimes well past both.
         3 => (0..120_i64).prop_map(Op::Advance),
+        // Just short of, exactly at, or just past the lease.
+        2 => (-1..=1_i64).prop_map(Op::ToLeaseEnd),
     ]
 }
 
@@ -51,13 +88,83 @@ fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap()
 }
 
-fn worker_for(pool: &[WorkerId], task: &Task, who: Reporter) -> Option<WorkerId> {
+/// The token this test hands to attempt `n` (1-based).
+fn token_of_attempt(n: u32) -> LeaseToken {
+    LeaseToken::from_uuid(Uuid::from_u128((1 << 100) + u128::from(n)))
+}
+
+fn worker_for(pool: &[WorkerId], task: &Task, who: Who) -> Option<WorkerId> {
     let holder = task.worker_id();
     match who {
-        Reporter::Holder => Some(holder.unwrap_or(&pool[0]).clone()),
-        Reporter::Other => pool.iter().find(|w| Some(*w) != holder).cloned(),
-        Reporter::Nobody => None,
+        Who::Holder => Some(holder.unwrap_or(&pool[0]).clone()),
+        Who::Other => pool.iter().find(|w| Some(*w) != holder).cloned(),
+        Who::Nobody => None,
     }
+}
+
+fn token_for(task: &Task, which: Token) -> Option<LeaseToken> {
+    let attempt = task.attempt();
+    match which {
+        Token::Live => Some(token_of_attempt(attempt.max(1))),
+        Token::Stale(i) if attempt > 1 => {
+            let earlier = u32::try_from(i % (attempt as usize - 1)).unwrap() + 1;
+            Some(token_of_attempt(earlier))
+        }
+        // With no earlier attempt, an old token is one never seen.
+        Token::Stale(_) | Token::Unknown => {
+            Some(LeaseToken::from_uuid(Uuid::from_u128(0xdead_beef)))
+        }
+        Token::Without => None,
+    }
+}
+
+/// Whether `token` speaks for the live attempt of `task`.
+fn is_live(task: &Task, token: Option<LeaseToken>) -> bool {
+    task.lease().is_some_and(|l| token.is_none_or(|t| t == l.token))
+}
+
+/// Checks a call whose token is not the live attempt's: never applied, a replay only of
+/// the same outcome, and the stale code that fits what became of the caller's attempt.
+fn check_stale(
+    before: &Task,
+    token: LeaseToken,
+    as_end: Option<AttemptEnd>,
+    outcome: &Result<Applied, DomainError>,
+) -> Result<(), TestCaseError> {
+    let ended = before.last_ended().filter(|e| e.token == token).copied();
+    let (task, current) = (before.id(), before.attempt());
+    match (outcome, ended) {
+        (Ok(Applied::Replayed), Some(e)) => {
+            prop_assert_eq!(Some(e.end), as_end, "only the same outcome is a replay");
+        }
+        (Err(DomainError::StaleLease(stale)), None) => prop_assert_eq!(
+            stale,
+            &StaleLease::AttemptSuperseded { task, current },
+            "a token that is not the last ended attempt's is superseded"
+        ),
+        (Err(DomainError::StaleLease(stale)), Some(e)) => {
+            let attempt = e.attempt;
+            let expected = match e.end {
+                AttemptEnd::Cancelled | AttemptEnd::LeaseExpired if current > attempt => {
+                    StaleLease::AttemptSuperseded { task, current }
+                }
+                AttemptEnd::Cancelled => StaleLease::TaskCancelled { task, attempt },
+                AttemptEnd::LeaseExpired => StaleLease::LeaseExpired { task, attempt },
+                recorded => {
+                    prop_assert_ne!(Some(recorded), as_end, "the same outcome is a replay");
+                    StaleLease::OutcomeConflict { task, attempt, recorded }
+                }
+            };
+            prop_assert_eq!(stale, &expected);
+        }
+        // A heartbeat racing its own worker's report is refused as late, not as stale.
+        (Err(DomainError::InvalidTransition { .. }), Some(e))
+            if as_end.is_none() && matches!(e.end, AttemptEnd::Succeeded | AttemptEnd::Failed) => {}
+        (outcome, ended) => {
+            prop_assert!(false, "stale call answered {:?} (last ended {:?})", outcome, ended);
+        }
+    }
+    Ok(())
 }
 
 proptest! {
@@ -66,12 +173,13 @@ proptest! {
         id in any::<u128>(),
         max_attempts in 1..=6_i64,
         workers in 2..=3_usize,
-        ops in prop::collection::vec(op(), 1..60),
+        ops in prop::collection::vec(op(), 1..80),
     ) {
         let pool: Vec<WorkerId> =
             (0..workers).map(|i| WorkerId::parse(&format!("worker-{i}")).unwrap()).collect();
         let backoff = ExponentialBackoff::new(TimeDelta::seconds(1), TimeDelta::seconds(60)).unwrap();
         let spec = NewTask {
+            queue: QueueName::default(),
             name: TaskName::parse("prop").unwrap(),
             payload: json!({"n": 1}),
             priority: 0,
@@ -84,14 +192,22 @@ proptest! {
 
         for op in ops {
             let before = task.clone();
-            let outcome: Option<Result<(), DomainError>> = match &op {
+            let outcome: Option<Result<Applied, DomainError>> = match &op {
                 Op::Advance(s) => {
                     now += TimeDelta::seconds(*s);
                     None
                 }
-                Op::Start(i) => {
+                Op::ToLeaseEnd(s) => {
+                    if let Some(lease) = task.lease() {
+                        now = now.max(lease.expires_at + TimeDelta::seconds(*s));
+                    }
+                    None
+                }
+                Op::Start(i, secs) => {
                     let worker = &pool[i % workers];
-                    let outcome = task.start(worker, now);
+                    let token = token_of_attempt(before.attempt() + 1);
+                    let lease = LeaseDuration::from_secs(*secs).unwrap();
+                    let outcome = task.start(worker, token, lease, now);
                     // The oracle: only a pending task whose time has come starts.
                     match before.next_run_at().filter(|at| *at > now) {
                         Some(runnable_at) if before.status() == TaskStatus::Pending => {
@@ -106,63 +222,164 @@ proptest! {
                     if outcome.is_ok() {
                         prop_assert_eq!(task.worker_id(), Some(worker));
                         prop_assert_eq!(task.processing_started_at(), Some(now));
+                        prop_assert_eq!(task.attempt(), before.attempt() + 1);
+                        prop_assert_eq!(task.lease().map(|l| l.token), Some(token));
+                        prop_assert_eq!(
+                            task.lease().map(|l| l.expires_at),
+                            Some(now + TimeDelta::seconds(*secs))
+                        );
                     }
-                    Some(outcome)
+                    Some(outcome.map(|()| Applied::Changed))
                 }
-                Op::Succeed(who, with_result) => {
+                Op::Heartbeat(who, which, secs) => {
                     let caller = worker_for(&pool, &task, *who);
-                    let result = with_result.then(|| json!({"ok": true}));
-                    let outcome = task.succeed(caller.as_ref(), result.clone(), now);
-                    let allowed = before.status() == TaskStatus::Running
-                        && caller.as_ref().is_none_or(|c| Some(c) == before.worker_id());
-                    prop_assert_eq!(outcome.is_ok(), allowed);
-                    if allowed {
-                        prop_assert_eq!(task.status(), TaskStatus::Succeeded);
-                        prop_assert_eq!(task.result(), result.as_ref());
-                        prop_assert_eq!(task.retry_state(), RetryState::None);
-                        prop_assert_eq!(task.last_error(), None);
-                        prop_assert_eq!(task.next_run_at(), None);
-                    }
-                    Some(outcome)
-                }
-                Op::Fail(who, error) => {
-                    let caller = worker_for(&pool, &task, *who);
-                    let outcome = task.fail_and_schedule_retry(caller.as_ref(), error, now, &backoff);
-                    let allowed = before.status() == TaskStatus::Running
-                        && caller.as_ref().is_none_or(|c| Some(c) == before.worker_id());
-                    prop_assert_eq!(outcome.is_ok(), allowed);
-                    if allowed {
-                        let attempts = before.attempt_count() + 1;
-                        prop_assert_eq!(task.attempt_count(), attempts);
-                        prop_assert_eq!(task.last_error(), Some(error.as_str()));
-                        if attempts < max {
-                            prop_assert_eq!(task.status(), TaskStatus::Pending);
-                            prop_assert_eq!(task.retry_state(), RetryState::RetryScheduled);
+                    let token = token_for(&task, *which).unwrap_or(token_of_attempt(task.attempt().max(1)));
+                    let lease = LeaseDuration::from_secs(*secs).unwrap();
+                    let outcome = task.heartbeat(caller.as_ref(), token, lease, now);
+                    let outcome = outcome.map(|()| Applied::Changed);
+                    if is_live(&before, Some(token)) {
+                        let allowed = caller.as_ref().is_none_or(|c| Some(c) == before.worker_id());
+                        prop_assert_eq!(outcome.is_ok(), allowed);
+                        if allowed {
+                            // Extended to now + lease, never shortened.
+                            let asked = now + TimeDelta::seconds(*secs);
+                            let held = before.lease().map(|l| l.expires_at);
                             prop_assert_eq!(
-                                task.next_run_at(),
-                                Some(now + backoff.delay(task.id(), attempts))
+                                task.lease().map(|l| l.expires_at),
+                                held.map(|h| h.max(asked))
                             );
-                        } else {
-                            prop_assert_eq!(task.status(), TaskStatus::Failed);
-                            prop_assert_eq!(task.retry_state(), RetryState::Exhausted);
+                            prop_assert_eq!(task.lease().map(|l| l.token), Some(token));
+                        }
+                    } else {
+                        check_stale(&before, token, None, &outcome)?;
+                    }
+                    Some(outcome)
+                }
+                Op::Succeed(who, which, with_result) => {
+                    let caller = worker_for(&pool, &task, *who);
+                    let token = token_for(&task, *which);
+                    let result = with_result.then(|| json!({"ok": true}));
+                    let reporter = Reporter { worker_id: caller.clone(), lease_token: token };
+                    let outcome = task.succeed(&reporter, result.clone(), now);
+                    match token {
+                        Some(token) if !is_live(&before, Some(token)) => {
+                            check_stale(&before, token, Some(AttemptEnd::Succeeded), &outcome)?;
+                        }
+                        _ => {
+                            let allowed = before.status() == TaskStatus::Running
+                                && caller.as_ref().is_none_or(|c| Some(c) == before.worker_id());
+                            prop_assert_eq!(outcome.is_ok(), allowed);
+                            if allowed {
+                                prop_assert_eq!(&outcome, &Ok(Applied::Changed));
+                                prop_assert_eq!(task.status(), TaskStatus::Succeeded);
+                                prop_assert_eq!(task.result(), result.as_ref());
+                                prop_assert_eq!(task.retry_state(), RetryState::None);
+                                prop_assert_eq!(task.last_error(), None);
+                                prop_assert_eq!(task.next_run_at(), None);
+                                prop_assert_eq!(
+                                    task.last_ended().map(|e| e.end),
+                                    Some(AttemptEnd::Succeeded)
+                                );
+                            }
                         }
                     }
-                    if let (Some(caller), Some(holder), Err(e)) = (&caller, before.worker_id(), &outcome) {
-                        prop_assert_eq!(
-                            e,
-                            &DomainError::WorkerMismatch {
-                                task: task.id(),
-                                holder: holder.clone(),
-                                caller: caller.clone(),
+                    Some(outcome)
+                }
+                Op::Fail(who, which, error) => {
+                    let caller = worker_for(&pool, &task, *who);
+                    let token = token_for(&task, *which);
+                    let reporter = Reporter { worker_id: caller.clone(), lease_token: token };
+                    let outcome = task.fail_and_schedule_retry(&reporter, error, now, &backoff);
+                    match token {
+                        Some(token) if !is_live(&before, Some(token)) => {
+                            check_stale(&before, token, Some(AttemptEnd::Failed), &outcome)?;
+                        }
+                        _ => {
+                            let allowed = before.status() == TaskStatus::Running
+                                && caller.as_ref().is_none_or(|c| Some(c) == before.worker_id());
+                            prop_assert_eq!(outcome.is_ok(), allowed);
+                            if allowed {
+                                prop_assert_eq!(&outcome, &Ok(Applied::Changed));
+                                let attempts = before.attempt_count() + 1;
+                                prop_assert_eq!(task.attempt_count(), attempts);
+                                prop_assert_eq!(task.last_error(), Some(error.as_str()));
+                                if attempts < max {
+                                    prop_assert_eq!(task.status(), TaskStatus::Pending);
+                                    prop_assert_eq!(task.retry_state(), RetryState::RetryScheduled);
+                                    prop_assert_eq!(
+                                        task.next_run_at(),
+                                        Some(now + backoff.delay(task.id(), attempts))
+                                    );
+                                } else {
+                                    prop_assert_eq!(task.status(), TaskStatus::Failed);
+                                    prop_assert_eq!(task.retry_state(), RetryState::Exhausted);
+                                }
                             }
-                        );
+                            if let (Some(caller), Some(holder), Err(e)) =
+                                (&caller, before.worker_id(), &outcome)
+                            {
+                                prop_assert_eq!(
+                                    e,
+                                    &DomainError::WorkerMismatch {
+                                        task: task.id(),
+                                        holder: holder.clone(),
+                                        caller: caller.clone(),
+                                    }
+                                );
+                            }
+                        }
+                    }
+                    Some(outcome)
+                }
+                Op::ExpireLease => {
+                    let outcome = task.expire_lease(now, &backoff).map(|()| Applied::Changed);
+                    match before.lease() {
+                        None => {
+                            let refused =
+                                matches!(outcome, Err(DomainError::InvalidTransition { .. }));
+                            prop_assert!(refused, "only a running task is reaped: {:?}", outcome);
+                        }
+                        Some(lease) if lease.expires_at > now => prop_assert_eq!(
+                            &outcome,
+                            &Err(DomainError::LeaseNotExpired {
+                                task: task.id(),
+                                expires_at: lease.expires_at,
+                            })
+                        ),
+                        Some(lease) => {
+                            prop_assert!(outcome.is_ok());
+                            let holder = before.worker_id().unwrap();
+                            let error = format!("lease expired (worker {holder})");
+                            prop_assert_eq!(task.last_error(), Some(error.as_str()));
+                            prop_assert_eq!(task.attempt_count(), before.attempt_count() + 1);
+                            prop_assert_eq!(
+                                task.last_ended(),
+                                Some(&EndedAttempt {
+                                    attempt: before.attempt(),
+                                    token: lease.token,
+                                    end: AttemptEnd::LeaseExpired,
+                                })
+                            );
+                            let exhausted = task.attempt_count() == max;
+                            prop_assert_eq!(task.status() == TaskStatus::Failed, exhausted);
+                        }
                     }
                     Some(outcome)
                 }
                 Op::Cancel => {
                     let outcome = task.cancel(now);
                     prop_assert_eq!(outcome.is_ok(), !before.status().is_terminal());
-                    Some(outcome)
+                    if let (Ok(()), Some(lease)) = (&outcome, before.lease()) {
+                        prop_assert_eq!(
+                            task.last_ended(),
+                            Some(&EndedAttempt {
+                                attempt: before.attempt(),
+                                token: lease.token,
+                                end: AttemptEnd::Cancelled,
+                            })
+                        );
+                    }
+                    Some(outcome.map(|()| Applied::Changed))
                 }
                 Op::Rerun => {
                     let outcome = task.rerun(now);
@@ -174,19 +391,37 @@ proptest! {
                         prop_assert_eq!(task.retry_state(), RetryState::None);
                         prop_assert_eq!(task.next_run_at(), None);
                     }
-                    Some(outcome)
+                    Some(outcome.map(|()| Applied::Changed))
                 }
             };
 
             match outcome {
                 None => prop_assert_eq!(&task, &before),
-                Some(Ok(())) => {
+                Some(Ok(Applied::Changed)) => {
                     prop_assert_eq!(task.version(), before.version() + 1, "after {:?}", op);
                     prop_assert_eq!(task.updated_at(), now);
+                }
+                Some(Ok(Applied::Replayed)) => {
+                    prop_assert_eq!(&task, &before, "a replayed {:?} changes nothing", op);
                 }
                 Some(Err(_)) => prop_assert_eq!(&task, &before, "a refused {:?} changes nothing", op),
             }
             prop_assert_eq!(task.check_invariants(), Ok(()), "after {:?}: {:?}", op, task);
+            prop_assert!(task.attempt() >= before.attempt(), "the attempt never decreases");
+            prop_assert!(task.attempt() <= before.attempt() + 1, "one attempt at a time");
+            prop_assert_eq!(
+                task.status() == TaskStatus::Running,
+                task.lease().is_some(),
+                "RUNNING iff a lease is held"
+            );
+            if let Some(lease) = task.lease() {
+                prop_assert_eq!(
+                    lease.token,
+                    token_of_attempt(task.attempt()),
+                    "the only live lease is the current attempt's"
+                );
+                prop_assert!(Some(lease.expires_at) > task.processing_started_at());
+            }
             prop_assert_eq!(
                 task.status() == TaskStatus::Running,
                 task.worker_id().is_some(),

@@ -1,0 +1,250 @@
+//! A task's history: every transition and every refused stale call.
+
+use chrono::{DateTime, Utc};
+use taskpilot_domain::{StaleLease, Task, TaskId, TaskStatus, WorkerId};
+
+/// Who caused an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Actor {
+    /// A REST client (create, cancel, rerun).
+    Client,
+    /// A worker (start, claim, succeed, fail, heartbeat).
+    Worker,
+    /// The lease reaper of some server.
+    Reaper,
+}
+
+impl Actor {
+    /// The spelling storage and the API use.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "CLIENT",
+            Self::Worker => "WORKER",
+            Self::Reaper => "REAPER",
+        }
+    }
+
+    /// Reads [`Actor::as_str`]'s spelling.
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Self::Client, Self::Worker, Self::Reaper].into_iter().find(|a| a.as_str() == raw)
+    }
+}
+
+/// The call a stale worker made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StaleCall {
+    /// A success report.
+    Succeed,
+    /// A failure report.
+    Fail,
+    /// A heartbeat.
+    Heartbeat,
+}
+
+impl StaleCall {
+    /// The spelling storage and the API use.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeed => "SUCCEED",
+            Self::Fail => "FAIL",
+            Self::Heartbeat => "HEARTBEAT",
+        }
+    }
+
+    /// Reads [`StaleCall::as_str`]'s spelling.
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Self::Succeed, Self::Fail, Self::Heartbeat].into_iter().find(|c| c.as_str() == raw)
+    }
+}
+
+/// A refused stale call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Its code: `LEASE_EXPIRED`, `ATTEMPT_SUPERSEDED`, `TASK_CANCELLED` or `OUTCOME_CONFLICT`.
+    pub code: String,
+    /// What the worker tried.
+    pub call: StaleCall,
+}
+
+/// One entry of a task's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskEvent {
+    /// The task.
+    pub task_id: TaskId,
+    /// The attempt the event belongs to (0 before the first start).
+    pub attempt: u32,
+    /// The status before; `None` for creation.
+    pub from: Option<TaskStatus>,
+    /// The status after; for a refused call, the status the task stayed in.
+    pub to: TaskStatus,
+    /// The worker involved, if any.
+    pub worker_id: Option<WorkerId>,
+    /// The error recorded by a failure, or why a stale call was refused.
+    pub error: Option<String>,
+    /// Who caused it.
+    pub actor: Actor,
+    /// For a refused stale call, what was refused and why; `None` for a transition.
+    pub rejected: Option<Rejection>,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+}
+
+impl TaskEvent {
+    /// The transition that turned `before` into `after`.
+    pub fn transition(before: Option<&Task>, after: &Task, actor: Actor) -> Self {
+        let worker_id = after.worker_id().or_else(|| before.and_then(Task::worker_id)).cloned();
+        let failed = after.attempt_count() > before.map_or(0, Task::attempt_count);
+        Self {
+            task_id: after.id(),
+            attempt: after.attempt(),
+            from: before.map(Task::status),
+            to: after.status(),
+            worker_id,
+            error: if failed { after.last_error().map(str::to_owned) } else { None },
+            actor,
+            rejected: None,
+            at: after.updated_at(),
+        }
+    }
+
+    /// A call refused because its lease token was stale, filed under the caller's attempt
+    /// when the task knows it, else the task's current one.
+    pub fn rejection(
+        task: &Task,
+        worker_id: Option<WorkerId>,
+        call: StaleCall,
+        refusal: &StaleLease,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            task_id: task.id(),
+            attempt: refusal.caller_attempt().unwrap_or(task.attempt()),
+            from: Some(task.status()),
+            to: task.status(),
+            worker_id,
+            error: Some(refusal.to_string()),
+            actor: Actor::Worker,
+            rejected: Some(Rejection { code: refusal.code().to_owned(), call }),
+            at,
+        }
+    }
+}
+
+/// How many stale calls of one kind were refused, across every server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectionCount {
+    /// The refusal's code.
+    pub code: String,
+    /// What was refused. A refused `SUCCEED` is direct evidence that a task ran twice.
+    pub call: StaleCall,
+    /// How many times.
+    pub count: u64,
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use chrono::{TimeDelta, TimeZone};
+    use serde_json::json;
+    use taskpilot_domain::{
+        FixedBackoff, LeaseDuration, LeaseToken, MaxAttempts, NewTask, QueueName, Reporter,
+        TaskName,
+    };
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap()
+    }
+
+    fn running() -> Task {
+        let spec = NewTask {
+            queue: QueueName::default_queue(),
+            name: TaskName::parse("send-email").unwrap(),
+            payload: json!({}),
+            priority: 0,
+            max_attempts: MaxAttempts::new(3).unwrap(),
+            run_at: None,
+        };
+        let mut task = Task::new(TaskId::from_uuid(Uuid::from_u128(1)), spec, t0());
+        let token = LeaseToken::from_uuid(Uuid::from_u128(0xa1));
+        let lease = LeaseDuration::from_secs(60).unwrap();
+        task.start(&WorkerId::parse("w1").unwrap(), token, lease, t0()).unwrap();
+        task
+    }
+
+    #[test]
+    fn actors_and_stale_calls_read_back_what_they_spell() {
+        for actor in [Actor::Client, Actor::Worker, Actor::Reaper] {
+            assert_eq!(Actor::parse(actor.as_str()), Some(actor));
+        }
+        for call in [StaleCall::Succeed, StaleCall::Fail, StaleCall::Heartbeat] {
+            assert_eq!(StaleCall::parse(call.as_str()), Some(call));
+        }
+        assert_eq!(Actor::parse("client"), None);
+        assert_eq!(StaleCall::parse("CLAIM"), None);
+    }
+
+    #[test]
+    fn a_failure_event_names_the_worker_that_held_the_task_and_its_error() {
+        let before = running();
+        let mut after = before.clone();
+        let later = t0() + TimeDelta::seconds(5);
+        after
+            .fail_and_schedule_retry(
+                &Reporter::anyone(),
+                "boom",
+                later,
+                &FixedBackoff(TimeDelta::zero()),
+            )
+            .unwrap();
+
+        let event = TaskEvent::transition(Some(&before), &after, Actor::Worker);
+
+        assert_eq!(
+            event,
+            TaskEvent {
+                task_id: before.id(),
+                attempt: 1,
+                from: Some(TaskStatus::Running),
+                to: TaskStatus::Pending,
+                worker_id: Some(WorkerId::parse("w1").unwrap()),
+                error: Some("boom".to_owned()),
+                actor: Actor::Worker,
+                rejected: None,
+                at: later,
+            }
+        );
+    }
+
+    #[test]
+    fn a_transition_that_records_no_failure_carries_no_error() {
+        let before = running();
+        let mut after = before.clone();
+        after.cancel(t0()).unwrap();
+
+        let event = TaskEvent::transition(Some(&before), &after, Actor::Client);
+
+        assert_eq!(event.error, None);
+        assert_eq!(event.worker_id, before.worker_id().cloned(), "the worker it was taken from");
+    }
+
+    #[test]
+    fn a_rejection_leaves_the_status_as_it_was_and_says_why() {
+        let task = running();
+
+        let refusal =
+            taskpilot_domain::StaleLease::AttemptSuperseded { task: task.id(), current: 1 };
+
+        let event = TaskEvent::rejection(&task, None, StaleCall::Succeed, &refusal, t0());
+
+        assert_eq!((event.from, event.to), (Some(TaskStatus::Running), TaskStatus::Running));
+        assert_eq!(event.actor, Actor::Worker);
+        assert_eq!(
+            event.rejected,
+            Some(Rejection { code: "ATTEMPT_SUPERSEDED".to_owned(), call: StaleCall::Succeed })
+        );
+        assert_eq!(event.error, Some(refusal.to_string()));
+    }
+}
