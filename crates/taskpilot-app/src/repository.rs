@@ -132,6 +132,13 @@ pub trait TaskRepository: Send + Sync {
     /// Up to `limit` running tasks whose lease expired at or before `now`, oldest expiry first.
     fn expired_leases(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Task>, RepoError>;
 
+    /// The earliest `next_run_at` of a pending task that is later than `after`: when the
+    /// next scheduled retry or delayed task becomes runnable.
+    fn earliest_scheduled_run(
+        &self,
+        after: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, RepoError>;
+
     /// Records a refused stale call.
     fn record_rejection(&self, event: &TaskEvent) -> Result<(), RepoError>;
 

@@ -328,6 +328,20 @@ impl TaskService {
         Ok(reaped)
     }
 
+    /// When the next scheduled retry or delayed task becomes runnable, if any is scheduled
+    /// after now. Long-polling claims wake up then.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn next_scheduled_run(&self) -> Result<Option<DateTime<Utc>>, AppError> {
+        Ok(self.repo.earliest_scheduled_run(self.clock.now())?)
+    }
+
+    /// The service's clock: what "now" means for every rule.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
     /// A task's history, oldest first.
     ///
     /// # Errors
@@ -1850,6 +1864,20 @@ mod tests {
         let outcome = service(repo).rejection_counts();
 
         assert!(matches!(outcome, Err(AppError::Unavailable(_))), "{outcome:?}");
+    }
+
+    // --- next scheduled run ----------------------------------------------------------------
+
+    #[test]
+    fn the_next_scheduled_run_is_looked_up_after_the_clocks_now() {
+        let due = now() + TimeDelta::seconds(30);
+        let mut repo = MockTaskRepository::new();
+        repo.expect_earliest_scheduled_run()
+            .withf(|after| *after == now())
+            .times(1)
+            .returning(move |_| Ok(Some(due)));
+
+        assert_eq!(service(repo).next_scheduled_run().unwrap(), Some(due));
     }
 
     // --- ready ------------------------------------------------------------------------------

@@ -27,6 +27,10 @@ pub enum ValidationError {
     /// The lease length is outside 5 to 86400 seconds.
     #[error("leaseSeconds must be between 5 and 86400, got {0}")]
     LeaseSeconds(i64),
+    /// A JSON value (payload, result) holds a NUL character (U+0000), which storage cannot
+    /// keep.
+    #[error("{0} must not contain NUL characters (\\u0000)")]
+    NulInJson(&'static str),
     /// A backoff policy whose base delay is not positive or whose cap is below its base.
     #[error("backoff needs a positive base delay and a cap at least as long as the base")]
     Backoff,

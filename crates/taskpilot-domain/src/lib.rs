@@ -21,6 +21,6 @@ pub use ports::{BackoffPolicy, Clock, ExponentialBackoff};
 #[cfg(any(test, feature = "testing"))]
 pub use ports::{FixedBackoff, FixedClock};
 pub use task::{
-    to_micros, Action, NewTask, RetryState, Task, TaskRecord, TaskState, TaskStatus,
+    check_json, to_micros, Action, NewTask, RetryState, Task, TaskRecord, TaskState, TaskStatus,
     MAX_ERROR_BYTES,
 };

@@ -925,6 +925,33 @@ fn lease_end(now: DateTime<Utc>, lease: LeaseDuration) -> DateTime<Utc> {
     now.checked_add_signed(lease.as_delta()).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
+/// Checks that a JSON value (a payload or result, named `field` in the error) can be stored:
+/// no NUL character (U+0000) in any string or key, which PostgreSQL's jsonb cannot hold.
+///
+/// # Errors
+/// [`ValidationError::NulInJson`] naming `field`.
+pub fn check_json(field: &'static str, value: &Value) -> Result<(), crate::ValidationError> {
+    let clean = match value {
+        Value::String(s) => !s.contains('\0'),
+        Value::Array(items) => return items.iter().try_for_each(|v| check_json(field, v)),
+        Value::Object(map) => {
+            for (key, v) in map {
+                if key.contains('\0') {
+                    return Err(crate::ValidationError::NulInJson(field));
+                }
+                check_json(field, v)?;
+            }
+            true
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => true,
+    };
+    if clean {
+        Ok(())
+    } else {
+        Err(crate::ValidationError::NulInJson(field))
+    }
+}
+
 /// Cuts `at` to whole microseconds: PostgreSQL keeps no more, and what the API returns
 /// must equal what is stored.
 pub fn to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
@@ -932,6 +959,14 @@ pub fn to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 fn truncate_error(error: &str) -> String {
+    // NUL cannot be stored in text; the replacement character keeps the position visible.
+    let cleaned;
+    let error = if error.contains('\0') {
+        cleaned = error.replace('\0', "\u{FFFD}");
+        cleaned.as_str()
+    } else {
+        error
+    };
     if error.len() <= MAX_ERROR_BYTES {
         return error.to_owned();
     }
@@ -2468,5 +2503,30 @@ mod tests {
 
         assert!(task.next_run_at().unwrap() > t0() + TimeDelta::days(365 * 1000));
         assert!(!task.is_runnable_at(t0() + TimeDelta::days(365)));
+    }
+
+    #[test]
+    fn json_with_a_nul_anywhere_is_refused_and_other_json_is_kept() {
+        let refused = [json!("a\0b"), json!({"k": ["x", "\0"]}), json!({"\0": 1})];
+        let accepted = [json!(null), json!({"k": [1, true, "ok", {"n": 1.5}]}), json!("\u{1}")];
+
+        for value in refused {
+            assert_eq!(
+                check_json("payload", &value),
+                Err(crate::ValidationError::NulInJson("payload"))
+            );
+        }
+        for value in accepted {
+            assert_eq!(check_json("result", &value), Ok(()), "{value}");
+        }
+    }
+
+    #[test]
+    fn a_nul_in_an_error_message_is_replaced_so_that_it_can_be_stored() {
+        let mut task = running(3);
+
+        task.fail_and_schedule_retry(&Reporter::anyone(), "bad\0byte", t0(), &BACKOFF).unwrap();
+
+        assert_eq!(task.last_error(), Some("bad\u{FFFD}byte"));
     }
 }
