@@ -119,6 +119,9 @@ pub fn run_migrations(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long [`ensure_database`] waits for each connection.
+const ENSURE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Creates the database named in `database_url` when it does not exist yet, connecting to
 /// the server's `postgres` database to do so.
 ///
@@ -130,9 +133,14 @@ pub fn ensure_database(database_url: &str) -> anyhow::Result<()> {
         // create on anyone's behalf.
         return Ok(());
     };
+    // A database we can connect to exists: nothing to do, and no need for access to the
+    // `postgres` database, which managed servers often deny.
+    if PgConnection::establish(&with_connect_timeout(database_url, ENSURE_TIMEOUT)).is_ok() {
+        return Ok(());
+    }
     let maintenance_url = with_connect_timeout(
         &database_url::with_database(database_url, "postgres"),
-        Duration::from_secs(5),
+        ENSURE_TIMEOUT,
     );
     let mut conn = PgConnection::establish(&maintenance_url)
         .with_context(|| format!("cannot connect to the server of database {name:?}"))?;
@@ -141,10 +149,7 @@ pub fn ensure_database(database_url: &str) -> anyhow::Result<()> {
 
 /// Creates database `name` through `conn` unless it exists. Another process creating it at
 /// the same moment is fine: the outcome is the same.
-pub(crate) fn create_database_if_missing(
-    conn: &mut PgConnection,
-    name: &str,
-) -> anyhow::Result<()> {
+fn create_database_if_missing(conn: &mut PgConnection, name: &str) -> anyhow::Result<()> {
     if database_exists(conn, name)? {
         return Ok(());
     }

@@ -200,6 +200,31 @@ fn migrations_apply_to_an_empty_database_and_rerunning_them_changes_nothing() {
     assert_eq!(loaded, task);
 }
 
+#[test]
+fn ensure_database_creates_a_missing_database_once_even_when_raced() {
+    let db = TestDatabase::new();
+    let raced = format!("{}_raced", db.name());
+    let url = db.url().replace(db.name(), &raced);
+
+    let results: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || ensure_database(&url))
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    let exists = count(
+        &db.pool(),
+        &format!("SELECT count(*) AS n FROM pg_database WHERE datname = '{raced}'"),
+    );
+    execute(&db.pool(), &format!("DROP DATABASE \"{raced}\" WITH (FORCE)"));
+
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(exists, 1);
+}
+
 fn count(pool: &PgPool, sql: &str) -> i64 {
     #[derive(QueryableByName)]
     struct Count {
