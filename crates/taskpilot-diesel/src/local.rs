@@ -309,7 +309,12 @@ enum SwitchUser {
 
 impl Tools {
     fn find() -> anyhow::Result<Self> {
-        let bin_dir = find_bin_dir().context(INSTALL_HINT)?;
+        let Some(bin_dir) = find_bin_dir() else {
+            bail!(
+                "no PostgreSQL server binaries (initdb, pg_ctl) on PATH, through pg_config or \
+                 under /usr/lib/postgresql: {INSTALL_HINT}"
+            );
+        };
         let switch_user = if !running_as_root() {
             SwitchUser::No
         } else if !user_exists("postgres") {
@@ -421,23 +426,23 @@ fn log_tail(path: &Path) -> String {
 
 /// The directory holding initdb and pg_ctl: on PATH, else where `pg_config` says, else the
 /// newest Debian-style `/usr/lib/postgresql/<version>/bin`.
-fn find_bin_dir() -> anyhow::Result<PathBuf> {
+fn find_bin_dir() -> Option<PathBuf> {
     let has_tools = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
     if let Some(pg_ctl) = find_on_path("pg_ctl").filter(|p| p.parent().is_some_and(has_tools)) {
         // Resolve symlinks (/usr/local/bin/pg_ctl -> /usr/lib/postgresql/15/bin/pg_ctl): the
         // real directory is the one that also holds `postgres` of the same version.
         let real = pg_ctl.canonicalize().unwrap_or(pg_ctl);
         if let Some(dir) = real.parent().filter(|d| has_tools(d)) {
-            return Ok(dir.to_owned());
+            return Some(dir.to_owned());
         }
     }
     if let Ok(output) = Command::new("pg_config").arg("--bindir").output() {
         let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
         if output.status.success() && has_tools(&dir) {
-            return Ok(dir);
+            return Some(dir);
         }
     }
-    let newest = std::fs::read_dir("/usr/lib/postgresql")
+    std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
         .flatten()
@@ -446,14 +451,8 @@ fn find_bin_dir() -> anyhow::Result<PathBuf> {
             let bin = entry.path().join("bin");
             has_tools(&bin).then_some((version, bin))
         })
-        .max_by(|a, b| a.0.cmp(&b.0));
-    match newest {
-        Some((_, dir)) => Ok(dir),
-        None => bail!(
-            "no PostgreSQL server binaries (initdb, pg_ctl) on PATH, through pg_config or under \
-             /usr/lib/postgresql"
-        ),
-    }
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, bin)| bin)
 }
 
 /// "15" -> [15], "9.6" -> [9, 6]; `None` for anything else.
