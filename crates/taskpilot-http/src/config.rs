@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use clap::{Parser, Subcommand};
+use taskpilot_domain::{ExponentialBackoff, MaxAttempts};
 
 /// The `taskpilot` command line.
 #[derive(Debug, Clone, Parser)]
@@ -101,6 +102,29 @@ impl Config {
         TimeDelta::milliseconds(i64::try_from(self.backoff_max_ms).unwrap_or(i64::MAX))
     }
 
+    /// The retry policy these settings describe.
+    ///
+    /// # Errors
+    /// When the cap is below the base delay.
+    pub fn backoff(&self) -> anyhow::Result<ExponentialBackoff> {
+        ExponentialBackoff::new(self.backoff_base(), self.backoff_max()).map_err(|_| {
+            anyhow::anyhow!(
+                "TASKPILOT_BACKOFF_MAX_MS ({}) must be at least TASKPILOT_BACKOFF_BASE_MS ({})",
+                self.backoff_max_ms,
+                self.backoff_base_ms
+            )
+        })
+    }
+
+    /// The attempt budget of tasks created without one.
+    ///
+    /// # Errors
+    /// Outside 1 to 100.
+    pub fn default_max_attempts(&self) -> anyhow::Result<MaxAttempts> {
+        MaxAttempts::new(self.default_max_attempts)
+            .map_err(|e| anyhow::anyhow!("TASKPILOT_DEFAULT_MAX_ATTEMPTS: {e}"))
+    }
+
     /// How long a request waits for a database connection.
     pub fn db_connect_timeout(&self) -> Duration {
         Duration::from_millis(self.db_connect_timeout_ms)
@@ -194,6 +218,20 @@ mod tests {
     fn a_default_max_attempts_outside_one_to_a_hundred_is_refused() {
         assert!(Cli::try_parse_from(["taskpilot", "--default-max-attempts", "0"]).is_err());
         assert!(Cli::try_parse_from(["taskpilot", "--default-max-attempts", "101"]).is_err());
+    }
+
+    #[test]
+    fn a_backoff_cap_below_its_base_is_refused() {
+        let cli = Cli::try_parse_from([
+            "taskpilot",
+            "--backoff-base-ms",
+            "500",
+            "--backoff-max-ms",
+            "100",
+        ])
+        .unwrap();
+
+        assert!(cli.config.backoff().is_err());
     }
 
     #[test]

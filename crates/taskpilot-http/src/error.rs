@@ -97,15 +97,30 @@ impl Problem {
     }
 
     fn body(&self) -> Value {
-        // Extensions first, so that they can never shadow a standard member.
-        let mut body = self.extensions.clone();
-        body.insert("type".into(), format!("urn:taskpilot:problem:{}", kebab(self.code)).into());
-        body.insert("title".into(), self.title.into());
-        body.insert("status".into(), self.status.as_u16().into());
-        body.insert("detail".into(), self.detail.clone().into());
-        body.insert("code".into(), self.code.into());
-        Value::Object(body)
+        let body = ProblemBody {
+            kind: format!("urn:taskpilot:problem:{}", kebab(self.code)),
+            title: self.title,
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            code: self.code,
+            extensions: &self.extensions,
+        };
+        serde_json::to_value(body).unwrap_or(Value::Null)
     }
+}
+
+/// The wire form of a [`Problem`]: the standard members first, in RFC 9457's order, then
+/// `code`, then the extensions.
+#[derive(serde::Serialize)]
+struct ProblemBody<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'static str,
+    status: u16,
+    detail: &'a str,
+    code: &'static str,
+    #[serde(flatten)]
+    extensions: &'a Map<String, Value>,
 }
 
 fn kebab(code: &str) -> String {
@@ -237,7 +252,8 @@ fn app_problem(e: &AppError) -> Problem {
                 "DATABASE_UNAVAILABLE",
                 "Database unavailable",
                 format!(
-                    "the database cannot be reached; retry in {UNAVAILABLE_RETRY_AFTER_SECS} seconds"
+                    "the database cannot be reached; retry in {}",
+                    seconds(UNAVAILABLE_RETRY_AFTER_SECS)
                 ),
             );
             problem.retry_after_secs = Some(UNAVAILABLE_RETRY_AFTER_SECS);
@@ -263,7 +279,7 @@ fn domain_problem(e: &DomainError) -> Problem {
                 StatusCode::CONFLICT,
                 "NOT_YET_RUNNABLE",
                 "Task not yet runnable",
-                format!("task {task} is not runnable before {at}; retry in {wait} seconds"),
+                format!("task {task} is not runnable before {at}; retry in {}", seconds(wait)),
             )
             .task(*task)
             .with("runnableAt", at);
@@ -275,6 +291,14 @@ fn domain_problem(e: &DomainError) -> Problem {
         }
         // A rule added to the domain later is still a refused transition.
         _ => conflict("INVALID_TRANSITION", "Invalid transition"),
+    }
+}
+
+fn seconds(n: u64) -> String {
+    if n == 1 {
+        "1 second".to_owned()
+    } else {
+        format!("{n} seconds")
     }
 }
 

@@ -203,8 +203,8 @@ pub fn method_not_allowed(allow: &'static str) -> actix_web::Route {
     })
 }
 
-/// A JSON body that may be left out: no body and no Content-Type give `T::default()`;
-/// anything else goes through [`web::Json`] and its configured error handler.
+/// A JSON body that may be left out: a request without a body gives `T::default()`;
+/// any body goes through [`web::Json`] and its configured error handler.
 #[derive(Debug)]
 pub struct JsonOrEmpty<T>(pub T);
 
@@ -214,13 +214,12 @@ impl<T: DeserializeOwned + Default + 'static> FromRequest for JsonOrEmpty<T> {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let headers = req.headers();
-        let declared_empty = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim() == "0");
+        // An HTTP/1.1 request without Content-Length and Transfer-Encoding has no body.
         let no_body = !headers.contains_key(header::TRANSFER_ENCODING)
-            && (declared_empty || !headers.contains_key(header::CONTENT_LENGTH));
-        if no_body && !headers.contains_key(header::CONTENT_TYPE) {
+            && headers
+                .get(header::CONTENT_LENGTH)
+                .is_none_or(|v| v.to_str().is_ok_and(|v| v.trim() == "0"));
+        if no_body {
             return Box::pin(async { Ok(Self(T::default())) });
         }
         let json = web::Json::<T>::from_request(req, payload);

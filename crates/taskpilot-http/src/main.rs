@@ -12,6 +12,10 @@ fn main() -> anyhow::Result<()> {
     let config = cli.config.clone();
     taskpilot_http::telemetry::init_tracing(&config.log)?;
 
+    // Refuse bad settings before touching any database.
+    config.backoff()?;
+    config.default_max_attempts()?;
+
     // Blocking start-up (probing, maybe starting a cluster, migrating) runs before the runtime.
     let database = resolve_database(&config)?;
     let pool = connect_and_migrate(&database.url, &config)?;

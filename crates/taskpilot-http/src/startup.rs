@@ -8,7 +8,6 @@ use anyhow::Context as _;
 use taskpilot_app::{SystemClock, TaskService};
 use taskpilot_diesel::local::LocalCluster;
 use taskpilot_diesel::{PgPool, PgTaskRepository, PoolConfig};
-use taskpilot_domain::{ExponentialBackoff, MaxAttempts};
 
 use crate::config::{redact_url, Config};
 
@@ -60,7 +59,7 @@ pub fn resolve_database(config: &Config) -> anyhow::Result<Database> {
         }
         Err(e) => tracing::info!(
             database = DEFAULT_DATABASE_URL,
-            error = %format!("{e:#}"),
+            error = %format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" "),
             "DATABASE_URL is unset and the local PostgreSQL is not usable; starting a development cluster"
         ),
     }
@@ -121,14 +120,10 @@ pub fn connect_and_migrate(url: &str, config: &Config) -> anyhow::Result<PgPool>
 /// # Errors
 /// When the backoff or default attempt budget is out of range.
 pub fn task_service(pool: PgPool, config: &Config) -> anyhow::Result<TaskService> {
-    let backoff = ExponentialBackoff::new(config.backoff_base(), config.backoff_max())
-        .context("TASKPILOT_BACKOFF_MAX_MS must be at least TASKPILOT_BACKOFF_BASE_MS")?;
-    let default_max_attempts = MaxAttempts::new(config.default_max_attempts)
-        .context("TASKPILOT_DEFAULT_MAX_ATTEMPTS is out of range")?;
     Ok(TaskService::new(
         Arc::new(PgTaskRepository::new(pool)),
         Arc::new(SystemClock),
-        Arc::new(backoff),
-        default_max_attempts,
+        Arc::new(config.backoff()?),
+        config.default_max_attempts()?,
     ))
 }

@@ -1,5 +1,6 @@
 //! Logs: the subscriber set-up and the per-request span and summary line.
 
+use std::io::IsTerminal as _;
 use std::time::Instant;
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -22,6 +23,8 @@ pub fn init_tracing(filter: &str) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("log filter {filter:?} is not valid: {e}"))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours for people at a terminal, plain text for log collectors.
+        .with_ansi(std::io::stdout().is_terminal())
         .try_init()
         .map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
 }

@@ -430,3 +430,72 @@ async fn a_sane_request_id_is_echoed_and_a_missing_one_is_minted() {
     assert!(uuid::Uuid::parse_str(&minted).is_ok(), "{minted}");
     assert_ne!(replaced.headers.get("x-request-id").unwrap(), "a b");
 }
+
+#[actix_web::test]
+async fn no_client_input_produces_a_server_error() {
+    let id = task_id();
+    let paths = [
+        ("POST", "/api/tasks".to_owned()),
+        ("PUT", format!("/api/tasks/{id}/start")),
+        ("PUT", format!("/api/tasks/{id}/succeed")),
+        ("PUT", format!("/api/tasks/{id}/fail")),
+        ("PUT", format!("/api/tasks/{id}/cancel")),
+        ("PUT", format!("/api/tasks/{id}/rerun")),
+        ("PUT", "/api/tasks/%00/start".to_owned()),
+        ("GET", "/api/tasks?limit=-1&status=%FF".to_owned()),
+        ("GET", "/api/tasks?cursor=%20".to_owned()),
+    ];
+    let nested = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let bodies: [&[u8]; 11] = [
+        b"",
+        b"{",
+        b"null",
+        b"[]",
+        b"123",
+        b"\"x\"",
+        br#"{"name": null, "workerId": 5, "errorMessage": []}"#,
+        br#"{"name": "\u0000", "workerId": "\u0000", "errorMessage": "x"}"#,
+        br#"{"name": "x", "priority": 99999999999, "runAt": "yesterday"}"#,
+        b"\xff\xfe\xfd",
+        nested.as_bytes(),
+    ];
+
+    for (method, path) in &paths {
+        for body in bodies {
+            let mut repo = MockTaskRepository::new();
+            repo.expect_get().returning(|id| Err(RepoError::NotFound(id)));
+            repo.expect_insert().returning(|_| Ok(()));
+            repo.expect_list().returning(|_, _, _| Ok(vec![]));
+            let request = TestRequest::default()
+                .method(method.parse().unwrap())
+                .uri(path)
+                .insert_header((CONTENT_TYPE, "application/json"))
+                .set_payload(body.to_vec());
+
+            let reply = send(repo, request).await;
+
+            assert!(
+                reply.status.is_client_error() || reply.status.is_success(),
+                "{method} {path} with {:?} gave {}: {}",
+                String::from_utf8_lossy(body),
+                reply.status,
+                reply.body
+            );
+        }
+    }
+}
+
+#[actix_web::test]
+async fn succeed_still_checks_a_body_when_one_is_sent() {
+    let task = running_task("worker-1");
+    let uri = format!("/api/tasks/{}/succeed", task.id());
+    let request = TestRequest::put()
+        .uri(&uri)
+        .insert_header((CONTENT_TYPE, "application/json"))
+        .set_payload(r#"{"workerId": "worker-1", "reslut": 1}"#);
+
+    let reply = send(repo_returning(task), request).await;
+
+    reply.assert_problem(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST");
+    assert!(reply.detail().contains("reslut"), "{}", reply.detail());
+}
