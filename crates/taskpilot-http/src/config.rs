@@ -1,0 +1,246 @@
+//! Configuration: command-line flags, each backed by an environment variable and a default.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use clap::{Parser, Subcommand};
+use taskpilot_domain::{ExponentialBackoff, MaxAttempts};
+
+/// The `taskpilot` command line.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "taskpilot", version, about = "TaskPilot: a durable task queue control plane.")]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Settings shared by every subcommand.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+impl Cli {
+    /// The subcommand to run, `serve` when none was given.
+    pub fn subcommand(&self) -> Command {
+        self.command.unwrap_or(Command::Serve)
+    }
+}
+
+/// What the binary does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Apply pending migrations, then serve the REST API (the default).
+    Serve,
+    /// Apply pending migrations and exit.
+    Migrate,
+}
+
+/// Every setting of the server. Flags win over environment variables, which win over defaults.
+#[derive(Debug, Clone, Parser)]
+pub struct Config {
+    /// PostgreSQL URL. When unset, TaskPilot tries postgres://postgres@127.0.0.1:5432/taskpilot
+    /// and, failing that, starts a development cluster of its own on port 54329.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
+    pub database_url: Option<String>,
+
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "TASKPILOT_BIND", default_value = "127.0.0.1:8080", global = true)]
+    pub bind: SocketAddr,
+
+    /// Delay before the first retry of a failed task, in milliseconds; doubles with each failure.
+    #[arg(long, env = "TASKPILOT_BACKOFF_BASE_MS", default_value_t = 1_000, global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub backoff_base_ms: u64,
+
+    /// Longest delay between retries, in milliseconds.
+    #[arg(long, env = "TASKPILOT_BACKOFF_MAX_MS", default_value_t = 3_600_000, global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub backoff_max_ms: u64,
+
+    /// Attempts a task gets when it is created without maxAttempts (1 to 100).
+    #[arg(long, env = "TASKPILOT_DEFAULT_MAX_ATTEMPTS", default_value_t = 25, global = true,
+          value_parser = clap::value_parser!(i64).range(1..=100))]
+    pub default_max_attempts: i64,
+
+    /// Most PostgreSQL connections open at once. Few connections beat many on small machines.
+    #[arg(long, env = "TASKPILOT_DB_POOL_SIZE", default_value_t = 10, global = true,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub db_pool_size: u32,
+
+    /// How long a request waits for a database connection before answering 503, in milliseconds.
+    #[arg(long, env = "TASKPILOT_DB_CONNECT_TIMEOUT_MS", default_value_t = 2_000, global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub db_connect_timeout_ms: u64,
+
+    /// Largest accepted request body, in bytes; larger bodies get 413.
+    #[arg(long, env = "TASKPILOT_MAX_BODY_BYTES", default_value_t = 1_048_576, global = true)]
+    pub max_body_bytes: usize,
+
+    /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `info,taskpilot_http=debug`.
+    #[arg(long, env = "TASKPILOT_LOG", default_value = "info", global = true)]
+    pub log: String,
+
+    /// How long in-flight requests may take to finish after SIGTERM or SIGINT, in seconds.
+    #[arg(long, env = "TASKPILOT_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30, global = true)]
+    pub shutdown_timeout_secs: u64,
+
+    /// HTTP worker threads; defaults to the number of CPU cores.
+    #[arg(long, env = "TASKPILOT_WORKERS", default_value_t = default_workers(), global = true,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub workers: usize,
+}
+
+impl Config {
+    /// The first retry delay.
+    pub fn backoff_base(&self) -> TimeDelta {
+        TimeDelta::milliseconds(i64::try_from(self.backoff_base_ms).unwrap_or(i64::MAX))
+    }
+
+    /// The longest retry delay.
+    pub fn backoff_max(&self) -> TimeDelta {
+        TimeDelta::milliseconds(i64::try_from(self.backoff_max_ms).unwrap_or(i64::MAX))
+    }
+
+    /// The retry policy these settings describe.
+    ///
+    /// # Errors
+    /// When the cap is below the base delay.
+    pub fn backoff(&self) -> anyhow::Result<ExponentialBackoff> {
+        ExponentialBackoff::new(self.backoff_base(), self.backoff_max()).map_err(|_| {
+            anyhow::anyhow!(
+                "TASKPILOT_BACKOFF_MAX_MS ({}) must be at least TASKPILOT_BACKOFF_BASE_MS ({})",
+                self.backoff_max_ms,
+                self.backoff_base_ms
+            )
+        })
+    }
+
+    /// The attempt budget of tasks created without one.
+    ///
+    /// # Errors
+    /// Outside 1 to 100.
+    pub fn default_max_attempts(&self) -> anyhow::Result<MaxAttempts> {
+        MaxAttempts::new(self.default_max_attempts)
+            .map_err(|e| anyhow::anyhow!("TASKPILOT_DEFAULT_MAX_ATTEMPTS: {e}"))
+    }
+
+    /// How long a request waits for a database connection.
+    pub fn db_connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_connect_timeout_ms)
+    }
+
+    /// The HTTP-level part of the configuration.
+    pub fn http(&self) -> HttpConfig {
+        HttpConfig {
+            max_body_bytes: self.max_body_bytes,
+            workers: self.workers,
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
+        }
+    }
+}
+
+/// What the HTTP server itself needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// HTTP worker threads.
+    pub workers: usize,
+    /// Grace period for in-flight requests at shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1_048_576,
+            workers: default_workers(),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// `url` with its password replaced by `***`, fit for logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // A libpq key=value string may hold `password=...`; say nothing about it.
+        return "<connection string>".to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_arguments_mean_serve_with_the_documented_defaults() {
+        let cli = Cli::try_parse_from(["taskpilot"]).unwrap();
+
+        assert_eq!(cli.subcommand(), Command::Serve);
+        assert_eq!(cli.config.bind, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(cli.config.backoff_base_ms, 1_000);
+        assert_eq!(cli.config.backoff_max_ms, 3_600_000);
+        assert_eq!(cli.config.default_max_attempts, 25);
+        assert_eq!(cli.config.max_body_bytes, 1_048_576);
+    }
+
+    #[test]
+    fn options_are_accepted_after_the_subcommand() {
+        let cli = Cli::try_parse_from(["taskpilot", "migrate", "--db-pool-size", "3"]).unwrap();
+
+        assert_eq!(cli.subcommand(), Command::Migrate);
+        assert_eq!(cli.config.db_pool_size, 3);
+    }
+
+    #[test]
+    fn a_default_max_attempts_outside_one_to_a_hundred_is_refused() {
+        assert!(Cli::try_parse_from(["taskpilot", "--default-max-attempts", "0"]).is_err());
+        assert!(Cli::try_parse_from(["taskpilot", "--default-max-attempts", "101"]).is_err());
+    }
+
+    #[test]
+    fn a_backoff_cap_below_its_base_is_refused() {
+        let cli = Cli::try_parse_from([
+            "taskpilot",
+            "--backoff-base-ms",
+            "500",
+            "--backoff-max-ms",
+            "100",
+        ])
+        .unwrap();
+
+        assert!(cli.config.backoff().is_err());
+    }
+
+    #[test]
+    fn passwords_are_redacted_from_database_urls() {
+        assert_eq!(redact_url("postgres://app:s3cret@db:5432/tp"), "postgres://app:***@db:5432/tp");
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1/tp"),
+            "postgres://postgres@127.0.0.1/tp"
+        );
+        assert_eq!(redact_url("host=db password=s3cret"), "<connection string>");
+    }
+}

@@ -1,0 +1,390 @@
+//! [`ApiError`]: every way a request can fail, as RFC 9457 problem details.
+
+use std::error::Error as StdError;
+use std::fmt::Write as _;
+
+use actix_web::error::{JsonPayloadError, PathError, PayloadError, QueryPayloadError};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Map, Value};
+use taskpilot_app::AppError;
+use taskpilot_domain::{DomainError, TaskId, ValidationError};
+
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Seconds a client should wait before retrying while the database is unreachable.
+const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 2;
+
+/// Why a request failed. Each variant maps to one HTTP status and one stable `code`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A use case refused or failed.
+    #[error(transparent)]
+    App(#[from] AppError),
+    /// A well-formed request carried a value that is not allowed (VALIDATION_FAILED).
+    #[error("{0}")]
+    Validation(String),
+    /// The request could not be read: bad JSON, wrong types, unknown fields, a bad path or
+    /// query (MALFORMED_REQUEST).
+    #[error("{0}")]
+    Malformed(String),
+    /// The body is larger than the configured limit (PAYLOAD_TOO_LARGE).
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The body is not declared as JSON (UNSUPPORTED_MEDIA_TYPE).
+    #[error("request body must be JSON, sent with Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// No route has this path (ROUTE_NOT_FOUND).
+    #[error("no route matches {0}")]
+    RouteNotFound(String),
+    /// The path exists but not with this method (METHOD_NOT_ALLOWED).
+    #[error("method {method} is not allowed here; allowed: {allow}")]
+    MethodNotAllowed {
+        /// The method the client used.
+        method: String,
+        /// The methods the path accepts, comma-separated.
+        allow: &'static str,
+    },
+    /// A bug or an environment failure; the client learns nothing more (INTERNAL_ERROR).
+    #[error(transparent)]
+    Internal(anyhow::Error),
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        Self::App(AppError::Validation(e))
+    }
+}
+
+/// An RFC 9457 problem: the standard members plus TaskPilot's `code` and extensions.
+#[derive(Debug, Clone)]
+struct Problem {
+    status: StatusCode,
+    code: &'static str,
+    title: &'static str,
+    detail: String,
+    extensions: Map<String, Value>,
+    retry_after_secs: Option<u64>,
+    allow: Option<&'static str>,
+}
+
+impl Problem {
+    fn new(status: StatusCode, code: &'static str, title: &'static str, detail: String) -> Self {
+        Self {
+            status,
+            code,
+            title,
+            detail,
+            extensions: Map::new(),
+            retry_after_secs: None,
+            allow: None,
+        }
+    }
+
+    fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.extensions.insert(key.to_owned(), value.into());
+        self
+    }
+
+    fn task(self, id: TaskId) -> Self {
+        self.with("taskId", id.to_string())
+    }
+
+    fn body(&self) -> Value {
+        let body = ProblemBody {
+            kind: format!("urn:taskpilot:problem:{}", kebab(self.code)),
+            title: self.title,
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            code: self.code,
+            extensions: &self.extensions,
+        };
+        serde_json::to_value(body).unwrap_or(Value::Null)
+    }
+}
+
+/// The wire form of a [`Problem`]: the standard members first, in RFC 9457's order, then
+/// `code`, then the extensions.
+#[derive(serde::Serialize)]
+struct ProblemBody<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'static str,
+    status: u16,
+    detail: &'a str,
+    code: &'static str,
+    #[serde(flatten)]
+    extensions: &'a Map<String, Value>,
+}
+
+fn kebab(code: &str) -> String {
+    code.to_ascii_lowercase().replace('_', "-")
+}
+
+impl ApiError {
+    /// The stable machine-readable code clients switch on.
+    pub fn code(&self) -> &'static str {
+        self.problem().code
+    }
+
+    fn problem(&self) -> Problem {
+        match self {
+            Self::App(e) => app_problem(e),
+            Self::Validation(detail) => validation(detail.clone()),
+            Self::Malformed(detail) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "MALFORMED_REQUEST",
+                "Malformed request",
+                detail.clone(),
+            ),
+            Self::PayloadTooLarge { limit } => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                "Payload too large",
+                self.to_string(),
+            )
+            .with("limitBytes", *limit),
+            Self::UnsupportedMediaType => Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "Unsupported media type",
+                self.to_string(),
+            ),
+            Self::RouteNotFound(_) => Problem::new(
+                StatusCode::NOT_FOUND,
+                "ROUTE_NOT_FOUND",
+                "Route not found",
+                self.to_string(),
+            ),
+            Self::MethodNotAllowed { allow, .. } => {
+                let mut problem = Problem::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "METHOD_NOT_ALLOWED",
+                    "Method not allowed",
+                    self.to_string(),
+                );
+                problem.allow = Some(allow);
+                problem
+            }
+            Self::Internal(_) => internal(),
+        }
+    }
+
+    /// Maps an error of actix's JSON body extractor.
+    pub fn from_json_error(e: &JsonPayloadError, limit: usize) -> Self {
+        match e {
+            JsonPayloadError::Overflow { .. }
+            | JsonPayloadError::OverflowKnownLength { .. }
+            | JsonPayloadError::Payload(PayloadError::Overflow) => Self::PayloadTooLarge { limit },
+            JsonPayloadError::ContentType => Self::UnsupportedMediaType,
+            JsonPayloadError::Deserialize(e) if e.is_data() => {
+                // serde names the offending field: "unknown field `foo`, expected one of ...".
+                Self::Malformed(format!("request body does not fit the expected shape: {e}"))
+            }
+            JsonPayloadError::Deserialize(e) => {
+                Self::Malformed(format!("request body is not valid JSON: {e}"))
+            }
+            other => Self::Malformed(format!("request body could not be read: {other}")),
+        }
+    }
+
+    /// Maps an error of actix's query string extractor.
+    pub fn from_query_error(e: &QueryPayloadError) -> Self {
+        match e {
+            QueryPayloadError::Deserialize(e) => {
+                Self::Malformed(format!("query string is not valid: {e}"))
+            }
+            other => Self::Malformed(format!("query string is not valid: {other}")),
+        }
+    }
+
+    /// Maps an error of actix's path extractor.
+    pub fn from_path_error(e: &PathError) -> Self {
+        match e {
+            PathError::Deserialize(e) => Self::Malformed(format!("path is not valid: {e}")),
+            other => Self::Malformed(format!("path is not valid: {other}")),
+        }
+    }
+}
+
+fn validation(detail: String) -> Problem {
+    Problem::new(StatusCode::BAD_REQUEST, "VALIDATION_FAILED", "Validation failed", detail)
+}
+
+fn internal() -> Problem {
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL_ERROR",
+        "Internal error",
+        "the server failed to handle the request; it has been logged".to_owned(),
+    )
+}
+
+fn app_problem(e: &AppError) -> Problem {
+    match e {
+        AppError::NotFound(id) => Problem::new(
+            StatusCode::NOT_FOUND,
+            "TASK_NOT_FOUND",
+            "Task not found",
+            format!("no task has id {id}"),
+        )
+        .task(*id),
+        AppError::Conflict(domain) => domain_problem(domain),
+        AppError::Validation(_) | AppError::InvalidLimit(_) | AppError::InvalidCursor => {
+            validation(e.to_string())
+        }
+        AppError::ConcurrentModification(id) => Problem::new(
+            StatusCode::CONFLICT,
+            "CONCURRENT_MODIFICATION",
+            "Concurrent modification",
+            e.to_string(),
+        )
+        .task(*id),
+        AppError::Unavailable(_) => {
+            let mut problem = Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "DATABASE_UNAVAILABLE",
+                "Database unavailable",
+                format!(
+                    "the database cannot be reached; retry in {}",
+                    seconds(UNAVAILABLE_RETRY_AFTER_SECS)
+                ),
+            );
+            problem.retry_after_secs = Some(UNAVAILABLE_RETRY_AFTER_SECS);
+            problem
+        }
+        AppError::Unexpected(_) => internal(),
+    }
+}
+
+fn domain_problem(e: &DomainError) -> Problem {
+    let conflict = |code, title| Problem::new(StatusCode::CONFLICT, code, title, e.to_string());
+    match e {
+        DomainError::InvalidTransition { task, from, action } => {
+            conflict("INVALID_TRANSITION", "Invalid transition")
+                .task(*task)
+                .with("taskStatus", from.as_str())
+                .with("action", action.to_string())
+        }
+        DomainError::NotYetRunnable { task, runnable_at } => {
+            let wait = retry_after_secs(*runnable_at, Utc::now());
+            let at = runnable_at.to_rfc3339_opts(SecondsFormat::Micros, true);
+            let mut problem = Problem::new(
+                StatusCode::CONFLICT,
+                "NOT_YET_RUNNABLE",
+                "Task not yet runnable",
+                format!("task {task} is not runnable before {at}; retry in {}", seconds(wait)),
+            )
+            .task(*task)
+            .with("runnableAt", at);
+            problem.retry_after_secs = Some(wait);
+            problem
+        }
+        DomainError::WorkerMismatch { task, .. } => {
+            conflict("WORKER_MISMATCH", "Worker mismatch").task(*task)
+        }
+        // A rule added to the domain later is still a refused transition.
+        _ => conflict("INVALID_TRANSITION", "Invalid transition"),
+    }
+}
+
+fn seconds(n: u64) -> String {
+    if n == 1 {
+        "1 second".to_owned()
+    } else {
+        format!("{n} seconds")
+    }
+}
+
+/// Whole seconds from `now` until `at`, rounded up, at least 1.
+fn retry_after_secs(at: DateTime<Utc>, now: DateTime<Utc>) -> u64 {
+    let micros = (at - now).num_microseconds().unwrap_or(i64::MAX).max(1);
+    u64::try_from(micros).unwrap_or(u64::MAX).div_ceil(1_000_000).max(1)
+}
+
+/// "outer: middle: inner", for one log line.
+fn chain(e: &(dyn StdError + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.problem().status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let problem = self.problem();
+        match self {
+            Self::Internal(e) => tracing::error!(error = %format!("{e:#}"), "internal error"),
+            Self::App(AppError::Unexpected(e)) => {
+                tracing::error!(error = %format!("{e:#}"), "internal error");
+            }
+            Self::App(e @ AppError::Unavailable(_)) => {
+                tracing::warn!(error = %chain(e), "database unavailable");
+            }
+            _ => {}
+        }
+        let mut response = HttpResponse::build(problem.status);
+        response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
+        if let Some(secs) = problem.retry_after_secs {
+            response.insert_header((header::RETRY_AFTER, secs));
+        }
+        if let Some(allow) = problem.allow {
+            response.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
+        }
+        response.body(problem.body().to_string())
+    }
+}
+
+/// The JSON extractor's error handler, mapping to [`ApiError`].
+pub(crate) fn json_error_handler(
+    limit: usize,
+) -> impl Fn(JsonPayloadError, &HttpRequest) -> actix_web::Error {
+    move |e, _req| ApiError::from_json_error(&e, limit).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_partial_seconds_up() {
+        let now = DateTime::<Utc>::UNIX_EPOCH;
+
+        assert_eq!(retry_after_secs(now + TimeDelta::milliseconds(50), now), 1);
+        assert_eq!(retry_after_secs(now + TimeDelta::milliseconds(1_001), now), 2);
+        assert_eq!(retry_after_secs(now + TimeDelta::seconds(3), now), 3);
+        assert_eq!(retry_after_secs(now - TimeDelta::seconds(3), now), 1);
+    }
+
+    #[test]
+    fn problem_types_are_urns_named_after_the_code() {
+        let body = ApiError::Validation("x".into()).problem().body();
+
+        assert_eq!(body["type"], "urn:taskpilot:problem:validation-failed");
+        assert_eq!(body["code"], "VALIDATION_FAILED");
+        assert_eq!(body["status"], 400);
+    }
+
+    #[test]
+    fn internal_errors_reveal_nothing_to_clients() {
+        let body = ApiError::Internal(anyhow::anyhow!("secret detail")).problem().body();
+
+        assert!(!body.to_string().contains("secret"));
+        assert_eq!(body["code"], "INTERNAL_ERROR");
+    }
+}
