@@ -1,26 +1,30 @@
-//! [`PgTaskRepository`]: the `TaskRepository` port on diesel, and the row type it maps.
+//! [`PgTaskRepository`]: the `TaskRepository` port on diesel, and the row types it maps.
 
 use anyhow::{anyhow, Context as _};
 use chrono::{DateTime, Utc};
-use diesel::dsl::{exists, sql};
+use diesel::dsl::{exists, min, sql};
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, PooledConnection};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sql_types::{Bool, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Bool, Text, Timestamptz, Uuid as SqlUuid};
 use serde_json::Value;
-use taskpilot_app::{Cursor, RepoError, TaskFilter, TaskRepository};
+use taskpilot_app::{
+    Actor, ClaimRequest, Cursor, RejectionCount, RepoError, StaleCall, TaskEvent, TaskFilter,
+    TaskRepository,
+};
 use taskpilot_domain::{
-    MaxAttempts, RetryState, Task, TaskId, TaskName, TaskRecord, TaskStatus, WorkerId,
+    to_micros, AttemptEnd, LeaseToken, MaxAttempts, QueueName, RetryState, Task, TaskId,
+    TaskName, TaskRecord, TaskStatus, WorkerId,
 };
 use uuid::Uuid;
 
-use crate::schema::tasks;
+use crate::schema::{task_events, tasks};
 use crate::PgPool;
 
 /// The `TaskRepository` on PostgreSQL.
 ///
-/// Every call checks a connection out of the pool for one statement (two for an update that
-/// matched nothing), so a call never holds a connection or a lock beyond itself.
+/// Every call checks a connection out of the pool for one statement or one short
+/// transaction, so a call never holds a connection or a lock beyond itself.
 #[derive(Clone)]
 pub struct PgTaskRepository {
     pool: PgPool,
@@ -47,11 +51,71 @@ impl PgTaskRepository {
     }
 }
 
+/// The claim, one statement: pick runnable rows in claim order, skipping rows another claim
+/// has locked; start them exactly as `Task::start` does; log one start event each; return
+/// them in claim order.
+///
+/// The `picked` CTE is what keeps the batch at `LIMIT` rows (an `UPDATE ... WHERE id IN
+/// (subquery)` may be re-planned into more), and it keeps each row's sort key, since the
+/// update clears `next_run_at`. `{queue_filter}` is empty or a `queue = ANY(...)` condition:
+/// two texts rather than one with `$n IS NULL OR ...`, which a cached generic plan could only
+/// serve with a scan that cannot use the per-queue index.
+///
+/// Binds: $1 now, $2 limit, $3 worker, $4 lease expiry, $5 queues (when filtered).
+const CLAIM_SQL: &str = "\
+WITH picked AS (
+    SELECT id, priority, coalesce(next_run_at, created_at) AS runnable_since
+    FROM tasks
+    WHERE status = 'PENDING' AND (next_run_at IS NULL OR next_run_at <= $1){queue_filter}
+    ORDER BY priority DESC, coalesce(next_run_at, created_at), id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE tasks AS t
+    SET status = 'RUNNING',
+        worker_id = $3,
+        processing_started_at = $1,
+        attempt = t.attempt + 1,
+        lease_token = gen_random_uuid(),
+        lease_expires_at = $4,
+        next_run_at = NULL,
+        updated_at = greatest($1, t.created_at),
+        version = t.version + 1
+    FROM picked
+    WHERE t.id = picked.id
+    RETURNING t.*
+), logged AS (
+    INSERT INTO task_events (task_id, attempt, from_status, to_status, worker_id, actor, at)
+    SELECT id, attempt, 'PENDING', 'RUNNING', worker_id, 'WORKER', $1 FROM claimed
+)
+SELECT claimed.*
+FROM claimed JOIN picked ON picked.id = claimed.id
+ORDER BY picked.priority DESC, picked.runnable_since, picked.id";
+
+/// The claim statement over every queue, or over the queues bound as `$5`.
+pub(crate) fn claim_sql(filter_queues: bool) -> String {
+    let filter = if filter_queues { " AND queue = ANY($5)" } else { "" };
+    CLAIM_SQL.replace("{queue_filter}", filter)
+}
+
+/// What an update's transaction found.
+enum Written {
+    Yes,
+    VersionMoved,
+    Missing,
+}
+
 impl TaskRepository for PgTaskRepository {
-    fn insert(&self, task: &Task) -> Result<(), RepoError> {
+    fn insert(&self, task: &Task, event: &TaskEvent) -> Result<(), RepoError> {
         let row = TaskRow::try_from(task)?;
+        let event = TaskEventRow::try_from(event)?;
         let mut conn = self.conn()?;
-        match diesel::insert_into(tasks::table).values(&row).execute(&mut conn) {
+        // The task and its creation event commit together or not at all.
+        let inserted = conn.transaction(|conn| {
+            diesel::insert_into(tasks::table).values(&row).execute(conn)?;
+            diesel::insert_into(task_events::table).values(&event).execute(conn)
+        });
+        match inserted {
             Ok(_) => Ok(()),
             Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info))
                 if info.constraint_name() == Some("tasks_pkey") =>
@@ -74,28 +138,149 @@ impl TaskRepository for PgTaskRepository {
         Ok(Task::try_from(row)?)
     }
 
-    fn update(&self, task: &Task, expected_version: u64) -> Result<(), RepoError> {
+    fn update<'a>(
+        &self,
+        task: &Task,
+        expected_version: u64,
+        event: Option<&'a TaskEvent>,
+    ) -> Result<(), RepoError> {
         let row = TaskRow::try_from(task)?;
+        let event = event.map(TaskEventRow::try_from).transpose()?;
         let expected_version = i64::try_from(expected_version)
             .map_err(|_| anyhow!("expected version {expected_version} is out of range"))?;
         let mut conn = self.conn()?;
-        // Compare and swap: the row is written only if nobody moved its version on since the
-        // caller read it. PostgreSQL re-checks the WHERE clause on the newest row version after
-        // waiting for a concurrent writer, so of two racing updates exactly one matches.
-        let updated = diesel::update(
-            tasks::table.filter(tasks::id.eq(row.id)).filter(tasks::version.eq(expected_version)),
-        )
-        .set(&row)
-        .execute(&mut conn)
-        .map_err(|e| classify(e, "cannot update the task"))?;
-        if updated == 1 {
-            return Ok(());
+        let written = conn
+            .transaction(|conn| {
+                // Compare and swap: the row is written only if nobody moved its version on
+                // since the caller read it. PostgreSQL re-checks the WHERE clause on the newest
+                // row version after waiting for a concurrent writer, so of two racing updates
+                // exactly one matches.
+                let updated = diesel::update(
+                    tasks::table
+                        .filter(tasks::id.eq(row.id))
+                        .filter(tasks::version.eq(expected_version)),
+                )
+                .set(&row)
+                .execute(conn)?;
+                if updated == 1 {
+                    // Only the winner logs: a refused update leaves no event behind.
+                    if let Some(event) = &event {
+                        diesel::insert_into(task_events::table).values(event).execute(conn)?;
+                    }
+                    return Ok(Written::Yes);
+                }
+                // Nothing matched: either the task is gone or its version moved on.
+                let found =
+                    diesel::select(exists(tasks::table.find(row.id))).get_result::<bool>(conn)?;
+                Ok(if found { Written::VersionMoved } else { Written::Missing })
+            })
+            .map_err(|e| classify(e, "cannot update the task"))?;
+        match written {
+            Written::Yes => Ok(()),
+            Written::VersionMoved => Err(RepoError::Conflict(task.id())),
+            Written::Missing => Err(RepoError::NotFound(task.id())),
         }
-        // Nothing matched: either the task is gone or its version moved on.
-        let found = diesel::select(exists(tasks::table.find(row.id)))
-            .get_result::<bool>(&mut conn)
-            .map_err(|e| classify(e, "cannot check whether the task exists"))?;
-        Err(if found { RepoError::Conflict(task.id()) } else { RepoError::NotFound(task.id()) })
+    }
+
+    fn claim(&self, request: &ClaimRequest) -> Result<Vec<Task>, RepoError> {
+        let queues: Option<Vec<String>> = request
+            .queues
+            .as_ref()
+            .map(|qs| qs.iter().map(|q| q.as_str().to_owned()).collect());
+        if request.limit == 0 || queues.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(Vec::new());
+        }
+        // The instants `Task::start` would compute: it truncates `now` to the microsecond.
+        let now = to_micros(request.now);
+        let expires_at =
+            now.checked_add_signed(request.lease.as_delta()).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let query = diesel::sql_query(claim_sql(queues.is_some()))
+            .bind::<Timestamptz, _>(now)
+            .bind::<BigInt, _>(i64::from(request.limit))
+            .bind::<Text, _>(request.worker.as_str())
+            .bind::<Timestamptz, _>(expires_at);
+        let mut conn = self.conn()?;
+        let rows: Vec<TaskRow> = match queues {
+            Some(queues) => query.bind::<Array<Text>, _>(queues).load(&mut conn),
+            None => query.load(&mut conn),
+        }
+        .map_err(|e| classify(e, "cannot claim tasks"))?;
+        rows.into_iter().map(|row| Task::try_from(row).map_err(RepoError::from)).collect()
+    }
+
+    fn expired_leases(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Task>, RepoError> {
+        let mut conn = self.conn()?;
+        let rows = tasks::table
+            .filter(tasks::status.eq(TaskStatus::Running.as_str()))
+            .filter(tasks::lease_expires_at.le(now))
+            .order((tasks::lease_expires_at.asc(), tasks::id.asc()))
+            .limit(i64::from(limit))
+            .select(TaskRow::as_select())
+            .load(&mut conn)
+            .map_err(|e| classify(e, "cannot look for expired leases"))?;
+        rows.into_iter().map(|row| Task::try_from(row).map_err(RepoError::from)).collect()
+    }
+
+    fn earliest_scheduled_run(
+        &self,
+        after: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, RepoError> {
+        let mut conn = self.conn()?;
+        tasks::table
+            .filter(tasks::status.eq(TaskStatus::Pending.as_str()))
+            .filter(tasks::next_run_at.gt(after))
+            .select(min(tasks::next_run_at))
+            .get_result(&mut conn)
+            .map_err(|e| classify(e, "cannot look for the next scheduled run"))
+    }
+
+    fn record_rejection(&self, event: &TaskEvent) -> Result<(), RepoError> {
+        let row = TaskEventRow::try_from(event)?;
+        let mut conn = self.conn()?;
+        diesel::insert_into(task_events::table)
+            .values(&row)
+            .execute(&mut conn)
+            .map_err(|e| classify(e, "cannot record a refused call"))?;
+        Ok(())
+    }
+
+    fn events(&self, id: TaskId) -> Result<Vec<TaskEvent>, RepoError> {
+        let mut conn = self.conn()?;
+        let rows = task_events::table
+            .filter(task_events::task_id.eq(id.as_uuid()))
+            .order(task_events::id.asc())
+            .select(StoredEventRow::as_select())
+            .load(&mut conn)
+            .map_err(|e| classify(e, "cannot load the task's history"))?;
+        rows.into_iter().map(|row| TaskEvent::try_from(row).map_err(RepoError::from)).collect()
+    }
+
+    fn rejection_counts(&self) -> Result<Vec<RejectionCount>, RepoError> {
+        #[derive(QueryableByName)]
+        struct CountRow {
+            #[diesel(sql_type = Text)]
+            code: String,
+            #[diesel(sql_type = Text)]
+            call: String,
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let mut conn = self.conn()?;
+        let rows: Vec<CountRow> = diesel::sql_query(
+            "SELECT rejected_code AS code, rejected_call AS call, count(*) AS n \
+             FROM task_events WHERE rejected_code IS NOT NULL \
+             GROUP BY rejected_code, rejected_call ORDER BY rejected_code, rejected_call",
+        )
+        .load(&mut conn)
+        .map_err(|e| classify(e, "cannot count refused calls"))?;
+        rows.into_iter()
+            .map(|r| {
+                let call = StaleCall::parse(&r.call)
+                    .ok_or_else(|| anyhow!("stored refused call {:?} is invalid", r.call))?;
+                let count = u64::try_from(r.n).context("negative count")?;
+                Ok(RejectionCount { code: r.code, call, count })
+            })
+            .collect()
     }
 
     fn list(
@@ -109,6 +294,9 @@ impl TaskRepository for PgTaskRepository {
             .order((tasks::created_at.desc(), tasks::id.desc()))
             .limit(i64::from(limit))
             .into_boxed();
+        if let Some(queue) = &filter.queue {
+            query = query.filter(tasks::queue.eq(queue.as_str().to_owned()));
+        }
         if let Some(status) = filter.status {
             query = query.filter(tasks::status.eq(status.as_str()));
         }
@@ -177,18 +365,25 @@ fn is_connection_loss(error: &DieselError) -> bool {
 }
 
 /// One row of `tasks`, column for column.
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = tasks, check_for_backend(diesel::pg::Pg))]
 // Clearing a column (a finished task's nextRunAt, a rerun's lastError) must write NULL,
 // not skip the column as diesel does for `None` by default.
 #[diesel(treat_none_as_null = true)]
-struct TaskRow {
+pub(crate) struct TaskRow {
     id: Uuid,
+    queue: String,
     name: String,
     payload: Value,
     priority: i32,
     status: String,
     retry_state: String,
+    attempt: i32,
+    lease_token: Option<Uuid>,
+    lease_expires_at: Option<DateTime<Utc>>,
+    ended_attempt: Option<i32>,
+    ended_attempt_token: Option<Uuid>,
+    ended_attempt_end: Option<String>,
     attempt_count: i32,
     max_attempts: i32,
     next_run_at: Option<DateTime<Utc>>,
@@ -207,22 +402,30 @@ impl TryFrom<&Task> for TaskRow {
 
     fn try_from(task: &Task) -> anyhow::Result<Self> {
         let r = task.to_record();
+        let int = |n: u32, what: &str| {
+            i32::try_from(n).with_context(|| format!("task {}: {what} out of range", r.id))
+        };
         Ok(Self {
             id: r.id.as_uuid(),
-            name: r.name.into(),
-            payload: r.payload,
+            queue: r.queue.as_str().to_owned(),
+            name: r.name.as_str().to_owned(),
+            payload: r.payload.clone(),
             priority: r.priority,
             status: r.status.as_str().to_owned(),
             retry_state: r.retry_state.as_str().to_owned(),
-            attempt_count: i32::try_from(r.attempt_count)
-                .with_context(|| format!("task {}: attemptCount out of range", r.id))?,
-            max_attempts: i32::try_from(r.max_attempts.get())
-                .with_context(|| format!("task {}: maxAttempts out of range", r.id))?,
+            attempt: int(r.attempt, "attempt")?,
+            lease_token: r.lease_token.map(|t| t.as_uuid()),
+            lease_expires_at: r.lease_expires_at,
+            ended_attempt: r.ended_attempt.map(|n| int(n, "ended attempt")).transpose()?,
+            ended_attempt_token: r.ended_attempt_token.map(|t| t.as_uuid()),
+            ended_attempt_end: r.ended_attempt_end.map(|e| e.as_str().to_owned()),
+            attempt_count: int(r.attempt_count, "attemptCount")?,
+            max_attempts: int(r.max_attempts.get(), "maxAttempts")?,
             next_run_at: r.next_run_at,
-            last_error: r.last_error,
-            worker_id: r.worker_id.map(String::from),
+            last_error: r.last_error.clone(),
+            worker_id: r.worker_id.as_ref().map(|w| w.as_str().to_owned()),
             processing_started_at: r.processing_started_at,
-            result: r.result,
+            result: r.result.clone(),
             completed_at: r.completed_at,
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -240,18 +443,31 @@ impl TryFrom<TaskRow> for Task {
     fn try_from(r: TaskRow) -> anyhow::Result<Task> {
         let id = TaskId::from_uuid(r.id);
         let broken = |what: &str| format!("task {id}: stored {what} is invalid");
+        let count = |n: i32, what: &str| u32::try_from(n).with_context(|| broken(what));
         let record = TaskRecord {
             id,
+            queue: QueueName::parse(&r.queue).with_context(|| broken("queue"))?,
             name: TaskName::parse(&r.name).with_context(|| broken("name"))?,
             payload: r.payload,
             priority: r.priority,
             status: TaskStatus::parse(&r.status)
                 .filter(|s| s.as_str() == r.status)
                 .ok_or_else(|| anyhow!("{}: {:?}", broken("status"), r.status))?,
+            attempt: count(r.attempt, "attempt")?,
+            lease_token: r.lease_token.map(LeaseToken::from_uuid),
+            lease_expires_at: r.lease_expires_at,
+            ended_attempt: r.ended_attempt.map(|n| count(n, "ended attempt")).transpose()?,
+            ended_attempt_token: r.ended_attempt_token.map(LeaseToken::from_uuid),
+            ended_attempt_end: r
+                .ended_attempt_end
+                .as_deref()
+                .map(|e| {
+                    AttemptEnd::parse(e).ok_or_else(|| anyhow!("{}: {e:?}", broken("attempt end")))
+                })
+                .transpose()?,
             retry_state: RetryState::parse(&r.retry_state)
                 .ok_or_else(|| anyhow!("{}: {:?}", broken("retry state"), r.retry_state))?,
-            attempt_count: u32::try_from(r.attempt_count)
-                .with_context(|| broken("attempt count"))?,
+            attempt_count: count(r.attempt_count, "attempt count")?,
             max_attempts: MaxAttempts::new(i64::from(r.max_attempts))
                 .with_context(|| broken("max attempts"))?,
             next_run_at: r.next_run_at,
@@ -270,6 +486,99 @@ impl TryFrom<TaskRow> for Task {
             version: u64::try_from(r.version).with_context(|| broken("version"))?,
         };
         Ok(Task::restore(record)?)
+    }
+}
+
+/// One row of `task_events` as written; the id comes from its sequence.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = task_events, check_for_backend(diesel::pg::Pg))]
+struct TaskEventRow {
+    task_id: Uuid,
+    attempt: i32,
+    from_status: Option<String>,
+    to_status: String,
+    worker_id: Option<String>,
+    error: Option<String>,
+    actor: String,
+    rejected_code: Option<String>,
+    rejected_call: Option<String>,
+    at: DateTime<Utc>,
+}
+
+/// One row of `task_events` as read.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = task_events, check_for_backend(diesel::pg::Pg))]
+struct StoredEventRow {
+    task_id: Uuid,
+    attempt: i32,
+    from_status: Option<String>,
+    to_status: String,
+    worker_id: Option<String>,
+    error: Option<String>,
+    actor: String,
+    rejected_code: Option<String>,
+    rejected_call: Option<String>,
+    at: DateTime<Utc>,
+}
+
+impl TryFrom<&TaskEvent> for TaskEventRow {
+    type Error = anyhow::Error;
+
+    fn try_from(e: &TaskEvent) -> anyhow::Result<Self> {
+        Ok(Self {
+            task_id: e.task_id.as_uuid(),
+            attempt: i32::try_from(e.attempt)
+                .with_context(|| format!("event of task {}: attempt out of range", e.task_id))?,
+            from_status: e.from.map(|s| s.as_str().to_owned()),
+            to_status: e.to.as_str().to_owned(),
+            worker_id: e.worker_id.as_ref().map(|w| w.as_str().to_owned()),
+            error: e.error.clone(),
+            actor: e.actor.as_str().to_owned(),
+            rejected_code: e.rejected.as_ref().map(|r| r.code.clone()),
+            rejected_call: e.rejected.as_ref().map(|r| r.call.as_str().to_owned()),
+            at: e.at,
+        })
+    }
+}
+
+impl TryFrom<StoredEventRow> for TaskEvent {
+    type Error = anyhow::Error;
+
+    fn try_from(r: StoredEventRow) -> anyhow::Result<TaskEvent> {
+        let task_id = TaskId::from_uuid(r.task_id);
+        let broken = |what: &str, raw: &str| anyhow!("event of task {task_id}: {what} {raw:?}");
+        let status = |raw: &str| {
+            TaskStatus::parse(raw)
+                .filter(|s| s.as_str() == raw)
+                .ok_or_else(|| broken("stored status is invalid:", raw))
+        };
+        let rejected = match (r.rejected_code, r.rejected_call) {
+            (None, None) => None,
+            (Some(code), Some(call)) => Some(taskpilot_app::Rejection {
+                code,
+                call: StaleCall::parse(&call)
+                    .ok_or_else(|| broken("stored refused call is invalid:", &call))?,
+            }),
+            _ => anyhow::bail!("event of task {task_id}: a refusal has a code and a call"),
+        };
+        Ok(TaskEvent {
+            task_id,
+            attempt: u32::try_from(r.attempt)
+                .with_context(|| format!("event of task {task_id}: negative attempt"))?,
+            from: r.from_status.as_deref().map(status).transpose()?,
+            to: status(&r.to_status)?,
+            worker_id: r
+                .worker_id
+                .as_deref()
+                .map(WorkerId::parse)
+                .transpose()
+                .with_context(|| format!("event of task {task_id}: stored worker id"))?,
+            error: r.error,
+            actor: Actor::parse(&r.actor)
+                .ok_or_else(|| broken("stored actor is invalid:", &r.actor))?,
+            rejected,
+            at: r.at,
+        })
     }
 }
 

@@ -3,10 +3,13 @@
 //! mismatch fails there.
 
 diesel::table! {
-    /// One row per task; see `migrations/*_create_tasks/up.sql`.
+    /// One row per task; see `migrations/*_create_tasks/up.sql` and
+    /// `migrations/*_add_leases_queues_events/up.sql`.
     tasks (id) {
         /// The task id (UUID v7 when TaskPilot minted it).
         id -> Uuid,
+        /// The queue it waits in.
+        queue -> Text,
         /// The kind of work.
         name -> Text,
         /// The worker's input.
@@ -17,7 +20,19 @@ diesel::table! {
         status -> Text,
         /// `NONE`, `RETRY_SCHEDULED` or `EXHAUSTED`.
         retry_state -> Text,
-        /// Failed attempts so far.
+        /// How many times it was started in its whole life; the current or last attempt.
+        attempt -> Int4,
+        /// The running attempt's token.
+        lease_token -> Nullable<Uuid>,
+        /// When the running attempt's lease runs out.
+        lease_expires_at -> Nullable<Timestamptz>,
+        /// The number of the last attempt that ended.
+        ended_attempt -> Nullable<Int4>,
+        /// Its token.
+        ended_attempt_token -> Nullable<Uuid>,
+        /// How it ended: `SUCCEEDED`, `FAILED`, `LEASE_EXPIRED` or `CANCELLED`.
+        ended_attempt_end -> Nullable<Text>,
+        /// Failed attempts since creation or the last rerun.
         attempt_count -> Int4,
         /// Attempts allowed, 1 to 100.
         max_attempts -> Int4,
@@ -41,3 +56,34 @@ diesel::table! {
         version -> Int8,
     }
 }
+
+diesel::table! {
+    /// A task's history; see `migrations/*_add_leases_queues_events/up.sql`.
+    task_events (id) {
+        /// Insertion order.
+        id -> Int8,
+        /// The task.
+        task_id -> Uuid,
+        /// The attempt the event belongs to.
+        attempt -> Int4,
+        /// The status before; NULL for creation.
+        from_status -> Nullable<Text>,
+        /// The status after, or the one a refused call left in place.
+        to_status -> Text,
+        /// The worker involved.
+        worker_id -> Nullable<Text>,
+        /// A failure's error, or why a call was refused.
+        error -> Nullable<Text>,
+        /// `CLIENT`, `WORKER` or `REAPER`.
+        actor -> Text,
+        /// A refused call's code.
+        rejected_code -> Nullable<Text>,
+        /// A refused call: `SUCCEED`, `FAIL` or `HEARTBEAT`.
+        rejected_call -> Nullable<Text>,
+        /// When it happened.
+        at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(task_events -> tasks (task_id));
+diesel::allow_tables_to_appear_in_same_query!(tasks, task_events);
