@@ -5,6 +5,10 @@
 //! It translates between rows and domain tasks and decides nothing: a row that breaks a
 //! domain invariant is an error, never a panic. It must not import the web crate.
 //!
+//! [`PgClock`] follows the database's clock, so that every server means the same instant by
+//! "now"; [`spawn_listener`] and [`RunnableListener`] turn the `taskpilot_runnable`
+//! notifications into wake-ups for long-polling claims.
+//!
 //! [`local`] starts a PostgreSQL cluster from the installed binaries, for the development
 //! server and for tests; feature `testing` adds [`testing::TestDatabase`].
 
@@ -17,13 +21,17 @@ use diesel::r2d2::ConnectionManager;
 use diesel::sql_types::{BigInt, Text};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness as _};
 
+mod clock;
 mod database_url;
 pub mod local;
+mod notify;
 mod repository;
 mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use clock::PgClock;
+pub use notify::{spawn_listener, OnWake, RunnableListener, RUNNABLE_CHANNEL};
 pub use repository::PgTaskRepository;
 
 /// The migrations in the top-level `migrations/` folder, compiled into the binary.

@@ -13,8 +13,8 @@ use taskpilot_app::{
     TaskRepository,
 };
 use taskpilot_domain::{
-    to_micros, AttemptEnd, LeaseToken, MaxAttempts, QueueName, RetryState, Task, TaskId,
-    TaskName, TaskRecord, TaskStatus, WorkerId,
+    to_micros, AttemptEnd, LeaseToken, MaxAttempts, QueueName, RetryState, Task, TaskId, TaskName,
+    TaskRecord, TaskStatus, WorkerId,
 };
 use uuid::Uuid;
 
@@ -52,14 +52,17 @@ impl PgTaskRepository {
 }
 
 /// The claim, one statement: pick runnable rows in claim order, skipping rows another claim
-/// has locked; start them exactly as `Task::start` does; log one start event each; return
-/// them in claim order.
+/// has locked; start them exactly as `Task::start` does; log one start event each (stamped
+/// with the task's new `updated_at`, as `TaskEvent::transition` stamps it); return them in
+/// claim order.
 ///
 /// The `picked` CTE is what keeps the batch at `LIMIT` rows (an `UPDATE ... WHERE id IN
 /// (subquery)` may be re-planned into more), and it keeps each row's sort key, since the
-/// update clears `next_run_at`. `{queue_filter}` is empty or a `queue = ANY(...)` condition:
-/// two texts rather than one with `$n IS NULL OR ...`, which a cached generic plan could only
-/// serve with a scan that cannot use the per-queue index.
+/// update clears `next_run_at`. `{queue_filter}` is empty, `queue = $5` or
+/// `queue = ANY($5)`: separate texts rather than one with `$5 IS NULL OR ...`, which a cached
+/// generic plan could only serve with a filter; and a single queue as `=`, which walks
+/// `tasks_runnable_queue_idx` in claim order (PostgreSQL 15 cannot walk an index in order
+/// under `= ANY(...)`).
 ///
 /// Binds: $1 now, $2 limit, $3 worker, $4 lease expiry, $5 queues (when filtered).
 const CLAIM_SQL: &str = "\
@@ -86,15 +89,20 @@ WITH picked AS (
     RETURNING t.*
 ), logged AS (
     INSERT INTO task_events (task_id, attempt, from_status, to_status, worker_id, actor, at)
-    SELECT id, attempt, 'PENDING', 'RUNNING', worker_id, 'WORKER', $1 FROM claimed
+    SELECT id, attempt, 'PENDING', 'RUNNING', worker_id, 'WORKER', updated_at FROM claimed
 )
 SELECT claimed.*
 FROM claimed JOIN picked ON picked.id = claimed.id
 ORDER BY picked.priority DESC, picked.runnable_since, picked.id";
 
-/// The claim statement over every queue, or over the queues bound as `$5`.
-pub(crate) fn claim_sql(filter_queues: bool) -> String {
-    let filter = if filter_queues { " AND queue = ANY($5)" } else { "" };
+/// The claim statement over every queue (`None`), or over `Some(n)` queues bound as `$5`: one
+/// text for one queue, an array for more.
+pub(crate) fn claim_sql(queues: Option<usize>) -> String {
+    let filter = match queues {
+        None => "",
+        Some(1) => " AND queue = $5",
+        Some(_) => " AND queue = ANY($5)",
+    };
     CLAIM_SQL.replace("{queue_filter}", filter)
 }
 
@@ -183,10 +191,8 @@ impl TaskRepository for PgTaskRepository {
     }
 
     fn claim(&self, request: &ClaimRequest) -> Result<Vec<Task>, RepoError> {
-        let queues: Option<Vec<String>> = request
-            .queues
-            .as_ref()
-            .map(|qs| qs.iter().map(|q| q.as_str().to_owned()).collect());
+        let queues: Option<Vec<String>> =
+            request.queues.as_ref().map(|qs| qs.iter().map(|q| q.as_str().to_owned()).collect());
         if request.limit == 0 || queues.as_ref().is_some_and(Vec::is_empty) {
             return Ok(Vec::new());
         }
@@ -194,13 +200,14 @@ impl TaskRepository for PgTaskRepository {
         let now = to_micros(request.now);
         let expires_at =
             now.checked_add_signed(request.lease.as_delta()).unwrap_or(DateTime::<Utc>::MAX_UTC);
-        let query = diesel::sql_query(claim_sql(queues.is_some()))
+        let query = diesel::sql_query(claim_sql(queues.as_ref().map(Vec::len)))
             .bind::<Timestamptz, _>(now)
             .bind::<BigInt, _>(i64::from(request.limit))
             .bind::<Text, _>(request.worker.as_str())
             .bind::<Timestamptz, _>(expires_at);
         let mut conn = self.conn()?;
-        let rows: Vec<TaskRow> = match queues {
+        let rows: Vec<TaskRow> = match queues.as_deref() {
+            Some([queue]) => query.bind::<Text, _>(queue).load(&mut conn),
             Some(queues) => query.bind::<Array<Text>, _>(queues).load(&mut conn),
             None => query.load(&mut conn),
         }

@@ -131,3 +131,10 @@ impl Drop for TestDatabase {
         ));
     }
 }
+
+/// The claim statement the repository runs, over every queue (`None`) or over `Some(n)`
+/// queues bound as `$5` (a text for one, an array for more); binds `$1` now, `$2` limit, `$3`
+/// worker, `$4` lease expiry. For tests that EXPLAIN it.
+pub fn claim_sql(queues: Option<usize>) -> String {
+    crate::repository::claim_sql(queues)
+}

@@ -10,15 +10,18 @@ use chrono::{TimeZone, Utc};
 use diesel::connection::SimpleConnection as _;
 use diesel::{Connection as _, PgConnection};
 use serde_json::json;
-use taskpilot_app::{RepoError, TaskFilter, TaskRepository};
+use taskpilot_app::{Actor, ClaimRequest, RepoError, TaskEvent, TaskFilter, TaskRepository};
 use taskpilot_diesel::local::LocalCluster;
 use taskpilot_diesel::testing::TestDatabase;
 use taskpilot_diesel::{build_pool, ensure_database, run_migrations, PgTaskRepository, PoolConfig};
-use taskpilot_domain::{MaxAttempts, NewTask, Task, TaskId, TaskName};
+use taskpilot_domain::{
+    LeaseDuration, MaxAttempts, NewTask, QueueName, Task, TaskId, TaskName, WorkerId,
+};
 use uuid::Uuid;
 
 fn new_task() -> Task {
     let spec = NewTask {
+        queue: QueueName::default_queue(),
         name: TaskName::parse("send-email").unwrap(),
         payload: json!({}),
         priority: 0,
@@ -30,6 +33,10 @@ fn new_task() -> Task {
         spec,
         Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
     )
+}
+
+fn created(task: &Task) -> TaskEvent {
+    TaskEvent::transition(None, task, Actor::Client)
 }
 
 fn quick_pool(url: &str) -> taskpilot_diesel::PgPool {
@@ -57,15 +64,25 @@ fn an_unreachable_database_is_unavailable_within_the_connect_timeout() {
     let outcomes = [
         is_unavailable(repo.get(task.id())),
         is_unavailable(repo.ping()),
-        is_unavailable(repo.insert(&task)),
-        is_unavailable(repo.update(&task, 1)),
+        is_unavailable(repo.insert(&task, &created(&task))),
+        is_unavailable(repo.update(&task, 1, None)),
         is_unavailable(repo.list(&TaskFilter::default(), None, 10)),
+        is_unavailable(repo.claim(&ClaimRequest {
+            worker: WorkerId::parse("w").unwrap(),
+            queues: None,
+            limit: 1,
+            lease: LeaseDuration::from_secs(60).unwrap(),
+            now: task.created_at(),
+        })),
+        is_unavailable(repo.expired_leases(task.created_at(), 10)),
+        is_unavailable(repo.events(task.id())),
+        is_unavailable(repo.rejection_counts()),
     ];
     let elapsed = started.elapsed();
 
-    assert_eq!(outcomes, [true; 5]);
-    // Five calls, each waiting at most the one-second connect timeout.
-    assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");
+    assert_eq!(outcomes, [true; 9]);
+    // Nine calls, each waiting at most the one-second connect timeout.
+    assert!(elapsed < Duration::from_secs(14), "took {elapsed:?}");
 }
 
 #[test]
@@ -77,7 +94,7 @@ fn a_stopped_server_is_unavailable_and_the_same_repository_recovers_after_restar
     run_migrations(&pool).unwrap();
     let repo = PgTaskRepository::new(pool);
     let task = new_task();
-    repo.insert(&task).unwrap();
+    repo.insert(&task, &created(&task)).unwrap();
 
     cluster.stop().unwrap();
     let down = (is_unavailable(repo.get(task.id())), is_unavailable(repo.ping()));
@@ -103,7 +120,7 @@ fn sessions_killed_by_the_server_are_replaced_without_an_error() {
     let db = TestDatabase::new();
     let repo = PgTaskRepository::new(db.pool());
     let task = new_task();
-    repo.insert(&task).unwrap();
+    repo.insert(&task, &created(&task)).unwrap();
     let mut admin = PgConnection::establish(db.url()).unwrap();
 
     admin

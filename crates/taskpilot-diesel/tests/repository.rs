@@ -2,69 +2,26 @@
 
 #![expect(clippy::unwrap_used, reason = "tests")]
 
+mod common;
+
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use common::*;
 use diesel::connection::SimpleConnection as _;
-use diesel::prelude::*;
 use serde_json::{json, Value};
-use taskpilot_app::{AppError, Cursor, RepoError, TaskFilter, TaskRepository, TaskService};
-use taskpilot_diesel::testing::TestDatabase;
-use taskpilot_diesel::{
-    build_pool, ensure_database, run_migrations, PgPool, PgTaskRepository, PoolConfig,
+use taskpilot_app::{
+    Actor, AppError, Cursor, Rejection, RejectionCount, RepoError, ServiceDefaults, StaleCall,
+    TaskEvent, TaskFilter, TaskRepository, TaskService,
 };
+use taskpilot_diesel::testing::TestDatabase;
+use taskpilot_diesel::{build_pool, ensure_database, run_migrations, PgTaskRepository, PoolConfig};
 use taskpilot_domain::{
-    DomainError, FixedBackoff, FixedClock, MaxAttempts, NewTask, RetryState, Task, TaskId,
-    TaskName, TaskStatus, WorkerId,
+    DomainError, FixedBackoff, FixedClock, MaxAttempts, NewTask, Reporter, RetryState, StaleLease,
+    Task, TaskId, TaskName, TaskStatus, WorkerId,
 };
 use uuid::Uuid;
-
-/// A creation instant with microseconds, the precision PostgreSQL keeps.
-fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap() + TimeDelta::microseconds(123_456)
-}
-
-fn secs(n: i64) -> TimeDelta {
-    TimeDelta::seconds(n)
-}
-
-fn worker(name: &str) -> WorkerId {
-    WorkerId::parse(name).unwrap()
-}
-
-fn spec(name: &str, max_attempts: i64) -> NewTask {
-    NewTask {
-        name: TaskName::parse(name).unwrap(),
-        payload: json!({"to": "ada@example.com"}),
-        priority: 0,
-        max_attempts: MaxAttempts::new(max_attempts).unwrap(),
-        run_at: None,
-    }
-}
-
-fn task_at(name: &str, created_at: DateTime<Utc>) -> Task {
-    Task::new(TaskId::from_uuid(Uuid::now_v7()), spec(name, 3), created_at)
-}
-
-fn repo(db: &TestDatabase) -> PgTaskRepository {
-    PgTaskRepository::new(db.pool())
-}
-
-/// Applies `transition` and stores the result with compare-and-swap, as a use case does.
-fn transition(
-    repo: &PgTaskRepository,
-    task: &mut Task,
-    transition: impl FnOnce(&mut Task) -> Result<(), DomainError>,
-) {
-    let read = task.version();
-    transition(task).unwrap();
-    repo.update(task, read).unwrap();
-}
-
-fn execute(pool: &PgPool, sql: &str) {
-    pool.get().unwrap().batch_execute(sql).unwrap();
-}
 
 #[test]
 fn every_field_round_trips_through_every_status() {
@@ -75,61 +32,88 @@ fn every_field_round_trips_through_every_status() {
     let mut task = Task::new(
         TaskId::from_uuid(Uuid::now_v7()),
         NewTask {
+            queue: queue("emails.high-prio_2"),
             name: TaskName::parse("send-email").unwrap(),
             payload: json!({"to": ["ada@example.com"], "n": 1.5, "deep": {"ok": true, "none": null}}),
             priority: -7,
-            max_attempts: MaxAttempts::new(2).unwrap(),
+            max_attempts: MaxAttempts::new(3).unwrap(),
             run_at: Some(t0() + TimeDelta::microseconds(1)),
         },
         t0(),
     );
     let mut seen = Vec::new();
-
-    repo.insert(&task).unwrap();
-    seen.push((task.status(), task.retry_state(), repo.get(task.id()).unwrap() == task));
+    let mut check = |task: &Task| {
+        let loaded = repo.get(task.id()).unwrap();
+        seen.push((
+            task.status(),
+            task.retry_state(),
+            task.attempt(),
+            loaded.to_record() == task.to_record(),
+        ));
+    };
     let at = |n: i64| t0() + secs(n) + TimeDelta::microseconds(n * 111_111);
-    transition(&repo, &mut task, |t| t.start(&w, at(1)));
-    seen.push((task.status(), task.retry_state(), repo.get(task.id()).unwrap() == task));
+    let first = token();
+
+    store(&repo, &task);
+    check(&task);
+    transition(&repo, &mut task, |t| t.start(&w, first, lease(30), at(1)));
+    check(&task);
+    transition(&repo, &mut task, |t| t.heartbeat(Some(&w), first, lease(300), at(2)));
+    check(&task);
     transition(&repo, &mut task, |t| {
-        t.fail_and_schedule_retry(Some(&w), "smtp timeout", at(2), &backoff)
+        t.fail_and_schedule_retry(
+            &Reporter::lease(Some(w.clone()), first),
+            "smtp timeout",
+            at(3),
+            &backoff,
+        )
     });
-    seen.push((task.status(), task.retry_state(), repo.get(task.id()).unwrap() == task));
+    check(&task);
     let retry_at = task.next_run_at().unwrap();
-    transition(&repo, &mut task, |t| t.start(&w, retry_at));
-    seen.push((task.status(), task.retry_state(), repo.get(task.id()).unwrap() == task));
+    transition(&repo, &mut task, |t| t.start(&w, token(), lease(5), retry_at));
+    check(&task);
+    let expired = task.lease().unwrap().expires_at;
+    transition(&repo, &mut task, |t| t.expire_lease(expired, &backoff));
+    check(&task);
+    let retry_at = task.next_run_at().unwrap();
+    transition(&repo, &mut task, |t| t.start(&w, token(), lease(60), retry_at));
     transition(&repo, &mut task, |t| {
-        t.fail_and_schedule_retry(None, "smtp timeout again", at(5), &backoff)
+        t.fail_and_schedule_retry(&Reporter::anyone(), "gave up", at(9), &backoff)
     });
-    seen.push((task.status(), task.retry_state(), repo.get(task.id()).unwrap() == task));
-    transition(&repo, &mut task, |t| t.rerun(at(6)));
-    seen.push((task.status(), task.retry_state(), repo.get(task.id()).unwrap() == task));
-    transition(&repo, &mut task, |t| t.start(&w, at(7)));
+    check(&task);
+    transition(&repo, &mut task, |t| t.rerun(at(10)));
+    check(&task);
+    let last = token();
+    transition(&repo, &mut task, |t| t.start(&w, last, lease(60), at(11)));
     transition(&repo, &mut task, |t| {
-        t.succeed(Some(&w), Some(json!({"sent": 1, "ids": ["a", "b"]})), at(8))
+        t.succeed(&Reporter::lease(None, last), Some(json!({"sent": 1, "ids": ["a", "b"]})), at(12))
     });
-    seen.push((task.status(), task.retry_state(), repo.get(task.id()).unwrap() == task));
+    check(&task);
     let mut cancelled = task_at("cancel-me", t0());
-    repo.insert(&cancelled).unwrap();
-    transition(&repo, &mut cancelled, |t| t.cancel(at(10)));
-    seen.push((
-        cancelled.status(),
-        cancelled.retry_state(),
-        repo.get(cancelled.id()).unwrap() == cancelled,
-    ));
+    store(&repo, &cancelled);
+    transition(&repo, &mut cancelled, |t| t.start(&w, token(), lease(60), at(13)));
+    transition(&repo, &mut cancelled, |t| t.cancel(at(14)));
+    check(&cancelled);
 
     assert_eq!(
         seen,
         [
-            (TaskStatus::Pending, RetryState::None, true),
-            (TaskStatus::Running, RetryState::None, true),
-            (TaskStatus::Pending, RetryState::RetryScheduled, true),
-            (TaskStatus::Running, RetryState::RetryScheduled, true),
-            (TaskStatus::Failed, RetryState::Exhausted, true),
-            (TaskStatus::Pending, RetryState::None, true),
-            (TaskStatus::Succeeded, RetryState::None, true),
-            (TaskStatus::Cancelled, RetryState::None, true),
+            (TaskStatus::Pending, RetryState::None, 0, true),
+            (TaskStatus::Running, RetryState::None, 1, true),
+            (TaskStatus::Running, RetryState::None, 1, true),
+            (TaskStatus::Pending, RetryState::RetryScheduled, 1, true),
+            (TaskStatus::Running, RetryState::RetryScheduled, 2, true),
+            (TaskStatus::Pending, RetryState::RetryScheduled, 2, true),
+            (TaskStatus::Failed, RetryState::Exhausted, 3, true),
+            (TaskStatus::Pending, RetryState::None, 3, true),
+            (TaskStatus::Succeeded, RetryState::None, 4, true),
+            (TaskStatus::Cancelled, RetryState::None, 1, true),
         ]
     );
+    // The tokens and lease columns really held something, not two NULLs compared.
+    let ended = repo.get(task.id()).unwrap().last_ended().copied().unwrap();
+    assert_eq!((ended.attempt, ended.token), (4, last));
+    assert_eq!(repo.get(cancelled.id()).unwrap().queue(), &queue("default"));
 }
 
 #[test]
@@ -140,6 +124,7 @@ fn a_task_read_back_equals_the_task_written_field_by_field() {
     let mut task = Task::new(
         TaskId::from_uuid(Uuid::now_v7()),
         NewTask {
+            queue: queue(&"q".repeat(64)),
             name: TaskName::parse("résumé/render ✓").unwrap(),
             payload: json!({
                 "big": u64::MAX, "neg": i64::MIN, "float": 0.1, "exp": 1.0e-7,
@@ -152,13 +137,18 @@ fn a_task_read_back_equals_the_task_written_field_by_field() {
         Utc.with_ymd_and_hms(2026, 12, 31, 23, 59, 59).unwrap() + TimeDelta::microseconds(999_999),
     );
     let started = task.created_at() + TimeDelta::microseconds(1);
-    task.start(&w, started).unwrap();
+    let secret = token();
+    task.start(&w, secret, lease(86_400), started).unwrap();
 
-    repo.insert(&task).unwrap();
+    store(&repo, &task);
     let loaded = repo.get(task.id()).unwrap();
 
     assert_eq!(loaded.to_record(), task.to_record());
     assert_eq!(loaded.processing_started_at(), Some(started));
+    assert_eq!(
+        loaded.lease().map(|l| (l.token, l.expires_at)),
+        Some((secret, started + secs(86_400)))
+    );
     assert_eq!(loaded.payload()["big"], json!(u64::MAX));
 }
 
@@ -188,7 +178,7 @@ fn migrations_apply_to_an_empty_database_and_rerunning_them_changes_nothing() {
     let applied = count(&pool, "SELECT count(*) AS n FROM __diesel_schema_migrations");
     let repo = PgTaskRepository::new(pool.clone());
     let task = task_at("after-migration", t0());
-    repo.insert(&task).unwrap();
+    store(&repo, &task);
     let loaded = repo.get(task.id()).unwrap();
     drop(repo);
     drop(pool);
@@ -196,7 +186,7 @@ fn migrations_apply_to_an_empty_database_and_rerunning_them_changes_nothing() {
 
     assert_eq!(tables_before, 0);
     assert!(results.iter().all(Result::is_ok), "{results:?}");
-    assert_eq!(applied, 1);
+    assert_eq!(applied, 2);
     assert_eq!(loaded, task);
 }
 
@@ -225,23 +215,15 @@ fn ensure_database_creates_a_missing_database_once_even_when_raced() {
     assert_eq!(exists, 1);
 }
 
-fn count(pool: &PgPool, sql: &str) -> i64 {
-    #[derive(QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    diesel::sql_query(sql).get_result::<Count>(&mut pool.get().unwrap()).unwrap().n
-}
-
 #[test]
 fn an_update_with_a_stale_version_is_a_conflict_and_writes_nothing() {
     let db = TestDatabase::new();
     let repo = repo(&db);
     let mut task = task_at("send-email", t0());
-    repo.insert(&task).unwrap();
-    transition(&repo, &mut task, |t| t.start(&worker("a"), t0() + secs(1)));
+    store(&repo, &task);
+    transition(&repo, &mut task, |t| t.start(&worker("a"), token(), lease(60), t0() + secs(1)));
     let stored = repo.get(task.id()).unwrap();
+    let history = repo.events(task.id()).unwrap();
     let mut stale = task_at("send-email", t0());
     stale = Task::restore({
         let mut r = stale.to_record();
@@ -250,11 +232,14 @@ fn an_update_with_a_stale_version_is_a_conflict_and_writes_nothing() {
     })
     .unwrap();
     stale.cancel(t0() + secs(2)).unwrap();
+    let event = TaskEvent::transition(None, &stale, Actor::Client);
 
-    let result = repo.update(&stale, 1);
+    let result = repo.update(&stale, 1, Some(&event));
 
     assert!(matches!(result, Err(RepoError::Conflict(id)) if id == task.id()), "{result:?}");
     assert_eq!(repo.get(task.id()).unwrap(), stored);
+    assert_eq!(repo.events(task.id()).unwrap(), history, "a refused update logs nothing");
+    assert_eq!(history.len(), 2);
 }
 
 #[test]
@@ -263,10 +248,12 @@ fn an_update_of_an_unknown_task_is_not_found() {
     let repo = repo(&db);
     let mut task = task_at("send-email", t0());
     task.cancel(t0() + secs(1)).unwrap();
+    let event = TaskEvent::transition(None, &task, Actor::Client);
 
-    let result = repo.update(&task, 1);
+    let result = repo.update(&task, 1, Some(&event));
 
     assert!(matches!(result, Err(RepoError::NotFound(id)) if id == task.id()), "{result:?}");
+    assert_eq!(repo.events(task.id()).unwrap(), []);
 }
 
 #[test]
@@ -290,12 +277,17 @@ fn inserting_a_task_whose_id_is_taken_is_a_conflict_and_keeps_the_first() {
         r
     })
     .unwrap();
-    repo.insert(&first).unwrap();
+    store(&repo, &first);
 
-    let result = repo.insert(&second);
+    let result = repo.insert(&second, &TaskEvent::transition(None, &second, Actor::Client));
 
     assert!(matches!(result, Err(RepoError::Conflict(id)) if id == first.id()), "{result:?}");
     assert_eq!(repo.get(first.id()).unwrap(), first);
+    assert_eq!(
+        repo.events(first.id()).unwrap(),
+        [TaskEvent::transition(None, &first, Actor::Client)],
+        "the refused insert logged nothing"
+    );
 }
 
 #[test]
@@ -305,13 +297,16 @@ fn listing_is_newest_first_and_filters_by_status_and_name() {
     let mut tasks: Vec<Task> =
         (0..6).map(|i| task_at(if i % 2 == 0 { "even" } else { "odd" }, t0() + secs(i))).collect();
     for task in &tasks {
-        repo.insert(task).unwrap();
+        store(&repo, task);
     }
-    transition(&repo, &mut tasks[1], |t| t.start(&worker("w"), t0() + secs(10)));
+    transition(&repo, &mut tasks[1], |t| {
+        t.start(&worker("w"), token(), lease(60), t0() + secs(10))
+    });
     transition(&repo, &mut tasks[4], |t| t.cancel(t0() + secs(10)));
     let ids = |list: Vec<Task>| list.iter().map(Task::id).collect::<Vec<_>>();
     let expect = |indexes: &[usize]| indexes.iter().map(|&i| tasks[i].id()).collect::<Vec<_>>();
     let filter = |status: Option<TaskStatus>, name: Option<&str>| TaskFilter {
+        queue: None,
         status,
         name: name.map(|n| TaskName::parse(n).unwrap()),
     };
@@ -343,7 +338,7 @@ fn keyset_pages_cover_every_task_once_even_when_creation_times_tie() {
     // Groups of three tasks share a creation instant, so the id must break ties.
     let tasks: Vec<Task> = (0..23).map(|i| task_at("batch", t0() + secs(i / 3))).collect();
     for task in &tasks {
-        repo.insert(task).unwrap();
+        store(&repo, task);
     }
     let mut expected: Vec<(DateTime<Utc>, TaskId)> =
         tasks.iter().map(|t| (t.created_at(), t.id())).collect();
@@ -370,19 +365,26 @@ fn a_row_edited_into_an_inconsistent_state_is_unexpected_not_a_panic() {
     // Each edit passes the table's CHECK constraints but breaks a rule only the domain knows.
     let edits = [
         ("exhausted-but-pending", false, "retry_state = 'EXHAUSTED'"),
-        ("failed-attempts-without-retry", false, "attempt_count = 1"),
+        ("failed-attempts-without-retry", false, "attempt_count = 1, attempt = 1"),
         ("blank-name", false, "name = '   '"),
         ("control-character-worker", true, "worker_id = E'bad\\nworker'"),
         ("negative-attempt-count", false, "attempt_count = -1, max_attempts = 1"),
+        // The running attempt cannot also be the last ended one.
+        ("running-attempt-already-ended", true, "ended_attempt = 1, ended_attempt_token = gen_random_uuid(), ended_attempt_end = 'FAILED'"),
+        ("lease-before-start", true, "lease_expires_at = processing_started_at"),
+        // The table refuses these: a lease while pending, half an ended attempt, a bad queue.
+        ("pending-with-a-lease", false, "lease_token = gen_random_uuid(), lease_expires_at = now()"),
+        ("half-an-ended-attempt", false, "ended_attempt = 1"),
+        ("uppercase-queue", false, "queue = 'Default'"),
     ];
     let mut outcomes = Vec::new();
 
     for (label, running, set) in edits {
         let mut task = task_at("edited", t0());
         if running {
-            task.start(&worker("w"), t0()).unwrap();
+            task.start(&worker("w"), token(), lease(60), t0()).unwrap();
         }
-        repo.insert(&task).unwrap();
+        store(&repo, &task);
         let edited = db
             .pool()
             .get()
@@ -408,6 +410,11 @@ fn a_row_edited_into_an_inconsistent_state_is_unexpected_not_a_panic() {
             ("control-character-worker", true, true, true),
             // The table itself refuses this one; nothing to read back but the untouched task.
             ("negative-attempt-count", false, false, false),
+            ("running-attempt-already-ended", true, true, true),
+            ("lease-before-start", true, true, true),
+            ("pending-with-a-lease", false, false, false),
+            ("half-an-ended-attempt", false, false, false),
+            ("uppercase-queue", false, false, false),
         ]
     );
 }
@@ -425,19 +432,20 @@ fn concurrent_transitions_of_one_task_have_exactly_one_winner() {
 
     for round in 0..3 {
         let task = task_at("contended", t0() + secs(round));
-        repo.insert(&task).unwrap();
+        store(&repo, &task);
         let barrier = Arc::new(Barrier::new(THREADS));
         let handles: Vec<_> = (0..THREADS)
             .map(|i| {
                 let (repo, barrier, id) = (Arc::clone(&repo), Arc::clone(&barrier), task.id());
                 std::thread::spawn(move || {
-                    let mut task = repo.get(id).unwrap();
-                    let read = task.version();
+                    let before = repo.get(id).unwrap();
+                    let mut task = before.clone();
                     let me = worker(&format!("worker-{i}"));
-                    task.start(&me, t0() + secs(60)).unwrap();
+                    task.start(&me, token(), lease(60), t0() + secs(60)).unwrap();
+                    let event = TaskEvent::transition(Some(&before), &task, Actor::Worker);
                     // Everyone has read the same version before anyone writes.
                     barrier.wait();
-                    repo.update(&task, read).map(|()| me)
+                    repo.update(&task, before.version(), Some(&event)).map(|()| me)
                 })
             })
             .collect();
@@ -450,6 +458,9 @@ fn concurrent_transitions_of_one_task_have_exactly_one_winner() {
         assert_eq!(conflicts, THREADS - 1, "round {round}: {results:?}");
         assert_eq!(stored.worker_id(), Some(winners[0]));
         assert_eq!(stored.version(), task.version() + 1);
+        let starts: Vec<TaskEvent> = repo.events(task.id()).unwrap().into_iter().skip(1).collect();
+        assert_eq!(starts.len(), 1, "round {round}: only the winner logged its start");
+        assert_eq!(starts[0].worker_id.as_ref(), Some(winners[0]));
     }
 }
 
@@ -466,10 +477,11 @@ fn concurrent_starts_through_the_service_give_one_start_and_refusals_for_the_res
         Arc::new(PgTaskRepository::new(pool)),
         Arc::new(FixedClock::new(t0())),
         Arc::new(FixedBackoff(secs(30))),
-        MaxAttempts::new(3).unwrap(),
+        ServiceDefaults { max_attempts: MaxAttempts::new(3).unwrap(), lease: lease(60) },
     ));
     let task = service
         .create(taskpilot_app::CreateTask {
+            queue: None,
             name: TaskName::parse("contended").unwrap(),
             payload: Value::Null,
             priority: 0,
@@ -484,7 +496,7 @@ fn concurrent_starts_through_the_service_give_one_start_and_refusals_for_the_res
             let (service, barrier, id) = (Arc::clone(&service), Arc::clone(&barrier), task.id());
             std::thread::spawn(move || {
                 barrier.wait();
-                service.start(id, &worker(&format!("worker-{i}")))
+                service.start(id, &worker(&format!("worker-{i}")), None)
             })
         })
         .collect::<Vec<_>>()
@@ -507,4 +519,223 @@ fn concurrent_starts_through_the_service_give_one_start_and_refusals_for_the_res
         .count();
     assert_eq!(started, 1, "{results:?}");
     assert_eq!(refused, THREADS - 1, "{results:?}");
+}
+
+#[test]
+fn listing_filters_by_queue() {
+    let db = TestDatabase::new();
+    let repo = repo(&db);
+    let in_queue = |name: &str, i: i64| {
+        Task::new(
+            TaskId::from_uuid(Uuid::now_v7()),
+            NewTask { queue: queue(name), ..spec("job", 3) },
+            t0() + secs(i),
+        )
+    };
+    let tasks = [in_queue("a", 0), in_queue("b", 1), in_queue("a", 2), in_queue("default", 3)];
+    for task in &tasks {
+        store(&repo, task);
+    }
+    let list = |q: &str, status: Option<TaskStatus>| {
+        let filter = TaskFilter { queue: Some(queue(q)), status, name: None };
+        repo.list(&filter, None, 10).unwrap().iter().map(Task::id).collect::<Vec<_>>()
+    };
+
+    assert_eq!(list("a", None), [tasks[2].id(), tasks[0].id()]);
+    assert_eq!(list("b", Some(TaskStatus::Pending)), [tasks[1].id()]);
+    assert_eq!(list("default", None), [tasks[3].id()]);
+    assert!(list("a", Some(TaskStatus::Running)).is_empty());
+    assert!(list("none", None).is_empty());
+}
+
+#[test]
+fn events_are_stored_with_their_transitions_and_read_back_oldest_first() {
+    let db = TestDatabase::new();
+    let repo = repo(&db);
+    let w = worker("w-1");
+    let mut task = task_at("send-email", t0());
+    let other = task_at("other", t0());
+    let backoff = FixedBackoff(secs(10));
+    let first = token();
+    let mut expected = vec![TaskEvent::transition(None, &task, Actor::Client)];
+
+    store(&repo, &task);
+    store(&repo, &other);
+    let mut step = |task: &mut Task, actor: Actor, change: &dyn Fn(&mut Task)| {
+        let before = task.clone();
+        change(task);
+        let event = TaskEvent::transition(Some(&before), task, actor);
+        repo.update(task, before.version(), Some(&event)).unwrap();
+        expected.push(event);
+    };
+    step(&mut task, Actor::Worker, &|t| t.start(&w, first, lease(60), t0() + secs(1)).unwrap());
+    step(&mut task, Actor::Worker, &|t| {
+        t.fail_and_schedule_retry(&Reporter::lease(None, first), "boom", t0() + secs(2), &backoff)
+            .map(drop)
+            .unwrap();
+    });
+    step(&mut task, Actor::Client, &|t| t.cancel(t0() + secs(3)).unwrap());
+    // A heartbeat without an event, as a use case may store one.
+    let history = repo.events(task.id()).unwrap();
+
+    assert_eq!(history, expected);
+    assert_eq!(history[2].error.as_deref(), Some("boom"));
+    assert_eq!(history[2].worker_id.as_ref(), Some(&w));
+    assert_eq!(repo.events(other.id()).unwrap().len(), 1);
+    assert_eq!(repo.events(TaskId::from_uuid(Uuid::now_v7())).unwrap(), [], "unknown id");
+}
+
+#[test]
+fn an_update_without_an_event_stores_the_task_and_logs_nothing() {
+    let db = TestDatabase::new();
+    let repo = repo(&db);
+    let w = worker("w");
+    let mut task = task_at("send-email", t0());
+    let secret = token();
+    store(&repo, &task);
+    transition(&repo, &mut task, |t| t.start(&w, secret, lease(60), t0() + secs(1)));
+    let before = task.version();
+    task.heartbeat(Some(&w), secret, lease(600), t0() + secs(2)).unwrap();
+
+    repo.update(&task, before, None).unwrap();
+
+    assert_eq!(repo.get(task.id()).unwrap(), task);
+    assert_eq!(repo.events(task.id()).unwrap().len(), 2);
+}
+
+#[test]
+fn refused_stale_calls_are_recorded_in_the_history_and_counted_by_code_and_call() {
+    let db = TestDatabase::new();
+    let repo = repo(&db);
+    let w = worker("late-worker");
+    let mut task = task_at("send-email", t0());
+    let mut other = task_at("other", t0());
+    store(&repo, &task);
+    store(&repo, &other);
+    transition(&repo, &mut task, |t| t.start(&w, token(), lease(60), t0() + secs(1)));
+    transition(&repo, &mut other, |t| t.start(&w, token(), lease(60), t0() + secs(1)));
+    let superseded = StaleLease::AttemptSuperseded { task: task.id(), current: 1 };
+    let expired = StaleLease::LeaseExpired { task: other.id(), attempt: 1 };
+    let refusals = [
+        TaskEvent::rejection(
+            &task,
+            Some(w.clone()),
+            StaleCall::Succeed,
+            &superseded,
+            t0() + secs(5),
+        ),
+        TaskEvent::rejection(&task, None, StaleCall::Succeed, &superseded, t0() + secs(6)),
+        TaskEvent::rejection(
+            &other,
+            Some(w.clone()),
+            StaleCall::Heartbeat,
+            &expired,
+            t0() + secs(7),
+        ),
+        TaskEvent::rejection(&other, Some(w.clone()), StaleCall::Succeed, &expired, t0() + secs(8)),
+    ];
+
+    for refusal in &refusals {
+        repo.record_rejection(refusal).unwrap();
+    }
+    let counts = repo.rejection_counts().unwrap();
+    let history = repo.events(task.id()).unwrap();
+
+    let count = |code: &str, call, count| RejectionCount { code: code.to_owned(), call, count };
+    assert_eq!(
+        counts,
+        [
+            count("ATTEMPT_SUPERSEDED", StaleCall::Succeed, 2),
+            count("LEASE_EXPIRED", StaleCall::Heartbeat, 1),
+            count("LEASE_EXPIRED", StaleCall::Succeed, 1),
+        ]
+    );
+    assert_eq!(history[2..], refusals[..2]);
+    assert_eq!(
+        history[2].rejected,
+        Some(Rejection { code: "ATTEMPT_SUPERSEDED".to_owned(), call: StaleCall::Succeed })
+    );
+    assert_eq!(repo.get(task.id()).unwrap(), task, "a refusal leaves the task alone");
+}
+
+#[test]
+fn no_refusals_count_as_an_empty_list() {
+    let db = TestDatabase::new();
+    let repo = repo(&db);
+    store(&repo, &task_at("send-email", t0()));
+
+    assert_eq!(repo.rejection_counts().unwrap(), []);
+}
+
+#[test]
+fn an_event_row_edited_into_nonsense_is_unexpected_not_a_panic() {
+    let db = TestDatabase::new();
+    let repo = repo(&db);
+    let task = task_at("send-email", t0());
+    store(&repo, &task);
+
+    execute(&db.pool(), "UPDATE task_events SET worker_id = '   '");
+    let got = repo.events(task.id());
+
+    assert!(matches!(got, Err(RepoError::Unexpected(_))), "{got:?}");
+}
+
+#[test]
+fn deleting_a_task_deletes_its_history() {
+    let db = TestDatabase::new();
+    let repo = repo(&db);
+    let task = task_at("send-email", t0());
+    store(&repo, &task);
+
+    execute(&db.pool(), &format!("DELETE FROM tasks WHERE id = '{}'", task.id()));
+
+    assert_eq!(count(&db.pool(), "SELECT count(*) AS n FROM task_events"), 0);
+}
+
+#[test]
+fn rows_written_before_leases_existed_are_migrated_into_tasks_the_domain_accepts() {
+    let db = TestDatabase::new();
+    let repo = repo(&db);
+    // Undo the second migration, write rows as the first schema had them, and migrate again.
+    let down =
+        include_str!("../../../migrations/2026-11-26-100000_add_leases_queues_events/down.sql");
+    let up = include_str!("../../../migrations/2026-11-26-100000_add_leases_queues_events/up.sql");
+    execute(&db.pool(), down);
+    execute(
+        &db.pool(),
+        "INSERT INTO tasks (id, name, status, retry_state, attempt_count, max_attempts, worker_id,
+             processing_started_at, last_error, completed_at, result, next_run_at, created_at,
+             updated_at, version) VALUES
+         ('00000000-0000-7000-8000-000000000001', 'pending', 'PENDING', 'NONE', 0, 3, NULL,
+             NULL, NULL, NULL, NULL, NULL, now(), now(), 1),
+         ('00000000-0000-7000-8000-000000000002', 'retrying', 'PENDING', 'RETRY_SCHEDULED', 1, 3,
+             NULL, NULL, 'boom', NULL, NULL, now(), now(), now(), 3),
+         ('00000000-0000-7000-8000-000000000003', 'running', 'RUNNING', 'RETRY_SCHEDULED', 1, 3,
+             'w', now(), 'boom', NULL, NULL, NULL, now(), now(), 4),
+         ('00000000-0000-7000-8000-000000000004', 'done', 'SUCCEEDED', 'NONE', 0, 3, NULL, NULL,
+             NULL, now(), '1', NULL, now(), now(), 3),
+         ('00000000-0000-7000-8000-000000000005', 'failed', 'FAILED', 'EXHAUSTED', 2, 2, NULL,
+             NULL, 'boom', now(), NULL, NULL, now(), now(), 5),
+         ('00000000-0000-7000-8000-000000000006', 'cancelled', 'CANCELLED', 'NONE', 0, 2, NULL,
+             NULL, NULL, now(), NULL, NULL, now(), now(), 2)",
+    );
+    execute(&db.pool(), up);
+
+    let tasks = repo.list(&TaskFilter::default(), None, 10);
+
+    let attempts: Vec<(String, u32)> =
+        tasks.unwrap().iter().map(|t| (t.name().as_str().to_owned(), t.attempt())).collect();
+    let mut attempts = attempts;
+    attempts.sort();
+    assert_eq!(
+        attempts,
+        [
+            ("cancelled".to_owned(), 0),
+            ("done".to_owned(), 1),
+            ("failed".to_owned(), 2),
+            ("pending".to_owned(), 0),
+            ("retrying".to_owned(), 1),
+            ("running".to_owned(), 2),
+        ]
+    );
 }
