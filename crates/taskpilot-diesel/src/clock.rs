@@ -154,7 +154,6 @@ fn measure(pool: &PgPool) -> anyhow::Result<TimeDelta> {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use chrono::TimeZone;
 

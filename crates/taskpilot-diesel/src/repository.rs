@@ -146,11 +146,11 @@ impl TaskRepository for PgTaskRepository {
         Ok(Task::try_from(row)?)
     }
 
-    fn update<'a>(
+    fn update(
         &self,
         task: &Task,
         expected_version: u64,
-        event: Option<&'a TaskEvent>,
+        event: Option<&TaskEvent>,
     ) -> Result<(), RepoError> {
         let row = TaskRow::try_from(task)?;
         let event = event.map(TaskEventRow::try_from).transpose()?;

@@ -575,7 +575,6 @@ fn events_are_stored_with_their_transitions_and_read_back_oldest_first() {
             .unwrap();
     });
     step(&mut task, Actor::Client, &|t| t.cancel(t0() + secs(3)).unwrap());
-    // A heartbeat without an event, as a use case may store one.
     let history = repo.events(task.id()).unwrap();
 
     assert_eq!(history, expected);
