@@ -57,8 +57,9 @@ CREATE INDEX tasks_runnable_queue_idx
     ON tasks (queue, priority DESC, coalesce(next_run_at, created_at), id)
     WHERE status = 'PENDING';
 
--- The reaper: running tasks by lease expiry.
-CREATE INDEX tasks_lease_expiry_idx ON tasks (lease_expires_at) WHERE status = 'RUNNING';
+-- The reaper: running tasks in the order it takes them (soonest expiry, then id), so that a
+-- reaper that fell behind reads its batch off the index instead of sorting every expired row.
+CREATE INDEX tasks_lease_expiry_idx ON tasks (lease_expires_at, id) WHERE status = 'RUNNING';
 
 -- Long-poll wake-ups: the next scheduled run of a delayed or retried task.
 CREATE INDEX tasks_scheduled_run_idx ON tasks (next_run_at)

@@ -39,7 +39,8 @@ impl PgClock {
     ///
     /// A database that cannot be reached at start is not an error: the clock starts with
     /// offset 0 (the local clock), logs a warning, and corrects itself at the first refresh
-    /// that reaches the database. A failed refresh keeps the last offset.
+    /// that reaches the database. A failed refresh keeps the last offset. Starting waits at
+    /// most the pool's connection timeout for a connection.
     ///
     /// # Errors
     /// When `refresh` is zero or the background thread cannot be started.
@@ -54,7 +55,10 @@ impl PgClock {
                 offset
             }
             Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "cannot read the database clock; following the local clock until it can: {e:#}");
+                tracing::warn!(
+                    error = %format!("{e:#}"),
+                    "cannot read the database clock; following the local clock until it can: {e:#}"
+                );
                 TimeDelta::zero()
             }
         };
