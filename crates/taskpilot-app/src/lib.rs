@@ -14,8 +14,8 @@ mod service;
 pub use events::{Actor, Rejection, RejectionCount, StaleCall, TaskEvent};
 #[cfg(any(test, feature = "mocks"))]
 pub use repository::MockTaskRepository;
-pub use repository::{ClaimRequest, Cursor, RepoError, TaskFilter, TaskRepository};
+pub use repository::{ClaimRequest, Cursor, RepoError, TaskFilter, TaskRepository, TaskWrite};
 pub use service::{
-    AppError, CreateTask, ServiceDefaults, SystemClock, TaskPage, TaskService, DEFAULT_PAGE_SIZE,
-    MAX_CLAIM_BATCH, MAX_PAGE_SIZE,
+    AppError, Completion, CreateTask, Outcome, ServiceDefaults, SystemClock, TaskPage, TaskService,
+    DEFAULT_PAGE_SIZE, MAX_BATCH, MAX_CLAIM_BATCH, MAX_PAGE_SIZE,
 };

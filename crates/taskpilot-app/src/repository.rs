@@ -73,6 +73,17 @@ pub struct TaskFilter {
     pub name: Option<TaskName>,
 }
 
+/// One compare-and-swap write of a batch: see [`TaskRepository::write_many`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskWrite {
+    /// The task as it should be stored.
+    pub task: Task,
+    /// The version it must still have in storage.
+    pub expected_version: u64,
+    /// The events of the transitions that made it, oldest first.
+    pub events: Vec<TaskEvent>,
+}
+
 /// What a worker asks for when it claims work.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimRequest {
@@ -138,6 +149,23 @@ pub trait TaskRepository: Send + Sync {
         &self,
         after: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, RepoError>;
+
+    /// Stores new tasks and their creation events, all or none, in one round trip.
+    /// [`RepoError::Conflict`] naming the first id that is taken.
+    fn insert_many(&self, tasks: &[Task], events: &[TaskEvent]) -> Result<(), RepoError>;
+
+    /// Loads the tasks with these ids that exist, in any order, in one round trip.
+    fn get_many(&self, ids: &[TaskId]) -> Result<Vec<Task>, RepoError>;
+
+    /// Applies many compare-and-swap writes and records `rejections`, in one atomic round
+    /// trip. Each write succeeds only if its task's stored version is still
+    /// `expected_version`; its events are recorded only if it does. Returns the ids of the
+    /// writes that lost (stored version moved on, or the task is gone); the others are stored.
+    fn write_many(
+        &self,
+        writes: &[TaskWrite],
+        rejections: &[TaskEvent],
+    ) -> Result<Vec<TaskId>, RepoError>;
 
     /// Records a refused stale call.
     fn record_rejection(&self, event: &TaskEvent) -> Result<(), RepoError>;

@@ -81,6 +81,9 @@ pub enum RetryState {
     RetryScheduled,
     /// Every attempt failed; the task is `FAILED`.
     Exhausted,
+    /// The worker reported a failure that no retry can fix; the task is `FAILED` without
+    /// using its remaining attempts.
+    NonRetryable,
 }
 
 impl RetryState {
@@ -90,12 +93,15 @@ impl RetryState {
             Self::None => "NONE",
             Self::RetryScheduled => "RETRY_SCHEDULED",
             Self::Exhausted => "EXHAUSTED",
+            Self::NonRetryable => "NON_RETRYABLE",
         }
     }
 
     /// Reads the spelling of [`RetryState::as_str`].
     pub fn parse(raw: &str) -> Option<Self> {
-        [Self::None, Self::RetryScheduled, Self::Exhausted].into_iter().find(|s| s.as_str() == raw)
+        [Self::None, Self::RetryScheduled, Self::Exhausted, Self::NonRetryable]
+            .into_iter()
+            .find(|s| s.as_str() == raw)
     }
 }
 
@@ -549,6 +555,31 @@ impl Task {
         Ok(Applied::Changed)
     }
 
+    /// Records the running attempt's failure as final: the task fails for good at once,
+    /// with [`RetryState::NonRetryable`], whatever attempts it had left. For failures no
+    /// retry can fix (a malformed payload, a permission refused).
+    ///
+    /// # Errors
+    /// As [`Task::succeed`].
+    pub fn fail_permanently(
+        &mut self,
+        reporter: &Reporter,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Applied, DomainError> {
+        let now = to_micros(now);
+        if let Fence::Replay = self.fence(reporter, Action::Fail, Some(AttemptEnd::Failed))? {
+            return Ok(Applied::Replayed);
+        }
+        self.end_attempt(AttemptEnd::Failed);
+        self.attempt_count += 1;
+        self.last_error = Some(truncate_error(error));
+        self.state = TaskState::Failed { completed_at: now };
+        self.retry_state = RetryState::NonRetryable;
+        self.touch(now);
+        Ok(Applied::Changed)
+    }
+
     /// Fails the running attempt whose lease ran out, as its worker would have: a retry after
     /// the backoff, or failed for good. The error names the worker.
     ///
@@ -794,9 +825,10 @@ impl Task {
             }
         }
         match (&self.state, self.retry_state) {
-            (TaskState::Pending { .. } | TaskState::Running { .. }, RetryState::Exhausted) => {
-                Err("only a failed task has exhausted its retries")
-            }
+            (
+                TaskState::Pending { .. } | TaskState::Running { .. },
+                RetryState::Exhausted | RetryState::NonRetryable,
+            ) => Err("only a failed task has exhausted its retries or given up on them"),
             (TaskState::Pending { .. } | TaskState::Running { .. }, _) if attempts >= max => {
                 Err("a task with no attempts left must be failed")
             }
@@ -819,11 +851,17 @@ impl Task {
             (TaskState::Succeeded { .. }, _) if self.last_error.is_some() => {
                 Err("a succeeded task has no lastError")
             }
-            (TaskState::Failed { .. }, retry) if retry != RetryState::Exhausted => {
-                Err("a failed task has exhausted its retries")
+            (TaskState::Failed { .. }, RetryState::None | RetryState::RetryScheduled) => {
+                Err("a failed task has exhausted its retries or given up on them")
             }
-            (TaskState::Failed { .. }, _) if attempts != max || self.last_error.is_none() => {
-                Err("a failed task used every attempt and recorded the last error")
+            (TaskState::Failed { .. }, _) if self.last_error.is_none() => {
+                Err("a failed task recorded the last error")
+            }
+            (TaskState::Failed { .. }, RetryState::Exhausted) if attempts != max => {
+                Err("a task that exhausted its retries used every attempt")
+            }
+            (TaskState::Failed { .. }, RetryState::NonRetryable) if attempts == 0 => {
+                Err("a task that gave up on retries recorded a failed attempt")
             }
             (TaskState::Cancelled { .. }, retry) if retry != RetryState::None => {
                 Err("a cancelled task has no retry state")
@@ -2528,5 +2566,445 @@ mod tests {
         task.fail_and_schedule_retry(&Reporter::anyone(), "bad\0byte", t0(), &BACKOFF).unwrap();
 
         assert_eq!(task.last_error(), Some("bad\u{FFFD}byte"));
+    }
+
+    // --- fail_permanently ----------------------------------------------------------------
+
+    /// A task whose attempt 1 (of `tok(1)`) failed for good with `fail_permanently` at
+    /// `t0() + 1 s`, with attempts left.
+    fn failed_permanently(max_attempts: i64) -> Task {
+        let mut task = running(max_attempts);
+        task.fail_permanently(&fenced(1), "bad payload", t0() + secs(1)).unwrap();
+        task
+    }
+
+    #[test]
+    fn a_permanent_failure_with_attempts_left_fails_the_task_for_good_at_once() {
+        let mut task = running(3);
+        let before = task.clone();
+
+        let applied = task.fail_permanently(
+            &Reporter::lease(Some(worker("w1")), tok(1)),
+            "bad payload",
+            t0() + secs(1),
+        );
+
+        assert_eq!(applied, Ok(Applied::Changed));
+        assert_eq!(task.status(), TaskStatus::Failed);
+        assert_eq!(task.retry_state(), RetryState::NonRetryable);
+        assert_eq!(task.completed_at(), Some(t0() + secs(1)));
+        assert_eq!(task.last_error(), Some("bad payload"));
+        assert_eq!(task.attempt_count(), 1, "the failed attempt counts, the other two are unused");
+        assert_eq!(task.attempt(), 1);
+        assert_eq!(task.next_run_at(), None, "no retry is scheduled");
+        assert_eq!(
+            (task.lease(), task.worker_id(), task.processing_started_at()),
+            (None, None, None)
+        );
+        assert_eq!(
+            task.last_ended().copied(),
+            Some(EndedAttempt { attempt: 1, token: tok(1), end: AttemptEnd::Failed })
+        );
+        assert_eq!(task.version(), before.version() + 1);
+        assert_eq!(task.updated_at(), t0() + secs(1));
+        assert!(!task.is_runnable_at(t0() + secs(3600)));
+        task.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_permanent_failure_on_the_last_attempt_is_non_retryable_not_exhausted() {
+        for max_attempts in [1, 2] {
+            let mut task = pending(max_attempts);
+            let mut now = t0();
+            for _ in 1..max_attempts {
+                start(&mut task, "w1", now).unwrap();
+                task.fail_and_schedule_retry(&Reporter::anyone(), "flaky", now, &BACKOFF).unwrap();
+                now = task.next_run_at().unwrap();
+            }
+            start(&mut task, "w1", now).unwrap();
+
+            task.fail_permanently(&fenced(u128::from(task.attempt())), "bad payload", now).unwrap();
+
+            assert_eq!(task.status(), TaskStatus::Failed, "{max_attempts} attempts");
+            assert_eq!(task.retry_state(), RetryState::NonRetryable, "{max_attempts} attempts");
+            assert_eq!(task.attempt_count(), task.max_attempts().get());
+            assert_eq!(task.last_error(), Some("bad payload"));
+            task.check_invariants().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_permanent_failure_without_a_token_is_accepted_from_the_holder_or_anyone() {
+        for reporter in [Reporter::anyone(), Reporter::worker(worker("w1"))] {
+            let mut task = running(3);
+
+            let applied = task.fail_permanently(&reporter, "bad payload", t0() + secs(1));
+
+            assert_eq!(applied, Ok(Applied::Changed), "{reporter:?}");
+            assert_eq!(task.retry_state(), RetryState::NonRetryable);
+        }
+    }
+
+    #[test]
+    fn a_permanent_failure_from_every_status_but_running_is_refused_like_a_failure() {
+        for status in TaskStatus::ALL.into_iter().filter(|s| *s != TaskStatus::Running) {
+            for reporter in [Reporter::anyone(), Reporter::worker(worker("w1"))] {
+                let mut task = task_in(status);
+                let as_fail = task
+                    .clone()
+                    .fail_and_schedule_retry(&reporter, "boom", t0() + secs(5), &BACKOFF)
+                    .unwrap_err();
+
+                assert_unchanged_by(
+                    &mut task,
+                    &format!("permanent failure of a {status} task"),
+                    |t| t.fail_permanently(&reporter, "boom", t0() + secs(5)),
+                    &DomainError::InvalidTransition {
+                        task: task_id(),
+                        from: status,
+                        action: Action::Fail,
+                    },
+                );
+                assert_eq!(
+                    task.clone().fail_permanently(&reporter, "boom", t0() + secs(5)),
+                    Err(as_fail),
+                    "refused exactly as fail is"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_permanent_failure_from_another_worker_is_refused_with_worker_mismatch() {
+        let reporters =
+            [Reporter::worker(worker("w2")), Reporter::lease(Some(worker("w2")), tok(1))];
+        for reporter in reporters {
+            let mut task = running(3);
+
+            assert_unchanged_by(
+                &mut task,
+                "permanent failure from w2",
+                |t| t.fail_permanently(&reporter, "boom", t0() + secs(1)),
+                &DomainError::WorkerMismatch {
+                    task: task_id(),
+                    holder: worker("w1"),
+                    caller: worker("w2"),
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn a_permanent_failure_with_a_stale_token_is_refused_with_the_code_that_fits() {
+        let mut reaped = running(3);
+        reaped.expire_lease(t0() + secs(60), &BACKOFF).unwrap();
+        let mut reaped_and_restarted = reaped.clone();
+        start(&mut reaped_and_restarted, "w2", t0() + secs(90)).unwrap();
+        let mut cancelled = running(3);
+        cancelled.cancel(t0() + secs(1)).unwrap();
+        let mut succeeded = running(3);
+        succeeded.succeed(&fenced(1), None, t0() + secs(1)).unwrap();
+        let cases: [(&str, Task, LeaseToken, StaleLease); 5] = [
+            ("reaped", reaped, tok(1), StaleLease::LeaseExpired { task: task_id(), attempt: 1 }),
+            (
+                "reaped and restarted",
+                reaped_and_restarted,
+                tok(1),
+                StaleLease::AttemptSuperseded { task: task_id(), current: 2 },
+            ),
+            (
+                "cancelled while running",
+                cancelled,
+                tok(1),
+                StaleLease::TaskCancelled { task: task_id(), attempt: 1 },
+            ),
+            (
+                "succeeded by the same attempt",
+                succeeded,
+                tok(1),
+                StaleLease::OutcomeConflict {
+                    task: task_id(),
+                    attempt: 1,
+                    recorded: AttemptEnd::Succeeded,
+                },
+            ),
+            (
+                "running with a token never handed out",
+                running(3),
+                tok(99),
+                StaleLease::AttemptSuperseded { task: task_id(), current: 1 },
+            ),
+        ];
+
+        for (what, mut task, token, refusal) in cases {
+            assert_unchanged_by(
+                &mut task,
+                what,
+                |t| t.fail_permanently(&Reporter::lease(None, token), "late", t0() + secs(120)),
+                &refusal.into(),
+            );
+        }
+    }
+
+    #[test]
+    fn a_repeated_permanent_failure_with_the_same_token_is_a_replay_that_changes_nothing() {
+        for max_attempts in [1, 3] {
+            let mut task = failed_permanently(max_attempts);
+            let stored = task.clone();
+
+            let replay = task.fail_permanently(&fenced(1), "bad payload again", t0() + secs(9));
+
+            assert_eq!(replay, Ok(Applied::Replayed), "{max_attempts} attempts");
+            assert_eq!(task, stored, "{max_attempts} attempts: version and updatedAt too");
+        }
+    }
+
+    #[test]
+    fn a_permanent_failure_replayed_after_a_rerun_started_a_new_attempt_changes_nothing() {
+        let mut task = failed_permanently(3);
+        task.rerun(t0() + secs(10)).unwrap();
+        start(&mut task, "w2", t0() + secs(10)).unwrap();
+        let stored = task.clone();
+
+        let replay = task.fail_permanently(&fenced(1), "bad payload", t0() + secs(11));
+
+        assert_eq!(replay, Ok(Applied::Replayed), "attempt 1 ended as FAILED");
+        assert_eq!(task, stored);
+    }
+
+    // Both kinds of failure end the attempt as FAILED and the attempt records no more than
+    // that, so the same token with the other kind of failure is taken as a replay too. What
+    // the first report decided stands.
+    #[test]
+    fn a_retryable_failure_after_a_permanent_one_with_the_same_token_is_a_replay() {
+        let mut task = failed_permanently(3);
+        let stored = task.clone();
+
+        let replay = task.fail_and_schedule_retry(&fenced(1), "flaky", t0() + secs(2), &BACKOFF);
+
+        assert_eq!(replay, Ok(Applied::Replayed));
+        assert_eq!(task, stored);
+        assert_eq!(task.retry_state(), RetryState::NonRetryable, "still failed for good");
+    }
+
+    #[test]
+    fn a_permanent_failure_after_a_retryable_one_with_the_same_token_is_a_replay() {
+        let mut task = running(3);
+        task.fail_and_schedule_retry(&fenced(1), "flaky", t0() + secs(1), &BACKOFF).unwrap();
+        let stored = task.clone();
+
+        let replay = task.fail_permanently(&fenced(1), "bad payload", t0() + secs(2));
+
+        assert_eq!(replay, Ok(Applied::Replayed));
+        assert_eq!(task, stored);
+        assert_eq!(task.status(), TaskStatus::Pending, "the retry stays scheduled");
+        assert_eq!(task.retry_state(), RetryState::RetryScheduled);
+    }
+
+    #[test]
+    fn a_success_after_a_permanent_failure_with_the_same_token_is_an_outcome_conflict() {
+        let mut task = failed_permanently(3);
+
+        assert_unchanged_by(
+            &mut task,
+            "success after a permanent failure",
+            |t| t.succeed(&fenced(1), None, t0() + secs(2)),
+            &StaleLease::OutcomeConflict {
+                task: task_id(),
+                attempt: 1,
+                recorded: AttemptEnd::Failed,
+            }
+            .into(),
+        );
+    }
+
+    #[test]
+    fn a_heartbeat_after_a_permanent_failure_is_late_not_stale() {
+        let mut task = failed_permanently(3);
+
+        assert_unchanged_by(
+            &mut task,
+            "heartbeat after a permanent failure",
+            |t| t.heartbeat(Some(&worker("w1")), tok(1), lease(), t0() + secs(2)),
+            &DomainError::InvalidTransition {
+                task: task_id(),
+                from: TaskStatus::Failed,
+                action: Action::Heartbeat,
+            },
+        );
+    }
+
+    #[test]
+    fn a_permanently_failed_task_is_terminal_until_rerun() {
+        let mut task = failed_permanently(3);
+        let later = t0() + secs(3600);
+
+        assert_unchanged_by(
+            &mut task,
+            "start",
+            |t| start(t, "w2", later),
+            &DomainError::InvalidTransition {
+                task: task_id(),
+                from: TaskStatus::Failed,
+                action: Action::Start,
+            },
+        );
+        assert_unchanged_by(
+            &mut task,
+            "cancel",
+            |t| t.cancel(later),
+            &DomainError::InvalidTransition {
+                task: task_id(),
+                from: TaskStatus::Failed,
+                action: Action::Cancel,
+            },
+        );
+        assert_unchanged_by(
+            &mut task,
+            "expire lease",
+            |t| t.expire_lease(later, &BACKOFF),
+            &DomainError::InvalidTransition {
+                task: task_id(),
+                from: TaskStatus::Failed,
+                action: Action::ExpireLease,
+            },
+        );
+    }
+
+    #[test]
+    fn rerun_of_a_permanently_failed_task_gives_it_a_fresh_attempt_budget() {
+        let mut task = failed_permanently(3);
+        let again = t0() + secs(3600);
+
+        task.rerun(again).unwrap();
+
+        assert_eq!(task.status(), TaskStatus::Pending);
+        assert_eq!(task.retry_state(), RetryState::None);
+        assert_eq!(task.attempt_count(), 0);
+        assert_eq!(task.last_error(), None);
+        assert_eq!(task.completed_at(), None);
+        assert!(task.is_runnable_at(again));
+        task.check_invariants().unwrap();
+        // All three attempts are available again, numbered on from the first.
+        for n in 2..=4 {
+            let now = task.next_run_at().unwrap_or(again);
+            start(&mut task, "w1", now).unwrap();
+            assert_eq!(task.attempt(), n);
+            task.fail_and_schedule_retry(&fenced(u128::from(n)), "flaky", now, &BACKOFF).unwrap();
+        }
+        assert_eq!(task.status(), TaskStatus::Failed);
+        assert_eq!(task.retry_state(), RetryState::Exhausted);
+        assert_eq!(task.attempt_count(), 3);
+    }
+
+    #[test]
+    fn a_permanent_failure_keeps_its_error_as_a_failure_does() {
+        let long = "é".repeat(MAX_ERROR_BYTES);
+        let mut truncated = running(3);
+        let mut with_nul = running(3);
+
+        truncated.fail_permanently(&fenced(1), &long, t0()).unwrap();
+        with_nul.fail_permanently(&fenced(1), "bad\0byte", t0()).unwrap();
+
+        let kept = truncated.last_error().unwrap();
+        assert!(kept.len() <= MAX_ERROR_BYTES, "{}", kept.len());
+        assert!(kept.ends_with(&format!("… [truncated: {} bytes in all]", long.len())), "{kept}");
+        assert_eq!(with_nul.last_error(), Some("bad\u{FFFD}byte"));
+    }
+
+    #[test]
+    fn restore_of_to_record_round_trips_permanently_failed_tasks() {
+        let mut on_last_attempt = running(1);
+        on_last_attempt.fail_permanently(&fenced(1), "bad payload", t0()).unwrap();
+        let mut after_a_retry = running(3);
+        after_a_retry.fail_and_schedule_retry(&fenced(1), "flaky", t0(), &BACKOFF).unwrap();
+        start(&mut after_a_retry, "w2", t0() + secs(30)).unwrap();
+        after_a_retry.fail_permanently(&fenced(2), "bad payload", t0() + secs(31)).unwrap();
+        let mut rerun = failed_permanently(3);
+        rerun.rerun(t0() + secs(60)).unwrap();
+
+        for task in [failed_permanently(3), on_last_attempt, after_a_retry, rerun] {
+            let record = task.to_record();
+
+            assert_eq!(Task::restore(record.clone()), Ok(task.clone()), "{record:?}");
+        }
+        let record = failed_permanently(3).to_record();
+        assert_eq!(
+            (record.status, record.retry_state, record.attempt_count),
+            (TaskStatus::Failed, RetryState::NonRetryable, 1)
+        );
+    }
+
+    #[test]
+    fn restore_refuses_non_retryable_records_that_no_transition_makes() {
+        let dead = failed_permanently(3).to_record();
+        let non_retryable =
+            |r: TaskRecord| TaskRecord { retry_state: RetryState::NonRetryable, ..r };
+        let cases: Vec<(&str, TaskRecord)> = vec![
+            (
+                "non-retryable without a failed attempt",
+                TaskRecord { attempt_count: 0, ..dead.clone() },
+            ),
+            ("non-retryable without lastError", TaskRecord { last_error: None, ..dead.clone() }),
+            ("non-retryable above the budget", TaskRecord { attempt_count: 4, ..dead.clone() }),
+            ("pending and non-retryable", non_retryable(pending(3).to_record())),
+            ("running and non-retryable", non_retryable(running(3).to_record())),
+            (
+                "succeeded and non-retryable",
+                non_retryable(task_in(TaskStatus::Succeeded).to_record()),
+            ),
+            (
+                "cancelled and non-retryable",
+                non_retryable(task_in(TaskStatus::Cancelled).to_record()),
+            ),
+            (
+                "a retry scheduled after a permanent failure",
+                TaskRecord {
+                    status: TaskStatus::Pending,
+                    completed_at: None,
+                    next_run_at: Some(t0() + secs(30)),
+                    ..dead.clone()
+                },
+            ),
+            // The other way round: EXHAUSTED still needs every attempt used.
+            (
+                "exhausted with attempts left",
+                TaskRecord { retry_state: RetryState::Exhausted, ..dead.clone() },
+            ),
+        ];
+
+        for (what, record) in cases {
+            let err = Task::restore(record).expect_err(what);
+
+            assert_eq!(err.task, task_id(), "{what}");
+            assert!(!err.reason.is_empty(), "{what}");
+        }
+    }
+
+    #[test]
+    fn every_retry_state_spelling_round_trips_and_non_retryable_is_spelled_so() {
+        let all = [
+            RetryState::None,
+            RetryState::RetryScheduled,
+            RetryState::Exhausted,
+            RetryState::NonRetryable,
+        ];
+
+        for retry in all {
+            assert_eq!(RetryState::parse(retry.as_str()), Some(retry));
+            assert_eq!(retry.to_string(), retry.as_str());
+        }
+        assert_eq!(RetryState::NonRetryable.as_str(), "NON_RETRYABLE");
+        assert_eq!(RetryState::parse("non_retryable"), None, "spellings are exact");
+        assert_eq!(RetryState::parse("NONRETRYABLE"), None);
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn non_retryable_serializes_as_its_spelling() {
+        let json = serde_json::to_value(RetryState::NonRetryable).unwrap();
+
+        assert_eq!(json, json!("NON_RETRYABLE"));
+        assert_eq!(serde_json::from_value::<RetryState>(json).unwrap(), RetryState::NonRetryable);
     }
 }

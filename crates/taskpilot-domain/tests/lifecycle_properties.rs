@@ -43,6 +43,8 @@ enum Op {
     Heartbeat(Who, Token, i64),
     Succeed(Who, Token, bool),
     Fail(Who, Token, String),
+    /// A failure no retry can fix: `fail` with `retryable: false`.
+    FailPermanently(Who, Token, String),
     ExpireLease,
     Cancel,
     Rerun,
@@ -74,6 +76,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (who(), token(), lease_secs()).prop_map(|(w, t, s)| Op::Heartbeat(w, t, s)),
         2 => (who(), token(), any::<bool>()).prop_map(|(w, t, r)| Op::Succeed(w, t, r)),
         3 => (who(), token(), "[a-z ]{0,12}").prop_map(|(w, t, e)| Op::Fail(w, t, e)),
+        1 => (who(), token(), "[a-z ]{0,12}").prop_map(|(w, t, e)| Op::FailPermanently(w, t, e)),
         2 => Just(Op::ExpireLease),
         1 => Just(Op::Cancel),
         1 => Just(Op::Rerun),
@@ -331,6 +334,60 @@ proptest! {
                     }
                     Some(outcome)
                 }
+                Op::FailPermanently(who, which, error) => {
+                    let caller = worker_for(&pool, &task, *who);
+                    let token = token_for(&task, *which);
+                    let reporter = Reporter { worker_id: caller.clone(), lease_token: token };
+                    let outcome = task.fail_permanently(&reporter, error, now);
+                    match token {
+                        // Both kinds of failure end the attempt as FAILED: either replays
+                        // the other.
+                        Some(token) if !is_live(&before, Some(token)) => {
+                            check_stale(&before, token, Some(AttemptEnd::Failed), &outcome)?;
+                        }
+                        _ => {
+                            let allowed = before.status() == TaskStatus::Running
+                                && caller.as_ref().is_none_or(|c| Some(c) == before.worker_id());
+                            prop_assert_eq!(outcome.is_ok(), allowed);
+                            if allowed {
+                                // FAILED at once, whatever attempts were left.
+                                prop_assert_eq!(&outcome, &Ok(Applied::Changed));
+                                prop_assert_eq!(task.status(), TaskStatus::Failed);
+                                prop_assert_eq!(task.retry_state(), RetryState::NonRetryable);
+                                prop_assert_eq!(task.attempt_count(), before.attempt_count() + 1);
+                                prop_assert_eq!(task.last_error(), Some(error.as_str()));
+                                prop_assert_eq!(task.completed_at(), Some(now));
+                                prop_assert_eq!(task.next_run_at(), None);
+                                prop_assert_eq!(
+                                    task.last_ended(),
+                                    Some(&EndedAttempt {
+                                        attempt: before.attempt(),
+                                        token: before.lease().unwrap().token,
+                                        end: AttemptEnd::Failed,
+                                    })
+                                );
+                            } else if let (Some(caller), Some(holder), Err(e)) =
+                                (&caller, before.worker_id(), &outcome)
+                            {
+                                prop_assert_eq!(
+                                    e,
+                                    &DomainError::WorkerMismatch {
+                                        task: task.id(),
+                                        holder: holder.clone(),
+                                        caller: caller.clone(),
+                                    }
+                                );
+                            } else {
+                                let refused = matches!(
+                                    outcome,
+                                    Err(DomainError::InvalidTransition { .. })
+                                );
+                                prop_assert!(refused, "refused like fail: {:?}", outcome);
+                            }
+                        }
+                    }
+                    Some(outcome)
+                }
                 Op::ExpireLease => {
                     let outcome = task.expire_lease(now, &backoff).map(|()| Applied::Changed);
                     match before.lease() {
@@ -438,9 +495,16 @@ proptest! {
             );
             prop_assert!(task.attempt_count() <= task.max_attempts().get());
             prop_assert_eq!(
-                task.retry_state() == RetryState::Exhausted,
-                task.status() == TaskStatus::Failed
+                matches!(task.retry_state(), RetryState::Exhausted | RetryState::NonRetryable),
+                task.status() == TaskStatus::Failed,
+                "FAILED iff its retries are exhausted or given up on"
             );
+            if task.retry_state() == RetryState::Exhausted {
+                prop_assert_eq!(task.attempt_count(), max, "EXHAUSTED used every attempt");
+            }
+            if task.retry_state() == RetryState::NonRetryable {
+                prop_assert!(task.attempt_count() >= 1, "NON_RETRYABLE after a failed attempt");
+            }
             if let Some(at) = task.next_run_at() {
                 prop_assert!(!task.is_runnable_at(at - TimeDelta::microseconds(1)));
                 prop_assert!(task.is_runnable_at(at));
