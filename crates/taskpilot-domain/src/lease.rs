@@ -118,8 +118,10 @@ pub struct Lease {
 pub enum AttemptEnd {
     /// Its worker reported success.
     Succeeded,
-    /// Its worker reported failure.
+    /// Its worker reported a failure that may be retried.
     Failed,
+    /// Its worker reported a failure that no retry can fix.
+    FailedPermanently,
     /// Its lease ran out and the reaper failed it.
     LeaseExpired,
     /// The task was cancelled while it ran.
@@ -132,6 +134,7 @@ impl AttemptEnd {
         match self {
             Self::Succeeded => "SUCCEEDED",
             Self::Failed => "FAILED",
+            Self::FailedPermanently => "FAILED_PERMANENTLY",
             Self::LeaseExpired => "LEASE_EXPIRED",
             Self::Cancelled => "CANCELLED",
         }
@@ -139,9 +142,15 @@ impl AttemptEnd {
 
     /// Reads [`AttemptEnd::as_str`]'s spelling.
     pub fn parse(raw: &str) -> Option<Self> {
-        [Self::Succeeded, Self::Failed, Self::LeaseExpired, Self::Cancelled]
-            .into_iter()
-            .find(|e| e.as_str() == raw)
+        [
+            Self::Succeeded,
+            Self::Failed,
+            Self::FailedPermanently,
+            Self::LeaseExpired,
+            Self::Cancelled,
+        ]
+        .into_iter()
+        .find(|e| e.as_str() == raw)
     }
 }
 

@@ -568,10 +568,12 @@ impl Task {
         now: DateTime<Utc>,
     ) -> Result<Applied, DomainError> {
         let now = to_micros(now);
-        if let Fence::Replay = self.fence(reporter, Action::Fail, Some(AttemptEnd::Failed))? {
+        if let Fence::Replay =
+            self.fence(reporter, Action::Fail, Some(AttemptEnd::FailedPermanently))?
+        {
             return Ok(Applied::Replayed);
         }
-        self.end_attempt(AttemptEnd::Failed);
+        self.end_attempt(AttemptEnd::FailedPermanently);
         self.attempt_count += 1;
         self.last_error = Some(truncate_error(error));
         self.state = TaskState::Failed { completed_at: now };
@@ -910,7 +912,9 @@ impl Task {
             AttemptEnd::LeaseExpired => StaleLease::LeaseExpired { task, attempt },
             end if Some(end) == as_end => return Ok(Fence::Replay),
             // A heartbeat racing its own worker's report is no stale call, just late.
-            AttemptEnd::Succeeded | AttemptEnd::Failed if action == Action::Heartbeat => {
+            AttemptEnd::Succeeded | AttemptEnd::Failed | AttemptEnd::FailedPermanently
+                if action == Action::Heartbeat =>
+            {
                 return Err(self.refuse(action));
             }
             recorded => StaleLease::OutcomeConflict { task, attempt, recorded },
@@ -2603,7 +2607,7 @@ mod tests {
         );
         assert_eq!(
             task.last_ended().copied(),
-            Some(EndedAttempt { attempt: 1, token: tok(1), end: AttemptEnd::Failed })
+            Some(EndedAttempt { attempt: 1, token: tok(1), end: AttemptEnd::FailedPermanently })
         );
         assert_eq!(task.version(), before.version() + 1);
         assert_eq!(task.updated_at(), t0() + secs(1));
@@ -2772,33 +2776,43 @@ mod tests {
         assert_eq!(task, stored);
     }
 
-    // Both kinds of failure end the attempt as FAILED and the attempt records no more than
-    // that, so the same token with the other kind of failure is taken as a replay too. What
-    // the first report decided stands.
+    // The attempt records which kind of failure ended it, so the same token with the other
+    // kind is a different outcome, not a repeat: what the first report decided stands.
     #[test]
-    fn a_retryable_failure_after_a_permanent_one_with_the_same_token_is_a_replay() {
+    fn a_retryable_failure_after_a_permanent_one_with_the_same_token_is_an_outcome_conflict() {
         let mut task = failed_permanently(3);
-        let stored = task.clone();
 
-        let replay = task.fail_and_schedule_retry(&fenced(1), "flaky", t0() + secs(2), &BACKOFF);
-
-        assert_eq!(replay, Ok(Applied::Replayed));
-        assert_eq!(task, stored);
+        assert_unchanged_by(
+            &mut task,
+            "retryable failure after a permanent one",
+            |t| t.fail_and_schedule_retry(&fenced(1), "flaky", t0() + secs(2), &BACKOFF),
+            &StaleLease::OutcomeConflict {
+                task: task_id(),
+                attempt: 1,
+                recorded: AttemptEnd::FailedPermanently,
+            }
+            .into(),
+        );
         assert_eq!(task.retry_state(), RetryState::NonRetryable, "still failed for good");
     }
 
     #[test]
-    fn a_permanent_failure_after_a_retryable_one_with_the_same_token_is_a_replay() {
+    fn a_permanent_failure_after_a_retryable_one_with_the_same_token_is_an_outcome_conflict() {
         let mut task = running(3);
         task.fail_and_schedule_retry(&fenced(1), "flaky", t0() + secs(1), &BACKOFF).unwrap();
-        let stored = task.clone();
 
-        let replay = task.fail_permanently(&fenced(1), "bad payload", t0() + secs(2));
-
-        assert_eq!(replay, Ok(Applied::Replayed));
-        assert_eq!(task, stored);
-        assert_eq!(task.status(), TaskStatus::Pending, "the retry stays scheduled");
-        assert_eq!(task.retry_state(), RetryState::RetryScheduled);
+        assert_unchanged_by(
+            &mut task,
+            "permanent failure after a retryable one",
+            |t| t.fail_permanently(&fenced(1), "bad payload", t0() + secs(2)),
+            &StaleLease::OutcomeConflict {
+                task: task_id(),
+                attempt: 1,
+                recorded: AttemptEnd::Failed,
+            }
+            .into(),
+        );
+        assert_eq!(task.retry_state(), RetryState::RetryScheduled, "the retry stays scheduled");
     }
 
     #[test]
@@ -2812,7 +2826,7 @@ mod tests {
             &StaleLease::OutcomeConflict {
                 task: task_id(),
                 attempt: 1,
-                recorded: AttemptEnd::Failed,
+                recorded: AttemptEnd::FailedPermanently,
             }
             .into(),
         );

@@ -162,7 +162,11 @@ fn check_stale(
         }
         // A heartbeat racing its own worker's report is refused as late, not as stale.
         (Err(DomainError::InvalidTransition { .. }), Some(e))
-            if as_end.is_none() && matches!(e.end, AttemptEnd::Succeeded | AttemptEnd::Failed) => {}
+            if as_end.is_none()
+                && matches!(
+                    e.end,
+                    AttemptEnd::Succeeded | AttemptEnd::Failed | AttemptEnd::FailedPermanently
+                ) => {}
         (outcome, ended) => {
             prop_assert!(false, "stale call answered {:?} (last ended {:?})", outcome, ended);
         }
@@ -340,10 +344,11 @@ proptest! {
                     let reporter = Reporter { worker_id: caller.clone(), lease_token: token };
                     let outcome = task.fail_permanently(&reporter, error, now);
                     match token {
-                        // Both kinds of failure end the attempt as FAILED: either replays
-                        // the other.
+                        // A permanent failure ends the attempt as FAILED_PERMANENTLY: only
+                        // the same report replays it.
                         Some(token) if !is_live(&before, Some(token)) => {
-                            check_stale(&before, token, Some(AttemptEnd::Failed), &outcome)?;
+                            let end = Some(AttemptEnd::FailedPermanently);
+                            check_stale(&before, token, end, &outcome)?;
                         }
                         _ => {
                             let allowed = before.status() == TaskStatus::Running
@@ -363,7 +368,7 @@ proptest! {
                                     Some(&EndedAttempt {
                                         attempt: before.attempt(),
                                         token: before.lease().unwrap().token,
-                                        end: AttemptEnd::Failed,
+                                        end: AttemptEnd::FailedPermanently,
                                     })
                                 );
                             } else if let (Some(caller), Some(holder), Err(e)) =
