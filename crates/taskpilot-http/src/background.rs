@@ -66,19 +66,30 @@ impl Background {
 
     /// Stops every background task and waits for the loops to end. A reaper pass under way
     /// finishes first (its writes cannot be interrupted halfway anyway).
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.stop.send_replace(true);
-        if let Some(listener) = self.listener {
+        if let Some(listener) = self.listener.take() {
             // Dropping it joins its thread, which may take a connection attempt's timeout:
             // not on the executor.
             if let Err(e) = web::block(move || drop(listener)).await {
                 tracing::warn!(error = %e, "the LISTEN thread did not stop cleanly");
             }
         }
-        for task in self.tasks {
+        for task in std::mem::take(&mut self.tasks) {
             if let Err(e) = task.await {
                 tracing::warn!(error = %e, "a background task ended abnormally");
             }
+        }
+    }
+}
+
+/// A server future dropped before it finished (its runtime shut down, say) still ends its
+/// background tasks: spawned tasks would otherwise outlive it.
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+        for task in &self.tasks {
+            task.abort();
         }
     }
 }

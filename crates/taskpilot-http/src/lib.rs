@@ -251,7 +251,7 @@ impl ServerHandle {
     pub async fn stop(&self, graceful: bool) {
         self.hub.close();
         self.http.stop(graceful).await;
-        // Err: the server future was dropped, and its background tasks with it.
+        // Err: the server future was dropped, which ends its background tasks too.
         let _ = self.done.clone().wait_for(|done| *done).await;
     }
 }

@@ -1015,6 +1015,62 @@ async fn stopping_the_server_releases_waiting_claims_at_once() {
     assert!(started.elapsed() < Duration::from_secs(5), "stopping took {:?}", started.elapsed());
 }
 
+/// Sessions of the LISTEN connection on `db`.
+fn listener_sessions(db: &TestDatabase) -> i64 {
+    use diesel::prelude::*;
+
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut conn = db.pool().get().unwrap();
+    let row: Count = diesel::sql_query(
+        "SELECT count(*) AS n FROM pg_stat_activity \
+         WHERE datname = $1 AND application_name = 'taskpilot-listener'",
+    )
+    .bind::<diesel::sql_types::Text, _>(db.name())
+    .get_result(&mut conn)
+    .unwrap();
+    row.n
+}
+
+#[actix_web::test]
+async fn a_stopped_server_leaves_no_reaper_and_no_listener_behind() {
+    let db = TestDatabase::new();
+    let (app, clock) = TestApp::with_clock(&db);
+    let id = id_of(&app.create(json!({ "name": "orphan" })).await);
+    app.claim(json!({ "workerId": "w", "leaseSeconds": 5 })).await;
+    let mut listening = 0;
+    for _ in 0..100 {
+        listening = listener_sessions(&db);
+        if listening > 0 {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    app.stop().await;
+    clock.advance(TimeDelta::seconds(60));
+    actix_web::rt::time::sleep(REAPER_INTERVAL * 6).await;
+
+    // The backend ends a moment after its client hung up.
+    let mut left = listener_sessions(&db);
+    for _ in 0..40 {
+        if left == 0 {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        left = listener_sessions(&db);
+    }
+
+    assert_eq!(listening, 1, "the server was listening");
+    assert_eq!(left, 0, "the LISTEN connection outlived the server");
+    let direct = service(db.pool(), clock, TimeDelta::seconds(1));
+    let task = direct.get(id.parse::<uuid::Uuid>().unwrap().into()).unwrap();
+    assert_eq!(task.status(), taskpilot_domain::TaskStatus::Running, "reaped after the stop");
+}
+
 #[actix_web::test]
 async fn eight_concurrent_clients_claim_each_of_200_tasks_exactly_once() {
     let db = TestDatabase::new();
