@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use taskpilot_app::{ServiceDefaults, SystemClock, TaskService};
 use taskpilot_diesel::local::LocalCluster;
 use taskpilot_diesel::testing::TestDatabase;
-use taskpilot_diesel::{PgClock, PgPool, PgTaskRepository, PoolConfig};
+use taskpilot_diesel::{PgPool, PgTaskRepository, PoolConfig};
 use taskpilot_domain::{Clock, ExponentialBackoff, FixedClock, LeaseDuration, MaxAttempts};
 use taskpilot_http::{run, HttpConfig, ServerHandle};
 
@@ -1130,10 +1130,13 @@ fn database_now(db: &TestDatabase) -> DateTime<Utc> {
 
 #[actix_web::test]
 async fn with_the_database_clock_wired_the_service_tells_postgresql_time() {
+    use clap::Parser as _;
+
     let db = TestDatabase::new();
-    let clock = PgClock::start(db.pool(), Duration::from_secs(1)).unwrap();
-    let pool = pool(db.url(), Duration::from_secs(5));
-    let service = service(pool, clock, TimeDelta::seconds(1));
+    let cli =
+        taskpilot_http::Cli::try_parse_from(["taskpilot", "--clock-refresh-secs", "1"]).unwrap();
+    let clock = taskpilot_http::startup::database_clock(db.pool(), &cli.config).unwrap();
+    let service = taskpilot_http::startup::task_service(db.pool(), clock, &cli.config).unwrap();
     let app = TestApp::spawn(service.clone(), Some(db.url()));
 
     let before = database_now(&db);
