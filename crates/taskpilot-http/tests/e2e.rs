@@ -1150,3 +1150,72 @@ async fn with_the_database_clock_wired_the_service_tells_postgresql_time() {
     assert!(created_at >= before - slack && created_at <= after + slack, "{created_at}");
     app.stop().await;
 }
+
+/// A `taskpilot serve` process of its own; killed when dropped.
+struct ServerProcess {
+    child: std::process::Child,
+    base: String,
+}
+
+impl ServerProcess {
+    async fn start(database_url: &str, client: &awc::Client) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_taskpilot"))
+            .arg("serve")
+            .env("DATABASE_URL", database_url)
+            .env("TASKPILOT_BIND", format!("127.0.0.1:{port}"))
+            .env("TASKPILOT_WORKERS", "1")
+            .env("TASKPILOT_DB_POOL_SIZE", "2")
+            .env("TASKPILOT_SHUTDOWN_TIMEOUT_SECS", "1")
+            .env("TASKPILOT_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("cannot start the taskpilot binary");
+        let mut process = Self { child, base: format!("http://127.0.0.1:{port}") };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = process.child.try_wait() {
+                panic!("taskpilot exited before it was ready: {status}");
+            }
+            let ready = client.get(format!("{}/readyz", process.base)).send().await;
+            if ready.is_ok_and(|r| r.status() == StatusCode::OK) {
+                return process;
+            }
+            assert!(Instant::now() < deadline, "taskpilot not ready within 30 s");
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[actix_web::test]
+async fn a_claim_waiting_in_one_server_process_wakes_up_for_a_task_created_through_another() {
+    let db = TestDatabase::new();
+    let app = TestApp::on(&db, TimeDelta::seconds(1));
+    let process = ServerProcess::start(db.url(), &app.client).await;
+    let waiting = app.client.post(format!("{}/api/tasks/claim", process.base));
+    let started = Instant::now();
+    let claim = actix_web::rt::spawn(async move {
+        let body = json!({ "workerId": "w", "waitMs": 10_000 });
+        let reply = TestApp::read(waiting.send_json(&body).await.unwrap()).await;
+        (reply.status, reply.body, started.elapsed())
+    });
+    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+
+    let id = id_of(&app.create(json!({ "name": "across" })).await);
+
+    let (status, body, waited) = claim.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let items = body["items"].as_array().unwrap();
+    assert_eq!(ids(items), [id]);
+    assert!(items[0]["leaseToken"].is_string());
+    assert!(waited < Duration::from_secs(4), "the claim waited {waited:?}");
+    drop(process);
+    app.stop().await;
+}
