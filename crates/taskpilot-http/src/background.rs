@@ -168,18 +168,25 @@ async fn watch_schedule(
     interval: Duration,
     mut stopped: watch::Receiver<bool>,
 ) {
+    // Looking from the previous look, not from now, also finds a retry that another server
+    // scheduled and that came due between two looks: that one wakes the hub at once.
+    let mut since = service.now();
     loop {
-        let wait = match blocking(&service, TaskService::next_scheduled_run).await {
+        let now = service.now();
+        let wait = match blocking(&service, move |s| s.next_scheduled_run(since)).await {
             // Both instants come from the service's clock, so the wait is right even when
             // this machine's clock is off.
-            Ok(Some(at)) => (at - service.now()).to_std().ok().filter(|wait| *wait <= interval),
+            Ok(Some(at)) if at <= now => Some(Duration::ZERO),
+            Ok(Some(at)) => (at - now).to_std().ok().filter(|wait| *wait <= interval),
             Ok(None) => None,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the next scheduled run");
                 None
             }
         };
+        since = now;
         match wait {
+            Some(wait) if wait.is_zero() => hub.wake(),
             Some(wait) => {
                 if !pause(&mut stopped, (wait + SCHEDULE_MARGIN).max(MIN_SCHEDULE_GAP)).await {
                     return;
