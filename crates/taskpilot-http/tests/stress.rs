@@ -48,6 +48,8 @@ const CLAIM_WAIT_MS: u64 = 500;
 const FREEZE: Duration = Duration::from_millis(LEASE_SECS * 1_000 + 1_500);
 /// Workers heartbeat a task before reporting when this much of its lease has gone by.
 const HEARTBEAT_AFTER: Duration = Duration::from_secs(2);
+/// How long a worker that took a task over from a frozen one waits for its late calls.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(3);
 /// Tasks created at once, over all servers.
 const CREATE_CONCURRENCY: usize = 24;
 /// History reads at once, over all servers.
@@ -281,6 +283,8 @@ struct StaleCall {
     call: &'static str,
     /// The refusal the state of the task called for.
     expected: &'static str,
+    /// The status the task was in (for late calls: seen just before, and still so after).
+    met: &'static str,
     status: StatusCode,
     code: String,
 }
@@ -301,6 +305,8 @@ struct Ledger {
     second_thoughts: Vec<StaleCall>,
     /// Accepted successes sent again.
     replays: u64,
+    /// Tasks whose frozen worker has made its late calls.
+    late_done: HashSet<String>,
     /// Answers no worker should ever get.
     problems: Vec<String>,
     claims: u64,
@@ -309,17 +315,33 @@ struct Ledger {
 
 type Shared = Rc<RefCell<Ledger>>;
 
+/// What a frozen worker saw of its task when it came back.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    /// The refusal its late calls must get.
+    expected: &'static str,
+    /// The task's status then. A newer attempt that took over from the frozen worker waits
+    /// for its late calls (see [`Held::takes_over`]), so those meet it running.
+    status: &'static str,
+}
+
 /// A claimed task as the worker keeps it.
 struct Held {
     id: String,
     n: u64,
     attempt: u64,
     token: String,
+    /// The previous attempt was reaped: this one takes over from a frozen worker.
+    takes_over: bool,
+    /// The lease runs at least until LEASE_SECS after this: the claim (or the last
+    /// heartbeat) was sent then.
+    lease_from: Instant,
 }
 
 impl Held {
-    fn from_claim(task: &Value) -> Self {
+    fn from_claim(task: &Value, lease_from: Instant) -> Self {
         Self {
+            lease_from,
             id: id_of(task),
             n: number_of(task),
             attempt: u64_of(task, "attempt"),
@@ -327,6 +349,7 @@ impl Held {
                 .as_str()
                 .unwrap_or_else(|| panic!("claimed task without leaseToken: {task}"))
                 .to_owned(),
+            takes_over: task["lastError"].as_str().is_some_and(|e| e.starts_with("lease expired")),
         }
     }
 
@@ -388,9 +411,8 @@ impl Worker {
                 self.freeze(batch, fragile).await;
                 continue;
             }
-            let claimed_at = Instant::now();
             for task in &batch {
-                self.process(task, claimed_at).await;
+                self.process(task).await;
             }
         }
     }
@@ -403,6 +425,7 @@ impl Worker {
             "leaseSeconds": LEASE_SECS,
             "waitMs": CLAIM_WAIT_MS,
         });
+        let sent = Instant::now();
         let reply = self.api.send_retrying(Method::POST, "/api/tasks/claim", Some(&body)).await;
         assert_eq!(reply.status, StatusCode::OK, "claim by {}: {}", self.name, reply.body);
         let items = reply.body["items"].as_array().unwrap_or_else(|| panic!("{}", reply.body));
@@ -421,7 +444,7 @@ impl Worker {
                     .problems
                     .push(format!("claim by {} in {queues:?} returned {task}", self.name));
             }
-            let task = Held::from_claim(task);
+            let task = Held::from_claim(task, sent);
             let key = (task.id.clone(), task.attempt);
             if let Some(other) = ledger.claimed.insert(key, self.name.clone()) {
                 ledger.problems.push(format!(
@@ -447,8 +470,16 @@ impl Worker {
     }
 
     /// Runs one task to its report, heartbeating first when the batch has been slow.
-    async fn process(&self, task: &Held, claimed_at: Instant) {
-        if claimed_at.elapsed() > HEARTBEAT_AFTER {
+    async fn process(&self, task: &Held) {
+        if task.takes_over {
+            // Stay on the task until its frozen worker has made its late calls, so that they
+            // meet a newer attempt that is running, the case fencing exists for.
+            let until = Instant::now() + TAKEOVER_WAIT;
+            while Instant::now() < until && !self.ledger.borrow().late_done.contains(&task.id) {
+                sleep(Duration::from_millis(20)).await;
+            }
+        }
+        if task.lease_from.elapsed() > HEARTBEAT_AFTER {
             let (path, body) = task.heartbeat(&self.name);
             let reply = self.api.send_retrying(Method::PUT, &path, Some(&body)).await;
             if reply.status != StatusCode::OK {
@@ -507,6 +538,7 @@ impl Worker {
             attempt: task.attempt,
             call: "FAIL",
             expected: "OUTCOME_CONFLICT",
+            met: "SUCCEEDED",
             status: reply.status,
             code: reply.code().to_owned(),
         });
@@ -514,6 +546,20 @@ impl Worker {
 
     fn refused_on_time(&self, task: &Held, call: &'static str, reply: &Reply) {
         let mut ledger = self.ledger.borrow_mut();
+        // A slow worker may lose its lease, but not before it ran out.
+        let held_for = task.lease_from.elapsed();
+        if held_for + Duration::from_millis(250) < Duration::from_secs(LEASE_SECS) {
+            ledger.problems.push(format!(
+                "{call} of {} attempt {} by {} refused ({} {}) {} ms into its {LEASE_SECS} s \
+                 lease: the lease was cut short",
+                task.id,
+                task.attempt,
+                self.name,
+                reply.status,
+                reply.body,
+                held_for.as_millis()
+            ));
+        }
         if reply.status != StatusCode::CONFLICT {
             ledger.problems.push(format!(
                 "{call} of {} attempt {} by {}: {} {}",
@@ -525,6 +571,7 @@ impl Worker {
             attempt: task.attempt,
             call,
             expected: "LEASE_EXPIRED or ATTEMPT_SUPERSEDED",
+            met: "unknown",
             status: reply.status,
             code: reply.code().to_owned(),
         });
@@ -533,53 +580,65 @@ impl Worker {
     /// A worker that heartbeats its tasks, finishes half of its batch, then stops answering
     /// for longer than its lease (a long GC pause, a partition) and comes back to report the
     /// rest and the fragile tasks with its old tokens.
-    async fn freeze(&self, batch: Vec<Held>, fragile: Vec<Held>) {
+    async fn freeze(&self, mut batch: Vec<Held>, fragile: Vec<Held>) {
         self.ledger.borrow_mut().freezes += 1;
+        let heartbeats_sent = Instant::now();
+        for task in &mut batch {
+            task.lease_from = heartbeats_sent;
+        }
         for task in batch.iter().chain(&fragile) {
             let (path, body) = task.heartbeat(&self.name);
             let reply = self.api.send_retrying(Method::PUT, &path, Some(&body)).await;
             assert_eq!(reply.status, StatusCode::OK, "live heartbeat: {}", reply.body);
         }
-        let frozen_at = Instant::now();
+        let frozen_at = heartbeats_sent;
         // Claims come highest priority first: hold those, so that they are started again soon
         // after their reaping.
         let (held, done) = batch.split_at(batch.len().div_ceil(2));
         for task in done {
-            self.process(task, frozen_at).await;
+            self.process(task).await;
         }
 
         sleep(FREEZE.saturating_sub(frozen_at.elapsed())).await;
 
         for held in [held, fragile.as_slice()] {
             for (i, task) in held.iter().enumerate() {
-                let expected = self.wait_until_moved_on(task).await;
+                let seen = self.wait_until_moved_on(task).await;
                 if i == 0 {
                     let (path, body) = task.heartbeat(&self.name);
-                    self.late_call(task, "HEARTBEAT", expected, &path, &body).await;
+                    self.late_call(task, "HEARTBEAT", seen, &path, &body).await;
                 }
                 let (path, call, body) = task.report(&self.name);
-                self.late_call(task, call, expected, &path, &body).await;
+                self.late_call(task, call, seen, &path, &body).await;
+                self.ledger.borrow_mut().late_done.insert(task.id.clone());
             }
         }
     }
 
     /// Waits until the reaper has ended `task`'s attempt and the task has moved on: started
     /// again by someone else, or failed for good. Returns the refusal a call with the old token
-    /// must then get. (A lease that ran out but was not reaped yet still belongs to its worker:
-    /// the reaper re-checks expiry, and a report before it is accepted.)
-    async fn wait_until_moved_on(&self, task: &Held) -> &'static str {
+    /// must then get and the status it meets. (A lease that ran out but was not reaped yet
+    /// still belongs to its worker: the reaper re-checks expiry, and a report before it is
+    /// accepted.)
+    async fn wait_until_moved_on(&self, task: &Held) -> Seen {
         let reaped_by = Instant::now() + Duration::from_secs(10);
         let moved_on_by = Instant::now() + Duration::from_secs(30);
         loop {
             let now = self.api.get(&format!("/api/tasks/{}", task.id)).await;
             assert_eq!(now.status, StatusCode::OK, "{}", now.body);
-            let attempt = u64_of(&now.body, "attempt");
-            if attempt > task.attempt {
-                return "ATTEMPT_SUPERSEDED";
+            let status = match now.body["status"].as_str() {
+                Some("PENDING") => "PENDING",
+                Some("RUNNING") => "RUNNING",
+                Some("SUCCEEDED") => "SUCCEEDED",
+                Some("FAILED") => "FAILED",
+                _ => panic!("task {} in an unexpected state: {}", task.id, now.body),
+            };
+            if u64_of(&now.body, "attempt") > task.attempt {
+                return Seen { expected: "ATTEMPT_SUPERSEDED", status };
             }
-            match now.body["status"].as_str() {
-                Some("FAILED") => return "LEASE_EXPIRED",
-                Some("RUNNING") => assert!(
+            match status {
+                "FAILED" => return Seen { expected: "LEASE_EXPIRED", status },
+                "RUNNING" => assert!(
                     Instant::now() < reaped_by,
                     "attempt {} of task {} still runs 10 s after its frozen worker's lease ran \
                      out: the reaper did not reap it: {}",
@@ -602,7 +661,7 @@ impl Worker {
         &self,
         task: &Held,
         call: &'static str,
-        expected: &'static str,
+        seen: Seen,
         path: &str,
         body: &Value,
     ) {
@@ -611,7 +670,8 @@ impl Worker {
             task: task.id.clone(),
             attempt: task.attempt,
             call,
-            expected,
+            expected: seen.expected,
+            met: seen.status,
             status: reply.status,
             code: reply.code().to_owned(),
         });
@@ -668,6 +728,7 @@ async fn wait_until_all_terminal(
     api: &Api,
     servers: &mut Servers,
     workers: &[JoinHandle<()>],
+    ledger: &Shared,
     deadline: Instant,
 ) {
     loop {
@@ -683,6 +744,8 @@ async fn wait_until_all_terminal(
         servers.assert_alive();
         // A worker only returns once told to stop: one that did panicked (its message is above).
         assert!(workers.iter().all(|w| !w.is_finished()), "a worker panicked");
+        let problems = ledger.borrow().problems.join("\n");
+        assert!(problems.is_empty(), "workers got wrong answers:\n{problems}");
         if Instant::now() > deadline {
             let pending = list_all(api, Some("PENDING")).await.len();
             let running = list_all(api, Some("RUNNING")).await.len();
@@ -941,7 +1004,8 @@ async fn three_servers_and_twelve_workers_lose_no_task_and_accept_no_stale_resul
         .collect();
     let ids = create_tasks(&apis).await;
     let created_after = work_began.elapsed();
-    wait_until_all_terminal(&apis[0], &mut servers, &workers, work_began + WORK_DEADLINE).await;
+    wait_until_all_terminal(&apis[0], &mut servers, &workers, &ledger, work_began + WORK_DEADLINE)
+        .await;
     let work_took = work_began.elapsed();
     // Frozen workers still make their late calls before they stop.
     stop.set(true);
@@ -983,8 +1047,15 @@ async fn three_servers_and_twelve_workers_lose_no_task_and_accept_no_stale_resul
             late.expected
         );
     }
-    for code in ["LEASE_EXPIRED", "ATTEMPT_SUPERSEDED"] {
-        assert!(ledger.late.iter().any(|l| l.code == code), "no late call was refused as {code}");
+    let mut late_by_state: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for late in &ledger.late {
+        *late_by_state.entry((late.met, late.code.as_str())).or_default() += 1;
+    }
+    for (met, code) in [("FAILED", "LEASE_EXPIRED"), ("RUNNING", "ATTEMPT_SUPERSEDED")] {
+        assert!(
+            late_by_state.contains_key(&(met, code)),
+            "no late call met a {met} task and was refused as {code}: {late_by_state:?}"
+        );
     }
     for refused in &ledger.refused_on_time {
         assert!(
@@ -1052,8 +1123,9 @@ async fn three_servers_and_twelve_workers_lose_no_task_and_accept_no_stale_resul
     eprintln!(
         "stress: {} tasks on {SERVERS} servers and {WORKERS} workers: {by_status:?}\n\
          stress: {} attempts, {} failed by their worker and {} reaped ({:.1}% failed), {} claims\n\
-         stress: {} freezes, {} late calls from reaped workers, {} replayed successes, \
-         refusals {made:?}, {stale_successes} stale successes\n\
+         stress: {} freezes, {} late calls from reaped workers by (status met, refusal) \
+         {late_by_state:?}\n\
+         stress: {} replayed successes; refusals {made:?}, {stale_successes} stale successes\n\
          stress: servers ready in {}, tasks created in {}, all terminal in {}, \
          checked in {}, total {}",
         tasks.len(),
