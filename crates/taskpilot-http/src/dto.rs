@@ -9,7 +9,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use taskpilot_app::{RejectionCount, StaleCall, TaskEvent, TaskPage};
+use taskpilot_app::{RejectionCount, TaskEvent, TaskPage};
 use taskpilot_domain::Task;
 
 /// Body of `POST /api/tasks`.
@@ -300,7 +300,8 @@ pub struct RejectionCountResponse {
 pub struct RejectionStatsResponse {
     /// Counts by code and call.
     pub items: Vec<RejectionCountResponse>,
-    /// Refused success reports: each is a task that ran twice, its late outcome refused.
+    /// Refused success reports from attempts that had lost their lease: each is a task that
+    /// ran twice, its late outcome refused.
     pub stale_successes: u64,
 }
 
@@ -317,7 +318,7 @@ impl From<&[RejectionCount]> for RejectionStatsResponse {
                 .collect(),
             stale_successes: counts
                 .iter()
-                .filter(|c| c.call == StaleCall::Succeed)
+                .filter(|c| c.shows_a_second_run())
                 .map(|c| c.count)
                 .sum(),
         }
