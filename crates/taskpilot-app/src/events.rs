@@ -141,6 +141,16 @@ pub struct RejectionCount {
     pub count: u64,
 }
 
+impl RejectionCount {
+    /// Whether these refusals are evidence that a task ran twice: a success reported by an
+    /// attempt whose lease was lost (reaped, or taken over by a newer attempt). A success
+    /// refused for a cancelled task or a changed mind on one attempt is not.
+    pub fn shows_a_second_run(&self) -> bool {
+        self.call == StaleCall::Succeed
+            && matches!(self.code.as_str(), "LEASE_EXPIRED" | "ATTEMPT_SUPERSEDED")
+    }
+}
+
 #[cfg(test)]
 #[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
@@ -246,5 +256,16 @@ mod tests {
             Some(Rejection { code: "ATTEMPT_SUPERSEDED".to_owned(), call: StaleCall::Succeed })
         );
         assert_eq!(event.error, Some(refusal.to_string()));
+    }
+
+    #[test]
+    fn only_a_success_from_an_attempt_that_lost_its_lease_shows_a_second_run() {
+        let count = |code: &str, call| RejectionCount { code: code.to_owned(), call, count: 1 };
+
+        assert!(count("LEASE_EXPIRED", StaleCall::Succeed).shows_a_second_run());
+        assert!(count("ATTEMPT_SUPERSEDED", StaleCall::Succeed).shows_a_second_run());
+        assert!(!count("OUTCOME_CONFLICT", StaleCall::Succeed).shows_a_second_run());
+        assert!(!count("TASK_CANCELLED", StaleCall::Succeed).shows_a_second_run());
+        assert!(!count("LEASE_EXPIRED", StaleCall::Fail).shows_a_second_run());
     }
 }

@@ -473,13 +473,17 @@ impl TaskService {
         Ok(reaped)
     }
 
-    /// When the next scheduled retry or delayed task becomes runnable, if any is scheduled
-    /// after now. Long-polling claims wake up then.
+    /// When the first scheduled retry or delayed task after `after` becomes runnable, if any.
+    /// Long-polling claims wake up then; asking from the previous look rather than from now
+    /// also finds a retry that came due in between, wherever it was scheduled.
     ///
     /// # Errors
     /// Storage errors.
-    pub fn next_scheduled_run(&self) -> Result<Option<DateTime<Utc>>, AppError> {
-        Ok(self.repo.earliest_scheduled_run(self.clock.now())?)
+    pub fn next_scheduled_run(
+        &self,
+        after: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, AppError> {
+        Ok(self.repo.earliest_scheduled_run(after)?)
     }
 
     /// The service's clock: what "now" means for every rule.
@@ -2057,7 +2061,7 @@ mod tests {
     // --- next scheduled run ----------------------------------------------------------------
 
     #[test]
-    fn the_next_scheduled_run_is_looked_up_after_the_clocks_now() {
+    fn the_next_scheduled_run_is_looked_up_after_the_given_instant() {
         let due = now() + TimeDelta::seconds(30);
         let mut repo = MockTaskRepository::new();
         repo.expect_earliest_scheduled_run()
@@ -2065,7 +2069,7 @@ mod tests {
             .times(1)
             .returning(move |_| Ok(Some(due)));
 
-        assert_eq!(service(repo).next_scheduled_run().unwrap(), Some(due));
+        assert_eq!(service(repo).next_scheduled_run(now()).unwrap(), Some(due));
     }
 
     // --- ready ------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use clap::{Parser, Subcommand};
-use taskpilot_domain::{ExponentialBackoff, MaxAttempts};
+use taskpilot_app::ServiceDefaults;
+use taskpilot_domain::{ExponentialBackoff, LeaseDuration, MaxAttempts};
 
 /// The `taskpilot` command line.
 #[derive(Debug, Clone, Parser)]
@@ -62,6 +63,23 @@ pub struct Config {
     #[arg(long, env = "TASKPILOT_DEFAULT_MAX_ATTEMPTS", default_value_t = 25, global = true,
           value_parser = clap::value_parser!(i64).range(1..=100))]
     pub default_max_attempts: i64,
+
+    /// Lease of a claim, start or heartbeat that does not ask for one, in seconds (5 to 86400).
+    /// A worker that neither reports nor heartbeats within it loses the task to the reaper.
+    #[arg(long, env = "TASKPILOT_DEFAULT_LEASE_SECS", default_value_t = 300, global = true,
+          value_parser = clap::value_parser!(i64).range(5..=86_400))]
+    pub default_lease_secs: i64,
+
+    /// How often the lease reaper looks for expired leases, in milliseconds.
+    #[arg(long, env = "TASKPILOT_REAPER_INTERVAL_MS", default_value_t = 1_000, global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub reaper_interval_ms: u64,
+
+    /// How often the server re-measures its offset from PostgreSQL's clock, in seconds. Every
+    /// server follows the database's clock, so that "now" means the same on all of them.
+    #[arg(long, env = "TASKPILOT_CLOCK_REFRESH_SECS", default_value_t = 5, global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub clock_refresh_secs: u64,
 
     /// Most PostgreSQL connections open at once. Few connections beat many on small machines.
     #[arg(long, env = "TASKPILOT_DB_POOL_SIZE", default_value_t = 10, global = true,
@@ -125,6 +143,31 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("TASKPILOT_DEFAULT_MAX_ATTEMPTS: {e}"))
     }
 
+    /// The lease of claims, starts and heartbeats that do not ask for one.
+    ///
+    /// # Errors
+    /// Outside 5 to 86400 seconds.
+    pub fn default_lease(&self) -> anyhow::Result<LeaseDuration> {
+        LeaseDuration::from_secs(self.default_lease_secs)
+            .map_err(|e| anyhow::anyhow!("TASKPILOT_DEFAULT_LEASE_SECS: {e}"))
+    }
+
+    /// The service's defaults: attempt budget and lease.
+    ///
+    /// # Errors
+    /// When either is out of range.
+    pub fn service_defaults(&self) -> anyhow::Result<ServiceDefaults> {
+        Ok(ServiceDefaults {
+            max_attempts: self.default_max_attempts()?,
+            lease: self.default_lease()?,
+        })
+    }
+
+    /// How often the server re-measures its offset from PostgreSQL's clock.
+    pub fn clock_refresh(&self) -> Duration {
+        Duration::from_secs(self.clock_refresh_secs)
+    }
+
     /// How long a request waits for a database connection.
     pub fn db_connect_timeout(&self) -> Duration {
         Duration::from_millis(self.db_connect_timeout_ms)
@@ -136,9 +179,15 @@ impl Config {
             max_body_bytes: self.max_body_bytes,
             workers: self.workers,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
+            reaper_interval: Duration::from_millis(self.reaper_interval_ms),
+            schedule_poll_interval: DEFAULT_SCHEDULE_POLL_INTERVAL,
         }
     }
 }
+
+/// How often a server asks the database for the next scheduled run, to wake long-polling
+/// claims when it comes due.
+pub const DEFAULT_SCHEDULE_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the HTTP server itself needs to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +198,11 @@ pub struct HttpConfig {
     pub workers: usize,
     /// Grace period for in-flight requests at shutdown.
     pub shutdown_timeout: Duration,
+    /// Pause between two passes of the lease reaper.
+    pub reaper_interval: Duration,
+    /// How often the server asks for the next scheduled run (see
+    /// [`DEFAULT_SCHEDULE_POLL_INTERVAL`]).
+    pub schedule_poll_interval: Duration,
 }
 
 impl Default for HttpConfig {
@@ -157,6 +211,8 @@ impl Default for HttpConfig {
             max_body_bytes: 1_048_576,
             workers: default_workers(),
             shutdown_timeout: Duration::from_secs(30),
+            reaper_interval: Duration::from_secs(1),
+            schedule_poll_interval: DEFAULT_SCHEDULE_POLL_INTERVAL,
         }
     }
 }
@@ -204,6 +260,43 @@ mod tests {
         assert_eq!(cli.config.backoff_max_ms, 3_600_000);
         assert_eq!(cli.config.default_max_attempts, 25);
         assert_eq!(cli.config.max_body_bytes, 1_048_576);
+        assert_eq!(cli.config.default_lease_secs, 300);
+        assert_eq!(cli.config.reaper_interval_ms, 1_000);
+        assert_eq!(cli.config.clock_refresh_secs, 5);
+        assert_eq!(cli.config.default_lease().unwrap().secs(), 300);
+        assert_eq!(cli.config.http().reaper_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_default_lease_outside_5_to_86400_seconds_is_refused() {
+        for secs in ["4", "86401", "-1"] {
+            let parsed = Cli::try_parse_from(["taskpilot", "--default-lease-secs", secs]);
+
+            assert!(parsed.is_err(), "{secs}");
+        }
+        let cli = Cli::try_parse_from(["taskpilot", "--default-lease-secs", "5"]).unwrap();
+        assert_eq!(cli.config.service_defaults().unwrap().lease.secs(), 5);
+    }
+
+    #[test]
+    fn a_zero_reaper_interval_or_clock_refresh_is_refused() {
+        assert!(Cli::try_parse_from(["taskpilot", "--reaper-interval-ms", "0"]).is_err());
+        assert!(Cli::try_parse_from(["taskpilot", "--clock-refresh-secs", "0"]).is_err());
+    }
+
+    #[test]
+    fn the_help_names_every_new_option_with_its_variable_and_default() {
+        let help = Cli::command().render_long_help().to_string();
+
+        for (flag, var, default) in [
+            ("--default-lease-secs", "TASKPILOT_DEFAULT_LEASE_SECS", "300"),
+            ("--reaper-interval-ms", "TASKPILOT_REAPER_INTERVAL_MS", "1000"),
+            ("--clock-refresh-secs", "TASKPILOT_CLOCK_REFRESH_SECS", "5"),
+        ] {
+            assert!(help.contains(flag), "{flag} missing from --help");
+            assert!(help.contains(var), "{var} missing from --help");
+            assert!(help.contains(&format!("[default: {default}]")), "{default} missing");
+        }
     }
 
     #[test]

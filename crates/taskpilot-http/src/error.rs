@@ -10,7 +10,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
 use taskpilot_app::AppError;
-use taskpilot_domain::{DomainError, TaskId, ValidationError};
+use taskpilot_domain::{DomainError, StaleLease, TaskId, ValidationError};
 
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -24,6 +24,17 @@ pub enum ApiError {
     /// A use case refused or failed.
     #[error(transparent)]
     App(#[from] AppError),
+    /// A start before the task's next run (NOT_YET_RUNNABLE), with the instant the service's
+    /// clock said it was: Retry-After counts from the database's clock, not this machine's.
+    #[error("task {task} is not runnable before {runnable_at}")]
+    NotYetRunnable {
+        /// The task.
+        task: TaskId,
+        /// When it becomes runnable.
+        runnable_at: DateTime<Utc>,
+        /// When the start was refused, by the service's clock.
+        now: DateTime<Utc>,
+    },
     /// A well-formed request carried a value that is not allowed (VALIDATION_FAILED).
     #[error("{0}")]
     Validation(String),
@@ -59,6 +70,19 @@ pub enum ApiError {
 impl From<ValidationError> for ApiError {
     fn from(e: ValidationError) -> Self {
         Self::App(AppError::Validation(e))
+    }
+}
+
+impl ApiError {
+    /// A use case's error, judged at `now` by the service's clock (which is what a
+    /// Retry-After must count from).
+    pub fn from_app_at(e: AppError, now: DateTime<Utc>) -> Self {
+        match e {
+            AppError::Conflict(DomainError::NotYetRunnable { task, runnable_at }) => {
+                Self::NotYetRunnable { task, runnable_at, now }
+            }
+            other => Self::App(other),
+        }
     }
 }
 
@@ -136,6 +160,9 @@ impl ApiError {
     fn problem(&self) -> Problem {
         match self {
             Self::App(e) => app_problem(e),
+            Self::NotYetRunnable { task, runnable_at, now } => {
+                not_yet_runnable(*task, *runnable_at, *now)
+            }
             Self::Validation(detail) => validation(detail.clone()),
             Self::Malformed(detail) => Problem::new(
                 StatusCode::BAD_REQUEST,
@@ -236,9 +263,10 @@ fn app_problem(e: &AppError) -> Problem {
         )
         .task(*id),
         AppError::Conflict(domain) => domain_problem(domain),
-        AppError::Validation(_) | AppError::InvalidLimit(_) | AppError::InvalidCursor => {
-            validation(e.to_string())
-        }
+        AppError::Validation(_)
+        | AppError::InvalidLimit(_)
+        | AppError::InvalidClaimLimit(_)
+        | AppError::InvalidCursor => validation(e.to_string()),
         AppError::ConcurrentModification(id) => Problem::new(
             StatusCode::CONFLICT,
             "CONCURRENT_MODIFICATION",
@@ -272,25 +300,56 @@ fn domain_problem(e: &DomainError) -> Problem {
                 .with("taskStatus", from.as_str())
                 .with("action", action.to_string())
         }
+        // Handlers turn this into `ApiError::NotYetRunnable` with the service's clock; the
+        // local clock is the fallback for any other path.
         DomainError::NotYetRunnable { task, runnable_at } => {
-            let wait = retry_after_secs(*runnable_at, Utc::now());
-            let at = runnable_at.to_rfc3339_opts(SecondsFormat::Micros, true);
-            let mut problem = Problem::new(
-                StatusCode::CONFLICT,
-                "NOT_YET_RUNNABLE",
-                "Task not yet runnable",
-                format!("task {task} is not runnable before {at}; retry in {}", seconds(wait)),
-            )
-            .task(*task)
-            .with("runnableAt", at);
-            problem.retry_after_secs = Some(wait);
-            problem
+            not_yet_runnable(*task, *runnable_at, Utc::now())
         }
         DomainError::WorkerMismatch { task, .. } => {
             conflict("WORKER_MISMATCH", "Worker mismatch").task(*task)
         }
+        DomainError::StaleLease(stale) => stale_problem(stale),
         // A rule added to the domain later is still a refused transition.
         _ => conflict("INVALID_TRANSITION", "Invalid transition"),
+    }
+}
+
+fn not_yet_runnable(task: TaskId, runnable_at: DateTime<Utc>, now: DateTime<Utc>) -> Problem {
+    let wait = retry_after_secs(runnable_at, now);
+    let at = runnable_at.to_rfc3339_opts(SecondsFormat::Micros, true);
+    let mut problem = Problem::new(
+        StatusCode::CONFLICT,
+        "NOT_YET_RUNNABLE",
+        "Task not yet runnable",
+        format!("task {task} is not runnable before {at}; retry in {}", seconds(wait)),
+    )
+    .task(task)
+    .with("runnableAt", at);
+    problem.retry_after_secs = Some(wait);
+    problem
+}
+
+/// A call whose lease token is not the live attempt's: 409 with the refusal's own code, so
+/// that the worker knows what became of its attempt (and that it must stop).
+fn stale_problem(stale: &StaleLease) -> Problem {
+    let code = stale.code();
+    let problem = |title| Problem::new(StatusCode::CONFLICT, code, title, stale.to_string());
+    match stale {
+        StaleLease::LeaseExpired { task, attempt } => {
+            problem("Lease expired").task(*task).with("attempt", *attempt)
+        }
+        StaleLease::AttemptSuperseded { task, current } => {
+            problem("Attempt superseded").task(*task).with("currentAttempt", *current)
+        }
+        StaleLease::TaskCancelled { task, attempt } => {
+            problem("Task cancelled").task(*task).with("attempt", *attempt)
+        }
+        StaleLease::OutcomeConflict { task, attempt, recorded } => problem("Outcome conflict")
+            .task(*task)
+            .with("attempt", *attempt)
+            .with("recordedOutcome", recorded.as_str()),
+        // A refusal added to the domain later still carries its own code.
+        _ => problem("Stale lease"),
     }
 }
 
@@ -369,6 +428,46 @@ mod tests {
         assert_eq!(retry_after_secs(now + TimeDelta::milliseconds(1_001), now), 2);
         assert_eq!(retry_after_secs(now + TimeDelta::seconds(3), now), 3);
         assert_eq!(retry_after_secs(now - TimeDelta::seconds(3), now), 1);
+    }
+
+    #[test]
+    fn retry_after_counts_from_the_service_clock_not_this_machine() {
+        let now = DateTime::<Utc>::UNIX_EPOCH;
+        let refused = AppError::Conflict(DomainError::NotYetRunnable {
+            task: TaskId::from_uuid(uuid::Uuid::nil()),
+            runnable_at: now + TimeDelta::seconds(90),
+        });
+
+        let problem = ApiError::from_app_at(refused, now).problem();
+
+        assert_eq!(problem.retry_after_secs, Some(90));
+        assert_eq!(problem.code, "NOT_YET_RUNNABLE");
+    }
+
+    #[test]
+    fn every_stale_lease_is_a_409_with_its_own_code_and_the_task() {
+        let task = TaskId::from_uuid(uuid::Uuid::nil());
+        for (stale, code) in [
+            (StaleLease::LeaseExpired { task, attempt: 1 }, "LEASE_EXPIRED"),
+            (StaleLease::AttemptSuperseded { task, current: 2 }, "ATTEMPT_SUPERSEDED"),
+            (StaleLease::TaskCancelled { task, attempt: 1 }, "TASK_CANCELLED"),
+            (
+                StaleLease::OutcomeConflict {
+                    task,
+                    attempt: 1,
+                    recorded: taskpilot_domain::AttemptEnd::Failed,
+                },
+                "OUTCOME_CONFLICT",
+            ),
+        ] {
+            let error = ApiError::App(AppError::Conflict(DomainError::StaleLease(stale)));
+
+            let problem = error.problem();
+
+            assert_eq!(problem.status, StatusCode::CONFLICT);
+            assert_eq!(problem.code, code);
+            assert_eq!(problem.body()["taskId"], task.to_string());
+        }
     }
 
     #[test]

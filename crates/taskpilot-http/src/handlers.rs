@@ -3,22 +3,34 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use taskpilot_app::{AppError, CreateTask, TaskFilter, TaskService};
-use taskpilot_domain::{MaxAttempts, Task, TaskId, TaskName, TaskStatus, WorkerId};
+use taskpilot_app::{AppError, CreateTask, TaskFilter, TaskService, MAX_CLAIM_BATCH};
+use taskpilot_domain::{
+    check_json, LeaseDuration, LeaseToken, MaxAttempts, QueueName, Reporter, Task, TaskId,
+    TaskName, TaskStatus, WorkerId,
+};
+use tokio::time::Instant;
 use tracing::Span;
 use uuid::Uuid;
 
 use crate::dto::{
-    CreateTaskRequest, FailTaskRequest, ListTasksQuery, StartTaskRequest, SucceedTaskRequest,
-    TaskListResponse, TaskResponse,
+    ClaimResponse, ClaimTasksRequest, CreateTaskRequest, FailTaskRequest, HeartbeatRequest,
+    ListTasksQuery, RejectionStatsResponse, StartTaskRequest, SucceedTaskRequest,
+    TaskEventListResponse, TaskEventResponse, TaskListResponse, TaskResponse,
 };
 use crate::error::ApiError;
+use crate::wake::{wake_when_due, Wake, WakeHub};
+
+/// The longest a claim may wait for work, in milliseconds.
+pub const MAX_CLAIM_WAIT_MS: i64 = 30_000;
+/// Most queues one claim may name.
+pub const MAX_CLAIM_QUEUES: usize = 100;
 
 /// Runs a use case on the blocking pool: diesel blocks, the executor must not.
 async fn run<T, F>(service: &web::Data<TaskService>, call: F) -> Result<T, ApiError>
@@ -27,10 +39,11 @@ where
     T: Send + 'static,
 {
     let service = web::Data::clone(service);
+    let clock = web::Data::clone(&service);
     web::block(move || call(&service))
         .await
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("blocking task failed: {e}")))?
-        .map_err(ApiError::from)
+        .map_err(|e| ApiError::from_app_at(e, clock.now()))
 }
 
 fn parse_task_id(raw: &str) -> Result<TaskId, ApiError> {
@@ -46,8 +59,31 @@ fn parse_worker_id(raw: &str) -> Result<WorkerId, ApiError> {
     Ok(worker)
 }
 
+fn parse_lease(raw: Option<i64>) -> Result<Option<LeaseDuration>, ApiError> {
+    Ok(raw.map(LeaseDuration::from_secs).transpose()?)
+}
+
+fn parse_token(raw: &str) -> Result<LeaseToken, ApiError> {
+    Ok(LeaseToken::parse(raw)?)
+}
+
+/// Who reports, as far as the body says: fenced when it carries a token.
+fn reporter(worker_id: Option<&str>, lease_token: Option<&str>) -> Result<Reporter, ApiError> {
+    let worker = worker_id.map(parse_worker_id).transpose()?;
+    Ok(match lease_token.map(parse_token).transpose()? {
+        Some(token) => Reporter::lease(worker, token),
+        None => Reporter { worker_id: worker, lease_token: None },
+    })
+}
+
+/// The task as anybody sees it (no lease token).
 fn task_ok(task: &Task) -> HttpResponse {
     HttpResponse::Ok().json(TaskResponse::from(task))
+}
+
+/// The task as the worker holding its lease sees it (with the token).
+fn holder_ok(task: &Task) -> HttpResponse {
+    HttpResponse::Ok().json(TaskResponse::for_holder(task))
 }
 
 /// `POST /api/tasks`: 201 with the task and its Location.
@@ -56,7 +92,9 @@ pub async fn create_task(
     body: web::Json<CreateTaskRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
+    check_json("payload", &body.payload)?;
     let request = CreateTask {
+        queue: body.queue.as_deref().map(QueueName::parse).transpose()?,
         name: TaskName::parse(&body.name)?,
         payload: body.payload,
         priority: body.priority,
@@ -80,7 +118,7 @@ pub async fn get_task(
     Ok(task_ok(&task))
 }
 
-/// `GET /api/tasks?status=&name=&limit=&cursor=`: one page, newest first.
+/// `GET /api/tasks?queue=&status=&name=&limit=&cursor=`: one page, newest first.
 pub async fn list_tasks(
     service: web::Data<TaskService>,
     query: web::Query<ListTasksQuery>,
@@ -96,6 +134,7 @@ pub async fn list_tasks(
         })
         .transpose()?;
     let name = present(query.name).map(|raw| TaskName::parse(&raw)).transpose()?;
+    let queue = present(query.queue).map(|raw| QueueName::parse(&raw)).transpose()?;
     let limit = present(query.limit)
         .map(|raw| {
             raw.parse::<u32>().map_err(|_| {
@@ -107,12 +146,90 @@ pub async fn list_tasks(
         })
         .transpose()?;
     let cursor = present(query.cursor);
-    let filter = TaskFilter { status, name };
+    let filter = TaskFilter { queue, status, name };
     let page = run(&service, move |s| s.list(&filter, cursor.as_deref(), limit)).await?;
     Ok(HttpResponse::Ok().json(TaskListResponse::from(&page)))
 }
 
-/// `PUT /api/tasks/{id}/start`: PENDING to RUNNING.
+/// `POST /api/tasks/claim`: up to `limit` runnable tasks, each started under a fresh lease,
+/// highest priority and longest waiting first; `{"items": []}` when nothing is runnable.
+///
+/// With `waitMs`, a claim that finds nothing waits on the server's [`WakeHub`] (no database
+/// query while it waits), claims again whenever woken, and gives up when the time is up.
+pub async fn claim_tasks(
+    service: web::Data<TaskService>,
+    hub: web::Data<WakeHub>,
+    body: web::Json<ClaimTasksRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let worker = parse_worker_id(&body.worker_id)?;
+    let limit = match body.limit {
+        None => 1,
+        Some(n) => u32::try_from(n).map_err(|_| {
+            ApiError::Validation(format!("limit must be between 1 and {MAX_CLAIM_BATCH}, got {n}"))
+        })?,
+    };
+    let queues = body.queues.map(|names| parse_queues(&names)).transpose()?;
+    let lease = parse_lease(body.lease_seconds)?;
+    let wait = match body.wait_ms.unwrap_or(0) {
+        ms @ 0..=MAX_CLAIM_WAIT_MS => Duration::from_millis(ms.unsigned_abs()),
+        ms => {
+            return Err(ApiError::Validation(format!(
+                "waitMs must be between 0 and {MAX_CLAIM_WAIT_MS}, got {ms}"
+            )))
+        }
+    };
+    let deadline = Instant::now() + wait;
+
+    loop {
+        // Subscribe before looking, so that a task made runnable between the look and the
+        // wait still wakes this claim.
+        let mut waiter = hub.waiter();
+        let (claimer, queues) = (worker.clone(), queues.clone());
+        let tasks = run(&service, move |s| s.claim(&claimer, queues, limit, lease)).await?;
+        if !tasks.is_empty() || Instant::now() >= deadline {
+            return Ok(claimed(&worker, &tasks));
+        }
+        match waiter.wait_until(deadline).await {
+            // One more look at the deadline catches what no wake-up announced.
+            Wake::Woken | Wake::TimedOut => {}
+            Wake::Closed => return Ok(claimed(&worker, &[])),
+        }
+    }
+}
+
+fn claimed(worker: &WorkerId, tasks: &[Task]) -> HttpResponse {
+    for task in tasks {
+        tracing::info!(
+            task.id = %task.id(),
+            task.attempt = task.attempt(),
+            "task {} claimed by {worker}",
+            task.id()
+        );
+    }
+    HttpResponse::Ok().json(ClaimResponse::for_holder(tasks))
+}
+
+/// Distinct queue names, in the order given; at least one, at most [`MAX_CLAIM_QUEUES`].
+fn parse_queues(names: &[String]) -> Result<Vec<QueueName>, ApiError> {
+    if names.is_empty() || names.len() > MAX_CLAIM_QUEUES {
+        return Err(ApiError::Validation(format!(
+            "queues must name 1 to {MAX_CLAIM_QUEUES} queues (leave it out for every queue), \
+             got {}",
+            names.len()
+        )));
+    }
+    let mut queues: Vec<QueueName> = Vec::with_capacity(names.len());
+    for name in names {
+        let queue = QueueName::parse(name)?;
+        if !queues.contains(&queue) {
+            queues.push(queue);
+        }
+    }
+    Ok(queues)
+}
+
+/// `PUT /api/tasks/{id}/start`: PENDING to RUNNING under a fresh lease.
 pub async fn start_task(
     service: web::Data<TaskService>,
     path: web::Path<String>,
@@ -120,11 +237,28 @@ pub async fn start_task(
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_task_id(&path)?;
     let worker = parse_worker_id(&body.worker_id)?;
-    let task = run(&service, move |s| s.start(id, &worker)).await?;
-    Ok(task_ok(&task))
+    let lease = parse_lease(body.lease_seconds)?;
+    let task = run(&service, move |s| s.start(id, &worker, lease)).await?;
+    Ok(holder_ok(&task))
 }
 
-/// `PUT /api/tasks/{id}/succeed`: RUNNING to SUCCEEDED. The body may be omitted.
+/// `PUT /api/tasks/{id}/heartbeat`: extends the live attempt's lease. A worker whose task
+/// was cancelled learns it here (409 TASK_CANCELLED) and should stop.
+pub async fn heartbeat_task(
+    service: web::Data<TaskService>,
+    path: web::Path<String>,
+    body: web::Json<HeartbeatRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_task_id(&path)?;
+    let worker = parse_worker_id(&body.worker_id)?;
+    let token = parse_token(&body.lease_token)?;
+    let lease = parse_lease(body.lease_seconds)?;
+    let task = run(&service, move |s| s.heartbeat(id, Some(&worker), token, lease)).await?;
+    Ok(holder_ok(&task))
+}
+
+/// `PUT /api/tasks/{id}/succeed`: RUNNING to SUCCEEDED. The body may be omitted. A repeat of
+/// an accepted report (same token, same outcome) answers 200 with the stored task.
 pub async fn succeed_task(
     service: web::Data<TaskService>,
     path: web::Path<String>,
@@ -132,23 +266,30 @@ pub async fn succeed_task(
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_task_id(&path)?;
     let body = body.0;
-    let worker = body.worker_id.as_deref().map(parse_worker_id).transpose()?;
+    let reporter = reporter(body.worker_id.as_deref(), body.lease_token.as_deref())?;
     let result = body.result;
-    let task = run(&service, move |s| s.succeed(id, worker.as_ref(), result)).await?;
+    if let Some(result) = &result {
+        check_json("result", result)?;
+    }
+    let task = run(&service, move |s| s.succeed(id, &reporter, result)).await?;
     Ok(task_ok(&task))
 }
 
 /// `PUT /api/tasks/{id}/fail`: a retry after backoff, or FAILED when attempts ran out.
 pub async fn fail_task(
     service: web::Data<TaskService>,
+    hub: web::Data<WakeHub>,
     path: web::Path<String>,
     body: web::Json<FailTaskRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_task_id(&path)?;
     let body = body.into_inner();
-    let worker = body.worker_id.as_deref().map(parse_worker_id).transpose()?;
+    let reporter = reporter(body.worker_id.as_deref(), body.lease_token.as_deref())?;
     let message = body.error_message;
-    let task = run(&service, move |s| s.fail(id, worker.as_ref(), &message)).await?;
+    let task = run(&service, move |s| s.fail(id, &reporter, &message)).await?;
+    if let Some(next_run_at) = task.next_run_at() {
+        wake_when_due(&hub.into_inner(), next_run_at, service.now());
+    }
     Ok(task_ok(&task))
 }
 
@@ -170,6 +311,25 @@ pub async fn rerun_task(
     let id = parse_task_id(&path)?;
     let task = run(&service, move |s| s.rerun(id)).await?;
     Ok(task_ok(&task))
+}
+
+/// `GET /api/tasks/{id}/events`: the task's history, oldest first.
+pub async fn task_events(
+    service: web::Data<TaskService>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_task_id(&path)?;
+    let events = run(&service, move |s| s.events(id)).await?;
+    Ok(HttpResponse::Ok().json(TaskEventListResponse {
+        items: events.iter().map(TaskEventResponse::from).collect(),
+    }))
+}
+
+/// `GET /api/stats/rejections`: refused stale calls by code and call, and how many of them
+/// were success reports (`staleSuccesses`: tasks that ran twice).
+pub async fn rejection_stats(service: web::Data<TaskService>) -> Result<HttpResponse, ApiError> {
+    let counts = run(&service, TaskService::rejection_counts).await?;
+    Ok(HttpResponse::Ok().json(RejectionStatsResponse::from(counts.as_slice())))
 }
 
 /// `GET /healthz`: the process is up.

@@ -4,7 +4,9 @@ use std::net::TcpListener;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use taskpilot_http::startup::{connect_and_migrate, resolve_database, task_service};
+use taskpilot_http::startup::{
+    connect_and_migrate, database_clock, resolve_database, task_service,
+};
 use taskpilot_http::{Cli, Command};
 
 fn main() -> anyhow::Result<()> {
@@ -14,7 +16,7 @@ fn main() -> anyhow::Result<()> {
 
     // Refuse bad settings before touching any database.
     config.backoff()?;
-    config.default_max_attempts()?;
+    config.service_defaults()?;
 
     // Blocking start-up (probing, maybe starting a cluster, migrating) runs before the runtime.
     let database = resolve_database(&config)?;
@@ -23,7 +25,8 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let service = task_service(pool, &config)?;
+    let clock = database_clock(pool.clone(), &config)?;
+    let service = task_service(pool, clock, &config)?;
     let listener = TcpListener::bind(config.bind)
         .with_context(|| format!("cannot listen on {}", config.bind))?;
     tracing::info!(
@@ -32,8 +35,11 @@ fn main() -> anyhow::Result<()> {
         "TaskPilot listening on http://{}",
         config.bind
     );
-    actix_web::rt::System::new()
-        .block_on(async move { taskpilot_http::run(service, config.http(), listener)?.await })?;
+    // The server LISTENs for runnable tasks on a connection of its own to the same database.
+    let notify_url = Some(database.url.clone());
+    actix_web::rt::System::new().block_on(async move {
+        taskpilot_http::run(service, config.http(), listener, notify_url)?.await
+    })?;
     tracing::info!("TaskPilot stopped");
     Ok(())
 }

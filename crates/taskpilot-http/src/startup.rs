@@ -1,13 +1,15 @@
-//! Start-up wiring: find the database, migrate it, build the pool and the [`TaskService`].
+//! Start-up wiring: find the database, migrate it, build the pool, the clock and the
+//! [`TaskService`].
 
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use taskpilot_app::{SystemClock, TaskService};
+use taskpilot_app::TaskService;
 use taskpilot_diesel::local::LocalCluster;
-use taskpilot_diesel::{PgPool, PgTaskRepository, PoolConfig};
+use taskpilot_diesel::{PgClock, PgPool, PgTaskRepository, PoolConfig};
+use taskpilot_domain::Clock;
 
 use crate::config::{redact_url, Config};
 
@@ -115,15 +117,31 @@ pub fn connect_and_migrate(url: &str, config: &Config) -> anyhow::Result<PgPool>
     Ok(pool)
 }
 
-/// The use cases over PostgreSQL, the system clock and the configured backoff.
+/// The clock every server shares: PostgreSQL's, followed through an offset re-measured every
+/// [`Config::clock_refresh`], so that no request pays a round trip for "now" and a server whose
+/// own clock is off still never starts a retry or reaps a lease early.
 ///
 /// # Errors
-/// When the backoff or default attempt budget is out of range.
-pub fn task_service(pool: PgPool, config: &Config) -> anyhow::Result<TaskService> {
+/// When the database cannot be asked for its time.
+pub fn database_clock(pool: PgPool, config: &Config) -> anyhow::Result<Arc<dyn Clock>> {
+    let clock = PgClock::start(pool, config.clock_refresh())
+        .context("cannot read the time from PostgreSQL")?;
+    Ok(clock)
+}
+
+/// The use cases over PostgreSQL, `clock` and the configured backoff and defaults.
+///
+/// # Errors
+/// When the backoff, the default attempt budget or the default lease is out of range.
+pub fn task_service(
+    pool: PgPool,
+    clock: Arc<dyn Clock>,
+    config: &Config,
+) -> anyhow::Result<TaskService> {
     Ok(TaskService::new(
         Arc::new(PgTaskRepository::new(pool)),
-        Arc::new(SystemClock),
+        clock,
         Arc::new(config.backoff()?),
-        config.default_max_attempts()?,
+        config.service_defaults()?,
     ))
 }

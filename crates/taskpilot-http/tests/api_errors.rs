@@ -4,19 +4,28 @@
 #![expect(clippy::unwrap_used, reason = "tests")]
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix_web::http::header::{HeaderMap, CONTENT_TYPE};
 use actix_web::http::StatusCode;
 use actix_web::test::{self, TestRequest};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{json, Value};
-use taskpilot_app::{MockTaskRepository, RepoError, SystemClock, TaskService};
-use taskpilot_domain::{
-    Clock, FixedBackoff, MaxAttempts, NewTask, Task, TaskId, TaskName, WorkerId,
+use taskpilot_app::{
+    Actor, MockTaskRepository, Rejection, RejectionCount, RepoError, ServiceDefaults, StaleCall,
+    SystemClock, TaskEvent, TaskService,
 };
-use taskpilot_http::{build_app, HttpConfig};
+use taskpilot_domain::{
+    Clock, FixedBackoff, LeaseDuration, LeaseToken, MaxAttempts, NewTask, QueueName, Reporter,
+    Task, TaskId, TaskName, TaskStatus, WorkerId,
+};
+use taskpilot_http::{build_app, HttpConfig, WakeHub};
 
 const BODY_LIMIT: usize = 1024;
+/// The token of the attempt `running_task` starts.
+const TOKEN: &str = "5ec2e70000004000800000000000abcd";
+/// A token of no attempt.
+const OTHER_TOKEN: &str = "0f0f0000000040008000000000000000";
 
 fn now() -> DateTime<Utc> {
     SystemClock.now()
@@ -26,8 +35,17 @@ fn task_id() -> TaskId {
     TaskId::from_uuid(uuid::Uuid::now_v7())
 }
 
+fn token() -> LeaseToken {
+    LeaseToken::parse(TOKEN).unwrap()
+}
+
+fn lease() -> LeaseDuration {
+    LeaseDuration::from_secs(60).unwrap()
+}
+
 fn pending_task(run_at: Option<DateTime<Utc>>) -> Task {
     let spec = NewTask {
+        queue: QueueName::default_queue(),
         name: TaskName::parse("send-email").unwrap(),
         payload: json!({"to": "ada@example.com"}),
         priority: 0,
@@ -39,7 +57,7 @@ fn pending_task(run_at: Option<DateTime<Utc>>) -> Task {
 
 fn running_task(worker: &str) -> Task {
     let mut task = pending_task(None);
-    task.start(&WorkerId::parse(worker).unwrap(), now()).unwrap();
+    task.start(&WorkerId::parse(worker).unwrap(), token(), lease(), now()).unwrap();
     task
 }
 
@@ -48,14 +66,19 @@ fn service(repo: MockTaskRepository) -> TaskService {
         Arc::new(repo),
         Arc::new(SystemClock),
         Arc::new(FixedBackoff(TimeDelta::seconds(10))),
-        MaxAttempts::new(25).unwrap(),
+        ServiceDefaults {
+            max_attempts: MaxAttempts::new(25).unwrap(),
+            lease: LeaseDuration::from_secs(300).unwrap(),
+        },
     )
 }
 
+/// A repository holding `task`: reads return it, writes and recorded refusals succeed.
 fn repo_returning(task: Task) -> MockTaskRepository {
     let mut repo = MockTaskRepository::new();
     repo.expect_get().returning(move |_| Ok(task.clone()));
-    repo.expect_update().returning(|_, _| Ok(()));
+    repo.expect_update().returning(|_, _, _| Ok(()));
+    repo.expect_record_rejection().returning(|_| Ok(()));
     repo
 }
 
@@ -82,8 +105,12 @@ impl Reply {
 }
 
 async fn send(repo: MockTaskRepository, request: TestRequest) -> Reply {
+    send_with_hub(repo, Arc::new(WakeHub::new()), request).await
+}
+
+async fn send_with_hub(repo: MockTaskRepository, hub: Arc<WakeHub>, request: TestRequest) -> Reply {
     let http = HttpConfig { max_body_bytes: BODY_LIMIT, ..HttpConfig::default() };
-    let app = test::init_service(build_app(service(repo), &http)).await;
+    let app = test::init_service(build_app(service(repo), hub, &http)).await;
     let response = test::call_service(&app, request.to_request()).await;
     let status = response.status();
     let headers = response.headers().clone();
@@ -106,7 +133,7 @@ fn put_json(uri: &str, body: Value) -> TestRequest {
 #[actix_web::test]
 async fn creating_a_task_answers_201_with_location_and_the_camel_case_task() {
     let mut repo = MockTaskRepository::new();
-    repo.expect_insert().times(1).returning(|_| Ok(()));
+    repo.expect_insert().times(1).returning(|_, _| Ok(()));
 
     let reply = send(repo, post_tasks(r#"{"name": "send-email", "priority": 5}"#)).await;
 
@@ -122,11 +149,20 @@ async fn creating_a_task_answers_201_with_location_and_the_camel_case_task() {
     assert_eq!(reply.body["priority"], 5);
     assert_eq!(reply.body["maxAttempts"], 25);
     assert_eq!(reply.body["attemptCount"], 0);
-    for field in
-        ["nextRunAt", "lastError", "workerId", "processingStartedAt", "result", "completedAt"]
-    {
+    assert_eq!(reply.body["queue"], "default");
+    assert_eq!(reply.body["attempt"], 0);
+    for field in [
+        "nextRunAt",
+        "lastError",
+        "workerId",
+        "processingStartedAt",
+        "leaseExpiresAt",
+        "result",
+        "completedAt",
+    ] {
         assert!(reply.body[field].is_null(), "{field} should be null: {}", reply.body);
     }
+    assert!(reply.body.get("leaseToken").is_none(), "{}", reply.body);
     let created_at = reply.body["createdAt"].as_str().unwrap();
     assert_eq!(created_at.len(), "2026-01-01T12:00:00.000000Z".len(), "{created_at}");
     assert!(created_at.ends_with('Z'));
@@ -309,7 +345,7 @@ async fn losing_every_race_is_a_409_concurrent_modification() {
     let id = task.id();
     let mut repo = MockTaskRepository::new();
     repo.expect_get().returning(move |_| Ok(task.clone()));
-    repo.expect_update().returning(|t, _| Err(RepoError::Conflict(t.id())));
+    repo.expect_update().returning(|t, _, _| Err(RepoError::Conflict(t.id())));
 
     let reply = send(repo, TestRequest::put().uri(&format!("/api/tasks/{id}/cancel"))).await;
 
@@ -436,7 +472,11 @@ async fn no_client_input_produces_a_server_error() {
     let id = task_id();
     let paths = [
         ("POST", "/api/tasks".to_owned()),
+        ("POST", "/api/tasks/claim".to_owned()),
         ("PUT", format!("/api/tasks/{id}/start")),
+        ("PUT", format!("/api/tasks/{id}/heartbeat")),
+        ("GET", format!("/api/tasks/{id}/events")),
+        ("GET", "/api/stats/rejections".to_owned()),
         ("PUT", format!("/api/tasks/{id}/succeed")),
         ("PUT", format!("/api/tasks/{id}/fail")),
         ("PUT", format!("/api/tasks/{id}/cancel")),
@@ -446,7 +486,7 @@ async fn no_client_input_produces_a_server_error() {
         ("GET", "/api/tasks?cursor=%20".to_owned()),
     ];
     let nested = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-    let bodies: [&[u8]; 11] = [
+    let bodies: [&[u8]; 14] = [
         b"",
         b"{",
         b"null",
@@ -456,6 +496,9 @@ async fn no_client_input_produces_a_server_error() {
         br#"{"name": null, "workerId": 5, "errorMessage": []}"#,
         br#"{"name": "\u0000", "workerId": "\u0000", "errorMessage": "x"}"#,
         br#"{"name": "x", "priority": 99999999999, "runAt": "yesterday"}"#,
+        br#"{"name": "x", "payload": {"a\u0000": "\u0000"}, "result": "\u0000"}"#,
+        br#"{"workerId": "w", "limit": 1e99, "waitMs": -5, "leaseToken": "x", "queues": "q"}"#,
+        br#"{"workerId": "w", "limit": 1, "waitMs": 0, "leaseSeconds": 4294967301}"#,
         b"\xff\xfe\xfd",
         nested.as_bytes(),
     ];
@@ -464,8 +507,11 @@ async fn no_client_input_produces_a_server_error() {
         for body in bodies {
             let mut repo = MockTaskRepository::new();
             repo.expect_get().returning(|id| Err(RepoError::NotFound(id)));
-            repo.expect_insert().returning(|_| Ok(()));
+            repo.expect_insert().returning(|_, _| Ok(()));
             repo.expect_list().returning(|_, _, _| Ok(vec![]));
+            repo.expect_claim().returning(|_| Ok(vec![]));
+            repo.expect_events().returning(|_| Ok(vec![]));
+            repo.expect_rejection_counts().returning(|| Ok(vec![]));
             let request = TestRequest::default()
                 .method(method.parse().unwrap())
                 .uri(path)
@@ -498,4 +544,558 @@ async fn succeed_still_checks_a_body_when_one_is_sent() {
 
     reply.assert_problem(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST");
     assert!(reply.detail().contains("reslut"), "{}", reply.detail());
+}
+
+// --- Claims, leases and fencing -----------------------------------------------------------
+
+fn post_claim(body: Value) -> TestRequest {
+    TestRequest::post().uri("/api/tasks/claim").set_json(body)
+}
+
+/// A running task whose attempt 1 (token [`TOKEN`]) ended as `how` said.
+fn ended_task(how: &str) -> Task {
+    let mut task = running_task("worker-1");
+    let holder = Reporter::lease(None, token());
+    let backoff = FixedBackoff(TimeDelta::seconds(10));
+    match how {
+        "expired" => task.expire_lease(now() + TimeDelta::seconds(61), &backoff).unwrap(),
+        "cancelled" => task.cancel(now()).unwrap(),
+        "succeeded" => {
+            task.succeed(&holder, Some(json!({"n": 1})), now()).unwrap();
+        }
+        other => panic!("no such ending: {other}"),
+    }
+    task
+}
+
+#[actix_web::test]
+async fn a_claim_answers_the_claimed_tasks_with_their_lease_tokens() {
+    let task = running_task("worker-1");
+    let mut repo = MockTaskRepository::new();
+    repo.expect_claim()
+        .withf(|r| {
+            r.worker.as_str() == "worker-1"
+                && r.limit == 3
+                && r.lease.secs() == 30
+                && r.queues == Some(vec![QueueName::parse("emails").unwrap()])
+        })
+        .times(1)
+        .returning(move |_| Ok(vec![task.clone()]));
+
+    let reply = send(
+        repo,
+        post_claim(json!({
+            "workerId": "worker-1", "limit": 3, "queues": ["emails", "emails"], "leaseSeconds": 30
+        })),
+    )
+    .await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let items = reply.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["leaseToken"], TOKEN);
+    assert_eq!(items[0]["attempt"], 1);
+    assert_eq!(items[0]["status"], "RUNNING");
+    assert!(items[0]["leaseExpiresAt"].is_string());
+}
+
+#[actix_web::test]
+async fn a_claim_without_options_takes_one_task_from_every_queue_with_the_default_lease() {
+    let mut repo = MockTaskRepository::new();
+    repo.expect_claim()
+        .withf(|r| r.limit == 1 && r.queues.is_none() && r.lease.secs() == 300)
+        .times(1)
+        .returning(|_| Ok(vec![]));
+
+    let reply = send(repo, post_claim(json!({ "workerId": "worker-1" }))).await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body, json!({ "items": [] }));
+}
+
+#[actix_web::test]
+async fn claim_values_out_of_range_fail_validation_without_touching_the_database() {
+    for body in [
+        json!({ "workerId": "w", "limit": 0 }),
+        json!({ "workerId": "w", "limit": 101 }),
+        json!({ "workerId": "w", "limit": -1 }),
+        json!({ "workerId": "w", "waitMs": -1 }),
+        json!({ "workerId": "w", "waitMs": 30_001 }),
+        json!({ "workerId": "w", "leaseSeconds": 4 }),
+        json!({ "workerId": "w", "leaseSeconds": 86_401 }),
+        json!({ "workerId": "w", "queues": [] }),
+        json!({ "workerId": "w", "queues": ["Emails"] }),
+        json!({ "workerId": "w", "queues": ["q".repeat(65)] }),
+        json!({ "workerId": "" }),
+    ] {
+        let reply = send(MockTaskRepository::new(), post_claim(body.clone())).await;
+
+        reply.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
+        assert!(!reply.detail().is_empty(), "{body}");
+    }
+}
+
+#[actix_web::test]
+async fn a_claim_limit_error_names_the_bounds() {
+    let reply =
+        send(MockTaskRepository::new(), post_claim(json!({ "workerId": "w", "limit": 0 }))).await;
+
+    reply.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
+    assert!(reply.detail().contains("between 1 and 100"), "{}", reply.detail());
+}
+
+#[actix_web::test]
+async fn a_long_poll_on_nothing_looks_once_more_at_its_deadline_and_no_more() {
+    let mut repo = MockTaskRepository::new();
+    repo.expect_claim().times(2).returning(|_| Ok(vec![]));
+    let started = Instant::now();
+
+    let reply = send(repo, post_claim(json!({ "workerId": "w", "waitMs": 300 }))).await;
+
+    let waited = started.elapsed();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["items"], json!([]));
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+}
+
+#[actix_web::test]
+async fn a_woken_long_poll_claims_again_at_once() {
+    let task = running_task("w");
+    let mut repo = MockTaskRepository::new();
+    let mut sequence = mockall::Sequence::new();
+    repo.expect_claim().times(1).in_sequence(&mut sequence).returning(|_| Ok(vec![]));
+    repo.expect_claim()
+        .times(1)
+        .in_sequence(&mut sequence)
+        .returning(move |_| Ok(vec![task.clone()]));
+    let hub = Arc::new(WakeHub::new());
+    let waker = hub.clone();
+    actix_web::rt::spawn(async move {
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+        waker.wake();
+    });
+    let started = Instant::now();
+
+    let reply =
+        send_with_hub(repo, hub, post_claim(json!({ "workerId": "w", "waitMs": 20_000 }))).await;
+
+    let waited = started.elapsed();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["items"].as_array().unwrap().len(), 1);
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+}
+
+#[actix_web::test]
+async fn a_long_poll_returns_empty_at_once_when_the_server_shuts_down() {
+    let mut repo = MockTaskRepository::new();
+    repo.expect_claim().times(1).returning(|_| Ok(vec![]));
+    let hub = Arc::new(WakeHub::new());
+    let closer = hub.clone();
+    actix_web::rt::spawn(async move {
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        closer.close();
+    });
+    let started = Instant::now();
+
+    let reply =
+        send_with_hub(repo, hub, post_claim(json!({ "workerId": "w", "waitMs": 20_000 }))).await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["items"], json!([]));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[actix_web::test]
+async fn get_claim_is_a_405_not_a_task_lookup() {
+    let reply = send(MockTaskRepository::new(), TestRequest::get().uri("/api/tasks/claim")).await;
+
+    reply.assert_problem(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED");
+    assert_eq!(reply.headers.get("allow").unwrap(), "POST");
+}
+
+#[actix_web::test]
+async fn start_and_heartbeat_show_the_lease_token_but_get_and_list_never_do() {
+    let task = running_task("worker-1");
+    let id = task.id();
+    let mut listed = MockTaskRepository::new();
+    let page = vec![task.clone()];
+    listed.expect_list().returning(move |_, _, _| Ok(page.clone()));
+
+    let heartbeat = send(
+        repo_returning(task.clone()),
+        put_json(
+            &format!("/api/tasks/{id}/heartbeat"),
+            json!({ "workerId": "worker-1", "leaseToken": TOKEN, "leaseSeconds": 120 }),
+        ),
+    )
+    .await;
+    let get = send(repo_returning(task), TestRequest::get().uri(&format!("/api/tasks/{id}"))).await;
+    let list = send(listed, TestRequest::get().uri("/api/tasks")).await;
+    let started = send(
+        repo_returning(pending_task(None)),
+        put_json(&format!("/api/tasks/{id}/start"), json!({ "workerId": "w", "leaseSeconds": 5 })),
+    )
+    .await;
+
+    assert_eq!(heartbeat.status, StatusCode::OK, "{}", heartbeat.body);
+    assert_eq!(heartbeat.body["leaseToken"], TOKEN);
+    assert_eq!(started.status, StatusCode::OK, "{}", started.body);
+    let minted = started.body["leaseToken"].as_str().unwrap();
+    assert!(LeaseToken::parse(minted).is_ok(), "{minted}");
+    let expires = DateTime::parse_from_rfc3339(started.body["leaseExpiresAt"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&Utc);
+    let lease = expires
+        - DateTime::parse_from_rfc3339(started.body["updatedAt"].as_str().unwrap())
+            .unwrap()
+            .with_timezone(&Utc);
+    assert_eq!(lease, TimeDelta::seconds(5));
+    assert_eq!(get.status, StatusCode::OK);
+    assert!(get.body.get("leaseToken").is_none(), "{}", get.body);
+    assert!(get.body["leaseExpiresAt"].is_string());
+    assert!(list.body["items"][0].get("leaseToken").is_none(), "{}", list.body);
+    assert!(!get.body.to_string().contains(TOKEN));
+    assert!(!list.body.to_string().contains(TOKEN));
+}
+
+#[actix_web::test]
+async fn a_succeed_after_the_lease_was_reaped_is_a_409_lease_expired() {
+    let task = ended_task("expired");
+    let id = task.id();
+    let mut repo = MockTaskRepository::new();
+    repo.expect_get().returning(move |_| Ok(task.clone()));
+    repo.expect_update().times(0);
+    repo.expect_record_rejection()
+        .withf(|e| {
+            e.rejected
+                == Some(Rejection { code: "LEASE_EXPIRED".to_owned(), call: StaleCall::Succeed })
+        })
+        .times(1)
+        .returning(|_| Ok(()));
+
+    let reply = send(
+        repo,
+        put_json(
+            &format!("/api/tasks/{id}/succeed"),
+            json!({ "workerId": "worker-1", "leaseToken": TOKEN }),
+        ),
+    )
+    .await;
+
+    reply.assert_problem(StatusCode::CONFLICT, "LEASE_EXPIRED");
+    assert_eq!(reply.body["attempt"], 1);
+    assert_eq!(reply.body["type"], "urn:taskpilot:problem:lease-expired");
+}
+
+#[actix_web::test]
+async fn a_report_with_an_unknown_token_is_a_409_attempt_superseded() {
+    let task = running_task("worker-1");
+    let id = task.id();
+
+    let reply = send(
+        repo_returning(task),
+        put_json(
+            &format!("/api/tasks/{id}/fail"),
+            json!({ "errorMessage": "boom", "leaseToken": OTHER_TOKEN }),
+        ),
+    )
+    .await;
+
+    reply.assert_problem(StatusCode::CONFLICT, "ATTEMPT_SUPERSEDED");
+    assert_eq!(reply.body["taskId"], id.to_string());
+    assert_eq!(reply.body["currentAttempt"], 1);
+}
+
+#[actix_web::test]
+async fn a_heartbeat_after_a_cancel_is_a_409_task_cancelled() {
+    let task = ended_task("cancelled");
+    let id = task.id();
+
+    let reply = send(
+        repo_returning(task),
+        put_json(
+            &format!("/api/tasks/{id}/heartbeat"),
+            json!({ "workerId": "worker-1", "leaseToken": TOKEN }),
+        ),
+    )
+    .await;
+
+    reply.assert_problem(StatusCode::CONFLICT, "TASK_CANCELLED");
+    assert_eq!(reply.body["taskId"], id.to_string());
+}
+
+#[actix_web::test]
+async fn a_replayed_success_is_a_200_with_the_stored_task_and_writes_nothing() {
+    let task = ended_task("succeeded");
+    let id = task.id();
+    let mut repo = MockTaskRepository::new();
+    let stored = task.clone();
+    repo.expect_get().returning(move |_| Ok(stored.clone()));
+    repo.expect_update().times(0);
+    repo.expect_record_rejection().times(0);
+
+    let reply = send(
+        repo,
+        put_json(
+            &format!("/api/tasks/{id}/succeed"),
+            json!({ "workerId": "worker-1", "leaseToken": TOKEN, "result": {"n": 2} }),
+        ),
+    )
+    .await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["status"], "SUCCEEDED");
+    assert_eq!(reply.body["result"], json!({"n": 1}), "the stored result, not the replay's");
+}
+
+#[actix_web::test]
+async fn a_different_outcome_for_an_ended_attempt_is_a_409_outcome_conflict() {
+    let task = ended_task("succeeded");
+    let id = task.id();
+
+    let reply = send(
+        repo_returning(task),
+        put_json(
+            &format!("/api/tasks/{id}/fail"),
+            json!({ "errorMessage": "late", "leaseToken": TOKEN }),
+        ),
+    )
+    .await;
+
+    reply.assert_problem(StatusCode::CONFLICT, "OUTCOME_CONFLICT");
+    assert_eq!(reply.body["recordedOutcome"], "SUCCEEDED");
+}
+
+#[actix_web::test]
+async fn a_lease_token_that_is_not_a_token_fails_validation() {
+    let id = task_id();
+    for (action, body) in [
+        ("heartbeat", json!({ "workerId": "w", "leaseToken": "not-a-token" })),
+        ("succeed", json!({ "leaseToken": "" })),
+        ("fail", json!({ "errorMessage": "x", "leaseToken": "1234" })),
+    ] {
+        let reply =
+            send(MockTaskRepository::new(), put_json(&format!("/api/tasks/{id}/{action}"), body))
+                .await;
+
+        reply.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
+        assert!(reply.detail().contains("leaseToken"), "{}", reply.detail());
+    }
+}
+
+#[actix_web::test]
+async fn a_heartbeat_needs_a_worker_and_a_token() {
+    let uri = format!("/api/tasks/{}/heartbeat", task_id());
+
+    let no_token =
+        send(MockTaskRepository::new(), put_json(&uri, json!({ "workerId": "w" }))).await;
+    let bad_lease = send(
+        MockTaskRepository::new(),
+        put_json(&uri, json!({ "workerId": "w", "leaseToken": TOKEN, "leaseSeconds": 1 })),
+    )
+    .await;
+
+    no_token.assert_problem(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST");
+    assert!(no_token.detail().contains("leaseToken"), "{}", no_token.detail());
+    bad_lease.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
+    assert!(bad_lease.detail().contains("leaseSeconds"), "{}", bad_lease.detail());
+}
+
+#[actix_web::test]
+async fn a_start_with_a_lease_out_of_range_fails_validation() {
+    let uri = format!("/api/tasks/{}/start", task_id());
+
+    let reply = send(
+        MockTaskRepository::new(),
+        put_json(&uri, json!({ "workerId": "w", "leaseSeconds": 86_401 })),
+    )
+    .await;
+
+    reply.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
+}
+
+#[actix_web::test]
+async fn a_nul_character_in_a_payload_or_result_fails_validation() {
+    let task = running_task("w");
+    let uri = format!("/api/tasks/{}/succeed", task.id());
+
+    let payload = send(
+        MockTaskRepository::new(),
+        post_tasks(r#"{"name": "x", "payload": {"note": "a\u0000b"}}"#),
+    )
+    .await;
+    let key =
+        send(MockTaskRepository::new(), post_tasks(r#"{"name": "x", "payload": {"\u0000": 1}}"#))
+            .await;
+    let result =
+        send(repo_returning(task), put_json(&uri, json!({ "result": ["ok", "\u{0}"] }))).await;
+
+    for reply in [&payload, &key] {
+        reply.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
+        assert!(reply.detail().contains("payload"), "{}", reply.detail());
+    }
+    result.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
+    assert!(result.detail().contains("result"), "{}", result.detail());
+}
+
+#[actix_web::test]
+async fn a_bad_queue_name_fails_validation_on_create_and_list() {
+    let create =
+        send(MockTaskRepository::new(), post_tasks(r#"{"name": "x", "queue": "Emails"}"#)).await;
+    let list =
+        send(MockTaskRepository::new(), TestRequest::get().uri("/api/tasks?queue=a%20b")).await;
+
+    create.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
+    assert!(create.detail().contains("queue"), "{}", create.detail());
+    list.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
+}
+
+#[actix_web::test]
+async fn a_task_is_created_in_the_queue_it_names() {
+    let mut repo = MockTaskRepository::new();
+    repo.expect_insert()
+        .withf(|t, _| t.queue().as_str() == "emails")
+        .times(1)
+        .returning(|_, _| Ok(()));
+
+    let reply = send(repo, post_tasks(r#"{"name": "x", "queue": "emails"}"#)).await;
+
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    assert_eq!(reply.body["queue"], "emails");
+}
+
+#[actix_web::test]
+async fn a_listing_filters_by_queue() {
+    let mut repo = MockTaskRepository::new();
+    repo.expect_list()
+        .withf(|f, _, _| f.queue == Some(QueueName::parse("emails").unwrap()))
+        .times(1)
+        .returning(|_, _, _| Ok(vec![]));
+
+    let reply = send(repo, TestRequest::get().uri("/api/tasks?queue=emails")).await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+}
+
+#[actix_web::test]
+async fn events_come_back_oldest_first_in_the_documented_shape() {
+    let task = running_task("worker-1");
+    let id = task.id();
+    let created = TaskEvent::transition(None, &pending_task(None), Actor::Client);
+    let refused = TaskEvent::rejection(
+        &task,
+        Some(WorkerId::parse("late").unwrap()),
+        StaleCall::Succeed,
+        &taskpilot_domain::StaleLease::AttemptSuperseded { task: id, current: 1 },
+        now(),
+    );
+    let events = vec![created, refused];
+    let mut repo = MockTaskRepository::new();
+    repo.expect_events().times(1).returning(move |_| Ok(events.clone()));
+
+    let reply = send(repo, TestRequest::get().uri(&format!("/api/tasks/{id}/events"))).await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let items = reply.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["from"], Value::Null);
+    assert_eq!(items[0]["to"], "PENDING");
+    assert_eq!(items[0]["actor"], "CLIENT");
+    assert_eq!(items[0]["attempt"], 0);
+    assert_eq!(items[0]["rejectedCode"], Value::Null);
+    assert_eq!(items[1]["from"], "RUNNING");
+    assert_eq!(items[1]["to"], "RUNNING");
+    assert_eq!(items[1]["workerId"], "late");
+    assert_eq!(items[1]["actor"], "WORKER");
+    assert_eq!(items[1]["rejectedCode"], "ATTEMPT_SUPERSEDED");
+    assert_eq!(items[1]["rejectedCall"], "SUCCEED");
+    assert!(items[1]["error"].is_string());
+    let keys: Vec<&str> = items[1].as_object().unwrap().keys().map(String::as_str).collect();
+    let mut expected = vec![
+        "attempt",
+        "from",
+        "to",
+        "workerId",
+        "error",
+        "actor",
+        "rejectedCode",
+        "rejectedCall",
+        "at",
+    ];
+    expected.sort_unstable();
+    let mut keys = keys;
+    keys.sort_unstable();
+    assert_eq!(keys, expected);
+}
+
+#[actix_web::test]
+async fn the_events_of_an_unknown_task_are_a_404() {
+    let id = task_id();
+    let mut repo = MockTaskRepository::new();
+    repo.expect_events().returning(|_| Ok(vec![]));
+    repo.expect_get().returning(|id| Err(RepoError::NotFound(id)));
+
+    let reply = send(repo, TestRequest::get().uri(&format!("/api/tasks/{id}/events"))).await;
+
+    reply.assert_problem(StatusCode::NOT_FOUND, "TASK_NOT_FOUND");
+}
+
+#[actix_web::test]
+async fn rejection_stats_count_stale_successes_apart() {
+    let mut repo = MockTaskRepository::new();
+    repo.expect_rejection_counts().times(1).returning(|| {
+        Ok(vec![
+            RejectionCount { code: "LEASE_EXPIRED".into(), call: StaleCall::Succeed, count: 3 },
+            RejectionCount {
+                code: "ATTEMPT_SUPERSEDED".into(),
+                call: StaleCall::Succeed,
+                count: 2,
+            },
+            RejectionCount { code: "TASK_CANCELLED".into(), call: StaleCall::Heartbeat, count: 7 },
+        ])
+    });
+
+    let reply = send(repo, TestRequest::get().uri("/api/stats/rejections")).await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["staleSuccesses"], 5);
+    assert_eq!(reply.body["items"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        reply.body["items"][2],
+        json!({ "code": "TASK_CANCELLED", "call": "HEARTBEAT", "count": 7 })
+    );
+}
+
+#[actix_web::test]
+async fn no_stats_yet_are_zero_stale_successes() {
+    let mut repo = MockTaskRepository::new();
+    repo.expect_rejection_counts().returning(|| Ok(vec![]));
+
+    let reply = send(repo, TestRequest::get().uri("/api/stats/rejections")).await;
+
+    assert_eq!(reply.body, json!({ "items": [], "staleSuccesses": 0 }));
+}
+
+#[actix_web::test]
+async fn a_reporter_without_token_keeps_the_foundation_behaviour() {
+    let task = running_task("worker-1");
+    let id = task.id();
+    let mut repo = MockTaskRepository::new();
+    let stored = task.clone();
+    repo.expect_get().returning(move |_| Ok(stored.clone()));
+    repo.expect_update()
+        .withf(|t, _, e| t.status() == TaskStatus::Succeeded && e.is_some())
+        .times(1)
+        .returning(|_, _, _| Ok(()));
+
+    let reply = send(
+        repo,
+        put_json(&format!("/api/tasks/{id}/succeed"), json!({ "workerId": "worker-1" })),
+    )
+    .await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["attempt"], 1);
+    assert!(reply.body.get("leaseToken").is_none());
 }

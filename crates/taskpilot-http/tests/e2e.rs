@@ -6,21 +6,25 @@
 
 #![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::IntoFuture as _;
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use actix_web::dev::ServerHandle;
 use actix_web::http::header::{HeaderMap, CONTENT_TYPE};
 use actix_web::http::{Method, StatusCode};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{json, Value};
-use taskpilot_app::{SystemClock, TaskService};
+use taskpilot_app::{ServiceDefaults, SystemClock, TaskService};
 use taskpilot_diesel::local::LocalCluster;
 use taskpilot_diesel::testing::TestDatabase;
 use taskpilot_diesel::{PgPool, PgTaskRepository, PoolConfig};
-use taskpilot_domain::{Clock, ExponentialBackoff, FixedClock, MaxAttempts};
-use taskpilot_http::{run, HttpConfig};
+use taskpilot_domain::{Clock, ExponentialBackoff, FixedClock, LeaseDuration, MaxAttempts};
+use taskpilot_http::{run, HttpConfig, ServerHandle};
+
+/// How often the test servers' reapers run: often, so that tests wait little for them.
+const REAPER_INTERVAL: Duration = Duration::from_millis(50);
 
 /// A running server and a client for it.
 struct TestApp {
@@ -61,22 +65,28 @@ fn service(pool: PgPool, clock: Arc<dyn Clock>, backoff_base: TimeDelta) -> Task
         Arc::new(PgTaskRepository::new(pool)),
         clock,
         Arc::new(ExponentialBackoff::new(backoff_base, backoff_base * 4).unwrap()),
-        MaxAttempts::new(25).unwrap(),
+        ServiceDefaults {
+            max_attempts: MaxAttempts::new(25).unwrap(),
+            lease: LeaseDuration::from_secs(300).unwrap(),
+        },
     )
 }
 
 impl TestApp {
-    fn spawn(service: TaskService) -> Self {
+    /// The real server over `service`, LISTENing on `notify_url` when given.
+    fn spawn(service: TaskService, notify_url: Option<&str>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let http = HttpConfig {
             max_body_bytes: 1024 * 1024,
             workers: 2,
             shutdown_timeout: Duration::from_secs(1),
+            reaper_interval: REAPER_INTERVAL,
+            ..HttpConfig::default()
         };
-        let server = run(service, http, listener).unwrap();
+        let server = run(service, http, listener, notify_url.map(str::to_owned)).unwrap();
         let handle = server.handle();
-        actix_web::rt::spawn(server);
+        actix_web::rt::spawn(server.into_future());
         let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
         Self { base, client, handle }
     }
@@ -84,15 +94,40 @@ impl TestApp {
     /// A server over `db` with the system clock and a backoff starting at `backoff_base`.
     fn on(db: &TestDatabase, backoff_base: TimeDelta) -> Self {
         let pool = pool(db.url(), Duration::from_secs(5));
-        Self::spawn(service(pool, Arc::new(SystemClock), backoff_base))
+        Self::spawn(service(pool, Arc::new(SystemClock), backoff_base), Some(db.url()))
     }
 
     /// A server over `db` whose clock the test moves, with a 10 s backoff base.
     fn with_clock(db: &TestDatabase) -> (Self, Arc<FixedClock>) {
         let clock = Arc::new(FixedClock::new(SystemClock.now()));
         let pool = pool(db.url(), Duration::from_secs(5));
-        let app = Self::spawn(service(pool, clock.clone(), TimeDelta::seconds(10)));
+        let app = Self::spawn(service(pool, clock.clone(), TimeDelta::seconds(10)), Some(db.url()));
         (app, clock)
+    }
+
+    /// `POST /api/tasks/claim` with `body`; the reply must be 200, its items are returned.
+    async fn claim(&self, body: Value) -> Vec<Value> {
+        let reply = self.send(Method::POST, "/api/tasks/claim", Some(body)).await;
+        reply.assert_status(StatusCode::OK)["items"].as_array().unwrap().clone()
+    }
+
+    /// The task's history.
+    async fn events(&self, id: &str) -> Vec<Value> {
+        let reply = self.get(&format!("/api/tasks/{id}/events")).await;
+        reply.assert_status(StatusCode::OK)["items"].as_array().unwrap().clone()
+    }
+
+    /// Polls the task until `done` says so, for up to 10 s.
+    async fn wait_for(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..200 {
+            let task = self.get(&format!("/api/tasks/{id}")).await;
+            let task = task.assert_status(StatusCode::OK);
+            if done(task) {
+                return task.clone();
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("task {id} never got there");
     }
 
     async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
@@ -487,7 +522,10 @@ async fn the_server_answers_503_while_the_database_is_down_and_recovers_by_itsel
     taskpilot_diesel::ensure_database(&url).unwrap();
     let pool = pool(&url, Duration::from_millis(500));
     taskpilot_diesel::run_migrations(&pool).unwrap();
-    let app = TestApp::spawn(service(pool, Arc::new(SystemClock), TimeDelta::seconds(1)));
+    let app = TestApp::spawn(
+        service(pool, Arc::new(SystemClock), TimeDelta::seconds(1)),
+        Some(url.as_str()),
+    );
     let id = id_of(&app.create(json!({ "name": "survivor" })).await);
 
     cluster.stop().unwrap();
@@ -515,5 +553,669 @@ async fn the_server_answers_503_while_the_database_is_down_and_recovers_by_itsel
     let recovered = recovered.expect("the server did not recover after the database came back");
     assert_eq!(recovered.body["name"], "survivor");
     assert_eq!(app.get("/readyz").await.status, StatusCode::OK);
+    app.stop().await;
+}
+
+// --- Claims, leases, fencing, history, one clock, long-poll --------------------------------
+
+fn ids(items: &[Value]) -> Vec<String> {
+    items.iter().map(id_of).collect()
+}
+
+fn token_of(task: &Value) -> String {
+    task["leaseToken"].as_str().unwrap_or_else(|| panic!("no leaseToken in {task}")).to_owned()
+}
+
+#[actix_web::test]
+async fn claims_take_the_highest_priority_then_the_longest_waiting_and_exactly_the_batch_limit() {
+    let db = TestDatabase::new();
+    let app = TestApp::on(&db, TimeDelta::seconds(1));
+    let mut created = BTreeMap::new();
+    for (name, priority) in [("a", 0), ("b", 5), ("c", 5), ("d", 1), ("e", 0)] {
+        let task = app.create(json!({ "name": name, "priority": priority })).await;
+        created.insert(id_of(&task), name);
+    }
+    let names =
+        |items: &[Value]| -> Vec<&str> { ids(items).iter().map(|id| created[id]).collect() };
+
+    let first = app.claim(json!({ "workerId": "w1", "limit": 3 })).await;
+    let second = app.claim(json!({ "workerId": "w2", "limit": 10 })).await;
+    let third = app.claim(json!({ "workerId": "w3", "limit": 10 })).await;
+
+    assert_eq!(names(&first), ["b", "c", "d"]);
+    assert_eq!(names(&second), ["a", "e"]);
+    assert!(third.is_empty());
+    for task in first.iter().chain(&second) {
+        assert_eq!(task["status"], "RUNNING");
+        assert_eq!(task["attempt"], 1);
+        assert!(task["leaseExpiresAt"].is_string());
+        assert_micros_format(&task["leaseExpiresAt"]);
+    }
+    assert!(first.iter().all(|t| t["workerId"] == "w1"));
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_claim_takes_only_tasks_from_the_queues_it_names() {
+    let db = TestDatabase::new();
+    let app = TestApp::on(&db, TimeDelta::seconds(1));
+    let email = id_of(&app.create(json!({ "name": "send", "queue": "emails" })).await);
+    let report = id_of(&app.create(json!({ "name": "build", "queue": "reports" })).await);
+    let plain = app.create(json!({ "name": "other" })).await;
+
+    let reports = app.claim(json!({ "workerId": "w", "limit": 10, "queues": ["reports"] })).await;
+    let listed = app.get("/api/tasks?queue=emails").await;
+    let rest =
+        app.claim(json!({ "workerId": "w", "limit": 10, "queues": ["emails", "nope"] })).await;
+
+    assert_eq!(ids(&reports), [report]);
+    assert_eq!(reports[0]["queue"], "reports");
+    let listed = listed.assert_status(StatusCode::OK)["items"].as_array().unwrap().clone();
+    assert_eq!(ids(&listed), std::slice::from_ref(&email));
+    assert_eq!(ids(&rest), [email]);
+    assert_eq!(plain["queue"], "default");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn the_lease_token_appears_only_in_answers_to_the_worker_holding_the_lease() {
+    let db = TestDatabase::new();
+    let app = TestApp::on(&db, TimeDelta::seconds(1));
+    let claimed_id = id_of(&app.create(json!({ "name": "claimed" })).await);
+    let started_id = id_of(&app.create(json!({ "name": "started" })).await);
+
+    let claimed = app.claim(json!({ "workerId": "w1" })).await;
+    let started = app.transition(&started_id, "start", Some(json!({ "workerId": "w2" }))).await;
+    let started = started.assert_status(StatusCode::OK).clone();
+    let claim_token = token_of(&claimed[0]);
+    let heartbeat = app
+        .transition(
+            &claimed_id,
+            "heartbeat",
+            Some(json!({ "workerId": "w1", "leaseToken": claim_token })),
+        )
+        .await;
+    let get = app.get(&format!("/api/tasks/{claimed_id}")).await;
+    let list = app.get("/api/tasks").await;
+    let running = app.get("/api/tasks?status=RUNNING").await;
+    let events = app.get(&format!("/api/tasks/{claimed_id}/events")).await;
+
+    assert_eq!(id_of(&claimed[0]), claimed_id);
+    let start_token = token_of(&started);
+    assert_ne!(claim_token, start_token);
+    assert_eq!(token_of(heartbeat.assert_status(StatusCode::OK)), claim_token);
+    for reply in [&get, &list, &running, &events] {
+        let text = reply.assert_status(StatusCode::OK).to_string();
+        assert!(!text.contains("leaseToken"), "{text}");
+        assert!(!text.contains(&claim_token) && !text.contains(&start_token), "{text}");
+    }
+    assert!(get.body["leaseExpiresAt"].is_string());
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_heartbeat_extends_the_lease_from_now() {
+    let db = TestDatabase::new();
+    let (app, clock) = TestApp::with_clock(&db);
+    app.create(json!({ "name": "long" })).await;
+    let claimed = app.claim(json!({ "workerId": "w", "leaseSeconds": 30 })).await;
+    let (id, token) = (id_of(&claimed[0]), token_of(&claimed[0]));
+    let first_expiry = time(&claimed[0]["leaseExpiresAt"]);
+
+    clock.advance(TimeDelta::seconds(20));
+    let beat = app
+        .transition(
+            &id,
+            "heartbeat",
+            Some(json!({ "workerId": "w", "leaseToken": token, "leaseSeconds": 30 })),
+        )
+        .await;
+
+    let beat = beat.assert_status(StatusCode::OK);
+    assert_eq!(first_expiry, time(&claimed[0]["updatedAt"]) + TimeDelta::seconds(30));
+    assert_eq!(time(&beat["leaseExpiresAt"]), first_expiry + TimeDelta::seconds(20));
+    let stored = app.get(&format!("/api/tasks/{id}")).await;
+    assert_eq!(stored.assert_status(StatusCode::OK)["leaseExpiresAt"], beat["leaseExpiresAt"]);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn the_reaper_fails_an_expired_attempt_and_the_late_worker_is_told_why() {
+    let db = TestDatabase::new();
+    let (app, clock) = TestApp::with_clock(&db);
+    let id = id_of(&app.create(json!({ "name": "slow", "maxAttempts": 3 })).await);
+    let claimed = app.claim(json!({ "workerId": "w1", "leaseSeconds": 5 })).await;
+    let late_token = token_of(&claimed[0]);
+
+    clock.advance(TimeDelta::seconds(6));
+    let reaped = app.wait_for(&id, |t| t["status"] == "PENDING").await;
+    let late = app
+        .transition(
+            &id,
+            "succeed",
+            Some(json!({ "workerId": "w1", "leaseToken": late_token, "result": 1 })),
+        )
+        .await;
+    clock.set(time(&reaped["nextRunAt"]));
+    let second = app.claim(json!({ "workerId": "w2", "leaseSeconds": 5 })).await;
+    let later = app
+        .transition(&id, "succeed", Some(json!({ "workerId": "w1", "leaseToken": late_token })))
+        .await;
+    let late_beat = app
+        .transition(&id, "heartbeat", Some(json!({ "workerId": "w1", "leaseToken": late_token })))
+        .await;
+
+    assert_eq!(reaped["lastError"], "lease expired (worker w1)");
+    assert_eq!(reaped["retryState"], "RETRY_SCHEDULED");
+    assert_eq!(reaped["attemptCount"], 1);
+    assert!(reaped["leaseExpiresAt"].is_null());
+    late.assert_problem(StatusCode::CONFLICT, "LEASE_EXPIRED");
+    assert_eq!(late.body["taskId"], id.as_str());
+    assert_eq!(ids(&second), std::slice::from_ref(&id));
+    assert_eq!(second[0]["attempt"], 2);
+    later.assert_problem(StatusCode::CONFLICT, "ATTEMPT_SUPERSEDED");
+    late_beat.assert_problem(StatusCode::CONFLICT, "ATTEMPT_SUPERSEDED");
+    let task = app.get(&format!("/api/tasks/{id}")).await;
+    assert_eq!(task.assert_status(StatusCode::OK)["workerId"], "w2");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn the_reaper_fails_a_task_for_good_when_its_attempts_are_used_up() {
+    let db = TestDatabase::new();
+    let (app, clock) = TestApp::with_clock(&db);
+    let id = id_of(&app.create(json!({ "name": "doomed", "maxAttempts": 1 })).await);
+    app.claim(json!({ "workerId": "w1", "leaseSeconds": 5 })).await;
+
+    clock.advance(TimeDelta::seconds(5));
+    let failed = app.wait_for(&id, |t| t["status"] == "FAILED").await;
+
+    assert_eq!(failed["retryState"], "EXHAUSTED");
+    assert_eq!(failed["lastError"], "lease expired (worker w1)");
+    let events = app.events(&id).await;
+    let last = events.last().unwrap();
+    assert_eq!((last["from"].as_str(), last["to"].as_str()), (Some("RUNNING"), Some("FAILED")));
+    assert_eq!(last["actor"], "REAPER");
+    assert_eq!(last["workerId"], "w1");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_worker_whose_task_was_cancelled_learns_it_at_its_heartbeat() {
+    let db = TestDatabase::new();
+    let app = TestApp::on(&db, TimeDelta::seconds(1));
+    let id = id_of(&app.create(json!({ "name": "unwanted" })).await);
+    let token = token_of(&app.claim(json!({ "workerId": "w" })).await[0]);
+
+    app.transition(&id, "cancel", None).await.assert_status(StatusCode::OK);
+    let beat = app
+        .transition(&id, "heartbeat", Some(json!({ "workerId": "w", "leaseToken": token })))
+        .await;
+
+    beat.assert_problem(StatusCode::CONFLICT, "TASK_CANCELLED");
+    assert_eq!(beat.body["taskId"], id.as_str());
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_replayed_success_gets_the_same_task_and_a_different_outcome_is_a_conflict() {
+    let db = TestDatabase::new();
+    let app = TestApp::on(&db, TimeDelta::seconds(1));
+    let id = id_of(&app.create(json!({ "name": "once" })).await);
+    let token = token_of(&app.claim(json!({ "workerId": "w" })).await[0]);
+    let report = json!({ "workerId": "w", "leaseToken": token, "result": { "n": 1 } });
+
+    let first = app.transition(&id, "succeed", Some(report.clone())).await;
+    let replay = app.transition(&id, "succeed", Some(report)).await;
+    let other = app
+        .transition(
+            &id,
+            "fail",
+            Some(json!({ "workerId": "w", "leaseToken": token, "errorMessage": "no" })),
+        )
+        .await;
+
+    let first = first.assert_status(StatusCode::OK).clone();
+    assert_eq!(first["status"], "SUCCEEDED");
+    assert_eq!(replay.assert_status(StatusCode::OK), &first);
+    other.assert_problem(StatusCode::CONFLICT, "OUTCOME_CONFLICT");
+    assert_eq!(other.body["recordedOutcome"], "SUCCEEDED");
+    let events = app.events(&id).await;
+    let succeeded = events.iter().filter(|e| e["to"] == "SUCCEEDED" && e["from"] == "RUNNING");
+    assert_eq!(succeeded.count(), 1, "the replay is not a second transition: {events:?}");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn refused_stale_calls_are_counted_and_recorded_in_the_history() {
+    let db = TestDatabase::new();
+    let (app, clock) = TestApp::with_clock(&db);
+    let before = app.get("/api/stats/rejections").await;
+    let id = id_of(&app.create(json!({ "name": "twice" })).await);
+    let token = token_of(&app.claim(json!({ "workerId": "w1", "leaseSeconds": 5 })).await[0]);
+    clock.advance(TimeDelta::seconds(6));
+    app.wait_for(&id, |t| t["status"] == "PENDING").await;
+
+    let late = json!({ "workerId": "w1", "leaseToken": token, "result": "late" });
+    app.transition(&id, "succeed", Some(late.clone())).await;
+    app.transition(&id, "succeed", Some(late)).await;
+    app.transition(&id, "heartbeat", Some(json!({ "workerId": "w1", "leaseToken": token }))).await;
+    let stats = app.get("/api/stats/rejections").await;
+
+    assert_eq!(before.assert_status(StatusCode::OK), &json!({ "items": [], "staleSuccesses": 0 }));
+    let stats = stats.assert_status(StatusCode::OK);
+    assert_eq!(stats["staleSuccesses"], 2);
+    let counts: BTreeMap<(String, String), u64> = stats["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let key = (c["code"].as_str().unwrap().into(), c["call"].as_str().unwrap().into());
+            (key, c["count"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(counts[&("LEASE_EXPIRED".to_owned(), "SUCCEED".to_owned())], 2);
+    assert_eq!(counts[&("LEASE_EXPIRED".to_owned(), "HEARTBEAT".to_owned())], 1);
+    let refused: Vec<_> =
+        app.events(&id).await.into_iter().filter(|e| !e["rejectedCode"].is_null()).collect();
+    assert_eq!(refused.len(), 3, "{refused:?}");
+    for event in &refused {
+        assert_eq!(event["rejectedCode"], "LEASE_EXPIRED");
+        assert_eq!(event["attempt"], 1);
+        assert_eq!(event["workerId"], "w1");
+        assert_eq!(event["from"], event["to"]);
+    }
+    assert_eq!(refused[2]["rejectedCall"], "HEARTBEAT");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn the_events_of_a_full_lifecycle_come_back_oldest_first() {
+    let db = TestDatabase::new();
+    let (app, clock) = TestApp::with_clock(&db);
+    let id = id_of(&app.create(json!({ "name": "story" })).await);
+    let first = token_of(&app.claim(json!({ "workerId": "w1" })).await[0]);
+    clock.advance(TimeDelta::seconds(1));
+    let failed = app
+        .transition(
+            &id,
+            "fail",
+            Some(json!({ "workerId": "w1", "leaseToken": first, "errorMessage": "flaky" })),
+        )
+        .await;
+    clock.set(time(&failed.assert_status(StatusCode::OK)["nextRunAt"]));
+    let second = token_of(&app.claim(json!({ "workerId": "w2" })).await[0]);
+    app.transition(&id, "heartbeat", Some(json!({ "workerId": "w2", "leaseToken": second })))
+        .await
+        .assert_status(StatusCode::OK);
+    clock.advance(TimeDelta::seconds(1));
+    app.transition(&id, "succeed", Some(json!({ "workerId": "w2", "leaseToken": second })))
+        .await
+        .assert_status(StatusCode::OK);
+
+    let events = app.events(&id).await;
+    let unknown = app.get(&format!("/api/tasks/{}/events", uuid::Uuid::now_v7())).await;
+
+    let story: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e["attempt"].as_u64().unwrap(),
+                e["from"].as_str().unwrap_or("-"),
+                e["to"].as_str().unwrap(),
+                e["workerId"].as_str().unwrap_or("-"),
+                e["actor"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        story,
+        [
+            (0, "-", "PENDING", "-", "CLIENT"),
+            (1, "PENDING", "RUNNING", "w1", "WORKER"),
+            (1, "RUNNING", "PENDING", "w1", "WORKER"),
+            (2, "PENDING", "RUNNING", "w2", "WORKER"),
+            (2, "RUNNING", "SUCCEEDED", "w2", "WORKER"),
+        ]
+    );
+    assert_eq!(events[2]["error"], "flaky");
+    let times: Vec<_> = events.iter().map(|e| time(&e["at"])).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    events.iter().for_each(|e| assert_micros_format(&e["at"]));
+    unknown.assert_problem(StatusCode::NOT_FOUND, "TASK_NOT_FOUND");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_waiting_claim_returns_soon_after_another_request_creates_a_task() {
+    let db = TestDatabase::new();
+    let app = TestApp::on(&db, TimeDelta::seconds(1));
+    let waiting = app.client.post(format!("{}/api/tasks/claim", app.base));
+    let started = Instant::now();
+    let claim = actix_web::rt::spawn(async move {
+        let reply = TestApp::read(
+            waiting.send_json(&json!({ "workerId": "w", "waitMs": 5_000 })).await.unwrap(),
+        )
+        .await;
+        (reply.status, reply.body, started.elapsed())
+    });
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+
+    let id = id_of(&app.create(json!({ "name": "wanted" })).await);
+
+    let (status, body, waited) = claim.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(ids(body["items"].as_array().unwrap()), [id]);
+    assert!(waited < Duration::from_secs(3), "the claim waited {waited:?}");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_claim_waiting_on_one_server_wakes_up_for_a_task_created_through_another() {
+    let db = TestDatabase::new();
+    let waiting_server = TestApp::on(&db, TimeDelta::seconds(1));
+    let other_server = TestApp::on(&db, TimeDelta::seconds(1));
+    let waiting = waiting_server.client.post(format!("{}/api/tasks/claim", waiting_server.base));
+    let started = Instant::now();
+    let claim = actix_web::rt::spawn(async move {
+        let body = json!({ "workerId": "w", "waitMs": 10_000, "queues": ["cross"] });
+        let reply = TestApp::read(waiting.send_json(&body).await.unwrap()).await;
+        (reply.status, reply.body, started.elapsed())
+    });
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+
+    let id = id_of(&other_server.create(json!({ "name": "elsewhere", "queue": "cross" })).await);
+
+    let (status, body, waited) = claim.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(ids(body["items"].as_array().unwrap()), [id]);
+    assert!(waited < Duration::from_secs(3), "the claim waited {waited:?}");
+    waiting_server.stop().await;
+    other_server.stop().await;
+}
+
+#[actix_web::test]
+async fn a_waiting_claim_wakes_up_when_a_scheduled_task_comes_due() {
+    let db = TestDatabase::new();
+    let app = TestApp::on(&db, TimeDelta::seconds(1));
+    let run_at = Utc::now() + TimeDelta::milliseconds(1_500);
+    let id = id_of(&app.create(json!({ "name": "later", "runAt": run_at })).await);
+    let started = Instant::now();
+
+    let claimed = app.claim(json!({ "workerId": "w", "waitMs": 10_000 })).await;
+
+    let waited = started.elapsed();
+    assert_eq!(ids(&claimed), [id]);
+    assert!(Utc::now() >= run_at);
+    assert!(waited < Duration::from_secs(5), "the claim waited {waited:?}");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_waiting_claim_wakes_up_when_a_short_retry_backoff_ends() {
+    let db = TestDatabase::new();
+    let app = TestApp::on(&db, TimeDelta::milliseconds(300));
+    let id = id_of(&app.create(json!({ "name": "flaky" })).await);
+    let token = token_of(&app.claim(json!({ "workerId": "w1" })).await[0]);
+    let failed = app
+        .transition(
+            &id,
+            "fail",
+            Some(json!({ "workerId": "w1", "leaseToken": token, "errorMessage": "retry me" })),
+        )
+        .await;
+    let next_run_at = time(&failed.assert_status(StatusCode::OK)["nextRunAt"]);
+    let started = Instant::now();
+
+    let claimed = app.claim(json!({ "workerId": "w2", "waitMs": 20_000 })).await;
+
+    let waited = started.elapsed();
+    assert_eq!(ids(&claimed), [id]);
+    assert_eq!(claimed[0]["attempt"], 2);
+    assert!(Utc::now() >= next_run_at);
+    assert!(waited < Duration::from_secs(3), "the claim waited {waited:?}");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_claim_with_a_short_wait_on_an_empty_queue_returns_nothing_after_that_wait() {
+    let db = TestDatabase::new();
+    let app = TestApp::on(&db, TimeDelta::seconds(1));
+    let started = Instant::now();
+
+    let claimed = app.claim(json!({ "workerId": "w", "waitMs": 300 })).await;
+
+    let waited = started.elapsed();
+    assert!(claimed.is_empty());
+    assert!(waited >= Duration::from_millis(300), "returned after {waited:?}");
+    assert!(waited < Duration::from_secs(3), "returned after {waited:?}");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn stopping_the_server_releases_waiting_claims_at_once() {
+    let db = TestDatabase::new();
+    let app = TestApp::on(&db, TimeDelta::seconds(1));
+    let waiting = app.client.post(format!("{}/api/tasks/claim", app.base));
+    let claim = actix_web::rt::spawn(async move {
+        let reply = TestApp::read(
+            waiting.send_json(&json!({ "workerId": "w", "waitMs": 30_000 })).await.unwrap(),
+        )
+        .await;
+        (reply.status, reply.body)
+    });
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+
+    app.stop().await;
+
+    let (status, body) = claim.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({ "items": [] }));
+    assert!(started.elapsed() < Duration::from_secs(5), "stopping took {:?}", started.elapsed());
+}
+
+/// Sessions of the LISTEN connection on `db`.
+fn listener_sessions(db: &TestDatabase) -> i64 {
+    use diesel::prelude::*;
+
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut conn = db.pool().get().unwrap();
+    let row: Count = diesel::sql_query(
+        "SELECT count(*) AS n FROM pg_stat_activity \
+         WHERE datname = $1 AND application_name = 'taskpilot-listener'",
+    )
+    .bind::<diesel::sql_types::Text, _>(db.name())
+    .get_result(&mut conn)
+    .unwrap();
+    row.n
+}
+
+#[actix_web::test]
+async fn a_stopped_server_leaves_no_reaper_and_no_listener_behind() {
+    let db = TestDatabase::new();
+    let (app, clock) = TestApp::with_clock(&db);
+    let id = id_of(&app.create(json!({ "name": "orphan" })).await);
+    app.claim(json!({ "workerId": "w", "leaseSeconds": 5 })).await;
+    let mut listening = 0;
+    for _ in 0..100 {
+        listening = listener_sessions(&db);
+        if listening > 0 {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    app.stop().await;
+    clock.advance(TimeDelta::seconds(60));
+    actix_web::rt::time::sleep(REAPER_INTERVAL * 6).await;
+
+    // The backend ends a moment after its client hung up.
+    let mut left = listener_sessions(&db);
+    for _ in 0..40 {
+        if left == 0 {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        left = listener_sessions(&db);
+    }
+
+    assert_eq!(listening, 1, "the server was listening");
+    assert_eq!(left, 0, "the LISTEN connection outlived the server");
+    let direct = service(db.pool(), clock, TimeDelta::seconds(1));
+    let task = direct.get(id.parse::<uuid::Uuid>().unwrap().into()).unwrap();
+    assert_eq!(task.status(), taskpilot_domain::TaskStatus::Running, "reaped after the stop");
+}
+
+#[actix_web::test]
+async fn eight_concurrent_clients_claim_each_of_200_tasks_exactly_once() {
+    let db = TestDatabase::new();
+    let app = TestApp::on(&db, TimeDelta::seconds(1));
+    let mut created = BTreeSet::new();
+    for i in 0..200 {
+        created.insert(id_of(&app.create(json!({ "name": "bulk", "priority": i % 3 })).await));
+    }
+
+    let clients: Vec<_> = (0..8)
+        .map(|worker| {
+            let (client, base) = (app.client.clone(), app.base.clone());
+            actix_web::rt::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let body = json!({ "workerId": format!("w{worker}"), "limit": 7 });
+                    let response =
+                        client.post(format!("{base}/api/tasks/claim")).send_json(&body).await;
+                    let reply = TestApp::read(response.unwrap()).await;
+                    let items = reply.assert_status(StatusCode::OK)["items"].as_array().unwrap();
+                    if items.is_empty() {
+                        return mine;
+                    }
+                    assert!(items.len() <= 7);
+                    mine.extend(ids(items));
+                }
+            })
+        })
+        .collect();
+    let mut claimed = Vec::new();
+    for client in clients {
+        claimed.extend(client.await.unwrap());
+    }
+
+    let distinct: BTreeSet<_> = claimed.iter().cloned().collect();
+    assert_eq!(claimed.len(), 200, "some task was claimed twice");
+    assert_eq!(distinct, created);
+    let running = app.get("/api/tasks?status=RUNNING&limit=500").await;
+    assert_eq!(running.assert_status(StatusCode::OK)["items"].as_array().unwrap().len(), 200);
+    app.stop().await;
+}
+
+/// PostgreSQL's own clock, read while the statement runs.
+fn database_now(db: &TestDatabase) -> DateTime<Utc> {
+    use diesel::prelude::*;
+
+    #[derive(QueryableByName)]
+    struct Now {
+        #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+        now: DateTime<Utc>,
+    }
+    let mut conn = db.pool().get().unwrap();
+    let row: Now =
+        diesel::sql_query("SELECT clock_timestamp() AS now").get_result(&mut conn).unwrap();
+    row.now
+}
+
+#[actix_web::test]
+async fn with_the_database_clock_wired_the_service_tells_postgresql_time() {
+    use clap::Parser as _;
+
+    let db = TestDatabase::new();
+    let cli =
+        taskpilot_http::Cli::try_parse_from(["taskpilot", "--clock-refresh-secs", "1"]).unwrap();
+    let clock = taskpilot_http::startup::database_clock(db.pool(), &cli.config).unwrap();
+    let service = taskpilot_http::startup::task_service(db.pool(), clock, &cli.config).unwrap();
+    let app = TestApp::spawn(service.clone(), Some(db.url()));
+
+    let before = database_now(&db);
+    let service_now = service.now();
+    let created = app.create(json!({ "name": "timed" })).await;
+    let after = database_now(&db);
+
+    let slack = TimeDelta::seconds(1);
+    assert!(service_now >= before - slack && service_now <= after + slack, "{service_now}");
+    let created_at = time(&created["createdAt"]);
+    assert!(created_at >= before - slack && created_at <= after + slack, "{created_at}");
+    app.stop().await;
+}
+
+/// A `taskpilot serve` process of its own; killed when dropped.
+struct ServerProcess {
+    child: std::process::Child,
+    base: String,
+}
+
+impl ServerProcess {
+    async fn start(database_url: &str, client: &awc::Client) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_taskpilot"))
+            .arg("serve")
+            .env("DATABASE_URL", database_url)
+            .env("TASKPILOT_BIND", format!("127.0.0.1:{port}"))
+            .env("TASKPILOT_WORKERS", "1")
+            .env("TASKPILOT_DB_POOL_SIZE", "2")
+            .env("TASKPILOT_SHUTDOWN_TIMEOUT_SECS", "1")
+            .env("TASKPILOT_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("cannot start the taskpilot binary");
+        let mut process = Self { child, base: format!("http://127.0.0.1:{port}") };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = process.child.try_wait() {
+                panic!("taskpilot exited before it was ready: {status}");
+            }
+            let ready = client.get(format!("{}/readyz", process.base)).send().await;
+            if ready.is_ok_and(|r| r.status() == StatusCode::OK) {
+                return process;
+            }
+            assert!(Instant::now() < deadline, "taskpilot not ready within 30 s");
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[actix_web::test]
+async fn a_claim_waiting_in_one_server_process_wakes_up_for_a_task_created_through_another() {
+    let db = TestDatabase::new();
+    let app = TestApp::on(&db, TimeDelta::seconds(1));
+    let process = ServerProcess::start(db.url(), &app.client).await;
+    let waiting = app.client.post(format!("{}/api/tasks/claim", process.base));
+    let started = Instant::now();
+    let claim = actix_web::rt::spawn(async move {
+        let body = json!({ "workerId": "w", "waitMs": 10_000 });
+        let reply = TestApp::read(waiting.send_json(&body).await.unwrap()).await;
+        (reply.status, reply.body, started.elapsed())
+    });
+    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+
+    let id = id_of(&app.create(json!({ "name": "across" })).await);
+
+    let (status, body, waited) = claim.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let items = body["items"].as_array().unwrap();
+    assert_eq!(ids(items), [id]);
+    assert!(items[0]["leaseToken"].is_string());
+    assert!(waited < Duration::from_secs(4), "the claim waited {waited:?}");
+    drop(process);
     app.stop().await;
 }

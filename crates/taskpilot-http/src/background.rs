@@ -1,0 +1,223 @@
+//! The work every server does besides answering requests: the lease reaper, the watcher of
+//! scheduled runs and the PostgreSQL listener, all feeding or relying on the [`WakeHub`].
+//!
+//! Each runs on the server's runtime from the moment the server is first polled until it
+//! stops; [`Background::stop`] ends them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::rt::task::JoinHandle;
+use actix_web::web;
+use taskpilot_app::{AppError, TaskService};
+use taskpilot_diesel::{OnWake, RunnableListener};
+use taskpilot_domain::Task;
+use tokio::sync::watch;
+
+use crate::wake::{wake_when_due, WakeHub, SCHEDULE_MARGIN};
+
+/// Most tasks one reaper pass fails; a full batch means more may be waiting.
+pub const REAP_BATCH: u32 = 100;
+
+/// The shortest pause between two looks for the next scheduled run, so that a clock that
+/// stands still (as in tests) cannot make the watcher spin.
+const MIN_SCHEDULE_GAP: Duration = Duration::from_millis(10);
+
+/// What the background tasks need to know.
+#[derive(Debug, Clone)]
+pub struct BackgroundConfig {
+    /// Pause between reaper passes.
+    pub reaper_interval: Duration,
+    /// How often the watcher asks for the next scheduled run.
+    pub schedule_poll_interval: Duration,
+    /// The database to LISTEN on for runnable tasks; no listener when `None`.
+    pub notify_database_url: Option<String>,
+}
+
+/// The running background tasks of one server.
+pub struct Background {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    listener: Option<RunnableListener>,
+}
+
+impl Background {
+    /// Starts the reaper, the schedule watcher and, when configured, the listener on the
+    /// current runtime.
+    pub fn start(service: &TaskService, hub: &Arc<WakeHub>, config: &BackgroundConfig) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let tasks = vec![
+            actix_web::rt::spawn(reap(
+                service.clone(),
+                hub.clone(),
+                config.reaper_interval,
+                stopped.clone(),
+            )),
+            actix_web::rt::spawn(watch_schedule(
+                service.clone(),
+                hub.clone(),
+                config.schedule_poll_interval,
+                stopped,
+            )),
+        ];
+        let listener = config.notify_database_url.clone().and_then(|url| start_listener(url, hub));
+        Self { stop, tasks, listener }
+    }
+
+    /// Stops every background task and waits for the loops to end. A reaper pass under way
+    /// finishes first (its writes cannot be interrupted halfway anyway).
+    pub async fn stop(mut self) {
+        self.stop.send_replace(true);
+        if let Some(listener) = self.listener.take() {
+            // Dropping it joins its thread, which may take a connection attempt's timeout:
+            // not on the executor.
+            if let Err(e) = web::block(move || drop(listener)).await {
+                tracing::warn!(error = %e, "the LISTEN thread did not stop cleanly");
+            }
+        }
+        for task in std::mem::take(&mut self.tasks) {
+            if let Err(e) = task.await {
+                tracing::warn!(error = %e, "a background task ended abnormally");
+            }
+        }
+    }
+}
+
+/// A server future dropped before it finished (its runtime shut down, say) still ends its
+/// background tasks: spawned tasks would otherwise outlive it.
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Sleeps for `pause` unless told to stop first; `false` once stopped.
+async fn pause(stopped: &mut watch::Receiver<bool>, pause: Duration) -> bool {
+    // `wait_for` returns at once when the flag is already set, or Err when the sender is gone:
+    // both mean stop.
+    tokio::time::timeout(pause, stopped.wait_for(|stop| *stop)).await.is_err()
+}
+
+/// Runs a use case on the blocking pool, as handlers do.
+async fn blocking<T: Send + 'static>(
+    service: &TaskService,
+    call: impl FnOnce(&TaskService) -> Result<T, AppError> + Send + 'static,
+) -> Result<T, AppError> {
+    let service = service.clone();
+    web::block(move || call(&service))
+        .await
+        .unwrap_or_else(|e| Err(AppError::Unexpected(anyhow::anyhow!("blocking task failed: {e}"))))
+}
+
+/// The lease reaper: every `interval`, fails the attempts whose lease ran out, batch after
+/// batch while batches come back full. Safe next to any number of other servers' reapers:
+/// the service writes compare-and-swap.
+async fn reap(
+    service: TaskService,
+    hub: Arc<WakeHub>,
+    interval: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    while pause(&mut stopped, interval).await {
+        loop {
+            let reaped = match blocking(&service, |s| s.reap_expired(REAP_BATCH)).await {
+                Ok(reaped) => reaped,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the lease reaper failed; it tries again in {interval:?}");
+                    break;
+                }
+            };
+            let now = service.now();
+            for task in &reaped {
+                // The error the domain recorded names the worker that lost the lease.
+                let reason = task.last_error().unwrap_or("lease expired");
+                tracing::info!(
+                    task.id = %task.id(),
+                    task.attempt = task.attempt(),
+                    task.status = %task.status(),
+                    reason,
+                    "reaped attempt {} of task {}: {reason}",
+                    task.attempt(),
+                    task.id(),
+                );
+            }
+            // A retry without backoff is runnable at once: tell waiting claims; a retry due
+            // before the schedule watcher's next look gets a timer.
+            if reaped.iter().any(|t| t.is_runnable_at(now)) {
+                hub.wake();
+            }
+            if let Some(next) = reaped.iter().filter_map(Task::next_run_at).min() {
+                wake_when_due(&hub, next, now);
+            }
+            if reaped.len() < REAP_BATCH as usize || *stopped.borrow() {
+                break;
+            }
+        }
+    }
+}
+
+/// Wakes the hub when the next scheduled run (a retry after its backoff, a delayed task)
+/// comes due. Asks the database once per `interval` and once more after each wake-up, so a
+/// waiting claim costs nothing however many there are.
+async fn watch_schedule(
+    service: TaskService,
+    hub: Arc<WakeHub>,
+    interval: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    // Looking from the previous look, not from now, also finds a retry that another server
+    // scheduled and that came due between two looks: that one wakes the hub at once.
+    let mut since = service.now();
+    loop {
+        let now = service.now();
+        let wait = match blocking(&service, move |s| s.next_scheduled_run(since)).await {
+            // Both instants come from the service's clock, so the wait is right even when
+            // this machine's clock is off.
+            Ok(Some(at)) if at <= now => Some(Duration::ZERO),
+            Ok(Some(at)) => (at - now).to_std().ok().filter(|wait| *wait <= interval),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the next scheduled run");
+                None
+            }
+        };
+        since = now;
+        match wait {
+            Some(wait) if wait.is_zero() => hub.wake(),
+            Some(wait) => {
+                if !pause(&mut stopped, (wait + SCHEDULE_MARGIN).max(MIN_SCHEDULE_GAP)).await {
+                    return;
+                }
+                hub.wake();
+            }
+            None => {
+                if !pause(&mut stopped, interval).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The PostgreSQL listener: a dedicated connection that LISTENs for runnable tasks and wakes
+/// the hub. A listener that cannot start is logged and left out: waiting claims then rely on
+/// the schedule watcher and their deadline.
+fn start_listener(url: String, hub: &Arc<WakeHub>) -> Option<RunnableListener> {
+    // A weak reference: the listener must not keep the hub of a stopped server alive.
+    let hub = Arc::downgrade(hub);
+    let on_wake: OnWake = Arc::new(move || {
+        if let Some(hub) = hub.upgrade() {
+            hub.wake();
+        }
+    });
+    match RunnableListener::start(url, on_wake) {
+        Ok(listener) => Some(listener),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "cannot LISTEN for runnable tasks: {e:#}");
+            None
+        }
+    }
+}
