@@ -9,11 +9,10 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
+pub use taskpilot_api::PROBLEM_JSON;
+use taskpilot_api::{ProblemBody, ProblemCode};
 use taskpilot_app::AppError;
 use taskpilot_domain::{DomainError, StaleLease, TaskId, ValidationError};
-
-/// The media type of every error body.
-pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// Seconds a client should wait before retrying while the database is unreachable.
 const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 2;
@@ -90,7 +89,7 @@ impl ApiError {
 #[derive(Debug, Clone)]
 struct Problem {
     status: StatusCode,
-    code: &'static str,
+    code: ProblemCode,
     title: &'static str,
     detail: String,
     extensions: Map<String, Value>,
@@ -99,7 +98,7 @@ struct Problem {
 }
 
 impl Problem {
-    fn new(status: StatusCode, code: &'static str, title: &'static str, detail: String) -> Self {
+    fn new(status: StatusCode, code: ProblemCode, title: &'static str, detail: String) -> Self {
         Self {
             status,
             code,
@@ -120,41 +119,29 @@ impl Problem {
         self.with("taskId", id.to_string())
     }
 
-    fn body(&self) -> Value {
-        let body = ProblemBody {
-            kind: format!("urn:taskpilot:problem:{}", kebab(self.code)),
-            title: self.title,
+    /// The wire form: the standard members first, in RFC 9457's order, then `code`, then
+    /// the extensions.
+    fn body(&self) -> ProblemBody {
+        ProblemBody {
+            kind: self.code.type_uri(),
+            title: self.title.to_owned(),
             status: self.status.as_u16(),
-            detail: &self.detail,
-            code: self.code,
-            extensions: &self.extensions,
-        };
-        serde_json::to_value(body).unwrap_or(Value::Null)
+            detail: self.detail.clone(),
+            code: self.code.as_str().to_owned(),
+            extensions: self.extensions.clone(),
+        }
     }
-}
-
-/// The wire form of a [`Problem`]: the standard members first, in RFC 9457's order, then
-/// `code`, then the extensions.
-#[derive(serde::Serialize)]
-struct ProblemBody<'a> {
-    #[serde(rename = "type")]
-    kind: String,
-    title: &'static str,
-    status: u16,
-    detail: &'a str,
-    code: &'static str,
-    #[serde(flatten)]
-    extensions: &'a Map<String, Value>,
-}
-
-fn kebab(code: &str) -> String {
-    code.to_ascii_lowercase().replace('_', "-")
 }
 
 impl ApiError {
     /// The stable machine-readable code clients switch on.
     pub fn code(&self) -> &'static str {
-        self.problem().code
+        self.problem().code.as_str()
+    }
+
+    /// The error as its problem+json body, e.g. for one item of a batch's answer.
+    pub fn problem_body(&self) -> ProblemBody {
+        self.problem().body()
     }
 
     fn problem(&self) -> Problem {
@@ -166,33 +153,33 @@ impl ApiError {
             Self::Validation(detail) => validation(detail.clone()),
             Self::Malformed(detail) => Problem::new(
                 StatusCode::BAD_REQUEST,
-                "MALFORMED_REQUEST",
+                ProblemCode::MalformedRequest,
                 "Malformed request",
                 detail.clone(),
             ),
             Self::PayloadTooLarge { limit } => Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "PAYLOAD_TOO_LARGE",
+                ProblemCode::PayloadTooLarge,
                 "Payload too large",
                 self.to_string(),
             )
             .with("limitBytes", *limit),
             Self::UnsupportedMediaType => Problem::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "UNSUPPORTED_MEDIA_TYPE",
+                ProblemCode::UnsupportedMediaType,
                 "Unsupported media type",
                 self.to_string(),
             ),
             Self::RouteNotFound(_) => Problem::new(
                 StatusCode::NOT_FOUND,
-                "ROUTE_NOT_FOUND",
+                ProblemCode::RouteNotFound,
                 "Route not found",
                 self.to_string(),
             ),
             Self::MethodNotAllowed { allow, .. } => {
                 let mut problem = Problem::new(
                     StatusCode::METHOD_NOT_ALLOWED,
-                    "METHOD_NOT_ALLOWED",
+                    ProblemCode::MethodNotAllowed,
                     "Method not allowed",
                     self.to_string(),
                 );
@@ -241,13 +228,18 @@ impl ApiError {
 }
 
 fn validation(detail: String) -> Problem {
-    Problem::new(StatusCode::BAD_REQUEST, "VALIDATION_FAILED", "Validation failed", detail)
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        ProblemCode::ValidationFailed,
+        "Validation failed",
+        detail,
+    )
 }
 
 fn internal() -> Problem {
     Problem::new(
         StatusCode::INTERNAL_SERVER_ERROR,
-        "INTERNAL_ERROR",
+        ProblemCode::InternalError,
         "Internal error",
         "the server failed to handle the request; it has been logged".to_owned(),
     )
@@ -257,7 +249,7 @@ fn app_problem(e: &AppError) -> Problem {
     match e {
         AppError::NotFound(id) => Problem::new(
             StatusCode::NOT_FOUND,
-            "TASK_NOT_FOUND",
+            ProblemCode::TaskNotFound,
             "Task not found",
             format!("no task has id {id}"),
         )
@@ -266,10 +258,11 @@ fn app_problem(e: &AppError) -> Problem {
         AppError::Validation(_)
         | AppError::InvalidLimit(_)
         | AppError::InvalidClaimLimit(_)
+        | AppError::InvalidBatchSize(_)
         | AppError::InvalidCursor => validation(e.to_string()),
         AppError::ConcurrentModification(id) => Problem::new(
             StatusCode::CONFLICT,
-            "CONCURRENT_MODIFICATION",
+            ProblemCode::ConcurrentModification,
             "Concurrent modification",
             e.to_string(),
         )
@@ -277,7 +270,7 @@ fn app_problem(e: &AppError) -> Problem {
         AppError::Unavailable(_) => {
             let mut problem = Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "DATABASE_UNAVAILABLE",
+                ProblemCode::DatabaseUnavailable,
                 "Database unavailable",
                 format!(
                     "the database cannot be reached; retry in {}",
@@ -295,7 +288,7 @@ fn domain_problem(e: &DomainError) -> Problem {
     let conflict = |code, title| Problem::new(StatusCode::CONFLICT, code, title, e.to_string());
     match e {
         DomainError::InvalidTransition { task, from, action } => {
-            conflict("INVALID_TRANSITION", "Invalid transition")
+            conflict(ProblemCode::InvalidTransition, "Invalid transition")
                 .task(*task)
                 .with("taskStatus", from.as_str())
                 .with("action", action.to_string())
@@ -306,11 +299,11 @@ fn domain_problem(e: &DomainError) -> Problem {
             not_yet_runnable(*task, *runnable_at, Utc::now())
         }
         DomainError::WorkerMismatch { task, .. } => {
-            conflict("WORKER_MISMATCH", "Worker mismatch").task(*task)
+            conflict(ProblemCode::WorkerMismatch, "Worker mismatch").task(*task)
         }
         DomainError::StaleLease(stale) => stale_problem(stale),
         // A rule added to the domain later is still a refused transition.
-        _ => conflict("INVALID_TRANSITION", "Invalid transition"),
+        _ => conflict(ProblemCode::InvalidTransition, "Invalid transition"),
     }
 }
 
@@ -319,7 +312,7 @@ fn not_yet_runnable(task: TaskId, runnable_at: DateTime<Utc>, now: DateTime<Utc>
     let at = runnable_at.to_rfc3339_opts(SecondsFormat::Micros, true);
     let mut problem = Problem::new(
         StatusCode::CONFLICT,
-        "NOT_YET_RUNNABLE",
+        ProblemCode::NotYetRunnable,
         "Task not yet runnable",
         format!("task {task} is not runnable before {at}; retry in {}", seconds(wait)),
     )
@@ -332,7 +325,8 @@ fn not_yet_runnable(task: TaskId, runnable_at: DateTime<Utc>, now: DateTime<Utc>
 /// A call whose lease token is not the live attempt's: 409 with the refusal's own code, so
 /// that the worker knows what became of its attempt (and that it must stop).
 fn stale_problem(stale: &StaleLease) -> Problem {
-    let code = stale.code();
+    // A refusal added to the domain later keeps its own code once the api crate lists it.
+    let code = ProblemCode::parse(stale.code()).unwrap_or(ProblemCode::InvalidTransition);
     let problem = |title| Problem::new(StatusCode::CONFLICT, code, title, stale.to_string());
     match stale {
         StaleLease::LeaseExpired { task, attempt } => {
@@ -403,7 +397,7 @@ impl ResponseError for ApiError {
         if let Some(allow) = problem.allow {
             response.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
         }
-        response.body(problem.body().to_string())
+        response.body(serde_json::to_string(&problem.body()).unwrap_or_default())
     }
 }
 
@@ -441,7 +435,7 @@ mod tests {
         let problem = ApiError::from_app_at(refused, now).problem();
 
         assert_eq!(problem.retry_after_secs, Some(90));
-        assert_eq!(problem.code, "NOT_YET_RUNNABLE");
+        assert_eq!(problem.code, ProblemCode::NotYetRunnable);
     }
 
     #[test]
@@ -465,8 +459,8 @@ mod tests {
             let problem = error.problem();
 
             assert_eq!(problem.status, StatusCode::CONFLICT);
-            assert_eq!(problem.code, code);
-            assert_eq!(problem.body()["taskId"], task.to_string());
+            assert_eq!(problem.code.as_str(), code);
+            assert_eq!(problem.body().extension("taskId"), Some(&Value::from(task.to_string())));
         }
     }
 
@@ -474,16 +468,16 @@ mod tests {
     fn problem_types_are_urns_named_after_the_code() {
         let body = ApiError::Validation("x".into()).problem().body();
 
-        assert_eq!(body["type"], "urn:taskpilot:problem:validation-failed");
-        assert_eq!(body["code"], "VALIDATION_FAILED");
-        assert_eq!(body["status"], 400);
+        assert_eq!(body.kind, "urn:taskpilot:problem:validation-failed");
+        assert_eq!(body.code, "VALIDATION_FAILED");
+        assert_eq!(body.status, 400);
     }
 
     #[test]
     fn internal_errors_reveal_nothing_to_clients() {
         let body = ApiError::Internal(anyhow::anyhow!("secret detail")).problem().body();
 
-        assert!(!body.to_string().contains("secret"));
-        assert_eq!(body["code"], "INTERNAL_ERROR");
+        assert!(!format!("{body:?}").contains("secret"));
+        assert_eq!(body.code, "INTERNAL_ERROR");
     }
 }

@@ -20,9 +20,8 @@ use tracing::Span;
 use uuid::Uuid;
 
 use crate::dto::{
-    ClaimResponse, ClaimTasksRequest, CreateTaskRequest, FailTaskRequest, HeartbeatRequest,
-    ListTasksQuery, RejectionStatsResponse, StartTaskRequest, SucceedTaskRequest,
-    TaskEventListResponse, TaskEventResponse, TaskListResponse, TaskResponse,
+    self, ClaimTasksRequest, CreateTaskRequest, FailTaskRequest, HeartbeatRequest, ListTasksQuery,
+    StartTaskRequest, SucceedTaskRequest, TaskEventListResponse,
 };
 use crate::error::ApiError;
 use crate::wake::{wake_when_due, Wake, WakeHub};
@@ -78,12 +77,12 @@ fn reporter(worker_id: Option<&str>, lease_token: Option<&str>) -> Result<Report
 
 /// The task as anybody sees it (no lease token).
 fn task_ok(task: &Task) -> HttpResponse {
-    HttpResponse::Ok().json(TaskResponse::from(task))
+    HttpResponse::Ok().json(dto::task_response(task))
 }
 
 /// The task as the worker holding its lease sees it (with the token).
 fn holder_ok(task: &Task) -> HttpResponse {
-    HttpResponse::Ok().json(TaskResponse::for_holder(task))
+    HttpResponse::Ok().json(dto::holder_response(task))
 }
 
 /// `POST /api/tasks`: 201 with the task and its Location.
@@ -105,7 +104,7 @@ pub async fn create_task(
     Span::current().record("task_id", tracing::field::display(task.id()));
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/tasks/{}", task.id())))
-        .json(TaskResponse::from(&task)))
+        .json(dto::task_response(&task)))
 }
 
 /// `GET /api/tasks/{id}`.
@@ -148,7 +147,7 @@ pub async fn list_tasks(
     let cursor = present(query.cursor);
     let filter = TaskFilter { queue, status, name };
     let page = run(&service, move |s| s.list(&filter, cursor.as_deref(), limit)).await?;
-    Ok(HttpResponse::Ok().json(TaskListResponse::from(&page)))
+    Ok(HttpResponse::Ok().json(dto::list_response(&page)))
 }
 
 /// `POST /api/tasks/claim`: up to `limit` runnable tasks, each started under a fresh lease,
@@ -207,7 +206,7 @@ fn claimed(worker: &WorkerId, tasks: &[Task]) -> HttpResponse {
             task.id()
         );
     }
-    HttpResponse::Ok().json(ClaimResponse::for_holder(tasks))
+    HttpResponse::Ok().json(dto::claim_response(tasks))
 }
 
 /// Distinct queue names, in the order given; at least one, at most [`MAX_CLAIM_QUEUES`].
@@ -320,16 +319,15 @@ pub async fn task_events(
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_task_id(&path)?;
     let events = run(&service, move |s| s.events(id)).await?;
-    Ok(HttpResponse::Ok().json(TaskEventListResponse {
-        items: events.iter().map(TaskEventResponse::from).collect(),
-    }))
+    Ok(HttpResponse::Ok()
+        .json(TaskEventListResponse { items: events.iter().map(dto::event_response).collect() }))
 }
 
 /// `GET /api/stats/rejections`: refused stale calls by code and call, and how many of them
 /// were success reports (`staleSuccesses`: tasks that ran twice).
 pub async fn rejection_stats(service: web::Data<TaskService>) -> Result<HttpResponse, ApiError> {
     let counts = run(&service, TaskService::rejection_counts).await?;
-    Ok(HttpResponse::Ok().json(RejectionStatsResponse::from(counts.as_slice())))
+    Ok(HttpResponse::Ok().json(dto::rejection_stats_response(&counts)))
 }
 
 /// `GET /healthz`: the process is up.

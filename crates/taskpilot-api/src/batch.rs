@@ -1,0 +1,133 @@
+//! The batch endpoints: `POST /api/tasks/batch` and `POST /api/tasks/complete`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::{CreateTaskRequest, ProblemBody, TaskResponse};
+
+/// Most tasks one batch may create, and most outcomes one batch may report.
+pub const MAX_BATCH: usize = 1000;
+
+/// Body of `POST /api/tasks/batch`: 1 to [`MAX_BATCH`] tasks, created all or none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateTaskBatchRequest {
+    /// The tasks, each as `POST /api/tasks` takes it.
+    pub tasks: Vec<CreateTaskRequest>,
+}
+
+/// Answer of `POST /api/tasks/batch` (201): the created tasks, in the order asked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateTaskBatchResponse {
+    /// The tasks.
+    pub items: Vec<TaskResponse>,
+}
+
+/// How an attempt ended, in a batch completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompletionOutcome {
+    /// Finished well: `result` may say what it produced.
+    Succeeded,
+    /// Failed: `errorMessage` says why, `retryable` whether a retry may help.
+    Failed,
+}
+
+/// One outcome of `POST /api/tasks/complete`, under the fencing rules of a single succeed or
+/// fail: the lease token is required.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CompletionItem {
+    /// The task.
+    pub id: Uuid,
+    /// The token of the attempt that ended.
+    pub lease_token: String,
+    /// When given, must be the worker holding the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+    /// How the attempt ended.
+    pub outcome: CompletionOutcome,
+    /// What a successful attempt produced; only with `succeeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// What went wrong; required with `failed`, refused with `succeeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    /// Whether a retry may help; only with `failed`, `true` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retryable: Option<bool>,
+}
+
+impl CompletionItem {
+    /// A success of the attempt holding `lease_token`.
+    pub fn succeeded(id: Uuid, lease_token: impl Into<String>, result: Option<Value>) -> Self {
+        Self {
+            id,
+            lease_token: lease_token.into(),
+            worker_id: None,
+            outcome: CompletionOutcome::Succeeded,
+            result,
+            error_message: None,
+            retryable: None,
+        }
+    }
+
+    /// A failure of the attempt holding `lease_token`; `retryable: false` fails the task for
+    /// good.
+    pub fn failed(
+        id: Uuid,
+        lease_token: impl Into<String>,
+        error_message: impl Into<String>,
+        retryable: bool,
+    ) -> Self {
+        Self {
+            id,
+            lease_token: lease_token.into(),
+            worker_id: None,
+            outcome: CompletionOutcome::Failed,
+            result: None,
+            error_message: Some(error_message.into()),
+            retryable: Some(retryable),
+        }
+    }
+
+    /// Reported by worker `worker_id`.
+    #[must_use]
+    pub fn worker(mut self, worker_id: impl Into<String>) -> Self {
+        self.worker_id = Some(worker_id.into());
+        self
+    }
+}
+
+/// Body of `POST /api/tasks/complete`: 1 to [`MAX_BATCH`] outcomes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CompleteTasksRequest {
+    /// The outcomes; several for one task are judged in order (a repeat is a replay).
+    pub items: Vec<CompletionItem>,
+}
+
+/// The answer for one outcome of a batch completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompletionResult {
+    /// The task the outcome was for.
+    pub id: Uuid,
+    /// What the single call would have answered: 200, or the error's status (400, 404,
+    /// 409, ...).
+    pub status: u16,
+    /// With 200: the task after the outcome (or as it stands, for a replay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskResponse>,
+    /// Otherwise: the error, as the single call's body would have been.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ProblemBody>,
+}
+
+/// Answer of `POST /api/tasks/complete` (200): one result per outcome, in input order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompleteTasksResponse {
+    /// The results.
+    pub items: Vec<CompletionResult>,
+}

@@ -1,0 +1,36 @@
+//! TaskPilot's REST wire contract: every request and response body of the HTTP API, the
+//! problem+json error body with its stable [`ProblemCode`]s, and the time format.
+//!
+//! The server (`taskpilot-http`) and clients (`taskpilot-client`) share these types, so that
+//! what one writes the other reads. Every type derives both `Serialize` and `Deserialize`;
+//! fields are camelCase on the wire. Requests refuse unknown fields, as the server does;
+//! optional request fields that are `None` are left out when serializing.
+//!
+//! This crate must not depend on the server's crates (actix, the domain, the use cases): it
+//! is the contract, and a client pulls nothing else. Conversions from domain types live in
+//! the HTTP crate.
+//!
+//! ```
+//! use taskpilot_api::{CreateTaskRequest, TaskResponse};
+//!
+//! let request = CreateTaskRequest::new("send-email").queue("mail").priority(5);
+//! let body = serde_json::to_value(&request).unwrap();
+//! assert_eq!(body, serde_json::json!({"queue": "mail", "name": "send-email", "payload": {}, "priority": 5}));
+//! ```
+
+mod batch;
+mod problem;
+mod tasks;
+pub mod time;
+
+pub use batch::{
+    CompleteTasksRequest, CompleteTasksResponse, CompletionItem, CompletionOutcome,
+    CompletionResult, CreateTaskBatchRequest, CreateTaskBatchResponse, MAX_BATCH,
+};
+pub use problem::{ProblemBody, ProblemCode, PROBLEM_JSON};
+pub use tasks::{
+    ClaimResponse, ClaimTasksRequest, CreateTaskRequest, FailTaskRequest, HeartbeatRequest,
+    ListTasksQuery, RejectionCountResponse, RejectionStatsResponse, RetryState, StartTaskRequest,
+    SucceedTaskRequest, TaskEventListResponse, TaskEventResponse, TaskListResponse, TaskResponse,
+    TaskStatus,
+};
