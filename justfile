@@ -23,3 +23,9 @@ fmt:
 # What CI runs: formatting check, lints, the whole test suite.
 check:
     bash .ci/run
+
+# The benchmark (docs/performance.md): a release server on a throwaway database against the
+# raw-SQL ceiling; `just bench --quick` for a smoke run, `just bench --help` for the flags.
+bench *ARGS:
+    cargo build --release -p taskpilot-http -p taskpilot-bench
+    cargo run --release -p taskpilot-bench -- {{ARGS}}
