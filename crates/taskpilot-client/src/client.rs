@@ -1,0 +1,548 @@
+//! [`Client`]: one typed method per REST call, with the retry rules of [`RetryPolicy`].
+
+use std::fmt::Display;
+use std::time::{Duration, Instant};
+
+use reqwest::header::RETRY_AFTER;
+use reqwest::{Method, Response, Url};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use taskpilot_api::{
+    ClaimResponse, ClaimTasksRequest, CompleteTasksRequest, CompleteTasksResponse, CompletionItem,
+    CompletionResult, CreateTaskBatchRequest, CreateTaskBatchResponse, CreateTaskRequest,
+    FailTaskRequest, HeartbeatRequest, ListTasksQuery, ProblemBody, RejectionStatsResponse,
+    StartTaskRequest, SucceedTaskRequest, TaskEventListResponse, TaskEventResponse,
+    TaskListResponse, TaskResponse,
+};
+
+#[cfg(doc)]
+use taskpilot_api::ProblemCode;
+
+use crate::retry::Safety;
+use crate::{ClientError, RetryPolicy};
+
+/// How long a call may take before the client gives up on it, unless configured otherwise;
+/// a long-polling claim gets its `waitMs` on top.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long establishing a connection may take.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A TaskPilot REST client.
+///
+/// Cheap to clone (clones share one connection pool) and `Send + Sync`, so one client serves a
+/// whole multi-threaded program. Every method is one API call, repeated on transient failures
+/// only where that is safe (see [`RetryPolicy`]); a refusal by the server is a
+/// [`ClientError::Api`] with its [`ProblemCode`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), taskpilot_client::ClientError> {
+/// use taskpilot_client::{Client, CreateTaskRequest};
+///
+/// let client = Client::try_new("http://127.0.0.1:8080")?;
+/// let task = client.create(&CreateTaskRequest::new("send-email")).await?;
+/// let again = client.get(&task.id).await?;
+/// assert_eq!(again.status, task.status);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    retry: RetryPolicy,
+    timeout: Duration,
+}
+
+/// Configures a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    base_url: String,
+    retry: RetryPolicy,
+    timeout: Duration,
+    connect_timeout: Duration,
+    http: Option<reqwest::Client>,
+}
+
+impl ClientBuilder {
+    /// How transient failures are repeated; [`RetryPolicy::default`] unless set.
+    #[must_use]
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The longest a call may take (30 s by default); long-polling claims get their wait on
+    /// top.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The longest establishing a connection may take (5 s by default). Ignored with
+    /// [`ClientBuilder::http_client`].
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Uses this reqwest client (for proxies, TLS roots, ...) instead of building one.
+    #[must_use]
+    pub fn http_client(mut self, http: reqwest::Client) -> Self {
+        self.http = Some(http);
+        self
+    }
+
+    /// The client.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidUrl`] when the base URL is not an absolute http(s) URL;
+    /// [`ClientError::Build`] when the HTTP client cannot be built.
+    pub fn build(self) -> Result<Client, ClientError> {
+        let mut base = Url::parse(&self.base_url)
+            .map_err(|e| ClientError::InvalidUrl(format!("{}: {e}", self.base_url)))?;
+        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
+            return Err(ClientError::InvalidUrl(format!("{}: not an http(s) URL", self.base_url)));
+        }
+        // Paths are appended segment by segment: a base of `http://h/prefix` or
+        // `http://h/prefix/` both lead to `http://h/prefix/api/...`.
+        if let Ok(mut segments) = base.path_segments_mut() {
+            segments.pop_if_empty();
+        }
+        let http = match self.http {
+            Some(http) => http,
+            None => reqwest::Client::builder()
+                .connect_timeout(self.connect_timeout)
+                .tcp_nodelay(true)
+                .build()
+                .map_err(ClientError::Build)?,
+        };
+        Ok(Client { http, base, retry: self.retry, timeout: self.timeout })
+    }
+}
+
+impl Client {
+    /// A builder for a client of the server at `base_url` (e.g. `http://127.0.0.1:8080`).
+    pub fn builder(base_url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            base_url: base_url.into(),
+            retry: RetryPolicy::default(),
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            http: None,
+        }
+    }
+
+    /// A client of the server at `base_url` with the default settings.
+    ///
+    /// # Errors
+    /// As [`ClientBuilder::build`].
+    pub fn try_new(base_url: impl Into<String>) -> Result<Self, ClientError> {
+        Self::builder(base_url).build()
+    }
+
+    /// The server's base URL.
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    /// `POST /api/tasks`: creates a task.
+    ///
+    /// Repeated only after a connection that could not be made: once the request may have
+    /// reached the server, a repeat could create the task twice, so a broken connection or a
+    /// 503 is returned to the caller, who knows whether a duplicate matters.
+    ///
+    /// # Errors
+    /// [`ProblemCode::ValidationFailed`] and transport errors.
+    pub async fn create(&self, task: &CreateTaskRequest) -> Result<TaskResponse, ClientError> {
+        self.call(Method::POST, &["api", "tasks"], Some(task), Safety::Once, Duration::ZERO).await
+    }
+
+    /// `POST /api/tasks/batch`: creates up to 1,000 tasks in one transaction, all or none,
+    /// and returns them in the order given. Repeated like [`Client::create`].
+    ///
+    /// # Errors
+    /// [`ProblemCode::ValidationFailed`] naming the bad task's `index`
+    /// ([`ClientError::extension`]) and transport errors.
+    pub async fn create_batch(
+        &self,
+        tasks: Vec<CreateTaskRequest>,
+    ) -> Result<Vec<TaskResponse>, ClientError> {
+        let body = CreateTaskBatchRequest { tasks };
+        let answer: CreateTaskBatchResponse = self
+            .call(
+                Method::POST,
+                &["api", "tasks", "batch"],
+                Some(&body),
+                Safety::Once,
+                Duration::ZERO,
+            )
+            .await?;
+        Ok(answer.items)
+    }
+
+    /// `GET /api/tasks/{id}`.
+    ///
+    /// # Errors
+    /// [`ProblemCode::TaskNotFound`] and transport errors.
+    pub async fn get(&self, id: impl Display) -> Result<TaskResponse, ClientError> {
+        let id = id.to_string();
+        self.call(
+            Method::GET,
+            &["api", "tasks", &id],
+            None::<&()>,
+            Safety::Idempotent,
+            Duration::ZERO,
+        )
+        .await
+    }
+
+    /// `GET /api/tasks?...`: one page of tasks, newest first; pass its `next_cursor` back in
+    /// the query for the next page.
+    ///
+    /// # Errors
+    /// [`ProblemCode::ValidationFailed`] for a bad filter or cursor, and transport errors.
+    pub async fn list(&self, query: &ListTasksQuery) -> Result<TaskListResponse, ClientError> {
+        let mut url = self.url(&["api", "tasks"]);
+        // The query type's own serialization names the parameters: every present member
+        // becomes `name=value`.
+        if let Ok(Value::Object(members)) = serde_json::to_value(query) {
+            let mut pairs = url.query_pairs_mut();
+            for (name, value) in members {
+                match value {
+                    Value::Null => {}
+                    Value::String(text) => {
+                        pairs.append_pair(&name, &text);
+                    }
+                    other => {
+                        pairs.append_pair(&name, &other.to_string());
+                    }
+                }
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        self.send(Method::GET, url, None::<&()>, Safety::Idempotent, Duration::ZERO).await
+    }
+
+    /// `POST /api/tasks/claim`: up to `limit` runnable tasks, started for this worker, each
+    /// with its lease token; waits up to `waitMs` for one when none is runnable, and returns an
+    /// empty list if none came.
+    ///
+    /// Repeated only after a connection that could not be made: a claim whose answer was lost
+    /// holds its tasks until their leases run out.
+    ///
+    /// # Errors
+    /// [`ProblemCode::ValidationFailed`] and transport errors.
+    pub async fn claim(
+        &self,
+        request: &ClaimTasksRequest,
+    ) -> Result<Vec<TaskResponse>, ClientError> {
+        let wait = Duration::from_millis(request.wait_ms.unwrap_or(0).try_into().unwrap_or(0));
+        let answer: ClaimResponse = self
+            .call(Method::POST, &["api", "tasks", "claim"], Some(request), Safety::Once, wait)
+            .await?;
+        Ok(answer.items)
+    }
+
+    /// `PUT /api/tasks/{id}/start`: starts this task for a worker, opening an attempt with a
+    /// lease token. Repeated only after a connection that could not be made.
+    ///
+    /// # Errors
+    /// [`ProblemCode::InvalidTransition`], [`ProblemCode::NotYetRunnable`] (with
+    /// [`ClientError::retry_after`]), [`ProblemCode::TaskNotFound`] and transport errors.
+    pub async fn start(
+        &self,
+        id: impl Display,
+        request: &StartTaskRequest,
+    ) -> Result<TaskResponse, ClientError> {
+        self.task_call(id, "start", request, Safety::Once).await
+    }
+
+    /// `PUT /api/tasks/{id}/heartbeat`: extends the attempt's lease. Safe to repeat.
+    ///
+    /// # Errors
+    /// [`ClientError::is_attempt_over`]: the task was cancelled (stop working on it) or the
+    /// attempt lost its lease; transport errors.
+    pub async fn heartbeat(
+        &self,
+        id: impl Display,
+        request: &HeartbeatRequest,
+    ) -> Result<TaskResponse, ClientError> {
+        self.task_call(id, "heartbeat", request, Safety::Idempotent).await
+    }
+
+    /// `PUT /api/tasks/{id}/succeed`: reports the attempt's success.
+    ///
+    /// With a lease token the call is fenced and replay-safe, so it is repeated on transient
+    /// failures: a repeat after a lost answer gets 200 and the stored task. Without one it is
+    /// repeated only after a connection that could not be made.
+    ///
+    /// # Errors
+    /// [`ClientError::is_attempt_over`], [`ProblemCode::OutcomeConflict`],
+    /// [`ProblemCode::InvalidTransition`], [`ProblemCode::WorkerMismatch`] and transport errors.
+    pub async fn succeed(
+        &self,
+        id: impl Display,
+        request: &SucceedTaskRequest,
+    ) -> Result<TaskResponse, ClientError> {
+        let safety = fenced(request.lease_token.is_some());
+        self.task_call(id, "succeed", request, safety).await
+    }
+
+    /// `PUT /api/tasks/{id}/fail`: reports the attempt's failure; with `retryable: false` the
+    /// task fails for good at once. Repeated as [`Client::succeed`].
+    ///
+    /// # Errors
+    /// As [`Client::succeed`].
+    pub async fn fail(
+        &self,
+        id: impl Display,
+        request: &FailTaskRequest,
+    ) -> Result<TaskResponse, ClientError> {
+        let safety = fenced(request.lease_token.is_some());
+        self.task_call(id, "fail", request, safety).await
+    }
+
+    /// `POST /api/tasks/complete`: reports up to 1,000 outcomes in one round trip, each under
+    /// the fencing rules of a single report, and returns one answer per item in the order
+    /// given. Every item carries its lease token, so the call is replay-safe and repeated on
+    /// transient failures.
+    ///
+    /// # Errors
+    /// For the batch as a whole: [`ProblemCode::ValidationFailed`] and transport errors. An
+    /// item's refusal is in its own [`CompletionResult`].
+    pub async fn complete_batch(
+        &self,
+        items: Vec<CompletionItem>,
+    ) -> Result<Vec<CompletionResult>, ClientError> {
+        let body = CompleteTasksRequest { items };
+        let answer: CompleteTasksResponse = self
+            .call(
+                Method::POST,
+                &["api", "tasks", "complete"],
+                Some(&body),
+                Safety::Idempotent,
+                Duration::ZERO,
+            )
+            .await?;
+        Ok(answer.items)
+    }
+
+    /// `PUT /api/tasks/{id}/cancel`: PENDING or RUNNING to CANCELLED. Repeated only after a
+    /// connection that could not be made (a repeat would meet INVALID_TRANSITION).
+    ///
+    /// # Errors
+    /// [`ProblemCode::InvalidTransition`], [`ProblemCode::TaskNotFound`] and transport errors.
+    pub async fn cancel(&self, id: impl Display) -> Result<TaskResponse, ClientError> {
+        self.task_call(id, "cancel", &(), Safety::Once).await
+    }
+
+    /// `PUT /api/tasks/{id}/rerun`: FAILED or CANCELLED back to PENDING with a fresh budget of
+    /// attempts. Repeated only after a connection that could not be made.
+    ///
+    /// # Errors
+    /// [`ProblemCode::InvalidTransition`], [`ProblemCode::TaskNotFound`] and transport errors.
+    pub async fn rerun(&self, id: impl Display) -> Result<TaskResponse, ClientError> {
+        self.task_call(id, "rerun", &(), Safety::Once).await
+    }
+
+    /// `GET /api/tasks/{id}/events`: the task's history, oldest first.
+    ///
+    /// # Errors
+    /// [`ProblemCode::TaskNotFound`] and transport errors.
+    pub async fn events(&self, id: impl Display) -> Result<Vec<TaskEventResponse>, ClientError> {
+        let id = id.to_string();
+        let answer: TaskEventListResponse = self
+            .call(
+                Method::GET,
+                &["api", "tasks", &id, "events"],
+                None::<&()>,
+                Safety::Idempotent,
+                Duration::ZERO,
+            )
+            .await?;
+        Ok(answer.items)
+    }
+
+    /// `GET /api/stats/rejections`: refused stale calls by code and call, across all servers.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub async fn rejection_stats(&self) -> Result<RejectionStatsResponse, ClientError> {
+        self.call(
+            Method::GET,
+            &["api", "stats", "rejections"],
+            None::<&()>,
+            Safety::Idempotent,
+            Duration::ZERO,
+        )
+        .await
+    }
+
+    /// `GET /readyz`: `Ok` when the server is up and reaches PostgreSQL. Asked once, never
+    /// repeated: it is a probe.
+    ///
+    /// # Errors
+    /// [`ProblemCode::DatabaseUnavailable`] when the database cannot be reached; transport
+    /// errors when the server cannot.
+    pub async fn ready(&self) -> Result<(), ClientError> {
+        let url = self.url(&["readyz"]);
+        let response = self.try_once(Method::GET, url, None::<&()>, Duration::ZERO).await?;
+        let _: Value = response.json().await.map_err(read_error)?;
+        Ok(())
+    }
+
+    /// `PUT /api/tasks/{id}/{action}` with `body`.
+    async fn task_call<B: Serialize + ?Sized>(
+        &self,
+        id: impl Display,
+        action: &str,
+        body: &B,
+        safety: Safety,
+    ) -> Result<TaskResponse, ClientError> {
+        let id = id.to_string();
+        self.call(Method::PUT, &["api", "tasks", &id, action], Some(body), safety, Duration::ZERO)
+            .await
+    }
+
+    /// `base` + `segments`, each percent-encoded as one segment.
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.extend(segments);
+        }
+        url
+    }
+
+    async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: Option<&B>,
+        safety: Safety,
+        extra_timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let url = self.url(segments);
+        self.send(method, url, body, safety, extra_timeout).await
+    }
+
+    /// Sends until an answer, a failure not worth repeating, or the policy gives up.
+    async fn send<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&B>,
+        safety: Safety,
+        extra_timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let first = Instant::now();
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let outcome =
+                match self.try_once(method.clone(), url.clone(), body, extra_timeout).await {
+                    Ok(response) => response.json::<T>().await.map_err(read_error),
+                    Err(e) => Err(e),
+                };
+            let error = match outcome {
+                Ok(answer) => return Ok(answer),
+                Err(error) => error,
+            };
+            let Some(delay) = self.retry.next_delay(tries, first.elapsed(), &error, safety) else {
+                return Err(error);
+            };
+            tracing::debug!(
+                http.method = %method,
+                url.path = url.path(),
+                error = %error,
+                "transient failure (try {tries}); trying again in {delay:?}"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One request; a non-2xx answer becomes its [`ClientError`].
+    async fn try_once<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&B>,
+        extra_timeout: Duration,
+    ) -> Result<Response, ClientError> {
+        let mut request = self.http.request(method, url).timeout(self.timeout + extra_timeout);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(send_error)?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        Err(error_from(response).await)
+    }
+}
+
+/// A completion with a lease token is replay-safe; without one it is not.
+fn fenced(has_token: bool) -> Safety {
+    if has_token {
+        Safety::Idempotent
+    } else {
+        Safety::Once
+    }
+}
+
+/// A failure to send: connect errors prove the request never left.
+fn send_error(e: reqwest::Error) -> ClientError {
+    if e.is_connect() {
+        ClientError::Connect(e)
+    } else if e.is_builder() {
+        ClientError::InvalidUrl(e.to_string())
+    } else {
+        ClientError::Transport(e)
+    }
+}
+
+/// A failure while reading a 2xx answer.
+fn read_error(e: reqwest::Error) -> ClientError {
+    if e.is_decode() {
+        ClientError::Decode(e)
+    } else {
+        ClientError::Transport(e)
+    }
+}
+
+/// The error an unsuccessful answer stands for: its problem body when it has one.
+async fn error_from(response: Response) -> ClientError {
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    // A body that cannot be read is no worse than a body that is not a problem.
+    let bytes = response.bytes().await.unwrap_or_default();
+    let problem = serde_json::from_slice::<ProblemBody>(&bytes).ok();
+    match problem {
+        Some(problem) => match problem.problem_code() {
+            Some(code) => ClientError::Api {
+                status: status.as_u16(),
+                code,
+                detail: problem.detail.clone(),
+                retry_after,
+                problem: Box::new(problem),
+            },
+            None => ClientError::UnexpectedStatus {
+                status: status.as_u16(),
+                retry_after,
+                problem: Some(Box::new(problem)),
+            },
+        },
+        None => {
+            ClientError::UnexpectedStatus { status: status.as_u16(), retry_after, problem: None }
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! The worker runtime end to end against the real server: outcomes of many tasks,
+//! cancellation seen at a heartbeat, and a shutdown that loses nothing.
+
+#![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use common::{init_logs, wait_terminal, TestServer};
+use serde_json::json;
+use taskpilot_client::api::RetryState;
+use taskpilot_client::{CancelReason, CreateTaskRequest, Outcome, TaskContext, TaskStatus, Worker};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+/// Generous: the machine is shared and slow; no test waits this long when things work.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_drives_200_tasks_to_the_statuses_their_handler_chose() {
+    init_logs();
+    let server = TestServer::start(TimeDelta::milliseconds(20));
+    let client = server.client();
+    // 140 succeed at once, 30 fail once then succeed, 20 fail for good, 10 never succeed.
+    let kinds = |i: usize| match i % 20 {
+        0..=13 => "ok",
+        14..=16 => "flaky",
+        17 | 18 => "fatal",
+        _ => "hopeless",
+    };
+    let requests = (0..200)
+        .map(|i| {
+            CreateTaskRequest::new("work")
+                .payload(json!({"kind": kinds(i), "n": i}))
+                .max_attempts(3)
+        })
+        .collect();
+    let tasks = client.create_batch(requests).await.unwrap();
+    let ids: Vec<_> = tasks.iter().map(|t| t.id).collect();
+    let handler = |task: TaskContext| async move {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        match (task.payload["kind"].as_str().unwrap(), task.attempt) {
+            ("ok", _) => Outcome::Success(Some(json!({"n": task.payload["n"]}))),
+            ("flaky", 1) => Outcome::Retry("flaky the first time".to_owned()),
+            ("flaky", _) => Outcome::Success(None),
+            ("fatal", _) => Outcome::Fail("cannot ever work".to_owned()),
+            _ => Outcome::Retry("still broken".to_owned()),
+        }
+    };
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let worker = Worker::new(client.clone(), handler)
+        .worker_id("worker-200")
+        .concurrency(8)
+        .claim_wait(Duration::from_secs(1));
+
+    let running = tokio::spawn(worker.run_until(async {
+        let _ = stop_rx.await;
+    }));
+    let finished = wait_terminal(&client, &ids, PATIENCE).await;
+    stop_tx.send(()).unwrap();
+    let report = running.await.unwrap().unwrap();
+
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for task in &finished {
+        let kind = task.payload["kind"].as_str().unwrap();
+        *seen.entry(kind).or_default() += 1;
+        let expected = match kind {
+            "ok" => (TaskStatus::Succeeded, RetryState::None, 1),
+            "flaky" => (TaskStatus::Succeeded, RetryState::None, 2),
+            "fatal" => (TaskStatus::Failed, RetryState::NonRetryable, 1),
+            _ => (TaskStatus::Failed, RetryState::Exhausted, 3),
+        };
+        assert_eq!((task.status, task.retry_state, task.attempt), expected, "{task:?}");
+        if kind == "ok" {
+            assert_eq!(task.result, Some(json!({"n": task.payload["n"]})));
+        }
+    }
+    assert_eq!(seen, HashMap::from([("ok", 140), ("flaky", 30), ("fatal", 20), ("hopeless", 10)]));
+    assert_eq!((report.succeeded, report.failed, report.retried), (170, 20, 30 + 3 * 10));
+    assert_eq!(report.claimed, 170 + 20 + 30 + 3 * 10);
+    assert_eq!((report.refused, report.unreported, report.failed_back), (0, 0, 0));
+    server.stop().await;
+}
+
+/// Tells when it is dropped: the handler holding it was aborted (or ended).
+struct DropSignal(Option<oneshot::Sender<()>>);
+
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_stuck_on_a_task_cancelled_through_the_api_is_aborted() {
+    init_logs();
+    let server = TestServer::start(TimeDelta::milliseconds(20));
+    let client = server.client();
+    let task = client.create(&CreateTaskRequest::new("stuck")).await.unwrap();
+    let (started_tx, mut started_rx) = mpsc::unbounded_channel();
+    let (dropped_tx, dropped_rx) = oneshot::channel();
+    let dropped_tx = Arc::new(std::sync::Mutex::new(Some(dropped_tx)));
+    let handler = move |task: TaskContext| {
+        let started = started_tx.clone();
+        let guard = DropSignal(dropped_tx.lock().unwrap().take());
+        async move {
+            let _guard = guard;
+            started.send(task.cancellation.clone()).unwrap();
+            std::future::pending::<()>().await;
+            Outcome::Success(None)
+        }
+    };
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    // The shortest lease: a heartbeat every 5/3 s.
+    let worker = Worker::new(client.clone(), handler)
+        .lease(Duration::from_secs(5))
+        .claim_wait(Duration::from_secs(1));
+
+    let running = tokio::spawn(worker.run_until(async {
+        let _ = stop_rx.await;
+    }));
+    let cancellation = started_rx.recv().await.unwrap();
+    client.cancel(task.id).await.unwrap();
+    tokio::time::timeout(PATIENCE, dropped_rx).await.unwrap().unwrap();
+    stop_tx.send(()).unwrap();
+    let report = running.await.unwrap().unwrap();
+
+    assert_eq!(cancellation.reason(), Some(CancelReason::Cancelled));
+    assert_eq!(report.cancelled, 1);
+    assert_eq!((report.succeeded, report.failed_back, report.refused), (0, 0, 0));
+    let task = client.get(task.id).await.unwrap();
+    assert_eq!(task.status, TaskStatus::Cancelled);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_worker_reports_what_finished_and_fails_back_the_rest_for_another_worker() {
+    init_logs();
+    let server = TestServer::start(TimeDelta::milliseconds(20));
+    let client = server.client();
+    // Quick ones finish at once; medium ones once the worker was told to stop (within its
+    // grace period); slow ones never, on this worker.
+    let requests = ["quick", "quick", "medium", "medium", "slow", "slow"]
+        .map(|kind| CreateTaskRequest::new(kind).max_attempts(5))
+        .to_vec();
+    let tasks = client.create_batch(requests).await.unwrap();
+    let ids: Vec<_> = tasks.iter().map(|t| t.id).collect();
+    let (started_tx, mut started_rx) = mpsc::unbounded_channel::<String>();
+    let release = Arc::new(Notify::new());
+    let handler = {
+        let release = release.clone();
+        move |task: TaskContext| {
+            let started = started_tx.clone();
+            let release = release.clone();
+            async move {
+                let notified = release.notified();
+                started.send(task.name.clone()).unwrap();
+                match task.name.as_str() {
+                    "quick" => {}
+                    "medium" => notified.await,
+                    _ => std::future::pending().await,
+                }
+                Outcome::Success(Some(json!("first worker")))
+            }
+        }
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let first = Worker::new(client.clone(), handler)
+        .worker_id("first")
+        .concurrency(6)
+        .claim_wait(Duration::from_secs(1))
+        .grace_period(Duration::from_secs(3));
+
+    let running = tokio::spawn(first.run_until(async move {
+        let mut stop = stop_rx;
+        let _ = stop.wait_for(|stop| *stop).await;
+    }));
+    for _ in 0..6 {
+        started_rx.recv().await.unwrap();
+    }
+    stop_tx.send_replace(true);
+    // Told to stop; the medium ones finish now, within the grace period.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    release.notify_waiters();
+    let report = running.await.unwrap().unwrap();
+
+    assert_eq!((report.claimed, report.succeeded, report.failed_back), (6, 4, 2), "{report:?}");
+    let mut slow = Vec::new();
+    for task in current(&client, &ids).await {
+        match task.name.as_str() {
+            "slow" => {
+                assert_eq!(task.status, TaskStatus::Pending, "{task:?}");
+                assert_eq!(task.last_error.as_deref(), Some("worker shutting down"));
+                slow.push(task.id);
+            }
+            _ => assert_eq!(task.status, TaskStatus::Succeeded, "{task:?}"),
+        }
+    }
+
+    // A second worker picks the failed-back ones up.
+    let second = Worker::new(client.clone(), |_task: TaskContext| async {
+        Outcome::Success(Some(json!("second worker")))
+    })
+    .worker_id("second")
+    .claim_wait(Duration::from_secs(1));
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let running = tokio::spawn(second.run_until(async {
+        let _ = stop_rx.await;
+    }));
+    let finished = wait_terminal(&client, &slow, PATIENCE).await;
+    stop_tx.send(()).unwrap();
+    let report = running.await.unwrap().unwrap();
+
+    assert_eq!(report.succeeded, 2);
+    for task in finished {
+        assert_eq!(task.status, TaskStatus::Succeeded);
+        assert_eq!(task.result, Some(json!("second worker")));
+        assert_eq!(task.attempt, 2);
+    }
+    server.stop().await;
+}
+
+/// The tasks as they stand.
+async fn current(
+    client: &taskpilot_client::Client,
+    ids: &[uuid::Uuid],
+) -> Vec<taskpilot_client::TaskResponse> {
+    let mut tasks = Vec::new();
+    for id in ids {
+        tasks.push(client.get(id).await.unwrap());
+    }
+    tasks
+}
