@@ -131,3 +131,102 @@ pub struct CompleteTasksResponse {
     /// The results.
     pub items: Vec<CompletionResult>,
 }
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use serde::de::DeserializeOwned;
+    use serde_json::json;
+
+    use super::*;
+    use crate::tasks::tests::{running_task, running_task_wire};
+    use crate::{ProblemCode, TaskStatus};
+
+    fn round_trip<T>(value: &T, wire: &Value)
+    where
+        T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let written = serde_json::to_value(value).unwrap();
+        assert_eq!(&written, wire);
+        let read: T = serde_json::from_value(written).unwrap();
+        assert_eq!(&read, value);
+    }
+
+    const ID: Uuid = Uuid::from_u128(0x0193_0000_0000_7000_8000_0000_0000_0001);
+
+    #[test]
+    fn batch_creates_round_trip() {
+        round_trip(
+            &CreateTaskBatchRequest {
+                tasks: vec![CreateTaskRequest::new("a"), CreateTaskRequest::new("b").priority(1)],
+            },
+            &json!({"tasks": [
+                {"name": "a", "payload": {}, "priority": 0},
+                {"name": "b", "payload": {}, "priority": 1},
+            ]}),
+        );
+        round_trip(
+            &CreateTaskBatchResponse { items: vec![running_task()] },
+            &json!({"items": [running_task_wire()]}),
+        );
+    }
+
+    #[test]
+    fn completions_round_trip_and_leave_out_what_is_not_set() {
+        round_trip(
+            &CompleteTasksRequest {
+                items: vec![
+                    CompletionItem::succeeded(ID, "t1", Some(json!({"n": 1}))).worker("w"),
+                    CompletionItem::succeeded(ID, "t1", None),
+                    CompletionItem::failed(ID, "t2", "boom", false),
+                ],
+            },
+            &json!({"items": [
+                {"id": ID.to_string(), "leaseToken": "t1", "workerId": "w",
+                 "outcome": "succeeded", "result": {"n": 1}},
+                {"id": ID.to_string(), "leaseToken": "t1", "outcome": "succeeded"},
+                {"id": ID.to_string(), "leaseToken": "t2", "outcome": "failed",
+                 "errorMessage": "boom", "retryable": false},
+            ]}),
+        );
+    }
+
+    #[test]
+    fn completion_results_carry_a_task_or_a_problem() {
+        let mut succeeded_wire = running_task_wire();
+        succeeded_wire["status"] = json!("SUCCEEDED");
+        succeeded_wire.as_object_mut().unwrap().remove("leaseToken");
+        let problem = crate::ProblemBody::new(
+            ProblemCode::LeaseExpired,
+            "Lease expired",
+            "the lease of attempt 1 expired",
+        );
+        round_trip(
+            &CompleteTasksResponse {
+                items: vec![
+                    CompletionResult {
+                        id: ID,
+                        status: 200,
+                        task: Some(crate::TaskResponse {
+                            status: TaskStatus::Succeeded,
+                            lease_token: None,
+                            ..running_task()
+                        }),
+                        error: None,
+                    },
+                    CompletionResult { id: ID, status: 409, task: None, error: Some(problem) },
+                ],
+            },
+            &json!({"items": [
+                {"id": ID.to_string(), "status": 200, "task": succeeded_wire},
+                {"id": ID.to_string(), "status": 409, "error": {
+                    "type": "urn:taskpilot:problem:lease-expired",
+                    "title": "Lease expired",
+                    "status": 409,
+                    "detail": "the lease of attempt 1 expired",
+                    "code": "LEASE_EXPIRED",
+                }},
+            ]}),
+        );
+    }
+}

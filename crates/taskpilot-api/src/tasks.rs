@@ -359,3 +359,259 @@ pub struct RejectionStatsResponse {
     /// ran twice, its late outcome refused.
     pub stale_successes: u64,
 }
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+pub(crate) mod tests {
+    use chrono::TimeZone;
+    use serde::de::DeserializeOwned;
+    use serde_json::json;
+
+    use super::*;
+
+    /// Serializes, checks the wire form, reads it back and checks it is the same value.
+    fn round_trip<T>(value: &T, wire: &Value)
+    where
+        T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let written = serde_json::to_value(value).unwrap();
+        assert_eq!(&written, wire);
+        let read: T = serde_json::from_value(written).unwrap();
+        assert_eq!(&read, value);
+    }
+
+    fn at(micros: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 26, 10, 0, 0).unwrap()
+            + chrono::TimeDelta::microseconds(micros)
+    }
+
+    pub(crate) fn running_task() -> TaskResponse {
+        TaskResponse {
+            id: Uuid::from_u128(0x0193_0000_0000_7000_8000_0000_0000_0001),
+            queue: "mail".into(),
+            name: "send-email".into(),
+            payload: json!({"to": "ada@example.com"}),
+            priority: 5,
+            status: TaskStatus::Running,
+            retry_state: RetryState::RetryScheduled,
+            attempt: 2,
+            attempt_count: 1,
+            max_attempts: 3,
+            next_run_at: None,
+            last_error: Some("timeout".into()),
+            worker_id: Some("w1".into()),
+            processing_started_at: Some(at(1)),
+            lease_expires_at: Some(at(300_000_001)),
+            lease_token: Some("5ec2e70000004000800000000000abcd".into()),
+            result: None,
+            completed_at: None,
+            created_at: at(0),
+            updated_at: at(123_456),
+        }
+    }
+
+    pub(crate) fn running_task_wire() -> Value {
+        json!({
+            "id": "01930000-0000-7000-8000-000000000001",
+            "queue": "mail",
+            "name": "send-email",
+            "payload": {"to": "ada@example.com"},
+            "priority": 5,
+            "status": "RUNNING",
+            "retryState": "RETRY_SCHEDULED",
+            "attempt": 2,
+            "attemptCount": 1,
+            "maxAttempts": 3,
+            "nextRunAt": null,
+            "lastError": "timeout",
+            "workerId": "w1",
+            "processingStartedAt": "2026-11-26T10:00:00.000001Z",
+            "leaseExpiresAt": "2026-11-26T10:05:00.000001Z",
+            "leaseToken": "5ec2e70000004000800000000000abcd",
+            "result": null,
+            "completedAt": null,
+            "createdAt": "2026-11-26T10:00:00.000000Z",
+            "updatedAt": "2026-11-26T10:00:00.123456Z"
+        })
+    }
+
+    #[test]
+    fn a_task_round_trips_in_camel_case_with_microsecond_times() {
+        round_trip(&running_task(), &running_task_wire());
+    }
+
+    #[test]
+    fn a_task_without_lease_token_leaves_the_member_out() {
+        let task = TaskResponse { lease_token: None, ..running_task() };
+        let mut wire = running_task_wire();
+        wire.as_object_mut().unwrap().remove("leaseToken");
+
+        round_trip(&task, &wire);
+    }
+
+    #[test]
+    fn statuses_and_retry_states_spell_as_documented() {
+        for (status, wire) in [
+            (TaskStatus::Pending, "PENDING"),
+            (TaskStatus::Running, "RUNNING"),
+            (TaskStatus::Succeeded, "SUCCEEDED"),
+            (TaskStatus::Failed, "FAILED"),
+            (TaskStatus::Cancelled, "CANCELLED"),
+        ] {
+            round_trip(&status, &json!(wire));
+            assert_eq!(status.as_str(), wire);
+        }
+        for (state, wire) in [
+            (RetryState::None, "NONE"),
+            (RetryState::RetryScheduled, "RETRY_SCHEDULED"),
+            (RetryState::Exhausted, "EXHAUSTED"),
+            (RetryState::NonRetryable, "NON_RETRYABLE"),
+        ] {
+            round_trip(&state, &json!(wire));
+            assert_eq!(state.as_str(), wire);
+        }
+    }
+
+    #[test]
+    fn requests_leave_out_what_is_not_set_and_round_trip() {
+        round_trip(
+            &CreateTaskRequest::new("x"),
+            &json!({"name": "x", "payload": {}, "priority": 0}),
+        );
+        round_trip(
+            &CreateTaskRequest::new("x")
+                .queue("q")
+                .payload(json!([1]))
+                .priority(-1)
+                .max_attempts(3)
+                .run_at(at(5)),
+            &json!({"queue": "q", "name": "x", "payload": [1], "priority": -1, "maxAttempts": 3,
+                    "runAt": "2026-11-26T10:00:00.000005Z"}),
+        );
+        round_trip(
+            &StartTaskRequest { worker_id: "w".into(), lease_seconds: Some(30) },
+            &json!({"workerId": "w", "leaseSeconds": 30}),
+        );
+        round_trip(
+            &ClaimTasksRequest {
+                worker_id: "w".into(),
+                limit: Some(10),
+                queues: Some(vec!["a".into()]),
+                lease_seconds: None,
+                wait_ms: Some(1000),
+            },
+            &json!({"workerId": "w", "limit": 10, "queues": ["a"], "waitMs": 1000}),
+        );
+        round_trip(
+            &HeartbeatRequest {
+                worker_id: "w".into(),
+                lease_token: "t".into(),
+                lease_seconds: None,
+            },
+            &json!({"workerId": "w", "leaseToken": "t"}),
+        );
+        round_trip(&SucceedTaskRequest::default(), &json!({}));
+        round_trip(
+            &SucceedTaskRequest {
+                worker_id: Some("w".into()),
+                lease_token: Some("t".into()),
+                result: Some(json!({"n": 1})),
+            },
+            &json!({"workerId": "w", "leaseToken": "t", "result": {"n": 1}}),
+        );
+        round_trip(
+            &FailTaskRequest {
+                error_message: "e".into(),
+                worker_id: None,
+                lease_token: Some("t".into()),
+                retryable: Some(false),
+            },
+            &json!({"errorMessage": "e", "leaseToken": "t", "retryable": false}),
+        );
+        round_trip(
+            &ListTasksQuery { status: Some("PENDING".into()), ..ListTasksQuery::default() },
+            &json!({"status": "PENDING"}),
+        );
+    }
+
+    #[test]
+    fn requests_refuse_unknown_fields_as_the_server_does() {
+        let refused =
+            serde_json::from_value::<CreateTaskRequest>(json!({"name": "x", "colour": 1}));
+
+        assert!(refused.unwrap_err().to_string().contains("unknown field `colour`"));
+    }
+
+    #[test]
+    fn a_run_at_with_an_offset_reads_as_utc() {
+        let request: CreateTaskRequest =
+            serde_json::from_value(json!({"name": "x", "runAt": "2026-11-26T12:00:00+02:00"}))
+                .unwrap();
+
+        assert_eq!(request.run_at, Some(at(0)));
+    }
+
+    #[test]
+    fn pages_claims_events_and_stats_round_trip() {
+        round_trip(
+            &TaskListResponse { items: vec![running_task()], next_cursor: Some("c".into()) },
+            &json!({"items": [running_task_wire()], "nextCursor": "c"}),
+        );
+        round_trip(
+            &TaskListResponse { items: vec![], next_cursor: None },
+            &json!({"items": [], "nextCursor": null}),
+        );
+        round_trip(
+            &ClaimResponse { items: vec![running_task()] },
+            &json!({"items": [running_task_wire()]}),
+        );
+        round_trip(
+            &TaskEventListResponse {
+                items: vec![
+                    TaskEventResponse {
+                        attempt: 0,
+                        from: None,
+                        to: TaskStatus::Pending,
+                        worker_id: None,
+                        error: None,
+                        actor: "CLIENT".into(),
+                        rejected_code: None,
+                        rejected_call: None,
+                        at: at(0),
+                    },
+                    TaskEventResponse {
+                        attempt: 1,
+                        from: Some(TaskStatus::Running),
+                        to: TaskStatus::Running,
+                        worker_id: Some("w".into()),
+                        error: Some("stale".into()),
+                        actor: "WORKER".into(),
+                        rejected_code: Some("LEASE_EXPIRED".into()),
+                        rejected_call: Some("SUCCEED".into()),
+                        at: at(7),
+                    },
+                ],
+            },
+            &json!({"items": [
+                {"attempt": 0, "from": null, "to": "PENDING", "workerId": null, "error": null,
+                 "actor": "CLIENT", "rejectedCode": null, "rejectedCall": null,
+                 "at": "2026-11-26T10:00:00.000000Z"},
+                {"attempt": 1, "from": "RUNNING", "to": "RUNNING", "workerId": "w",
+                 "error": "stale", "actor": "WORKER", "rejectedCode": "LEASE_EXPIRED",
+                 "rejectedCall": "SUCCEED", "at": "2026-11-26T10:00:00.000007Z"},
+            ]}),
+        );
+        round_trip(
+            &RejectionStatsResponse {
+                items: vec![RejectionCountResponse {
+                    code: "LEASE_EXPIRED".into(),
+                    call: "SUCCEED".into(),
+                    count: 2,
+                }],
+                stale_successes: 2,
+            },
+            &json!({"items": [{"code": "LEASE_EXPIRED", "call": "SUCCEED", "count": 2}],
+                    "staleSuccesses": 2}),
+        );
+    }
+}

@@ -95,6 +95,13 @@ pub struct Config {
     #[arg(long, env = "TASKPILOT_MAX_BODY_BYTES", default_value_t = 1_048_576, global = true)]
     pub max_body_bytes: usize,
 
+    /// Largest accepted body of the batch endpoints (`POST /api/tasks/batch` and
+    /// `POST /api/tasks/complete`), in bytes; larger bodies get 413. 16 MiB fits 1,000 tasks
+    /// of about 16 KiB each.
+    #[arg(long, env = "TASKPILOT_MAX_BATCH_BODY_BYTES", default_value_t = DEFAULT_MAX_BATCH_BODY_BYTES,
+          global = true)]
+    pub max_batch_body_bytes: usize,
+
     /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `info,taskpilot_http=debug`.
     #[arg(long, env = "TASKPILOT_LOG", default_value = "info", global = true)]
     pub log: String,
@@ -177,6 +184,7 @@ impl Config {
     pub fn http(&self) -> HttpConfig {
         HttpConfig {
             max_body_bytes: self.max_body_bytes,
+            max_batch_body_bytes: self.max_batch_body_bytes,
             workers: self.workers,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
             reaper_interval: Duration::from_millis(self.reaper_interval_ms),
@@ -189,11 +197,16 @@ impl Config {
 /// claims when it comes due.
 pub const DEFAULT_SCHEDULE_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The default body limit of the batch endpoints: 16 MiB.
+pub const DEFAULT_MAX_BATCH_BODY_BYTES: usize = 16 * 1024 * 1024;
+
 /// What the HTTP server itself needs to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpConfig {
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// Largest accepted body of the batch endpoints, in bytes.
+    pub max_batch_body_bytes: usize,
     /// HTTP worker threads.
     pub workers: usize,
     /// Grace period for in-flight requests at shutdown.
@@ -209,6 +222,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: 1_048_576,
+            max_batch_body_bytes: DEFAULT_MAX_BATCH_BODY_BYTES,
             workers: default_workers(),
             shutdown_timeout: Duration::from_secs(30),
             reaper_interval: Duration::from_secs(1),
@@ -260,6 +274,7 @@ mod tests {
         assert_eq!(cli.config.backoff_max_ms, 3_600_000);
         assert_eq!(cli.config.default_max_attempts, 25);
         assert_eq!(cli.config.max_body_bytes, 1_048_576);
+        assert_eq!(cli.config.max_batch_body_bytes, 16 * 1024 * 1024);
         assert_eq!(cli.config.default_lease_secs, 300);
         assert_eq!(cli.config.reaper_interval_ms, 1_000);
         assert_eq!(cli.config.clock_refresh_secs, 5);

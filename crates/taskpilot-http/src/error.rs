@@ -37,6 +37,17 @@ pub enum ApiError {
     /// A well-formed request carried a value that is not allowed (VALIDATION_FAILED).
     #[error("{0}")]
     Validation(String),
+    /// One item of a batch carried a value that is not allowed (VALIDATION_FAILED, with the
+    /// item's `index`): `tasks[3].name must be ...`.
+    #[error("{list}[{index}].{detail}")]
+    InvalidItem {
+        /// The batch's list: `tasks` or `items`.
+        list: &'static str,
+        /// The item's position in it, from 0.
+        index: usize,
+        /// What is wrong, starting with the field's name.
+        detail: String,
+    },
     /// The request could not be read: bad JSON, wrong types, unknown fields, a bad path or
     /// query (MALFORMED_REQUEST).
     #[error("{0}")]
@@ -151,6 +162,7 @@ impl ApiError {
                 not_yet_runnable(*task, *runnable_at, *now)
             }
             Self::Validation(detail) => validation(detail.clone()),
+            Self::InvalidItem { index, .. } => validation(self.to_string()).with("index", *index),
             Self::Malformed(detail) => Problem::new(
                 StatusCode::BAD_REQUEST,
                 ProblemCode::MalformedRequest,
@@ -462,6 +474,51 @@ mod tests {
             assert_eq!(problem.code.as_str(), code);
             assert_eq!(problem.body().extension("taskId"), Some(&Value::from(task.to_string())));
         }
+    }
+
+    #[test]
+    fn every_problem_has_the_status_its_code_promises() {
+        let task = TaskId::from_uuid(uuid::Uuid::nil());
+        let now = DateTime::<Utc>::UNIX_EPOCH;
+        for error in [
+            ApiError::Validation("x".into()),
+            ApiError::InvalidItem { list: "tasks", index: 3, detail: "name is empty".into() },
+            ApiError::Malformed("x".into()),
+            ApiError::PayloadTooLarge { limit: 1 },
+            ApiError::UnsupportedMediaType,
+            ApiError::RouteNotFound("GET /x".into()),
+            ApiError::MethodNotAllowed { method: "GET".into(), allow: "POST" },
+            ApiError::Internal(anyhow::anyhow!("x")),
+            ApiError::NotYetRunnable { task, runnable_at: now, now },
+            ApiError::App(AppError::NotFound(task)),
+            ApiError::App(AppError::InvalidBatchSize(0)),
+            ApiError::App(AppError::ConcurrentModification(task)),
+            ApiError::App(AppError::Unavailable(anyhow::anyhow!("x"))),
+            ApiError::App(AppError::Conflict(DomainError::StaleLease(StaleLease::LeaseExpired {
+                task,
+                attempt: 1,
+            }))),
+        ] {
+            let problem = error.problem();
+
+            assert_eq!(problem.status.as_u16(), problem.code.status(), "{}", problem.code);
+            assert_eq!(error.problem_body().problem_code(), Some(problem.code));
+        }
+    }
+
+    #[test]
+    fn an_invalid_batch_item_names_its_index_in_detail_and_as_a_member() {
+        let error = ApiError::InvalidItem {
+            list: "tasks",
+            index: 3,
+            detail: "name must be 1 to 200 characters".into(),
+        };
+
+        let body = error.problem_body();
+
+        assert_eq!(body.detail, "tasks[3].name must be 1 to 200 characters");
+        assert_eq!(body.extension("index"), Some(&Value::from(3)));
+        assert_eq!(body.code, "VALIDATION_FAILED");
     }
 
     #[test]

@@ -10,7 +10,13 @@ use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use taskpilot_app::{AppError, CreateTask, TaskFilter, TaskService, MAX_CLAIM_BATCH};
+use taskpilot_api::{
+    CompleteTasksRequest, CompleteTasksResponse, CompletionItem, CompletionOutcome,
+    CompletionResult, CreateTaskBatchRequest, CreateTaskBatchResponse,
+};
+use taskpilot_app::{
+    AppError, Completion, CreateTask, Outcome, TaskFilter, TaskService, MAX_BATCH, MAX_CLAIM_BATCH,
+};
 use taskpilot_domain::{
     check_json, LeaseDuration, LeaseToken, MaxAttempts, QueueName, Reporter, Task, TaskId,
     TaskName, TaskStatus, WorkerId,
@@ -25,6 +31,9 @@ use crate::dto::{
 };
 use crate::error::ApiError;
 use crate::wake::{wake_when_due, Wake, WakeHub};
+
+// The contract's batch size is the use cases' batch size.
+const _: () = assert!(taskpilot_api::MAX_BATCH == MAX_BATCH);
 
 /// The longest a claim may wait for work, in milliseconds.
 pub const MAX_CLAIM_WAIT_MS: i64 = 30_000;
@@ -90,21 +99,172 @@ pub async fn create_task(
     service: web::Data<TaskService>,
     body: web::Json<CreateTaskRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
+    let request = create_request(body.into_inner())?;
+    let task = run(&service, move |s| s.create(request)).await?;
+    Span::current().record("task_id", tracing::field::display(task.id()));
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/tasks/{}", task.id())))
+        .json(dto::task_response(&task)))
+}
+
+/// A task to create, validated.
+fn create_request(body: CreateTaskRequest) -> Result<CreateTask, ApiError> {
     check_json("payload", &body.payload)?;
-    let request = CreateTask {
+    Ok(CreateTask {
         queue: body.queue.as_deref().map(QueueName::parse).transpose()?,
         name: TaskName::parse(&body.name)?,
         payload: body.payload,
         priority: body.priority,
         max_attempts: body.max_attempts.map(MaxAttempts::new).transpose()?,
         run_at: body.run_at,
-    };
-    let task = run(&service, move |s| s.create(request)).await?;
-    Span::current().record("task_id", tracing::field::display(task.id()));
+    })
+}
+
+/// 1 to [`MAX_BATCH`] items, or 400 naming `list`.
+fn check_batch_size(list: &str, len: usize) -> Result<(), ApiError> {
+    if len == 0 || len > MAX_BATCH {
+        return Err(ApiError::Validation(format!(
+            "{list} must hold 1 to {MAX_BATCH} items, got {len}"
+        )));
+    }
+    Ok(())
+}
+
+/// `POST /api/tasks/batch`: 201 with the created tasks in the order given. All or nothing:
+/// an invalid task fails the whole batch with 400 VALIDATION_FAILED naming its index.
+pub async fn create_task_batch(
+    service: web::Data<TaskService>,
+    body: web::Json<CreateTaskBatchRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let tasks = body.into_inner().tasks;
+    check_batch_size("tasks", tasks.len())?;
+    let requests = tasks
+        .into_iter()
+        .enumerate()
+        .map(|(index, task)| {
+            create_request(task).map_err(|e| ApiError::InvalidItem {
+                list: "tasks",
+                index,
+                detail: e.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let tasks = run(&service, move |s| s.create_batch(requests)).await?;
+    tracing::info!(tasks = tasks.len(), "{} tasks created in one batch", tasks.len());
     Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, format!("/api/tasks/{}", task.id())))
-        .json(dto::task_response(&task)))
+        .json(CreateTaskBatchResponse { items: tasks.iter().map(dto::task_response).collect() }))
+}
+
+/// One outcome of a batch completion, validated: the same rules as a single succeed or fail,
+/// except that the lease token is required.
+fn completion(item: &CompletionItem) -> Result<Completion, ApiError> {
+    let worker = item.worker_id.as_deref().map(WorkerId::parse).transpose()?;
+    let token = parse_token(&item.lease_token)?;
+    let outcome = match item.outcome {
+        CompletionOutcome::Succeeded => {
+            if item.error_message.is_some() || item.retryable.is_some() {
+                return Err(ApiError::Validation(
+                    "errorMessage and retryable are only for outcome failed".to_owned(),
+                ));
+            }
+            if let Some(result) = &item.result {
+                check_json("result", result)?;
+            }
+            Outcome::Succeeded { result: item.result.clone() }
+        }
+        CompletionOutcome::Failed => {
+            if item.result.is_some() {
+                return Err(ApiError::Validation(
+                    "result is only for outcome succeeded".to_owned(),
+                ));
+            }
+            let Some(error) = item.error_message.clone() else {
+                return Err(ApiError::Validation(
+                    "errorMessage is required with outcome failed".to_owned(),
+                ));
+            };
+            Outcome::Failed { error, retryable: item.retryable.unwrap_or(true) }
+        }
+    };
+    Ok(Completion {
+        id: TaskId::from_uuid(item.id),
+        reporter: Reporter::lease(worker, token),
+        outcome,
+    })
+}
+
+/// An item's answer: its error as the single call would have answered it.
+fn failed_item(id: Uuid, error: &ApiError) -> CompletionResult {
+    let body = error.problem_body();
+    if body.status >= 500 {
+        // Logged here: an item's answer does not go through `ResponseError`.
+        tracing::error!(task.id = %id, error = %format!("{error:#}"), "batch item {id} failed");
+    }
+    CompletionResult { id, status: body.status, task: None, error: Some(body) }
+}
+
+/// `POST /api/tasks/complete`: up to [`MAX_BATCH`] outcomes in one round trip, each fenced by
+/// its lease token and answered on its own, in the order given: 200 with the task, or the
+/// status and problem body the single succeed or fail would have answered (400 for an item
+/// whose values are invalid, 404, 409). Only a body that cannot be read, or that holds no
+/// item or too many, fails the whole request.
+pub async fn complete_tasks(
+    service: web::Data<TaskService>,
+    hub: web::Data<WakeHub>,
+    body: web::Json<CompleteTasksRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let items = body.into_inner().items;
+    check_batch_size("items", items.len())?;
+    let mut answers: Vec<Option<CompletionResult>> = Vec::with_capacity(items.len());
+    let mut completions = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        match completion(item) {
+            Ok(completion) => {
+                completions.push(completion);
+                answers.push(None);
+            }
+            Err(e) => {
+                let e = ApiError::InvalidItem { list: "items", index, detail: e.to_string() };
+                answers.push(Some(failed_item(item.id, &e)));
+            }
+        }
+    }
+    let results = if completions.is_empty() {
+        Vec::new()
+    } else {
+        run(&service, move |s| s.complete_batch(completions)).await?
+    };
+    let now = service.now();
+    let hub = hub.into_inner();
+    let mut retries = std::collections::BTreeSet::new();
+    let mut results = results.into_iter();
+    let items = items
+        .iter()
+        .zip(answers)
+        .map(|(item, answer)| match answer {
+            Some(answer) => answer,
+            None => match results.next() {
+                Some(Ok(task)) => {
+                    retries.extend(task.next_run_at());
+                    CompletionResult {
+                        id: item.id,
+                        status: 200,
+                        task: Some(dto::task_response(&task)),
+                        error: None,
+                    }
+                }
+                Some(Err(e)) => failed_item(item.id, &ApiError::from_app_at(e, now)),
+                None => failed_item(
+                    item.id,
+                    &ApiError::Internal(anyhow::anyhow!("the batch answered fewer items")),
+                ),
+            },
+        })
+        .collect();
+    for next_run_at in retries {
+        wake_when_due(&hub, next_run_at, now);
+    }
+    Ok(HttpResponse::Ok().json(CompleteTasksResponse { items }))
 }
 
 /// `GET /api/tasks/{id}`.
@@ -274,7 +434,8 @@ pub async fn succeed_task(
     Ok(task_ok(&task))
 }
 
-/// `PUT /api/tasks/{id}/fail`: a retry after backoff, or FAILED when attempts ran out.
+/// `PUT /api/tasks/{id}/fail`: a retry after backoff, or FAILED when attempts ran out; with
+/// `retryable: false`, FAILED at once (retry state NON_RETRYABLE).
 pub async fn fail_task(
     service: web::Data<TaskService>,
     hub: web::Data<WakeHub>,
@@ -285,7 +446,11 @@ pub async fn fail_task(
     let body = body.into_inner();
     let reporter = reporter(body.worker_id.as_deref(), body.lease_token.as_deref())?;
     let message = body.error_message;
-    let task = run(&service, move |s| s.fail(id, &reporter, &message)).await?;
+    let task = if body.retryable.unwrap_or(true) {
+        run(&service, move |s| s.fail(id, &reporter, &message)).await?
+    } else {
+        run(&service, move |s| s.fail_permanently(id, &reporter, &message)).await?
+    };
     if let Some(next_run_at) = task.next_run_at() {
         wake_when_due(&hub.into_inner(), next_run_at, service.now());
     }

@@ -69,13 +69,20 @@ pub fn build_app(
             web::PathConfig::default()
                 .error_handler(|e, _req| ApiError::from_path_error(&e).into()),
         )
-        .configure(routes)
+        .configure(|cfg| routes(cfg, http.max_batch_body_bytes))
         .default_service(web::to(handlers::route_not_found))
         .wrap(from_fn(telemetry::request_span))
 }
 
-fn routes(cfg: &mut web::ServiceConfig) {
+fn routes(cfg: &mut web::ServiceConfig, batch_limit: usize) {
     use handlers::{method_not_allowed, *};
+
+    // The batch endpoints read up to 1,000 items: their own, larger body limit.
+    let batch_json = || {
+        web::JsonConfig::default()
+            .limit(batch_limit)
+            .error_handler(error::json_error_handler(batch_limit))
+    };
 
     cfg.service(
         web::resource("/healthz")
@@ -93,10 +100,22 @@ fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(list_tasks))
             .default_service(method_not_allowed("GET, POST")),
     )
-    // Before `/api/tasks/{id}`, which would match it too.
+    // Before `/api/tasks/{id}`, which would match them too.
     .service(
         web::resource("/api/tasks/claim")
             .route(web::post().to(claim_tasks))
+            .default_service(method_not_allowed("POST")),
+    )
+    .service(
+        web::resource("/api/tasks/batch")
+            .app_data(batch_json())
+            .route(web::post().to(create_task_batch))
+            .default_service(method_not_allowed("POST")),
+    )
+    .service(
+        web::resource("/api/tasks/complete")
+            .app_data(batch_json())
+            .route(web::post().to(complete_tasks))
             .default_service(method_not_allowed("POST")),
     )
     .service(

@@ -1099,3 +1099,348 @@ async fn a_reporter_without_token_keeps_the_foundation_behaviour() {
     assert_eq!(reply.body["attempt"], 1);
     assert!(reply.body.get("leaseToken").is_none());
 }
+
+// ---- fail with retryable: false, and the batch endpoints ----
+
+fn post_json(uri: &str, body: Value) -> TestRequest {
+    TestRequest::post().uri(uri).set_json(body)
+}
+
+async fn send_with_http(repo: MockTaskRepository, http: HttpConfig, request: TestRequest) -> Reply {
+    let app = test::init_service(build_app(service(repo), Arc::new(WakeHub::new()), &http)).await;
+    let response = test::call_service(&app, request.to_request()).await;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = test::read_body(response).await;
+    let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+    Reply { status, headers, body }
+}
+
+/// A repository that must not be touched.
+fn untouched_repo() -> MockTaskRepository {
+    let mut repo = MockTaskRepository::new();
+    repo.expect_insert_many().never();
+    repo.expect_get_many().never();
+    repo.expect_write_many().never();
+    repo
+}
+
+#[actix_web::test]
+async fn a_fail_with_retryable_false_fails_the_task_for_good_with_attempts_left() {
+    let task = running_task("w1");
+    let uri = format!("/api/tasks/{}/fail", task.id());
+
+    let reply = send(
+        repo_returning(task),
+        put_json(
+            &uri,
+            json!({"errorMessage": "bad input", "leaseToken": TOKEN, "retryable": false}),
+        ),
+    )
+    .await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["status"], "FAILED");
+    assert_eq!(reply.body["retryState"], "NON_RETRYABLE");
+    assert_eq!(reply.body["lastError"], "bad input");
+}
+
+#[actix_web::test]
+async fn a_fail_without_retryable_schedules_a_retry_as_before() {
+    let task = running_task("w1");
+    let uri = format!("/api/tasks/{}/fail", task.id());
+
+    let reply = send(repo_returning(task), put_json(&uri, json!({"errorMessage": "flaky"}))).await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["status"], "PENDING");
+    assert_eq!(reply.body["retryState"], "RETRY_SCHEDULED");
+}
+
+#[actix_web::test]
+async fn a_batch_create_answers_201_with_every_task_in_order() {
+    let mut repo = MockTaskRepository::new();
+    repo.expect_insert_many()
+        .withf(|tasks, events| tasks.len() == 3 && events.len() == 3)
+        .times(1)
+        .returning(|_, _| Ok(()));
+    let tasks: Vec<Value> = (0..3).map(|i| json!({"name": format!("job-{i}")})).collect();
+
+    let reply = send(repo, post_json("/api/tasks/batch", json!({ "tasks": tasks }))).await;
+
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    let names: Vec<&str> = reply.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["job-0", "job-1", "job-2"]);
+    assert_eq!(reply.body["items"][0]["status"], "PENDING");
+}
+
+#[actix_web::test]
+async fn a_batch_create_with_one_bad_task_creates_none_and_names_its_index() {
+    let mut tasks: Vec<Value> = (0..5).map(|i| json!({"name": format!("job-{i}")})).collect();
+    tasks[3] = json!({"name": ""});
+
+    let reply =
+        send(untouched_repo(), post_json("/api/tasks/batch", json!({ "tasks": tasks }))).await;
+
+    reply.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
+    assert!(reply.detail().starts_with("tasks[3].name "), "{}", reply.detail());
+    assert_eq!(reply.body["index"], 3);
+}
+
+#[actix_web::test]
+async fn a_batch_create_checks_every_field_of_every_task() {
+    for (task, field) in [
+        (json!({"name": "x", "maxAttempts": 0}), "tasks[1].maxAttempts"),
+        (json!({"name": "x", "queue": "Bad Queue"}), "tasks[1].queue"),
+        (json!({"name": "x", "payload": "nul \u{0}"}), "tasks[1].payload"),
+    ] {
+        let tasks = json!([{"name": "ok"}, task]);
+
+        let reply =
+            send(untouched_repo(), post_json("/api/tasks/batch", json!({ "tasks": tasks }))).await;
+
+        reply.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
+        assert!(reply.detail().starts_with(field), "{}", reply.detail());
+        assert_eq!(reply.body["index"], 1);
+    }
+}
+
+#[actix_web::test]
+async fn an_empty_or_oversized_batch_fails_validation_without_touching_the_database() {
+    let too_many: Vec<Value> = (0..1001).map(|_| json!({"name": "x"})).collect();
+    for (uri, body, got) in [
+        ("/api/tasks/batch", json!({"tasks": []}), "got 0"),
+        ("/api/tasks/batch", json!({ "tasks": too_many }), "got 1001"),
+        ("/api/tasks/complete", json!({"items": []}), "got 0"),
+    ] {
+        let reply = send(untouched_repo(), post_json(uri, body)).await;
+
+        reply.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
+        assert!(
+            reply.detail().contains("1 to 1000") && reply.detail().contains(got),
+            "{}",
+            reply.detail()
+        );
+    }
+}
+
+#[actix_web::test]
+async fn a_batch_of_the_wrong_shape_is_a_400_malformed_request() {
+    for (uri, body) in [
+        ("/api/tasks/batch", json!({"task": []})),
+        ("/api/tasks/batch", json!([{"name": "x"}])),
+        ("/api/tasks/batch", json!({"tasks": [{"name": "x", "colour": "red"}]})),
+        (
+            "/api/tasks/complete",
+            json!({"items": [{"id": "nope", "leaseToken": TOKEN, "outcome": "succeeded"}]}),
+        ),
+        (
+            "/api/tasks/complete",
+            json!({"items": [{"id": task_id().to_string(), "leaseToken": TOKEN, "outcome": "done"}]}),
+        ),
+        (
+            "/api/tasks/complete",
+            json!({"items": [{"id": task_id().to_string(), "outcome": "succeeded"}]}),
+        ),
+    ] {
+        let reply = send(untouched_repo(), post_json(uri, body)).await;
+
+        reply.assert_problem(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST");
+    }
+}
+
+#[actix_web::test]
+async fn batch_bodies_have_their_own_larger_limit() {
+    // Over the 1 KiB limit of every other endpoint, under the batch limit.
+    let tasks: Vec<Value> = (0..100).map(|i| json!({"name": format!("job-{i}")})).collect();
+    let body = json!({ "tasks": tasks });
+    assert!(body.to_string().len() > BODY_LIMIT);
+    let mut repo = MockTaskRepository::new();
+    repo.expect_insert_many().times(1).returning(|_, _| Ok(()));
+    let http = HttpConfig {
+        max_body_bytes: BODY_LIMIT,
+        max_batch_body_bytes: 4 * BODY_LIMIT,
+        ..HttpConfig::default()
+    };
+
+    let accepted = send_with_http(repo, http, post_json("/api/tasks/batch", body.clone())).await;
+    let single = send_with_http(
+        untouched_repo(),
+        http,
+        post_json("/api/tasks", json!({"name": "x", "payload": "p".repeat(2 * BODY_LIMIT)})),
+    )
+    .await;
+    let tasks: Vec<Value> = (0..300).map(|i| json!({"name": format!("job-{i}")})).collect();
+    let refused = send_with_http(
+        untouched_repo(),
+        http,
+        post_json("/api/tasks/batch", json!({ "tasks": tasks })),
+    )
+    .await;
+
+    assert_eq!(accepted.status, StatusCode::CREATED, "{}", accepted.body);
+    single.assert_problem(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE");
+    refused.assert_problem(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE");
+    assert_eq!(refused.body["limitBytes"], 4 * BODY_LIMIT);
+}
+
+#[actix_web::test]
+async fn batch_endpoints_take_post_only() {
+    for uri in ["/api/tasks/batch", "/api/tasks/complete"] {
+        let reply = send(untouched_repo(), TestRequest::get().uri(uri)).await;
+
+        reply.assert_problem(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED");
+        assert_eq!(reply.headers.get("allow").unwrap(), "POST");
+    }
+}
+
+/// A repository holding `tasks` for batch reads; batch writes succeed and lose nothing.
+fn repo_holding(tasks: Vec<Task>) -> MockTaskRepository {
+    let mut repo = MockTaskRepository::new();
+    repo.expect_get_many().returning(move |ids| {
+        Ok(tasks.iter().filter(|t| ids.contains(&t.id())).cloned().collect())
+    });
+    repo.expect_write_many().returning(|_, _| Ok(Vec::new()));
+    repo
+}
+
+#[actix_web::test]
+async fn a_batch_completion_answers_each_item_in_order_with_its_own_status() {
+    let ok = running_task("w1");
+    let retry = running_task("w1");
+    let permanent = running_task("w1");
+    let stale = running_task("w1");
+    let unknown = task_id();
+    let items = json!([
+        {"id": ok.id().to_string(), "leaseToken": TOKEN, "workerId": "w1", "outcome": "succeeded", "result": {"n": 1}},
+        {"id": retry.id().to_string(), "leaseToken": TOKEN, "outcome": "failed", "errorMessage": "flaky"},
+        {"id": permanent.id().to_string(), "leaseToken": TOKEN, "outcome": "failed", "errorMessage": "bad", "retryable": false},
+        {"id": stale.id().to_string(), "leaseToken": OTHER_TOKEN, "outcome": "succeeded"},
+        {"id": unknown.to_string(), "leaseToken": TOKEN, "outcome": "succeeded"},
+        {"id": ok.id().to_string(), "leaseToken": TOKEN, "outcome": "failed"},
+    ]);
+    let repo = repo_holding(vec![ok.clone(), retry.clone(), permanent.clone(), stale.clone()]);
+
+    let reply = send(repo, post_json("/api/tasks/complete", json!({ "items": items }))).await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let answers = reply.body["items"].as_array().unwrap();
+    assert_eq!(answers.len(), 6);
+    let statuses: Vec<u64> = answers.iter().map(|a| a["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [200, 200, 200, 409, 404, 400]);
+    assert_eq!(answers[0]["id"], ok.id().to_string());
+    assert_eq!(answers[0]["task"]["status"], "SUCCEEDED");
+    assert_eq!(answers[0]["task"]["result"], json!({"n": 1}));
+    assert_eq!(answers[1]["task"]["retryState"], "RETRY_SCHEDULED");
+    assert_eq!(answers[2]["task"]["status"], "FAILED");
+    assert_eq!(answers[2]["task"]["retryState"], "NON_RETRYABLE");
+    assert_eq!(answers[3]["error"]["code"], "ATTEMPT_SUPERSEDED");
+    assert_eq!(answers[3]["error"]["taskId"], stale.id().to_string());
+    assert_eq!(answers[4]["error"]["code"], "TASK_NOT_FOUND");
+    assert_eq!(answers[5]["error"]["code"], "VALIDATION_FAILED");
+    assert_eq!(answers[5]["error"]["index"], 5);
+    assert!(answers[5]["error"]["detail"].as_str().unwrap().starts_with("items[5].errorMessage"));
+    for answer in &answers[..3] {
+        assert!(answer.get("error").is_none(), "{answer}");
+        assert!(answer["task"].get("leaseToken").is_none(), "{answer}");
+    }
+    assert!(answers[3].get("task").is_none());
+}
+
+#[actix_web::test]
+async fn invalid_items_are_answered_alone_and_the_rest_still_complete() {
+    let ok = running_task("w1");
+    let id = ok.id().to_string();
+    for (item, detail) in [
+        (
+            json!({"id": id, "leaseToken": "not-a-token", "outcome": "succeeded"}),
+            "items[0].leaseToken",
+        ),
+        (
+            json!({"id": id, "leaseToken": TOKEN, "workerId": " ", "outcome": "succeeded"}),
+            "items[0].workerId",
+        ),
+        (
+            json!({"id": id, "leaseToken": TOKEN, "outcome": "succeeded", "errorMessage": "x"}),
+            "items[0].errorMessage",
+        ),
+        (
+            json!({"id": id, "leaseToken": TOKEN, "outcome": "succeeded", "retryable": false}),
+            "items[0].errorMessage and retryable",
+        ),
+        (
+            json!({"id": id, "leaseToken": TOKEN, "outcome": "failed", "errorMessage": "x", "result": 1}),
+            "items[0].result",
+        ),
+        (
+            json!({"id": id, "leaseToken": TOKEN, "outcome": "succeeded", "result": "\u{0}"}),
+            "items[0].result",
+        ),
+    ] {
+        let items = json!([item, {"id": id, "leaseToken": TOKEN, "outcome": "succeeded"}]);
+
+        let reply = send(
+            repo_holding(vec![ok.clone()]),
+            post_json("/api/tasks/complete", json!({ "items": items })),
+        )
+        .await;
+
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        let answers = reply.body["items"].as_array().unwrap();
+        assert_eq!(answers[0]["status"], 400, "{}", reply.body);
+        assert_eq!(answers[0]["error"]["code"], "VALIDATION_FAILED");
+        let got = answers[0]["error"]["detail"].as_str().unwrap();
+        assert!(got.starts_with(detail), "{got}");
+        assert_eq!(answers[1]["status"], 200, "{}", reply.body);
+    }
+}
+
+#[actix_web::test]
+async fn a_batch_completion_with_nothing_valid_touches_no_storage() {
+    let items = json!([{"id": task_id().to_string(), "leaseToken": "x", "outcome": "succeeded"}]);
+
+    let reply =
+        send(untouched_repo(), post_json("/api/tasks/complete", json!({ "items": items }))).await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["items"][0]["status"], 400);
+}
+
+#[actix_web::test]
+async fn an_unreachable_database_fails_a_batch_completion_as_a_whole_with_503() {
+    let mut repo = MockTaskRepository::new();
+    repo.expect_get_many()
+        .returning(|_| Err(RepoError::Unavailable(anyhow::anyhow!("connection refused"))));
+    let items = json!([{"id": task_id().to_string(), "leaseToken": TOKEN, "outcome": "succeeded"}]);
+
+    let reply = send(repo, post_json("/api/tasks/complete", json!({ "items": items }))).await;
+
+    reply.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "DATABASE_UNAVAILABLE");
+    assert!(reply.headers.get("retry-after").is_some());
+}
+
+#[actix_web::test]
+async fn the_batch_answers_read_back_as_the_shared_api_types() {
+    let ok = running_task("w1");
+    let items = json!([
+        {"id": ok.id().to_string(), "leaseToken": TOKEN, "outcome": "succeeded"},
+        {"id": task_id().to_string(), "leaseToken": TOKEN, "outcome": "succeeded"},
+    ]);
+
+    let reply = send(
+        repo_holding(vec![ok.clone()]),
+        post_json("/api/tasks/complete", json!({ "items": items })),
+    )
+    .await;
+    let answer: taskpilot_api::CompleteTasksResponse = serde_json::from_value(reply.body).unwrap();
+
+    assert_eq!(answer.items[0].task.as_ref().unwrap().status, taskpilot_api::TaskStatus::Succeeded);
+    let error = answer.items[1].error.as_ref().unwrap();
+    assert_eq!(error.problem_code(), Some(taskpilot_api::ProblemCode::TaskNotFound));
+    assert_eq!(error.status, 404);
+}

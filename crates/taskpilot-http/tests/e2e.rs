@@ -1219,3 +1219,193 @@ async fn a_claim_waiting_in_one_server_process_wakes_up_for_a_task_created_throu
     drop(process);
     app.stop().await;
 }
+
+// ---- batches and non-retryable failures ----
+
+impl TestApp {
+    /// `POST /api/tasks/complete` with `items`; the reply must be 200, its items are returned.
+    async fn complete(&self, items: Value) -> Vec<Value> {
+        let reply =
+            self.send(Method::POST, "/api/tasks/complete", Some(json!({ "items": items }))).await;
+        reply.assert_status(StatusCode::OK)["items"].as_array().unwrap().clone()
+    }
+
+    /// Every task, following the pages.
+    async fn list_all(&self) -> Vec<Value> {
+        let mut listed = Vec::new();
+        let mut path = "/api/tasks?limit=500".to_owned();
+        loop {
+            let page = self.get(&path).await;
+            let page = page.assert_status(StatusCode::OK);
+            listed.extend(page["items"].as_array().unwrap().iter().cloned());
+            match page["nextCursor"].as_str() {
+                Some(cursor) => path = format!("/api/tasks?limit=500&cursor={cursor}"),
+                None => return listed,
+            }
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_batch_of_1000_tasks_is_created_in_order_and_listed() {
+    let db = TestDatabase::new();
+    let app = TestApp::on(&db, TimeDelta::seconds(1));
+    let tasks: Vec<Value> = (0..1000)
+        .map(|i| json!({ "name": "bulk", "queue": "batch", "payload": { "i": i }, "priority": i % 7 }))
+        .collect();
+
+    let reply = app.send(Method::POST, "/api/tasks/batch", Some(json!({ "tasks": tasks }))).await;
+    let listed = app.list_all().await;
+
+    let created = reply.assert_status(StatusCode::CREATED)["items"].as_array().unwrap().clone();
+    assert_eq!(created.len(), 1000);
+    for (i, task) in created.iter().enumerate() {
+        assert_eq!(task["payload"]["i"], i, "answers come in the order asked");
+        assert_eq!(task["status"], "PENDING");
+        assert_eq!(task["queue"], "batch");
+        assert_micros_format(&task["createdAt"]);
+    }
+    let created_ids: BTreeSet<String> = created.iter().map(id_of).collect();
+    let listed_ids: BTreeSet<String> = listed.iter().map(id_of).collect();
+    assert_eq!(created_ids.len(), 1000);
+    assert_eq!(listed_ids, created_ids);
+    let one = app.get(&format!("/api/tasks/{}", id_of(&created[500]))).await;
+    assert_eq!(one.assert_status(StatusCode::OK), &created[500]);
+    let events = app.events(&id_of(&created[0])).await;
+    assert_eq!(events.len(), 1, "creation is in each task's history: {events:?}");
+    assert_eq!(events[0]["to"], "PENDING");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_batch_with_one_invalid_task_creates_none_and_names_its_index() {
+    let db = TestDatabase::new();
+    let app = TestApp::on(&db, TimeDelta::seconds(1));
+    let mut tasks: Vec<Value> = (0..10).map(|i| json!({ "name": format!("job-{i}") })).collect();
+    tasks[7] = json!({ "name": "job-7", "maxAttempts": 0 });
+
+    let reply = app.send(Method::POST, "/api/tasks/batch", Some(json!({ "tasks": tasks }))).await;
+
+    reply.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
+    assert_eq!(reply.body["index"], 7);
+    let detail = reply.body["detail"].as_str().unwrap();
+    assert!(detail.starts_with("tasks[7].maxAttempts"), "{detail}");
+    assert!(app.list_all().await.is_empty(), "nothing of the batch was created");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_batch_completion_answers_each_outcome_on_its_own_under_the_fencing_rules() {
+    let db = TestDatabase::new();
+    let (app, clock) = TestApp::with_clock(&db);
+    // The highest priority is claimed first, alone, and its lease left to expire.
+    let tasks = json!([
+        { "name": "expires", "priority": 10, "maxAttempts": 3 },
+        { "name": "ok", "maxAttempts": 3 },
+        { "name": "retry", "maxAttempts": 3 },
+        { "name": "permanent", "maxAttempts": 3 },
+        { "name": "superseded", "maxAttempts": 3 },
+    ]);
+    let reply = app.send(Method::POST, "/api/tasks/batch", Some(json!({ "tasks": tasks }))).await;
+    let created = reply.assert_status(StatusCode::CREATED)["items"].as_array().unwrap().clone();
+    let id: BTreeMap<&str, String> =
+        created.iter().map(|t| (t["name"].as_str().unwrap(), id_of(t))).collect();
+    let expiring = app.claim(json!({ "workerId": "w", "leaseSeconds": 5 })).await;
+    assert_eq!(id_of(&expiring[0]), id["expires"]);
+    let late_token = token_of(&expiring[0]);
+    clock.advance(TimeDelta::seconds(6));
+    app.wait_for(&id["expires"], |t| t["status"] == "PENDING").await;
+    let claimed = app.claim(json!({ "workerId": "w", "limit": 10 })).await;
+    assert_eq!(claimed.len(), 4, "the reaped task waits for its retry");
+    let token: BTreeMap<String, String> = claimed.iter().map(|t| (id_of(t), token_of(t))).collect();
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let items = json!([
+        { "id": id["ok"], "leaseToken": token[&id["ok"]], "workerId": "w", "outcome": "succeeded", "result": { "done": true } },
+        { "id": id["retry"], "leaseToken": token[&id["retry"]], "outcome": "failed", "errorMessage": "flaky" },
+        { "id": id["permanent"], "leaseToken": token[&id["permanent"]], "outcome": "failed", "errorMessage": "bad input", "retryable": false },
+        { "id": id["expires"], "leaseToken": late_token, "outcome": "succeeded" },
+        { "id": id["superseded"], "leaseToken": "0f0f0000000040008000000000000000", "outcome": "succeeded" },
+        { "id": unknown, "leaseToken": token[&id["ok"]], "outcome": "succeeded" },
+    ]);
+
+    let answers = app.complete(items.clone()).await;
+    let replay = app.complete(json!([items[0].clone(), items[2].clone()])).await;
+
+    let statuses: Vec<u64> = answers.iter().map(|a| a["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [200, 200, 200, 409, 409, 404], "{answers:?}");
+    let answer_ids: Vec<&str> = answers.iter().map(|a| a["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        answer_ids[..3],
+        [id["ok"].as_str(), id["retry"].as_str(), id["permanent"].as_str()]
+    );
+    assert_eq!(answers[0]["task"]["status"], "SUCCEEDED");
+    assert_eq!(answers[0]["task"]["result"], json!({ "done": true }));
+    assert_eq!(answers[1]["task"]["status"], "PENDING");
+    assert_eq!(answers[1]["task"]["retryState"], "RETRY_SCHEDULED");
+    assert_eq!(answers[1]["task"]["lastError"], "flaky");
+    assert_eq!(answers[2]["task"]["status"], "FAILED");
+    assert_eq!(answers[2]["task"]["retryState"], "NON_RETRYABLE");
+    assert_eq!(answers[2]["task"]["attemptCount"], 1);
+    assert_eq!(answers[3]["error"]["code"], "LEASE_EXPIRED");
+    assert_eq!(answers[3]["error"]["taskId"], id["expires"].as_str());
+    assert_eq!(answers[4]["error"]["code"], "ATTEMPT_SUPERSEDED");
+    assert_eq!(answers[5]["error"]["code"], "TASK_NOT_FOUND");
+    assert_eq!(answers[5]["id"], unknown.as_str());
+    assert_eq!(replay[0], answers[0], "a replay answers the stored task");
+    assert_eq!(replay[1], answers[1 + 1]);
+    let superseded = app.get(&format!("/api/tasks/{}", id["superseded"])).await;
+    assert_eq!(superseded.assert_status(StatusCode::OK)["status"], "RUNNING");
+    let stats = app.get("/api/stats/rejections").await;
+    let stats = stats.assert_status(StatusCode::OK);
+    // Each refusal is recorded once, as a single call's would be.
+    assert_eq!(
+        stats["items"],
+        json!([
+            { "call": "SUCCEED", "code": "ATTEMPT_SUPERSEDED", "count": 1 },
+            { "call": "SUCCEED", "code": "LEASE_EXPIRED", "count": 1 },
+        ])
+    );
+    assert_eq!(stats["staleSuccesses"], 2, "{stats}");
+    let events = app.events(&id["ok"]).await;
+    let succeeded = events.iter().filter(|e| e["to"] == "SUCCEEDED").count();
+    assert_eq!(succeeded, 1, "the replay is not a second transition: {events:?}");
+    let typed: taskpilot_api::CompleteTasksResponse =
+        serde_json::from_value(json!({ "items": answers })).unwrap();
+    assert_eq!(
+        typed.items[2].task.as_ref().unwrap().retry_state,
+        taskpilot_api::RetryState::NonRetryable
+    );
+    assert_eq!(
+        typed.items[3].error.as_ref().unwrap().problem_code(),
+        Some(taskpilot_api::ProblemCode::LeaseExpired)
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_fail_with_retryable_false_fails_the_task_at_once_with_attempts_left() {
+    let db = TestDatabase::new();
+    let app = TestApp::on(&db, TimeDelta::seconds(1));
+    let id = id_of(&app.create(json!({ "name": "hopeless", "maxAttempts": 5 })).await);
+    let token = token_of(&app.claim(json!({ "workerId": "w" })).await[0]);
+
+    let failed = app
+        .transition(
+            &id,
+            "fail",
+            Some(json!({ "workerId": "w", "leaseToken": token, "errorMessage": "no such user", "retryable": false })),
+        )
+        .await;
+
+    let failed = failed.assert_status(StatusCode::OK);
+    assert_eq!(failed["status"], "FAILED");
+    assert_eq!(failed["retryState"], "NON_RETRYABLE");
+    assert_eq!(failed["attemptCount"], 1);
+    assert_eq!(failed["maxAttempts"], 5);
+    assert_eq!(failed["lastError"], "no such user");
+    assert!(failed["nextRunAt"].is_null());
+    assert!(app.claim(json!({ "workerId": "w" })).await.is_empty(), "no retry is scheduled");
+    let stored = app.get(&format!("/api/tasks/{id}")).await;
+    assert_eq!(stored.assert_status(StatusCode::OK), failed);
+    app.stop().await;
+}
