@@ -10,7 +10,7 @@ use diesel::sql_types::{Array, BigInt, Bool, Text, Timestamptz, Uuid as SqlUuid}
 use serde_json::Value;
 use taskpilot_app::{
     Actor, ClaimRequest, Cursor, RejectionCount, RepoError, StaleCall, TaskEvent, TaskFilter,
-    TaskRepository,
+    TaskRepository, TaskWrite,
 };
 use taskpilot_domain::{
     to_micros, AttemptEnd, LeaseToken, MaxAttempts, QueueName, RetryState, Task, TaskId, TaskName,
@@ -20,6 +20,8 @@ use uuid::Uuid;
 
 use crate::schema::{task_events, tasks};
 use crate::PgPool;
+
+mod batch;
 
 /// The `TaskRepository` on PostgreSQL.
 ///
@@ -239,6 +241,43 @@ impl TaskRepository for PgTaskRepository {
             .select(min(tasks::next_run_at))
             .get_result(&mut conn)
             .map_err(|e| classify(e, "cannot look for the next scheduled run"))
+    }
+
+    /// One statement: a data-modifying CTE inserts the tasks, the outer statement their
+    /// events; every column goes as one array (see `batch`).
+    fn insert_many(&self, tasks: &[Task], events: &[TaskEvent]) -> Result<(), RepoError> {
+        let mut conn = self.conn()?;
+        batch::insert_many(&mut conn, tasks, events)
+    }
+
+    /// One statement: `WHERE id = ANY($1)` with the ids as one array.
+    fn get_many(&self, ids: &[TaskId]) -> Result<Vec<Task>, RepoError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
+        let mut conn = self.conn()?;
+        let rows = tasks::table
+            .filter(tasks::id.eq_any(ids))
+            .select(TaskRow::as_select())
+            .load(&mut conn)
+            .map_err(|e| classify(e, "cannot load the tasks"))?;
+        rows.into_iter().map(|row| Task::try_from(row).map_err(RepoError::from)).collect()
+    }
+
+    /// One statement (see `batch`): lock the rows in id order, update where the version is
+    /// still the expected one, log the applied writes' events and the refusals. One entry per
+    /// losing write, in the order of `writes`. Of several writes to one task in a batch only
+    /// the first can win. A row the table refuses (a CHECK), or a refusal event naming a task
+    /// that does not exist, fails the whole batch as `RepoError::Unexpected`, and nothing is
+    /// stored.
+    fn write_many(
+        &self,
+        writes: &[TaskWrite],
+        rejections: &[TaskEvent],
+    ) -> Result<Vec<TaskId>, RepoError> {
+        let mut conn = self.conn()?;
+        batch::write_many(&mut conn, writes, rejections)
     }
 
     fn record_rejection(&self, event: &TaskEvent) -> Result<(), RepoError> {

@@ -3,8 +3,9 @@
 //! mismatch fails there.
 
 diesel::table! {
-    /// One row per task; see `migrations/*_create_tasks/up.sql` and
-    /// `migrations/*_add_leases_queues_events/up.sql`.
+    /// One row per task; see `migrations/*_create_tasks/up.sql`,
+    /// `migrations/*_add_leases_queues_events/up.sql` and
+    /// `migrations/*_allow_non_retryable/up.sql`.
     tasks (id) {
         /// The task id (UUID v7 when TaskPilot minted it).
         id -> Uuid,
@@ -18,7 +19,7 @@ diesel::table! {
         priority -> Int4,
         /// `PENDING`, `RUNNING`, `SUCCEEDED`, `FAILED` or `CANCELLED`.
         status -> Text,
-        /// `NONE`, `RETRY_SCHEDULED` or `EXHAUSTED`.
+        /// `NONE`, `RETRY_SCHEDULED`, `EXHAUSTED` or `NON_RETRYABLE`.
         retry_state -> Text,
         /// How many times it was started in its whole life; the current or last attempt.
         attempt -> Int4,

@@ -186,7 +186,7 @@ fn migrations_apply_to_an_empty_database_and_rerunning_them_changes_nothing() {
 
     assert_eq!(tables_before, 0);
     assert!(results.iter().all(Result::is_ok), "{results:?}");
-    assert_eq!(applied, 2);
+    assert_eq!(applied, 3);
     assert_eq!(loaded, task);
 }
 

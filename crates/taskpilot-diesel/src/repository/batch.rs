@@ -1,0 +1,415 @@
+//! The batch statements: many tasks and events in one statement, so one round trip.
+//!
+//! Each batch goes to PostgreSQL as one array per column, spread back into rows by `unnest`:
+//! the statement text and its bind count are the same for 1 row and for 1,000, so PostgreSQL's
+//! 65,535 bind-parameter limit never comes into play, and the text stays short whatever the
+//! batch size. diesel runs an uncached `sql_query` with `PQsendQueryParams`: parse, bind and
+//! execute in a single round trip.
+
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
+use anyhow::{anyhow, Context as _};
+use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types::{
+    Array, BigInt, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid,
+};
+use serde_json::Value;
+use taskpilot_app::{RepoError, TaskEvent, TaskWrite};
+use taskpilot_domain::{Task, TaskId};
+use uuid::Uuid;
+
+use super::{classify, TaskEventRow, TaskRow};
+use crate::schema::tasks;
+
+/// The columns of `tasks`, in the order [`TaskColumns::bind`] binds them.
+const TASK_COLUMNS: [&str; 24] = [
+    "id",
+    "queue",
+    "name",
+    "payload",
+    "priority",
+    "status",
+    "retry_state",
+    "attempt",
+    "lease_token",
+    "lease_expires_at",
+    "ended_attempt",
+    "ended_attempt_token",
+    "ended_attempt_end",
+    "attempt_count",
+    "max_attempts",
+    "next_run_at",
+    "last_error",
+    "worker_id",
+    "processing_started_at",
+    "result",
+    "completed_at",
+    "created_at",
+    "updated_at",
+    "version",
+];
+
+/// The written columns of `task_events`, in the order [`EventColumns::bind`] binds them.
+const EVENT_COLUMNS: [&str; 10] = [
+    "task_id",
+    "attempt",
+    "from_status",
+    "to_status",
+    "worker_id",
+    "error",
+    "actor",
+    "rejected_code",
+    "rejected_call",
+    "at",
+];
+
+/// `$first, $first+1, ...`: `n` placeholders.
+fn params(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Tasks and their events in one statement. The events' foreign key is checked at the end of
+/// the statement, when the tasks of the CTE are in place. `WITH ORDINALITY` and the `ORDER BY`
+/// keep the events' ids (their order in a history) in the order they were given.
+///
+/// Binds: $1..$24 the task columns, $25..$34 the event columns, all arrays.
+static INSERT_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
+    let tasks = TASK_COLUMNS.join(", ");
+    let events = EVENT_COLUMNS.join(", ");
+    format!(
+        "WITH new_tasks AS (
+    INSERT INTO tasks ({tasks})
+    SELECT * FROM unnest({task_params})
+)
+INSERT INTO task_events ({events})
+SELECT {events}
+FROM unnest({event_params}) WITH ORDINALITY AS e({events}, seq)
+ORDER BY e.seq",
+        task_params = params(1, TASK_COLUMNS.len()),
+        event_params = params(TASK_COLUMNS.len() + 1, EVENT_COLUMNS.len()),
+    )
+});
+
+/// Compare-and-swap writes of many tasks, their events and refusal events, in one statement.
+///
+/// - `input`: the writes, one row each, numbered from 1 (`n`); of several writes to one task
+///   only the first is tried (the others lose: they were prepared from the same stored version,
+///   which the first one moves on).
+/// - `locked`: the writes whose task exists, with their rows locked in id order before any
+///   is written, so that two batches over overlapping tasks wait for each other instead of
+///   deadlocking, whatever order the plan of the update would visit rows in (a hash join
+///   probing a scan of `tasks` visits them in heap order, which differs between snapshots).
+///   `NO KEY UPDATE`, the lock the update itself takes, so that events referencing these
+///   tasks from other statements (their foreign-key `KEY SHARE` locks) are not held up.
+///   The update reads only this CTE, which PostgreSQL plans as a nested loop over the
+///   primary key (joining `input` to a separate lock list compared every pair instead).
+/// - `written`: the update, only where the stored version is still the expected one.
+///   PostgreSQL re-checks that condition on the newest row version when a concurrent writer
+///   committed after this statement's snapshot, so a write whose version moved on is never
+///   applied, however the race falls.
+/// - `logged`: the events of the writes that were applied (`write_n` names the write), and
+///   every refusal event (`write_n` NULL), in the order given.
+///
+/// Returns the numbers of the writes that were applied.
+///
+/// Binds: $1 write numbers, $2 expected versions, $3..$26 the task columns, $27 each event's
+/// write number, $28..$37 the event columns, all arrays.
+static WRITE_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
+    let tasks = TASK_COLUMNS.join(", ");
+    let set = TASK_COLUMNS[1..].iter().map(|c| format!("{c} = i.{c}")).collect::<Vec<_>>();
+    let events = EVENT_COLUMNS.join(", ");
+    let first_event = 3 + TASK_COLUMNS.len();
+    format!(
+        "WITH input AS MATERIALIZED (
+    SELECT DISTINCT ON (id) *
+    FROM unnest($1, $2, {task_params}) AS i(n, expected_version, {tasks})
+    ORDER BY id, n
+), locked AS MATERIALIZED (
+    SELECT i.* FROM input AS i JOIN tasks AS t ON t.id = i.id
+    ORDER BY i.id
+    FOR NO KEY UPDATE OF t
+), written AS (
+    UPDATE tasks AS t
+    SET {set}
+    FROM locked AS i
+    WHERE t.id = i.id AND t.version = i.expected_version
+    RETURNING i.n
+), logged AS (
+    INSERT INTO task_events ({events})
+    SELECT {events}
+    FROM unnest(${first_event}, {event_params}) WITH ORDINALITY AS e(write_n, {events}, seq)
+    WHERE e.write_n IS NULL OR e.write_n IN (SELECT n FROM written)
+    ORDER BY e.seq
+)
+SELECT n FROM written",
+        task_params = params(3, TASK_COLUMNS.len()),
+        set = set.join(",\n        "),
+        event_params = params(first_event + 1, EVENT_COLUMNS.len()),
+    )
+});
+
+type Query = BoxedSqlQuery<'static, Pg, SqlQuery>;
+
+/// Tasks as one array per column.
+#[derive(Default)]
+struct TaskColumns {
+    id: Vec<Uuid>,
+    queue: Vec<String>,
+    name: Vec<String>,
+    payload: Vec<Value>,
+    priority: Vec<i32>,
+    status: Vec<String>,
+    retry_state: Vec<String>,
+    attempt: Vec<i32>,
+    lease_token: Vec<Option<Uuid>>,
+    lease_expires_at: Vec<Option<DateTime<Utc>>>,
+    ended_attempt: Vec<Option<i32>>,
+    ended_attempt_token: Vec<Option<Uuid>>,
+    ended_attempt_end: Vec<Option<String>>,
+    attempt_count: Vec<i32>,
+    max_attempts: Vec<i32>,
+    next_run_at: Vec<Option<DateTime<Utc>>>,
+    last_error: Vec<Option<String>>,
+    worker_id: Vec<Option<String>>,
+    processing_started_at: Vec<Option<DateTime<Utc>>>,
+    result: Vec<Option<Value>>,
+    completed_at: Vec<Option<DateTime<Utc>>>,
+    created_at: Vec<DateTime<Utc>>,
+    updated_at: Vec<DateTime<Utc>>,
+    version: Vec<i64>,
+}
+
+impl TaskColumns {
+    fn push(&mut self, r: TaskRow) {
+        self.id.push(r.id);
+        self.queue.push(r.queue);
+        self.name.push(r.name);
+        self.payload.push(r.payload);
+        self.priority.push(r.priority);
+        self.status.push(r.status);
+        self.retry_state.push(r.retry_state);
+        self.attempt.push(r.attempt);
+        self.lease_token.push(r.lease_token);
+        self.lease_expires_at.push(r.lease_expires_at);
+        self.ended_attempt.push(r.ended_attempt);
+        self.ended_attempt_token.push(r.ended_attempt_token);
+        self.ended_attempt_end.push(r.ended_attempt_end);
+        self.attempt_count.push(r.attempt_count);
+        self.max_attempts.push(r.max_attempts);
+        self.next_run_at.push(r.next_run_at);
+        self.last_error.push(r.last_error);
+        self.worker_id.push(r.worker_id);
+        self.processing_started_at.push(r.processing_started_at);
+        self.result.push(r.result);
+        self.completed_at.push(r.completed_at);
+        self.created_at.push(r.created_at);
+        self.updated_at.push(r.updated_at);
+        self.version.push(r.version);
+    }
+
+    /// Binds the columns in [`TASK_COLUMNS`] order.
+    fn bind(self, query: Query) -> Query {
+        query
+            .bind::<Array<SqlUuid>, _>(self.id)
+            .bind::<Array<Text>, _>(self.queue)
+            .bind::<Array<Text>, _>(self.name)
+            .bind::<Array<Jsonb>, _>(self.payload)
+            .bind::<Array<Integer>, _>(self.priority)
+            .bind::<Array<Text>, _>(self.status)
+            .bind::<Array<Text>, _>(self.retry_state)
+            .bind::<Array<Integer>, _>(self.attempt)
+            .bind::<Array<Nullable<SqlUuid>>, _>(self.lease_token)
+            .bind::<Array<Nullable<Timestamptz>>, _>(self.lease_expires_at)
+            .bind::<Array<Nullable<Integer>>, _>(self.ended_attempt)
+            .bind::<Array<Nullable<SqlUuid>>, _>(self.ended_attempt_token)
+            .bind::<Array<Nullable<Text>>, _>(self.ended_attempt_end)
+            .bind::<Array<Integer>, _>(self.attempt_count)
+            .bind::<Array<Integer>, _>(self.max_attempts)
+            .bind::<Array<Nullable<Timestamptz>>, _>(self.next_run_at)
+            .bind::<Array<Nullable<Text>>, _>(self.last_error)
+            .bind::<Array<Nullable<Text>>, _>(self.worker_id)
+            .bind::<Array<Nullable<Timestamptz>>, _>(self.processing_started_at)
+            .bind::<Array<Nullable<Jsonb>>, _>(self.result)
+            .bind::<Array<Nullable<Timestamptz>>, _>(self.completed_at)
+            .bind::<Array<Timestamptz>, _>(self.created_at)
+            .bind::<Array<Timestamptz>, _>(self.updated_at)
+            .bind::<Array<BigInt>, _>(self.version)
+    }
+}
+
+/// Events as one array per column.
+#[derive(Default)]
+struct EventColumns {
+    task_id: Vec<Uuid>,
+    attempt: Vec<i32>,
+    from_status: Vec<Option<String>>,
+    to_status: Vec<String>,
+    worker_id: Vec<Option<String>>,
+    error: Vec<Option<String>>,
+    actor: Vec<String>,
+    rejected_code: Vec<Option<String>>,
+    rejected_call: Vec<Option<String>>,
+    at: Vec<DateTime<Utc>>,
+}
+
+impl EventColumns {
+    fn push(&mut self, e: TaskEventRow) {
+        self.task_id.push(e.task_id);
+        self.attempt.push(e.attempt);
+        self.from_status.push(e.from_status);
+        self.to_status.push(e.to_status);
+        self.worker_id.push(e.worker_id);
+        self.error.push(e.error);
+        self.actor.push(e.actor);
+        self.rejected_code.push(e.rejected_code);
+        self.rejected_call.push(e.rejected_call);
+        self.at.push(e.at);
+    }
+
+    /// Binds the columns in [`EVENT_COLUMNS`] order.
+    fn bind(self, query: Query) -> Query {
+        query
+            .bind::<Array<SqlUuid>, _>(self.task_id)
+            .bind::<Array<Integer>, _>(self.attempt)
+            .bind::<Array<Nullable<Text>>, _>(self.from_status)
+            .bind::<Array<Text>, _>(self.to_status)
+            .bind::<Array<Nullable<Text>>, _>(self.worker_id)
+            .bind::<Array<Nullable<Text>>, _>(self.error)
+            .bind::<Array<Text>, _>(self.actor)
+            .bind::<Array<Nullable<Text>>, _>(self.rejected_code)
+            .bind::<Array<Nullable<Text>>, _>(self.rejected_call)
+            .bind::<Array<Timestamptz>, _>(self.at)
+    }
+}
+
+/// `TaskRepository::insert_many`: one statement, all or nothing.
+pub(super) fn insert_many(
+    conn: &mut PgConnection,
+    tasks: &[Task],
+    events: &[TaskEvent],
+) -> Result<(), RepoError> {
+    if tasks.is_empty() && events.is_empty() {
+        return Ok(());
+    }
+    let mut task_columns = TaskColumns::default();
+    for task in tasks {
+        task_columns.push(TaskRow::try_from(task)?);
+    }
+    let mut event_columns = EventColumns::default();
+    for event in events {
+        event_columns.push(TaskEventRow::try_from(event)?);
+    }
+    let query = diesel::sql_query(INSERT_MANY_SQL.as_str()).into_boxed();
+    let inserted = event_columns.bind(task_columns.bind(query)).execute(conn);
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info))
+            if info.constraint_name() == Some("tasks_pkey") =>
+        {
+            // Off the happy path only: a second look finds which id it was.
+            Err(RepoError::Conflict(first_taken(conn, tasks)?))
+        }
+        Err(e) => Err(classify(e, "cannot insert the tasks")),
+    }
+}
+
+/// The first of `tasks` (in their order) whose id is stored already or repeats an earlier one
+/// of the batch.
+fn first_taken(conn: &mut PgConnection, tasks: &[Task]) -> Result<TaskId, RepoError> {
+    let ids: Vec<Uuid> = tasks.iter().map(|t| t.id().as_uuid()).collect();
+    let stored: HashSet<Uuid> = tasks::table
+        .filter(tasks::id.eq_any(&ids))
+        .select(tasks::id)
+        .load::<Uuid>(conn)
+        .map_err(|e| classify(e, "cannot look up which task id is taken"))?
+        .into_iter()
+        .collect();
+    let mut seen = HashSet::new();
+    ids.into_iter()
+        .find(|id| stored.contains(id) || !seen.insert(*id))
+        .map(TaskId::from_uuid)
+        // The row that was in the way is gone again (deleted since): nothing to name.
+        .ok_or_else(|| {
+            RepoError::Unexpected(anyhow!("a task id was taken, but none of the batch is now"))
+        })
+}
+
+/// `TaskRepository::write_many`: one statement, so one round trip and atomic.
+pub(super) fn write_many(
+    conn: &mut PgConnection,
+    writes: &[TaskWrite],
+    rejections: &[TaskEvent],
+) -> Result<Vec<TaskId>, RepoError> {
+    if writes.is_empty() && rejections.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut numbers = Vec::with_capacity(writes.len());
+    let mut expected_versions = Vec::with_capacity(writes.len());
+    let mut task_columns = TaskColumns::default();
+    let mut event_writes = Vec::new();
+    let mut event_columns = EventColumns::default();
+    for (index, write) in writes.iter().enumerate() {
+        let n = i32::try_from(index + 1).context("too many writes in one batch")?;
+        numbers.push(n);
+        expected_versions.push(i64::try_from(write.expected_version).with_context(|| {
+            format!("expected version {} is out of range", write.expected_version)
+        })?);
+        task_columns.push(TaskRow::try_from(&write.task)?);
+        for event in &write.events {
+            event_writes.push(Some(n));
+            event_columns.push(TaskEventRow::try_from(event)?);
+        }
+    }
+    for rejection in rejections {
+        event_writes.push(None);
+        event_columns.push(TaskEventRow::try_from(rejection)?);
+    }
+
+    #[derive(QueryableByName)]
+    struct Written {
+        #[diesel(sql_type = Integer)]
+        n: i32,
+    }
+    let query = diesel::sql_query(WRITE_MANY_SQL.as_str())
+        .into_boxed()
+        .bind::<Array<Integer>, _>(numbers)
+        .bind::<Array<BigInt>, _>(expected_versions);
+    let query = task_columns.bind(query).bind::<Array<Nullable<Integer>>, _>(event_writes);
+    let written: HashSet<i32> = event_columns
+        .bind(query)
+        .load::<Written>(conn)
+        .map_err(|e| classify(e, "cannot write the tasks"))?
+        .into_iter()
+        .map(|w| w.n)
+        .collect();
+    Ok(writes
+        .iter()
+        .zip(1..)
+        .filter(|(_, n)| !written.contains(n))
+        .map(|(write, _)| write.task.id())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_from_the_first() {
+        assert_eq!(params(3, 3), "$3, $4, $5");
+    }
+
+    #[test]
+    fn every_column_is_bound_once_in_each_statement() {
+        let highest =
+            |sql: &str| (1..100).rev().find(|i| sql.contains(&format!("${i}"))).unwrap_or_default();
+
+        assert_eq!(highest(&INSERT_MANY_SQL), TASK_COLUMNS.len() + EVENT_COLUMNS.len());
+        assert_eq!(highest(&WRITE_MANY_SQL), 3 + TASK_COLUMNS.len() + EVENT_COLUMNS.len());
+    }
+}

@@ -1,0 +1,29 @@
+-- Back to three retry states and four attempt ends. The code of that schema knows a FAILED
+-- task only as one that used every attempt (EXHAUSTED, attempt_count = max_attempts, no more
+-- failures than attempts started, the last one ended FAILED), and refuses to read anything
+-- else. So a task that gave up early is recorded as if its remaining attempts had run and
+-- failed too: its failure count, attempt number and last ended attempt move up to
+-- max_attempts, keeping that attempt's token and error, and that attempt ended FAILED. That
+-- it gave up early is lost; the task stays failed, and can be rerun as before. Its version
+-- moves on, so that a write prepared from the old row loses its compare-and-swap.
+UPDATE tasks
+    SET retry_state = 'EXHAUSTED',
+        attempt_count = max_attempts,
+        attempt = greatest(attempt, max_attempts),
+        ended_attempt = greatest(attempt, max_attempts),
+        ended_attempt_end = 'FAILED',
+        version = version + 1
+    WHERE retry_state = 'NON_RETRYABLE';
+-- A permanent failure that a rerun has since left behind (the task is pending or running
+-- again): to the old code, a failure.
+UPDATE tasks
+    SET ended_attempt_end = 'FAILED', version = version + 1
+    WHERE ended_attempt_end = 'FAILED_PERMANENTLY';
+
+ALTER TABLE tasks
+    DROP CONSTRAINT tasks_retry_state_check,
+    ADD CONSTRAINT tasks_retry_state_check
+        CHECK (retry_state IN ('NONE', 'RETRY_SCHEDULED', 'EXHAUSTED')),
+    DROP CONSTRAINT tasks_ended_attempt_end_check,
+    ADD CONSTRAINT tasks_ended_attempt_end_check
+        CHECK (ended_attempt_end IN ('SUCCEEDED', 'FAILED', 'LEASE_EXPIRED', 'CANCELLED'));

@@ -1,0 +1,19 @@
+-- A worker may report a failure that no retry can fix (issue 4: `fail` with retryable: false).
+-- The task then fails at once with retry state NON_RETRYABLE, after as few as one of its
+-- attempts: FAILED with 1 <= attempt_count <= max_attempts, where EXHAUSTED always means
+-- attempt_count = max_attempts. The attempt it gave up in ended FAILED_PERMANENTLY, so that
+-- a repeat of that report is told apart from a retryable failure with the same token.
+--
+-- Only the lists of spellings change. No CHECK ties FAILED to EXHAUSTED or attempt_count to
+-- max_attempts (`tasks_attempt_count_check` only bounds it by max_attempts): which retry state
+-- goes with which status and count is retry bookkeeping, the domain's alone (see the first
+-- migration), and `Task::restore` refuses a row that breaks it.
+ALTER TABLE tasks
+    DROP CONSTRAINT tasks_retry_state_check,
+    ADD CONSTRAINT tasks_retry_state_check
+        CHECK (retry_state IN ('NONE', 'RETRY_SCHEDULED', 'EXHAUSTED', 'NON_RETRYABLE')),
+    DROP CONSTRAINT tasks_ended_attempt_end_check,
+    ADD CONSTRAINT tasks_ended_attempt_end_check CHECK (
+        ended_attempt_end
+            IN ('SUCCEEDED', 'FAILED', 'FAILED_PERMANENTLY', 'LEASE_EXPIRED', 'CANCELLED')
+    );
