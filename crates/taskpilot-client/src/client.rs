@@ -546,3 +546,29 @@ async fn error_from(response: Response) -> ClientError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_appended_to_the_base_one_encoded_segment_at_a_time() {
+        let root = Client::try_new("http://127.0.0.1:8080").map(|c| c.url(&["api", "tasks"]));
+        let prefixed = Client::try_new("http://h/taskpilot/").map(|c| c.url(&["api", "a/b?c"]));
+
+        assert_eq!(root.ok().map(String::from).as_deref(), Some("http://127.0.0.1:8080/api/tasks"));
+        assert_eq!(
+            prefixed.ok().map(String::from).as_deref(),
+            Some("http://h/taskpilot/api/a%2Fb%3Fc")
+        );
+    }
+
+    #[test]
+    fn a_base_that_is_not_an_http_url_is_refused() {
+        for base in ["not a url", "ftp://h/", "mailto:ops@example.com"] {
+            let built = Client::try_new(base);
+
+            assert!(matches!(built, Err(ClientError::InvalidUrl(_))), "{base}: {built:?}");
+        }
+    }
+}

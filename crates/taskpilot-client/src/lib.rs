@@ -44,3 +44,21 @@ pub use taskpilot_api::{
     SucceedTaskRequest, TaskResponse, TaskStatus,
 };
 pub use worker::{CancelReason, Cancellation, Handler, Outcome, TaskContext, Worker, WorkerReport};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shareable<T: Send + Sync + Clone>() {}
+    fn sendable<T: Send>(_: &T) {}
+
+    #[test]
+    fn the_client_and_the_worker_run_on_multi_threaded_runtimes() {
+        shareable::<Client>();
+        let client = Client::builder("http://127.0.0.1:1").build();
+        let Ok(client) = client else { panic!("a plain http URL is a valid base") };
+        let worker = Worker::new(client, |_: TaskContext| async { Outcome::Success(None) });
+
+        sendable(&worker.run_until(std::future::ready(())));
+    }
+}

@@ -109,6 +109,10 @@ impl TaskContext {
 
 /// Runs tasks: any `Fn(TaskContext) -> impl Future<Output = Outcome>` closure (or async fn)
 /// that is `Send + Sync`, or a type of your own.
+///
+/// The future must be `Send + 'static`, since each task runs in a tokio task of its own: a
+/// handler with state clones what it needs (an `Arc`, a pool handle) into the future rather
+/// than borrowing from `&self`.
 pub trait Handler: Send + Sync + 'static {
     /// Runs one attempt of `task`.
     fn handle(&self, task: TaskContext) -> impl Future<Output = Outcome> + Send + 'static;
@@ -191,6 +195,7 @@ struct Settings {
     concurrency: usize,
     lease: Duration,
     claim_wait: Duration,
+    claim_linger: Duration,
     grace_period: Duration,
     batch_size: usize,
     batch_linger: Duration,
@@ -201,6 +206,7 @@ struct Settings {
 ///
 /// - **Claiming**: one long-polling claim at a time for as many tasks as there are free slots
 ///   (at most 100), waiting up to [`Worker::claim_wait`] on the server when none is runnable.
+///   With [`Worker::claim_linger`] a claim first waits a moment for more slots to free up.
 /// - **Running**: each task runs in its own tokio task. While it runs, the worker heartbeats
 ///   it every third of [`Worker::lease`]. If the heartbeat answers `TASK_CANCELLED` the task
 ///   was cancelled through the API; if it answers `LEASE_EXPIRED` or `ATTEMPT_SUPERSEDED` the
@@ -262,6 +268,7 @@ impl<H: Handler> Worker<H> {
                 concurrency: 10,
                 lease: Duration::from_secs(60),
                 claim_wait: Duration::from_secs(10),
+                claim_linger: Duration::ZERO,
                 grace_period: Duration::from_secs(30),
                 batch_size: 100,
                 batch_linger: Duration::from_millis(5),
@@ -293,10 +300,10 @@ impl<H: Handler> Worker<H> {
         self
     }
 
-    /// Run up to `n` tasks at once (at least 1).
+    /// Run up to `n` tasks at once (1 to 10,000).
     #[must_use]
     pub fn concurrency(mut self, n: usize) -> Self {
-        self.settings.concurrency = n.max(1);
+        self.settings.concurrency = n.clamp(1, 10_000);
         self
     }
 
@@ -312,6 +319,15 @@ impl<H: Handler> Worker<H> {
     #[must_use]
     pub fn claim_wait(mut self, wait: Duration) -> Self {
         self.settings.claim_wait = wait.min(Duration::from_secs(30));
+        self
+    }
+
+    /// With some slots free and others busy, wait up to this long for more to free up before
+    /// claiming, so that claims take bigger batches; no wait by default (lowest pickup
+    /// latency, one claim per freed slot when tasks finish one by one).
+    #[must_use]
+    pub fn claim_linger(mut self, linger: Duration) -> Self {
+        self.settings.claim_linger = linger;
         self
     }
 
@@ -493,10 +509,19 @@ async fn claim_loop<H: Handler>(
             },
         };
         let mut permits = vec![first];
-        while permits.len() < MAX_CLAIM {
+        let wanted = settings.concurrency.min(MAX_CLAIM);
+        let linger_until = Instant::now() + settings.claim_linger;
+        while permits.len() < wanted {
             match shared.slots.clone().try_acquire_owned() {
                 Ok(permit) => permits.push(permit),
-                Err(_) => break,
+                Err(_) if settings.claim_linger.is_zero() => break,
+                Err(_) => tokio::select! {
+                    permit = shared.slots.clone().acquire_owned() => match permit {
+                        Ok(permit) => permits.push(permit),
+                        Err(_) => break,
+                    },
+                    () = sleep_until(linger_until) => break,
+                },
             }
         }
         let request = ClaimTasksRequest {

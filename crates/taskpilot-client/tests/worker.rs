@@ -85,6 +85,42 @@ async fn a_worker_drives_200_tasks_to_the_statuses_their_handler_chose() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_a_task_longer_than_its_lease_and_a_panic_is_a_retry() {
+    init_logs();
+    let server = TestServer::start(TimeDelta::milliseconds(20));
+    let client = server.client();
+    let long = client.create(&CreateTaskRequest::new("long")).await.unwrap();
+    let panicky = client.create(&CreateTaskRequest::new("panicky")).await.unwrap();
+    let handler = |task: TaskContext| async move {
+        match (task.name.as_str(), task.attempt) {
+            // Longer than the 5 s lease: only heartbeats keep the reaper away.
+            ("long", _) => tokio::time::sleep(Duration::from_secs(8)).await,
+            ("panicky", 1) => panic!("the handler's own bug"),
+            _ => {}
+        }
+        Outcome::Success(None)
+    };
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let worker = Worker::new(client.clone(), handler)
+        .lease(Duration::from_secs(5))
+        .claim_wait(Duration::from_secs(1));
+
+    let running = tokio::spawn(worker.run_until(async {
+        let _ = stop_rx.await;
+    }));
+    let finished = wait_terminal(&client, &[long.id, panicky.id], PATIENCE).await;
+    stop_tx.send(()).unwrap();
+    let report = running.await.unwrap().unwrap();
+
+    assert_eq!((finished[0].status, finished[0].attempt), (TaskStatus::Succeeded, 1));
+    assert_eq!((finished[1].status, finished[1].attempt), (TaskStatus::Succeeded, 2));
+    assert_eq!((report.succeeded, report.retried, report.lease_lost), (2, 1, 0));
+    let events = client.events(panicky.id).await.unwrap();
+    assert_eq!(events[2].error.as_deref(), Some("handler panicked"), "{events:?}");
+    server.stop().await;
+}
+
 /// Tells when it is dropped: the handler holding it was aborted (or ended).
 struct DropSignal(Option<oneshot::Sender<()>>);
 
