@@ -9,6 +9,7 @@
 
 mod api;
 mod ceiling;
+mod cpu;
 mod db;
 mod machine;
 mod report;
@@ -154,7 +155,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => {
             let binary = args.server_bin.clone().unwrap_or_else(server::default_binary);
             eprintln!("starting {}", binary.display());
-            Some(Server::start(&binary, &db.url, &args.server_log, &log_file).await?)
+            let server = Server::start(&binary, &db.url, &args.server_log, &log_file).await?;
+            let _ = cpu::SERVER_PID.set(server.pid());
+            Some(server)
         }
     };
     let url = match (&server, &args.server_url) {
@@ -175,6 +178,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             workers: args.workers,
             server_log: args.server_log.clone(),
             server: if server.is_some() { "started by the bench" } else { "given" }.to_owned(),
+            load_at_start: std::fs::read_to_string("/proc/loadavg")
+                .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+                .unwrap_or_default(),
         },
     );
 

@@ -27,6 +27,8 @@ pub struct Settings {
     pub server_log: String,
     /// Whether the bench started the server.
     pub server: String,
+    /// `/proc/loadavg` when the run began: other work on the machine skews every figure.
+    pub load_at_start: String,
 }
 
 /// A scenario that failed.
@@ -177,7 +179,7 @@ impl Report {
             out,
             "machine: {} cores ({}), {} MiB, Linux {}; PostgreSQL {} (shared_buffers {}, \
              synchronous_commit {}, fsync {}, max_connections {}, wal_level {}); \
-             {} s measured after {} s warm-up; server log level {}",
+             {} s measured after {} s warm-up; server log level {}; load average at start {}",
             m.cores,
             m.cpu,
             m.memory_mib,
@@ -191,10 +193,14 @@ impl Report {
             self.settings.duration_secs,
             self.settings.warmup_secs,
             self.settings.server_log,
+            self.settings.load_at_start,
         );
         let _ = writeln!(out);
-        let _ = writeln!(out, "| scenario | figure | latencies (p50 / p99 / p99.9 / max, ms) |");
-        let _ = writeln!(out, "|---|---:|---|");
+        let _ = writeln!(
+            out,
+            "| scenario | figure | latencies (p50 / p99 / p99.9 / max, ms) | cores used: server / PostgreSQL / bench / other |"
+        );
+        let _ = writeln!(out, "|---|---:|---|---|");
         for o in &self.outcomes {
             let mut figure = o.rate_per_sec.map(thousands).unwrap_or_default();
             if let Some(ceiling) = o
@@ -227,16 +233,19 @@ impl Report {
             for note in &o.notes {
                 let _ = write!(notes, " ({note})");
             }
-            let _ = writeln!(out, "| {} | {} | {} |", o.label, figure, notes);
+            let cpu = o.cpu.map_or(String::new(), |c| {
+                format!("{:.2} / {:.2} / {:.2} / {:.2}", c.server, c.postgres, c.bench, c.other)
+            });
+            let _ = writeln!(out, "| {} | {} | {} | {} |", o.label, figure, notes, cpu);
         }
         if let (Some(peak), Some(end)) = (self.server_peak_rss_mib, self.server_final_rss_mib) {
             let _ = writeln!(
                 out,
-                "| memory: server resident (VmHWM) | {peak:.1} MiB peak | {end:.1} MiB at the end |"
+                "| memory: server resident (VmHWM) | {peak:.1} MiB peak | {end:.1} MiB at the end | |"
             );
         }
         for f in &self.failures {
-            let _ = writeln!(out, "| {} | failed | {} |", f.key, f.error.replace('|', "/"));
+            let _ = writeln!(out, "| {} | failed | {} | |", f.key, f.error.replace('|', "/"));
         }
         let _ = writeln!(out);
         let _ = writeln!(out, "| aim | measured | |");

@@ -43,6 +43,8 @@ pub struct Outcome {
     pub drained: bool,
     /// Percentiles of each kind of round trip.
     pub latencies: BTreeMap<&'static str, Summary>,
+    /// Who used the cores during the measured window.
+    pub cpu: Option<crate::cpu::CpuUse>,
     /// Anything a reader of the figure must know.
     pub notes: Vec<String>,
 }
@@ -57,6 +59,7 @@ impl Outcome {
             count: Some(window.jobs),
             drained: window.drained,
             latencies: summarize(latencies),
+            cpu: window.cpu,
             notes: Vec::new(),
         }
     }
@@ -308,12 +311,16 @@ pub async fn pickup(
     let measure_until = measure_from + timing.duration;
     let mut creates = JoinSet::new();
     let mut measured_created = 0_u64;
+    let mut cpu_from = None;
     loop {
         let tick = ticks.tick().await;
         if tick.into_std() >= measure_until {
             break;
         }
         let measured = tick.into_std() >= measure_from;
+        if measured && cpu_from.is_none() {
+            cpu_from = crate::cpu::snapshot();
+        }
         measured_created += u64::from(measured);
         let api = api.clone();
         creates.spawn(async move {
@@ -328,6 +335,7 @@ pub async fn pickup(
             anyhow::bail!("a poller stopped early");
         }
     }
+    let cpu = crate::cpu::between(cpu_from, crate::cpu::snapshot());
     while let Some(done) = creates.join_next().await {
         done??;
     }
@@ -352,6 +360,7 @@ pub async fn pickup(
         window_secs: Some(timing.duration.as_secs_f64()),
         count: Some(picked),
         latencies: summarize(latencies),
+        cpu,
         ..Outcome::default()
     };
     if picked < measured_created {
@@ -389,12 +398,16 @@ pub async fn read(
         Ok::<_, anyhow::Error>(())
     };
     let mut n = 0_usize;
+    let mut cpu_from = None;
     loop {
         let due = ticks.tick().await.into_std();
         if due >= measure_until {
             break;
         }
         let measured = due >= measure_from;
+        if measured && cpu_from.is_none() {
+            cpu_from = crate::cpu::snapshot();
+        }
         let id = ids[n % ids.len()];
         n += 1;
         let api = api.clone();
@@ -406,6 +419,7 @@ pub async fn read(
             collect(done)?;
         }
     }
+    let cpu = crate::cpu::between(cpu_from, crate::cpu::snapshot());
     while let Some(done) = requests.join_next().await {
         collect(done)?;
     }
@@ -419,6 +433,7 @@ pub async fn read(
         window_secs: Some(timing.duration.as_secs_f64()),
         count: Some(count),
         latencies: summarize(latencies),
+        cpu,
         ..Outcome::default()
     })
 }

@@ -52,6 +52,8 @@ pub struct Window {
     pub elapsed: Duration,
     /// Whether the backlog ran out before the time was up.
     pub drained: bool,
+    /// Who used the cores meanwhile.
+    pub cpu: Option<crate::cpu::CpuUse>,
 }
 
 impl Window {
@@ -77,6 +79,7 @@ pub fn watch(
 ) -> anyhow::Result<Window> {
     let started = Instant::now();
     let mut measured_from: Option<(Instant, u64)> = None;
+    let mut cpu_from = None;
     loop {
         std::thread::sleep(Duration::from_millis(2));
         if progress.stopped() {
@@ -96,13 +99,15 @@ pub fn watch(
                 if warm {
                     progress.measuring.store(true, Ordering::Relaxed);
                     measured_from = Some((now, done));
+                    cpu_from = crate::cpu::snapshot();
                 }
             }
             Some((t0, d0)) => {
                 if drained || now - t0 >= duration {
                     progress.measuring.store(false, Ordering::Relaxed);
                     progress.stop();
-                    return Ok(Window { jobs: done - d0, elapsed: now - t0, drained });
+                    let cpu = crate::cpu::between(cpu_from, crate::cpu::snapshot());
+                    return Ok(Window { jobs: done - d0, elapsed: now - t0, drained, cpu });
                 }
             }
         }
