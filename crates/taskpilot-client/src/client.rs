@@ -27,6 +27,11 @@ use crate::{ClientError, RetryPolicy};
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long establishing a connection may take.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an idle connection stays in the pool: less than the server's keep-alive (actix-web
+/// closes idle connections after 5 s), so that a request is rarely sent on a connection the
+/// server is closing at that moment; such a request might have arrived or not, and a create
+/// could not be repeated.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// A TaskPilot REST client.
 ///
@@ -115,6 +120,7 @@ impl ClientBuilder {
             Some(http) => http,
             None => reqwest::Client::builder()
                 .connect_timeout(self.connect_timeout)
+                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
                 .tcp_nodelay(true)
                 .build()
                 .map_err(ClientError::Build)?,

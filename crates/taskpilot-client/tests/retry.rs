@@ -1,5 +1,5 @@
 //! Which failures the client repeats, against a scripted HTTP stub: it counts the requests it
-//! receives and answers each from its script (the last entry repeats), so that no timing is
+//! receives and answers each from its script, so that no timing is
 //! involved.
 
 #![expect(clippy::unwrap_used, reason = "tests")]
@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use taskpilot_client::{
-    Client, ClientError, CompletionItem, CreateTaskRequest, ProblemCode, RetryPolicy,
-    SucceedTaskRequest,
+    Client, ClientError, CompletionItem, CreateTaskRequest, Outcome, ProblemCode, RetryPolicy,
+    SucceedTaskRequest, TaskContext, Worker,
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -55,19 +55,28 @@ fn task_json() -> serde_json::Value {
     })
 }
 
-/// A stub server following `script`; `requests` counts what it received.
+/// Picks the reply to a request from its request line (`POST /api/tasks HTTP/1.1`) and how
+/// many requests came before it.
+type Script = Arc<dyn Fn(&str, usize) -> Reply + Send + Sync>;
+
+/// A stub server following a script; `requests` counts what it received.
 struct Stub {
     addr: SocketAddr,
     requests: Arc<AtomicUsize>,
 }
 
 impl Stub {
-    async fn start(script: Vec<Reply>) -> Self {
+    /// Answers the n-th request with `replies[n]`, the last one again after the end.
+    async fn start(replies: Vec<Reply>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Self::serve(listener, script)
+        Self::serve(listener, replies)
     }
 
-    fn serve(listener: TcpListener, script: Vec<Reply>) -> Self {
+    fn serve(listener: TcpListener, replies: Vec<Reply>) -> Self {
+        Self::routed(listener, Arc::new(move |_, n| replies[n.min(replies.len() - 1)].clone()))
+    }
+
+    fn routed(listener: TcpListener, script: Script) -> Self {
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicUsize::new(0));
         let counter = requests.clone();
@@ -92,7 +101,7 @@ impl Stub {
 }
 
 /// Serves the requests of one connection.
-async fn answer(mut stream: TcpStream, counter: &AtomicUsize, script: &[Reply]) {
+async fn answer(mut stream: TcpStream, counter: &AtomicUsize, script: &Script) {
     let mut buffer = Vec::new();
     loop {
         // One request: headers, then Content-Length bytes of body.
@@ -106,7 +115,9 @@ async fn answer(mut stream: TcpStream, counter: &AtomicUsize, script: &[Reply]) 
                 Ok(n) => buffer.extend_from_slice(&chunk[..n]),
             }
         };
-        let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
+        let raw_head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+        let request_line = raw_head.lines().next().unwrap_or_default().to_owned();
+        let head = raw_head.to_ascii_lowercase();
         let length: usize = head
             .lines()
             .find_map(|l| l.strip_prefix("content-length:"))
@@ -120,7 +131,7 @@ async fn answer(mut stream: TcpStream, counter: &AtomicUsize, script: &[Reply]) 
         }
         buffer.drain(..head_end + length);
         let n = counter.fetch_add(1, Ordering::SeqCst);
-        match &script[n.min(script.len() - 1)] {
+        match &script(&request_line, n) {
             Reply::Hangup => return,
             Reply::Json(status, headers, body) => {
                 let response = format!(
@@ -249,4 +260,50 @@ async fn the_policy_gives_up_with_the_last_error() {
     assert!(refused.never_arrived(), "{refused:?}");
     assert_eq!(unavailable.code(), Some(ProblemCode::DatabaseUnavailable));
     assert_eq!(stub.requests(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_reports_one_by_one_to_a_server_without_the_batch_endpoint() {
+    let claimed = Arc::new(AtomicUsize::new(0));
+    let succeeded = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let script: Script = {
+        let (claimed, succeeded) = (claimed.clone(), succeeded.clone());
+        Arc::new(move |line: &str, _| {
+            if line.starts_with("POST /api/tasks/claim") {
+                let mut task = task_json();
+                task["status"] = json!("RUNNING");
+                task["leaseToken"] = json!("token-1");
+                let items =
+                    if claimed.fetch_add(1, Ordering::SeqCst) == 0 { vec![task] } else { vec![] };
+                ok(json!({"items": items}))
+            } else if line.starts_with("POST /api/tasks/complete") {
+                let body = json!({
+                    "type": "urn:taskpilot:problem:route-not-found", "title": "Route not found",
+                    "status": 404, "detail": "no route matches POST /api/tasks/complete",
+                    "code": "ROUTE_NOT_FOUND"
+                });
+                Reply::Json(404, "", body.to_string())
+            } else {
+                succeeded.lock().unwrap().push(line.to_owned());
+                ok(task_json())
+            }
+        })
+    };
+    let stub = Stub::routed(TcpListener::bind("127.0.0.1:0").await.unwrap(), script);
+    let worker =
+        Worker::new(stub.client(quick()), |_: TaskContext| async { Outcome::Success(None) })
+            .claim_wait(Duration::from_millis(100));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+
+    let running = tokio::spawn(worker.run_until(async {
+        let _ = stop_rx.await;
+    }));
+    while succeeded.lock().unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop_tx.send(()).unwrap();
+    let report = running.await.unwrap().unwrap();
+
+    assert_eq!(*succeeded.lock().unwrap(), [format!("PUT /api/tasks/{ID}/succeed HTTP/1.1")]);
+    assert_eq!((report.claimed, report.succeeded, report.unreported), (1, 1, 0));
 }
