@@ -247,9 +247,26 @@ impl Client {
         &self,
         request: &ClaimTasksRequest,
     ) -> Result<Vec<TaskResponse>, ClientError> {
+        self.claim_with(request, Safety::Once).await
+    }
+
+    /// [`Client::claim`] tried once: the worker repeats claims itself, so that it can stop
+    /// between two tries.
+    pub(crate) async fn claim_once(
+        &self,
+        request: &ClaimTasksRequest,
+    ) -> Result<Vec<TaskResponse>, ClientError> {
+        self.claim_with(request, Safety::Never).await
+    }
+
+    async fn claim_with(
+        &self,
+        request: &ClaimTasksRequest,
+        safety: Safety,
+    ) -> Result<Vec<TaskResponse>, ClientError> {
         let wait = Duration::from_millis(request.wait_ms.unwrap_or(0).try_into().unwrap_or(0));
         let answer: ClaimResponse = self
-            .call(Method::POST, &["api", "tasks", "claim"], Some(request), Safety::Once, wait)
+            .call(Method::POST, &["api", "tasks", "claim"], Some(request), safety, wait)
             .await?;
         Ok(answer.items)
     }

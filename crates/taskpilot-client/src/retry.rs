@@ -126,6 +126,8 @@ pub(crate) enum Safety {
     Idempotent,
     /// Repeating it after it reached the server may act twice (create, claim, start, ...).
     Once,
+    /// Never repeated here: the caller repeats it (the worker's claims).
+    Never,
 }
 
 impl Safety {
@@ -133,6 +135,7 @@ impl Safety {
         match self {
             Self::Idempotent => error.is_transient(),
             Self::Once => error.never_arrived(),
+            Self::Never => false,
         }
     }
 }

@@ -70,12 +70,15 @@ impl Cancellation {
     }
 
     /// Resolves when the task is stopped, with the reason. Never resolves for a task that
-    /// finishes normally.
+    /// finishes normally: use it in a `select!` next to the work it should interrupt.
     pub async fn cancelled(&self) -> CancelReason {
         let mut signal = self.0.clone();
-        // Err: the worker let go of the task, which is over for this handler either way.
         let reason = signal.wait_for(Option::is_some).await.map(|reason| *reason).ok().flatten();
-        reason.unwrap_or(CancelReason::Shutdown)
+        match reason {
+            Some(reason) => reason,
+            // The worker let go of the task without stopping it: the handler finished.
+            None => std::future::pending().await,
+        }
     }
 }
 
@@ -368,6 +371,8 @@ impl<H: Handler> Worker<H> {
             batch_size: settings.batch_size,
             linger: settings.batch_linger,
             patience: settings.lease,
+            stopping: stop_rx.clone(),
+            grace: settings.grace_period,
         };
         let shared = Arc::new(Shared {
             client,
@@ -532,8 +537,9 @@ async fn claim_loop<H: Handler>(
             wait_ms: Some(wait_ms),
         };
         // Not raced against `stop`: a claim dropped while it waits on the server may still
-        // take tasks there, which nobody would then report until their leases ran out.
-        match shared.client.claim(&request).await {
+        // take tasks there, which nobody would then report until their leases ran out. Tried
+        // once: failures are repeated below, where stopping can cut the wait short.
+        match shared.client.claim_once(&request).await {
             Ok(tasks) => {
                 failures = 0;
                 let stopping = *stop.borrow();
@@ -696,6 +702,10 @@ struct Flush {
     /// How long to keep trying to deliver a batch before leaving it to the reaper: past the
     /// lease, the server refuses the outcomes anyway.
     patience: Duration,
+    /// Once the worker is stopping, a batch is given up after the grace period at most, so
+    /// that an unreachable server cannot hold the stop up for a whole lease.
+    stopping: watch::Receiver<bool>,
+    grace: Duration,
 }
 
 impl Flush {
@@ -752,7 +762,12 @@ impl Flush {
                 Err(e) => {
                     failures = failures.saturating_add(1);
                     let delay = claim_backoff(failures);
-                    if !e.is_transient() || first_try.elapsed() + delay > self.patience {
+                    let patience = if *self.stopping.borrow() {
+                        self.patience.min(self.grace)
+                    } else {
+                        self.patience
+                    };
+                    if !e.is_transient() || first_try.elapsed() + delay > patience {
                         error!(
                             error = %e,
                             "cannot report {} outcomes; their tasks will be retried when their \
