@@ -1,14 +1,59 @@
-//! Who used the cores during a measured window: the server, PostgreSQL, the bench itself, and
-//! everything else on the machine (which should be nothing; if it is not, the figures of that
-//! window are low for a reason outside TaskPilot). From `/proc` (Linux only; elsewhere no
-//! figures).
+//! What a measured window cost: who used the cores (the server, PostgreSQL, the bench itself,
+//! and everything else on the machine, which should be nothing; if it is not, the figures of
+//! that window are low for a reason outside TaskPilot), from `/proc` (Linux only); and what
+//! PostgreSQL did for it: commits and row writes in the bench database (`pg_stat_database`,
+//! which backends report up to a second late) and WAL written (`pg_current_wal_lsn()`, for
+//! the whole cluster).
 
 use std::sync::OnceLock;
 
+use diesel::prelude::*;
+use diesel::sql_types::BigInt;
 use serde::Serialize;
 
 /// The server process the bench started, once it did.
 pub static SERVER_PID: OnceLock<u32> = OnceLock::new();
+
+/// The bench database, whose counters are read.
+pub static DATABASE_URL: OnceLock<String> = OnceLock::new();
+
+/// PostgreSQL's cumulative counters.
+#[derive(Debug, Clone, Copy, QueryableByName)]
+struct DbCounters {
+    #[diesel(sql_type = BigInt)]
+    commits: i64,
+    #[diesel(sql_type = BigInt)]
+    inserted: i64,
+    #[diesel(sql_type = BigInt)]
+    updated: i64,
+    #[diesel(sql_type = BigInt)]
+    wal_bytes: i64,
+}
+
+fn db_counters() -> Option<DbCounters> {
+    let mut conn = PgConnection::establish(DATABASE_URL.get()?).ok()?;
+    diesel::sql_query(
+        "SELECT xact_commit AS commits, tup_inserted AS inserted, tup_updated AS updated, \
+             pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::int8 AS wal_bytes \
+         FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .get_result(&mut conn)
+    .ok()
+}
+
+/// What PostgreSQL did over a window.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DbUse {
+    /// Transactions committed in the bench database.
+    pub commits: i64,
+    /// Rows inserted there.
+    pub rows_inserted: i64,
+    /// Rows updated there.
+    pub rows_updated: i64,
+    /// WAL written by the whole cluster, in bytes.
+    pub wal_bytes: i64,
+}
 
 /// Cumulative CPU ticks at one instant.
 #[derive(Debug, Clone, Copy)]
@@ -18,6 +63,7 @@ pub struct Snapshot {
     server: u64,
     postgres: u64,
     bench: u64,
+    db: Option<DbCounters>,
 }
 
 /// Cores used, on average over a window (a 2-core machine has 2.0 in all).
@@ -34,6 +80,8 @@ pub struct CpuUse {
     pub other: f64,
     /// Idle (including waiting for I/O).
     pub idle: f64,
+    /// What PostgreSQL did meanwhile.
+    pub db: Option<DbUse>,
 }
 
 /// Reads the counters now; `None` where `/proc` is not there.
@@ -65,7 +113,7 @@ pub fn snapshot() -> Option<Snapshot> {
             }
         }
     }
-    Some(Snapshot { all, idle, server, postgres, bench })
+    Some(Snapshot { all, idle, server, postgres, bench, db: db_counters() })
 }
 
 /// What was used between `from` and `to`.
@@ -82,7 +130,16 @@ pub fn between(from: Option<Snapshot>, to: Option<Snapshot>) -> Option<CpuUse> {
     let bench = share(from.bench, to.bench);
     let idle = share(from.idle, to.idle);
     let other = (cores - idle - server - postgres - bench).max(0.0);
-    Some(CpuUse { server, postgres, bench, other, idle })
+    let db = match (from.db, to.db) {
+        (Some(a), Some(b)) => Some(DbUse {
+            commits: b.commits - a.commits,
+            rows_inserted: b.inserted - a.inserted,
+            rows_updated: b.updated - a.updated,
+            wal_bytes: b.wal_bytes - a.wal_bytes,
+        }),
+        _ => None,
+    };
+    Some(CpuUse { server, postgres, bench, other, idle, db })
 }
 
 fn process_ticks(pid: u32) -> Option<u64> {

@@ -143,6 +143,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(url) => BenchDb::given(url),
         None => BenchDb::create(&args.admin_url)?,
     };
+    let _ = cpu::DATABASE_URL.set(db.url.clone());
     if let Some(name) = db.created_name() {
         eprintln!("database {name} created");
     }
@@ -220,6 +221,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         ceiling_step(&mut report, &mut conn, &db, w, batch, &args, timing).await;
                     }
                 }
+                step(&mut report, "drain/worker-runtime", async {
+                    fill(&mut conn, 0, args.backlog)?;
+                    scenarios::drain_runtime(&api, w, args.backlog, timing).await
+                })
+                .await;
             }
             Scenario::Ceiling => {
                 if !args.scenarios.contains(&Scenario::Drain) {

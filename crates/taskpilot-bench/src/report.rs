@@ -198,9 +198,9 @@ impl Report {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "| scenario | figure | latencies (p50 / p99 / p99.9 / max, ms) | cores used: server / PostgreSQL / bench / other |"
+            "| scenario | figure | latencies (p50 / p99 / p99.9 / max, ms) | cores used: server / PostgreSQL / bench / other | per job: transactions / rows written / WAL bytes |"
         );
-        let _ = writeln!(out, "|---|---:|---|---|");
+        let _ = writeln!(out, "|---|---:|---|---|---|");
         for o in &self.outcomes {
             let mut figure = o.rate_per_sec.map(thousands).unwrap_or_default();
             if let Some(ceiling) = o
@@ -236,16 +236,29 @@ impl Report {
             let cpu = o.cpu.map_or(String::new(), |c| {
                 format!("{:.2} / {:.2} / {:.2} / {:.2}", c.server, c.postgres, c.bench, c.other)
             });
-            let _ = writeln!(out, "| {} | {} | {} | {} |", o.label, figure, notes, cpu);
+            let per_job = match (o.cpu.and_then(|c| c.db), o.count) {
+                (Some(db), Some(n)) if n > 0 => {
+                    let n = n as f64;
+                    format!(
+                        "{:.2} / {:.1} / {}",
+                        db.commits as f64 / n,
+                        (db.rows_inserted + db.rows_updated) as f64 / n,
+                        thousands(db.wal_bytes as f64 / n)
+                    )
+                }
+                _ => String::new(),
+            };
+            let _ =
+                writeln!(out, "| {} | {} | {} | {} | {} |", o.label, figure, notes, cpu, per_job);
         }
         if let (Some(peak), Some(end)) = (self.server_peak_rss_mib, self.server_final_rss_mib) {
             let _ = writeln!(
                 out,
-                "| memory: server resident (VmHWM) | {peak:.1} MiB peak | {end:.1} MiB at the end | |"
+                "| memory: server resident (VmHWM) | {peak:.1} MiB peak | {end:.1} MiB at the end | | |"
             );
         }
         for f in &self.failures {
-            let _ = writeln!(out, "| {} | failed | {} | |", f.key, f.error.replace('|', "/"));
+            let _ = writeln!(out, "| {} | failed | {} | | |", f.key, f.error.replace('|', "/"));
         }
         let _ = writeln!(out);
         let _ = writeln!(out, "| aim | measured | |");

@@ -113,7 +113,7 @@ where
 }
 
 fn payload_task(payload: serde_json::Value) -> NewTask {
-    NewTask { name: "bench", payload }
+    crate::api::new_task("bench", payload)
 }
 
 /// Scenario 1: single creates from `clients` concurrent clients.
@@ -218,6 +218,64 @@ pub async fn drain(
     })
     .await?;
     Ok(Outcome::throughput(key, label, window, latencies))
+}
+
+/// Scenario 2 as a user would write it: `workers` instances of `taskpilot-client`'s `Worker`
+/// with their defaults (10 slots each, claims for as many free slots, outcomes flushed through
+/// batch completion every few milliseconds), running a handler that succeeds at once. Counted
+/// when the handler runs; the outcomes follow within milliseconds.
+pub async fn drain_runtime(
+    api: &Api,
+    workers: usize,
+    backlog: u64,
+    timing: Timing,
+) -> anyhow::Result<Outcome> {
+    let progress = Arc::new(Progress::default());
+    let mut set = JoinSet::new();
+    for i in 0..workers {
+        let counter = Arc::clone(&progress);
+        let stopper = Arc::clone(&progress);
+        let worker = taskpilot_client::Worker::new(api.client().clone(), move |_task| {
+            let counter = Arc::clone(&counter);
+            async move {
+                counter.add(1);
+                taskpilot_client::Outcome::Success(None)
+            }
+        })
+        .worker_id(format!("bench-runtime-{i}"))
+        .claim_wait(Duration::from_secs(1));
+        set.spawn(worker.run_until(async move {
+            while !stopper.stopped() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+    let watcher = Arc::clone(&progress);
+    let window = tokio::task::spawn_blocking(move || {
+        watch(&watcher, timing.warmup, timing.duration, Some(backlog))
+    })
+    .await
+    .context("the watcher panicked")?;
+    progress.stop();
+    let (mut succeeded, mut refused, mut undelivered) = (0, 0, 0);
+    while let Some(joined) = set.join_next().await {
+        let report = joined?.context("worker runtime")?;
+        succeeded += report.succeeded;
+        refused += report.refused;
+        undelivered += report.unreported;
+    }
+    let mut outcome = Outcome::throughput(
+        "drain/worker-runtime",
+        format!(
+            "drain: taskpilot-client Worker runtime, {workers} workers × 10 slots, defaults (jobs/s)"
+        ),
+        window?,
+        Latencies::new(),
+    );
+    outcome.notes.push(format!(
+        "{succeeded} successes accepted in all, {refused} refused, {undelivered} unreported"
+    ));
+    Ok(outcome)
 }
 
 /// Scenario 6: the same cycle as plain SQL, one thread and connection per worker.
