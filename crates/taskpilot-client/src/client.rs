@@ -103,13 +103,20 @@ impl ClientBuilder {
     /// The client.
     ///
     /// # Errors
-    /// [`ClientError::InvalidUrl`] when the base URL is not an absolute http(s) URL;
+    /// [`ClientError::InvalidUrl`] when the base URL is not an absolute http(s) URL, or is
+    /// https without the `rustls` feature (or a client of your own);
     /// [`ClientError::Build`] when the HTTP client cannot be built.
     pub fn build(self) -> Result<Client, ClientError> {
         let mut base = Url::parse(&self.base_url)
             .map_err(|e| ClientError::InvalidUrl(format!("{}: {e}", self.base_url)))?;
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
             return Err(ClientError::InvalidUrl(format!("{}: not an http(s) URL", self.base_url)));
+        }
+        if base.scheme() == "https" && !cfg!(feature = "rustls") && self.http.is_none() {
+            return Err(ClientError::InvalidUrl(format!(
+                "{}: https needs taskpilot-client's `rustls` feature",
+                self.base_url
+            )));
         }
         // Paths are appended segment by segment: a base of `http://h/prefix` or
         // `http://h/prefix/` both lead to `http://h/prefix/api/...`.
@@ -588,7 +595,8 @@ mod tests {
 
     #[test]
     fn a_base_that_is_not_an_http_url_is_refused() {
-        for base in ["not a url", "ftp://h/", "mailto:ops@example.com"] {
+        let https = if cfg!(feature = "rustls") { "ftp://h/" } else { "https://h/" };
+        for base in ["not a url", "ftp://h/", "mailto:ops@example.com", https] {
             let built = Client::try_new(base);
 
             assert!(matches!(built, Err(ClientError::InvalidUrl(_))), "{base}: {built:?}");
