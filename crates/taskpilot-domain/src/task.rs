@@ -908,6 +908,9 @@ impl Task {
             AttemptEnd::Cancelled | AttemptEnd::LeaseExpired if self.attempt > attempt => {
                 StaleLease::AttemptSuperseded { task, current: self.attempt }
             }
+            _ if action == Action::Heartbeat && self.attempt > attempt => {
+                StaleLease::AttemptSuperseded { task, current: self.attempt }
+            }
             AttemptEnd::Cancelled => StaleLease::TaskCancelled { task, attempt },
             AttemptEnd::LeaseExpired => StaleLease::LeaseExpired { task, attempt },
             end if Some(end) == as_end => return Ok(Fence::Replay),
@@ -3020,5 +3023,20 @@ mod tests {
 
         assert_eq!(json, json!("NON_RETRYABLE"));
         assert_eq!(serde_json::from_value::<RetryState>(json).unwrap(), RetryState::NonRetryable);
+    }
+
+    #[test]
+    fn a_heartbeat_from_an_attempt_that_a_newer_one_followed_is_superseded() {
+        let mut task = running(3);
+        task.fail_and_schedule_retry(&fenced(1), "flaky", t0(), &BACKOFF).unwrap();
+        let due = task.next_run_at().unwrap();
+        task.start(&worker("w2"), tok(2), lease(), due).unwrap();
+
+        let outcome = task.heartbeat(None, tok(1), lease(), due + secs(1));
+
+        assert_eq!(
+            outcome,
+            Err(StaleLease::AttemptSuperseded { task: task_id(), current: 2 }.into())
+        );
     }
 }

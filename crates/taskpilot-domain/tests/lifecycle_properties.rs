@@ -151,6 +151,10 @@ fn check_stale(
                 AttemptEnd::Cancelled | AttemptEnd::LeaseExpired if current > attempt => {
                     StaleLease::AttemptSuperseded { task, current }
                 }
+                // A heartbeat (no outcome) from an attempt that a newer one followed.
+                _ if as_end.is_none() && current > attempt => {
+                    StaleLease::AttemptSuperseded { task, current }
+                }
                 AttemptEnd::Cancelled => StaleLease::TaskCancelled { task, attempt },
                 AttemptEnd::LeaseExpired => StaleLease::LeaseExpired { task, attempt },
                 recorded => {
