@@ -331,7 +331,11 @@ async fn step(
 ) {
     eprintln!("running {key}");
     match scenario.await {
-        Ok(outcome) => {
+        Ok(mut outcome) => {
+            outcome.server_peak_mib = cpu::SERVER_PID
+                .get()
+                .and_then(|pid| server::memory(*pid).ok())
+                .map(|m| m.peak_kib as f64 / 1024.0);
             eprintln!("  {}", report::one_line(&outcome));
             report.outcomes.push(outcome);
         }

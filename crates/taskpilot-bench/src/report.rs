@@ -230,6 +230,9 @@ impl Report {
                 })
                 .collect();
             let mut notes = latencies.join("; ");
+            if let Some(peak) = o.server_peak_mib {
+                let _ = write!(notes, " (server peak so far {peak:.0} MiB)");
+            }
             for note in &o.notes {
                 let _ = write!(notes, " ({note})");
             }

@@ -45,6 +45,8 @@ pub struct Outcome {
     pub latencies: BTreeMap<&'static str, Summary>,
     /// Who used the cores during the measured window.
     pub cpu: Option<crate::cpu::CpuUse>,
+    /// The server's peak resident memory so far (VmHWM) when the scenario ended, in MiB.
+    pub server_peak_mib: Option<f64>,
     /// Anything a reader of the figure must know.
     pub notes: Vec<String>,
 }
@@ -60,6 +62,7 @@ impl Outcome {
             drained: window.drained,
             latencies: summarize(latencies),
             cpu: window.cpu,
+            server_peak_mib: None,
             notes: Vec::new(),
         }
     }
@@ -369,6 +372,7 @@ pub async fn pickup(
     let measure_until = measure_from + timing.duration;
     let mut creates = JoinSet::new();
     let mut measured_created = 0_u64;
+    let mut create_latencies = Samples::default();
     let mut cpu_from = None;
     loop {
         let tick = ticks.tick().await;
@@ -382,11 +386,15 @@ pub async fn pickup(
         measured_created += u64::from(measured);
         let api = api.clone();
         creates.spawn(async move {
+            let sent_at = Instant::now();
             let sent = u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
-            api.create(&payload_task(json!({"sentUs": sent, "measured": measured}))).await
+            api.create(&payload_task(json!({"sentUs": sent, "measured": measured}))).await?;
+            Ok::<_, anyhow::Error>(measured.then(|| sent_at.elapsed()))
         });
         while let Some(done) = creates.try_join_next() {
-            done??;
+            if let Some(latency) = done?? {
+                create_latencies.record(latency);
+            }
         }
         if let Some(joined) = pollers.try_join_next() {
             joined??;
@@ -395,7 +403,9 @@ pub async fn pickup(
     }
     let cpu = crate::cpu::between(cpu_from, crate::cpu::snapshot());
     while let Some(done) = creates.join_next().await {
-        done??;
+        if let Some(latency) = done?? {
+            create_latencies.record(latency);
+        }
     }
     // The last tasks get a second to be picked up, then the pollers stop.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -410,6 +420,9 @@ pub async fn pickup(
     let picked = samples.len() as u64;
     let mut latencies = Latencies::new();
     latencies.insert("pickup", samples);
+    // The create's own round trip: the part of the pickup spent before the task was
+    // committed (and its wake-up sent).
+    latencies.insert("create", create_latencies);
     let mut outcome = Outcome {
         key: "pickup".to_owned(),
         label: format!(
