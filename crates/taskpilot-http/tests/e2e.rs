@@ -1439,7 +1439,7 @@ async fn a_released_task_is_claimable_again_at_once_and_its_token_speaks_for_not
         (Some(1), Some(0))
     );
     assert!(released["nextRunAt"].is_null() && released["lastError"].is_null(), "{released}");
-    assert_eq!(ids(&again), [id.clone()], "claimable again at once, no backoff");
+    assert_eq!(ids(&again), std::slice::from_ref(&id), "claimable again at once, no backoff");
     assert_eq!(again[0]["attempt"], 2);
     assert_eq!(again[0]["attemptCount"], 0, "the release counted no failure");
     assert_ne!(token_of(&again[0]), token);
