@@ -32,10 +32,13 @@ pub enum CompletionOutcome {
     Succeeded,
     /// Failed: `errorMessage` says why, `retryable` whether a retry may help.
     Failed,
+    /// Not finished: handed back by a stopping worker, runnable again at once, no failure
+    /// counted (as `PUT /api/tasks/{id}/release`).
+    Released,
 }
 
-/// One outcome of `POST /api/tasks/complete`, under the fencing rules of a single succeed or
-/// fail: the lease token is required.
+/// One outcome of `POST /api/tasks/complete`, under the fencing rules of a single succeed,
+/// fail or release: the lease token is required.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CompletionItem {
@@ -51,7 +54,7 @@ pub struct CompletionItem {
     /// What a successful attempt produced; only with `succeeded`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
-    /// What went wrong; required with `failed`, refused with `succeeded`.
+    /// What went wrong; required with `failed`, refused with the other outcomes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
     /// Whether a retry may help; only with `failed`, `true` when absent.
@@ -89,6 +92,20 @@ impl CompletionItem {
             result: None,
             error_message: Some(error_message.into()),
             retryable: Some(retryable),
+        }
+    }
+
+    /// A release of the attempt holding `lease_token`: the task is handed back unfinished and
+    /// is runnable again at once, with no failure counted.
+    pub fn released(id: Uuid, lease_token: impl Into<String>) -> Self {
+        Self {
+            id,
+            lease_token: lease_token.into(),
+            worker_id: None,
+            outcome: CompletionOutcome::Released,
+            result: None,
+            error_message: None,
+            retryable: None,
         }
     }
 
@@ -179,6 +196,7 @@ mod tests {
                     CompletionItem::succeeded(ID, "t1", Some(json!({"n": 1}))).worker("w"),
                     CompletionItem::succeeded(ID, "t1", None),
                     CompletionItem::failed(ID, "t2", "boom", false),
+                    CompletionItem::released(ID, "t3").worker("w"),
                 ],
             },
             &json!({"items": [
@@ -187,6 +205,7 @@ mod tests {
                 {"id": ID.to_string(), "leaseToken": "t1", "outcome": "succeeded"},
                 {"id": ID.to_string(), "leaseToken": "t2", "outcome": "failed",
                  "errorMessage": "boom", "retryable": false},
+                {"id": ID.to_string(), "leaseToken": "t3", "workerId": "w", "outcome": "released"},
             ]}),
         );
     }

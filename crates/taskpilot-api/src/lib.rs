@@ -30,7 +30,7 @@ pub use batch::{
 pub use problem::{ProblemBody, ProblemCode, PROBLEM_JSON};
 pub use tasks::{
     ClaimResponse, ClaimTasksRequest, CreateTaskRequest, FailTaskRequest, HeartbeatRequest,
-    ListTasksQuery, RejectionCountResponse, RejectionStatsResponse, RetryState, StartTaskRequest,
-    SucceedTaskRequest, TaskEventListResponse, TaskEventResponse, TaskListResponse, TaskResponse,
-    TaskStatus,
+    ListTasksQuery, RejectionCountResponse, RejectionStatsResponse, ReleaseTaskRequest, RetryState,
+    StartTaskRequest, SucceedTaskRequest, TaskEventListResponse, TaskEventResponse,
+    TaskListResponse, TaskResponse, TaskStatus,
 };

@@ -213,6 +213,18 @@ pub struct FailTaskRequest {
     pub retryable: Option<bool>,
 }
 
+/// Body of `PUT /api/tasks/{id}/release`: a worker hands back a task it claimed and will not
+/// finish (it is stopping). The task is runnable again at once and no failure is counted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReleaseTaskRequest {
+    /// When given, must be the worker holding the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+    /// The live attempt's token; the call is fenced like a succeed or fail.
+    pub lease_token: String,
+}
+
 /// Query of `GET /api/tasks`. Everything is text so that the server can tell a bad value
 /// (400 VALIDATION_FAILED) from an unknown parameter (400 MALFORMED_REQUEST); empty values
 /// count as absent.
@@ -324,7 +336,7 @@ pub struct TaskEventResponse {
     pub actor: String,
     /// For a refused stale call, its code (`LEASE_EXPIRED`, ...).
     pub rejected_code: Option<String>,
-    /// For a refused stale call, what it was: `SUCCEED`, `FAIL` or `HEARTBEAT`.
+    /// For a refused stale call, what it was: `SUCCEED`, `FAIL`, `HEARTBEAT` or `RELEASE`.
     pub rejected_call: Option<String>,
     /// When it happened.
     #[serde(with = "crate::time::micros")]
@@ -343,7 +355,7 @@ pub struct TaskEventListResponse {
 pub struct RejectionCountResponse {
     /// The refusal's code.
     pub code: String,
-    /// What was refused: `SUCCEED`, `FAIL` or `HEARTBEAT`.
+    /// What was refused: `SUCCEED`, `FAIL`, `HEARTBEAT` or `RELEASE`.
     pub call: String,
     /// How many times, across every server.
     pub count: u64,
@@ -527,6 +539,14 @@ pub(crate) mod tests {
                 retryable: Some(false),
             },
             &json!({"errorMessage": "e", "leaseToken": "t", "retryable": false}),
+        );
+        round_trip(
+            &ReleaseTaskRequest { worker_id: None, lease_token: "t".into() },
+            &json!({"leaseToken": "t"}),
+        );
+        round_trip(
+            &ReleaseTaskRequest { worker_id: Some("w".into()), lease_token: "t".into() },
+            &json!({"workerId": "w", "leaseToken": "t"}),
         );
         round_trip(
             &ListTasksQuery { status: Some("PENDING".into()), ..ListTasksQuery::default() },

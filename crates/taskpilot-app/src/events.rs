@@ -39,6 +39,8 @@ pub enum StaleCall {
     Fail,
     /// A heartbeat.
     Heartbeat,
+    /// A release: a stopping worker handing its task back unfinished.
+    Release,
 }
 
 impl StaleCall {
@@ -48,12 +50,15 @@ impl StaleCall {
             Self::Succeed => "SUCCEED",
             Self::Fail => "FAIL",
             Self::Heartbeat => "HEARTBEAT",
+            Self::Release => "RELEASE",
         }
     }
 
     /// Reads [`StaleCall::as_str`]'s spelling.
     pub fn parse(raw: &str) -> Option<Self> {
-        [Self::Succeed, Self::Fail, Self::Heartbeat].into_iter().find(|c| c.as_str() == raw)
+        [Self::Succeed, Self::Fail, Self::Heartbeat, Self::Release]
+            .into_iter()
+            .find(|c| c.as_str() == raw)
     }
 }
 
@@ -189,9 +194,11 @@ mod tests {
         for actor in [Actor::Client, Actor::Worker, Actor::Reaper] {
             assert_eq!(Actor::parse(actor.as_str()), Some(actor));
         }
-        for call in [StaleCall::Succeed, StaleCall::Fail, StaleCall::Heartbeat] {
+        for call in [StaleCall::Succeed, StaleCall::Fail, StaleCall::Heartbeat, StaleCall::Release]
+        {
             assert_eq!(StaleCall::parse(call.as_str()), Some(call));
         }
+        assert_eq!(StaleCall::Release.as_str(), "RELEASE");
         assert_eq!(Actor::parse("client"), None);
         assert_eq!(StaleCall::parse("CLAIM"), None);
     }
@@ -226,6 +233,24 @@ mod tests {
                 at: later,
             }
         );
+    }
+
+    #[test]
+    fn a_release_event_names_the_worker_that_held_the_task_and_carries_no_error() {
+        let before = running();
+        let mut after = before.clone();
+        let later = t0() + TimeDelta::seconds(5);
+        after.release(&Reporter::anyone(), later).unwrap();
+
+        let event = TaskEvent::transition(Some(&before), &after, Actor::Worker);
+
+        assert_eq!(
+            (event.attempt, event.from, event.to),
+            (1, Some(TaskStatus::Running), TaskStatus::Pending)
+        );
+        assert_eq!(event.worker_id, Some(WorkerId::parse("w1").unwrap()));
+        assert_eq!(event.error, None, "a release records no failure");
+        assert_eq!(event.at, later);
     }
 
     #[test]
@@ -267,5 +292,6 @@ mod tests {
         assert!(!count("OUTCOME_CONFLICT", StaleCall::Succeed).shows_a_second_run());
         assert!(!count("TASK_CANCELLED", StaleCall::Succeed).shows_a_second_run());
         assert!(!count("LEASE_EXPIRED", StaleCall::Fail).shows_a_second_run());
+        assert!(!count("LEASE_EXPIRED", StaleCall::Release).shows_a_second_run());
     }
 }

@@ -89,6 +89,9 @@ pub enum Outcome {
         /// Whether a retry may help; `false` fails the task for good at once.
         retryable: bool,
     },
+    /// Not finished: the worker hands the task back (it is stopping), and the task is
+    /// runnable again at once without a failure counted.
+    Released,
 }
 
 /// One outcome of a batch: the task, who reports, and how its attempt ended.
@@ -322,6 +325,17 @@ impl TaskService {
         })
     }
 
+    /// Hands the running attempt's task back unfinished: PENDING and runnable at once, with
+    /// no failure counted (see [`Task::release`]). A repeat with the same token returns the
+    /// stored task and changes nothing.
+    ///
+    /// # Errors
+    /// As [`TaskService::succeed`]; a refusal for a stale token is recorded as a `RELEASE`.
+    pub fn release(&self, id: TaskId, reporter: &Reporter) -> Result<Task, AppError> {
+        let stale = Some((StaleCall::Release, reporter.worker_id.clone()));
+        self.transition(id, Actor::Worker, stale, |task, now| task.release(reporter, now))
+    }
+
     /// Creates up to [`MAX_BATCH`] tasks at once: all of them or, on any error, none.
     ///
     /// # Errors
@@ -546,6 +560,7 @@ impl TaskService {
             Outcome::Failed { error, retryable: false } => {
                 task.fail_permanently(&item.reporter, error, now)
             }
+            Outcome::Released => task.release(&item.reporter, now),
         }
     }
 
@@ -615,6 +630,7 @@ fn stale_call(outcome: &Outcome) -> StaleCall {
     match outcome {
         Outcome::Succeeded { .. } => StaleCall::Succeed,
         Outcome::Failed { .. } => StaleCall::Fail,
+        Outcome::Released => StaleCall::Release,
     }
 }
 
@@ -1434,13 +1450,14 @@ mod tests {
 
     type UseCase = fn(&TaskService) -> Result<Task, AppError>;
 
-    fn use_cases() -> [(Action, UseCase); 5] {
+    fn use_cases() -> [(Action, UseCase); 6] {
         [
             (Action::Start, |s| s.start(id(), &worker("w2"), None)),
             (Action::Succeed, |s| s.succeed(id(), &Reporter::anyone(), None)),
             (Action::Fail, |s| s.fail(id(), &Reporter::anyone(), "boom")),
             (Action::Cancel, |s| s.cancel(id())),
             (Action::Rerun, |s| s.rerun(id())),
+            (Action::Release, |s| s.release(id(), &Reporter::anyone())),
         ]
     }
 
@@ -1452,6 +1469,7 @@ mod tests {
             (Action::Fail, succeeded()),
             (Action::Cancel, failed()),
             (Action::Rerun, pending()),
+            (Action::Release, cancelled()),
         ];
         for ((action, use_case), (refused_action, stored)) in use_cases().into_iter().zip(refused) {
             assert_eq!(action, refused_action);
@@ -1498,9 +1516,11 @@ mod tests {
 
     #[test]
     fn a_report_from_another_worker_is_a_conflict_and_never_saved() {
-        let reports: [UseCase; 4] = [
+        let reports: [UseCase; 6] = [
             |s| s.succeed(id(), &Reporter::worker(worker("w2")), None),
             |s| s.fail(id(), &Reporter::worker(worker("w2")), "boom"),
+            |s| s.release(id(), &Reporter::worker(worker("w2"))),
+            |s| s.release(id(), &Reporter::lease(Some(worker("w2")), live_token())),
             |s| s.succeed(id(), &Reporter::lease(Some(worker("w2")), live_token()), None),
             |s| s.heartbeat(id(), Some(&worker("w2")), live_token(), None),
         ];
@@ -1590,7 +1610,7 @@ mod tests {
         for (action, use_case) in use_cases() {
             let stored = match action {
                 Action::Start | Action::Cancel => pending(),
-                Action::Succeed | Action::Fail => running(),
+                Action::Succeed | Action::Fail | Action::Release => running(),
                 _ => failed(),
             };
             let mut repo = MockTaskRepository::new();
@@ -2232,6 +2252,154 @@ mod tests {
         }
     }
 
+    // --- release ----------------------------------------------------------------------------
+
+    /// [`running`] after its attempt of [`live_token`] was released.
+    fn released() -> Task {
+        let mut task = running();
+        task.release(&Reporter::lease(Some(worker("w1")), live_token()), t0()).unwrap();
+        task
+    }
+
+    #[test]
+    fn release_saves_the_task_pending_and_runnable_without_a_failure_against_the_version_it_read() {
+        let mut repo = MockTaskRepository::new();
+        expect_get(&mut repo, &running());
+        repo.expect_update()
+            .withf(|t, expected_version, e| {
+                *expected_version == 2
+                    && t.version() == 3
+                    && t.status() == TaskStatus::Pending
+                    && t.retry_state() == RetryState::None
+                    && t.attempt_count() == 0
+                    && t.next_run_at().is_none()
+                    && t.last_error().is_none()
+                    && t.worker_id().is_none()
+                    && t.last_ended().map(|e| (e.attempt, e.token, e.end))
+                        == Some((1, live_token(), AttemptEnd::Released))
+                    && *e == Some(&transition(1, TaskStatus::Running, TaskStatus::Pending))
+            })
+            .times(1)
+            .returning(|_, _, _| Ok(()));
+        repo.expect_record_rejection().never();
+
+        let task = service(repo)
+            .release(id(), &Reporter::lease(Some(worker("w1")), live_token()))
+            .unwrap();
+
+        assert!(task.is_runnable_at(now()));
+        assert_eq!(task.attempt(), 1);
+    }
+
+    #[test]
+    fn release_on_the_last_attempt_saves_a_retry_runnable_now_not_a_failure() {
+        let stored = running_last_attempt();
+        let read_version = stored.version();
+        let mut repo = MockTaskRepository::new();
+        expect_get(&mut repo, &stored);
+        repo.expect_update()
+            .withf(move |t, expected_version, e| {
+                *expected_version == read_version
+                    && t.status() == TaskStatus::Pending
+                    && t.retry_state() == RetryState::RetryScheduled
+                    && t.attempt_count() == 1
+                    && t.next_run_at() == Some(now())
+                    && t.last_error() == Some("first")
+                    && *e == Some(&transition(2, TaskStatus::Running, TaskStatus::Pending))
+            })
+            .times(1)
+            .returning(|_, _, _| Ok(()));
+
+        let task = service(repo)
+            .release(id(), &Reporter::lease(Some(worker("w1")), live_token()))
+            .unwrap();
+
+        assert_eq!(task.status(), TaskStatus::Pending, "not FAILED: a release is no failure");
+        assert!(task.is_runnable_at(now()));
+    }
+
+    #[test]
+    fn a_replayed_release_returns_the_stored_task_without_saving_or_recording() {
+        let stored = released();
+        let mut repo = MockTaskRepository::new();
+        expect_get(&mut repo, &stored);
+        repo.expect_update().never();
+        repo.expect_record_rejection().never();
+
+        let task = service(repo)
+            .release(id(), &Reporter::lease(Some(worker("w1")), live_token()))
+            .unwrap();
+
+        assert_eq!(task, stored);
+    }
+
+    #[test]
+    fn a_stale_release_records_a_release_rejection_and_is_a_conflict_without_saving() {
+        let cases = [
+            (reaped(), old_token(), StaleLease::LeaseExpired { task: id(), attempt: 1 }),
+            (
+                reaped_and_restarted(),
+                old_token(),
+                StaleLease::AttemptSuperseded { task: id(), current: 2 },
+            ),
+            (
+                cancelled_while_running(),
+                live_token(),
+                StaleLease::TaskCancelled { task: id(), attempt: 1 },
+            ),
+            (
+                succeeded(),
+                live_token(),
+                StaleLease::OutcomeConflict {
+                    task: id(),
+                    attempt: 1,
+                    recorded: AttemptEnd::Succeeded,
+                },
+            ),
+        ];
+        for (stored, token, refusal) in cases {
+            let event = rejection(&stored, StaleCall::Release, &refusal);
+            let mut repo = MockTaskRepository::new();
+            expect_get(&mut repo, &stored);
+            repo.expect_update().never();
+            repo.expect_record_rejection()
+                .withf(move |e| *e == event)
+                .times(1)
+                .returning(|_| Ok(()));
+
+            let outcome = service(repo).release(id(), &Reporter::lease(Some(worker("w1")), token));
+
+            assert!(
+                matches!(&outcome, Err(AppError::Conflict(DomainError::StaleLease(r))) if *r == refusal),
+                "{}: {outcome:?}",
+                refusal.code()
+            );
+        }
+    }
+
+    #[test]
+    fn a_success_after_a_release_is_an_outcome_conflict_recorded_as_a_refused_succeed() {
+        let stored = released();
+        let refusal =
+            StaleLease::OutcomeConflict { task: id(), attempt: 1, recorded: AttemptEnd::Released };
+        let event = rejection(&stored, StaleCall::Succeed, &refusal);
+        let mut repo = MockTaskRepository::new();
+        expect_get(&mut repo, &stored);
+        repo.expect_update().never();
+        repo.expect_record_rejection().withf(move |e| *e == event).times(1).returning(|_| Ok(()));
+
+        let outcome = service(repo).succeed(
+            id(),
+            &Reporter::lease(Some(worker("w1")), live_token()),
+            Some(json!("late")),
+        );
+
+        assert!(
+            matches!(&outcome, Err(AppError::Conflict(DomainError::StaleLease(r))) if *r == refusal),
+            "{outcome:?}"
+        );
+    }
+
     // --- create_batch -----------------------------------------------------------------------
 
     #[test]
@@ -2730,6 +2898,59 @@ mod tests {
             matches!(&answers[0], Err(AppError::Conflict(DomainError::StaleLease(r))) if *r == refusal),
             "{:?}",
             answers[0]
+        );
+    }
+
+    #[test]
+    fn complete_batch_releases_tasks_and_judges_later_outcomes_of_a_released_attempt() {
+        let items = vec![
+            completion(1, live_token(), Outcome::Released),
+            completion(1, live_token(), success(None)),
+            completion(2, old_token(), Outcome::Released),
+        ];
+        let superseded = superseded_task(2);
+        let mut repo = MockTaskRepository::new();
+        expect_get_many(
+            &mut repo,
+            vec![task_id(1), task_id(2)],
+            vec![running_task(1), superseded.clone()],
+        );
+        let written = expect_write_many(&mut repo, Vec::new());
+        no_single_item_calls(&mut repo);
+
+        let answers = service(repo).complete_batch(items).unwrap();
+
+        let (writes, rejections) = the_write(&written);
+        assert_eq!(writes.len(), 1, "only the release changed a task");
+        let write = &writes[&task_id(1)];
+        assert_eq!((write.expected_version, write.task.version()), (2, 3));
+        assert_eq!(write.task.status(), TaskStatus::Pending);
+        assert_eq!((write.task.attempt(), write.task.attempt_count()), (1, 0));
+        assert!(write.task.is_runnable_at(now()));
+        assert_eq!(write.events, [transition_of(1, 1, TaskStatus::Running, TaskStatus::Pending)]);
+        let conflict = StaleLease::OutcomeConflict {
+            task: task_id(1),
+            attempt: 1,
+            recorded: AttemptEnd::Released,
+        };
+        let superseded_refusal = StaleLease::AttemptSuperseded { task: task_id(2), current: 2 };
+        assert_eq!(
+            rejections,
+            [
+                rejection(&write.task, StaleCall::Succeed, &conflict),
+                rejection(&superseded, StaleCall::Release, &superseded_refusal),
+            ]
+        );
+        assert_eq!(answers[0].as_ref().unwrap(), &write.task);
+        assert!(
+            matches!(&answers[1], Err(AppError::Conflict(DomainError::StaleLease(r))) if *r == conflict),
+            "{:?}",
+            answers[1]
+        );
+        assert!(
+            matches!(&answers[2], Err(AppError::Conflict(DomainError::StaleLease(r))) if *r == superseded_refusal),
+            "{:?}",
+            answers[2]
         );
     }
 

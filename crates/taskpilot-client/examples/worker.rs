@@ -72,7 +72,7 @@ async fn work(client: Client) -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     info!(
         "stopped: {} succeeded, {} failed retryably, {} failed for good, {} handed back",
-        report.succeeded, report.retried, report.failed, report.failed_back
+        report.succeeded, report.retried, report.failed, report.released
     );
     Ok(())
 }

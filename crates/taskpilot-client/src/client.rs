@@ -12,8 +12,8 @@ use taskpilot_api::{
     ClaimResponse, ClaimTasksRequest, CompleteTasksRequest, CompleteTasksResponse, CompletionItem,
     CompletionResult, CreateTaskBatchRequest, CreateTaskBatchResponse, CreateTaskRequest,
     FailTaskRequest, HeartbeatRequest, ListTasksQuery, ProblemBody, RejectionStatsResponse,
-    StartTaskRequest, SucceedTaskRequest, TaskEventListResponse, TaskEventResponse,
-    TaskListResponse, TaskResponse,
+    ReleaseTaskRequest, StartTaskRequest, SucceedTaskRequest, TaskEventListResponse,
+    TaskEventResponse, TaskListResponse, TaskResponse,
 };
 
 #[cfg(doc)]
@@ -335,6 +335,22 @@ impl Client {
     ) -> Result<TaskResponse, ClientError> {
         let safety = fenced(request.lease_token.is_some());
         self.task_call(id, "fail", request, safety).await
+    }
+
+    /// `PUT /api/tasks/{id}/release`: hands the attempt's task back unfinished, for a worker
+    /// that is stopping: the task is runnable again at once and no failure is counted, so a
+    /// release on the last attempt does not fail it. The token fences the call and makes it
+    /// replay-safe, so it is repeated on transient failures.
+    ///
+    /// # Errors
+    /// As [`Client::succeed`]; a success or failure sent after it with the same token is
+    /// [`ProblemCode::OutcomeConflict`].
+    pub async fn release(
+        &self,
+        id: impl Display,
+        request: &ReleaseTaskRequest,
+    ) -> Result<TaskResponse, ClientError> {
+        self.task_call(id, "release", request, Safety::Idempotent).await
     }
 
     /// `POST /api/tasks/complete`: reports up to 1,000 outcomes in one round trip, each under

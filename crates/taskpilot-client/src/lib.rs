@@ -40,8 +40,8 @@ pub use retry::RetryPolicy;
 pub use taskpilot_api as api;
 pub use taskpilot_api::{
     ClaimTasksRequest, CompletionItem, CompletionOutcome, CompletionResult, CreateTaskRequest,
-    FailTaskRequest, HeartbeatRequest, ListTasksQuery, ProblemCode, StartTaskRequest,
-    SucceedTaskRequest, TaskResponse, TaskStatus,
+    FailTaskRequest, HeartbeatRequest, ListTasksQuery, ProblemCode, ReleaseTaskRequest,
+    StartTaskRequest, SucceedTaskRequest, TaskResponse, TaskStatus,
 };
 pub use worker::{CancelReason, Cancellation, Handler, Outcome, TaskContext, Worker, WorkerReport};
 

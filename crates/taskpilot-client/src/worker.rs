@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use taskpilot_api::{
-    ClaimTasksRequest, CompletionItem, FailTaskRequest, HeartbeatRequest, ProblemCode,
-    SucceedTaskRequest, TaskResponse, MAX_BATCH,
+    ClaimTasksRequest, CompletionItem, CompletionOutcome, FailTaskRequest, HeartbeatRequest,
+    ProblemCode, ReleaseTaskRequest, SucceedTaskRequest, TaskResponse, MAX_BATCH,
 };
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{sleep, sleep_until, Instant};
@@ -21,8 +21,6 @@ use crate::{Client, ClientError};
 
 /// Most tasks one claim may ask for (the server's limit).
 const MAX_CLAIM: usize = 100;
-/// The error message of a task failed back because the worker stopped before it finished.
-pub const SHUTDOWN_ERROR: &str = "worker shutting down";
 
 /// How a handler's attempt ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,8 +43,8 @@ pub enum CancelReason {
     /// The attempt lost its lease: it was reaped or superseded (`LEASE_EXPIRED`,
     /// `ATTEMPT_SUPERSEDED`), or heartbeats failed for longer than the lease.
     LeaseLost,
-    /// The worker is stopping and the grace period is over; the task is failed back so that
-    /// it is retried.
+    /// The worker is stopping and the grace period is over; the task is released: handed
+    /// back to the server, runnable again at once, with no failure counted.
     Shutdown,
 }
 
@@ -143,8 +141,9 @@ pub struct WorkerReport {
     pub retried: u64,
     /// Permanent failures accepted ([`Outcome::Fail`]).
     pub failed: u64,
-    /// Tasks failed back because the worker stopped before they finished.
-    pub failed_back: u64,
+    /// Tasks released (handed back unfinished, runnable again at once, no failure counted)
+    /// because the worker stopped before they finished.
+    pub released: u64,
     /// Tasks stopped because they were cancelled through the API.
     pub cancelled: u64,
     /// Tasks stopped because their attempt lost its lease.
@@ -162,7 +161,7 @@ struct Counters {
     succeeded: AtomicU64,
     retried: AtomicU64,
     failed: AtomicU64,
-    failed_back: AtomicU64,
+    released: AtomicU64,
     cancelled: AtomicU64,
     lease_lost: AtomicU64,
     refused: AtomicU64,
@@ -181,7 +180,7 @@ impl Counters {
             succeeded: get(&self.succeeded),
             retried: get(&self.retried),
             failed: get(&self.failed),
-            failed_back: get(&self.failed_back),
+            released: get(&self.released),
             cancelled: get(&self.cancelled),
             lease_lost: get(&self.lease_lost),
             refused: get(&self.refused),
@@ -219,11 +218,13 @@ struct Settings {
 ///   they carry the lease token, so they are repeated on transient failures.
 /// - **Stopping**: once the future given to [`Worker::run_until`] resolves, the worker stops
 ///   claiming (a claim already waiting on the server is let finish, so that no task is left
-///   claimed and forgotten: what it brings is failed back at once), lets running tasks finish
-///   within [`Worker::grace_period`], then aborts the rest and fails them back as retryable
-///   with the error `worker shutting down`, flushes every outcome and returns. A claimed task
-///   is always either reported or, if the server cannot be reached, left to the reaper, which
-///   retries it once its lease runs out.
+///   claimed and forgotten: what it brings is released at once), lets running tasks finish
+///   within [`Worker::grace_period`], then aborts the rest and releases them
+///   (`PUT /api/tasks/{id}/release`, sent with the other outcomes): each is runnable again at
+///   once for another worker, with no failure counted and no backoff, so that a stop never
+///   uses up a task's attempts, not even its last one. Then it flushes every outcome and
+///   returns. A claimed task is always either reported or, if the server cannot be reached,
+///   left to the reaper, which retries it once its lease runs out.
 ///
 /// A handler's future is aborted at an `.await`; a handler that blocks a thread for long
 /// should run that part in `spawn_blocking` and watch [`TaskContext::cancellation`].
@@ -248,7 +249,7 @@ struct Settings {
 ///     let _ = tokio::signal::ctrl_c().await;
 /// })
 /// .await?;
-/// println!("succeeded {}, failed back {}", report.succeeded, report.failed_back);
+/// println!("succeeded {}, released {}", report.succeeded, report.released);
 /// # Ok(())
 /// # }
 /// ```
@@ -417,7 +418,7 @@ impl<H: Handler> Worker<H> {
                 Ok(())
             }
         };
-        // Every slot back: every task has finished, been stopped, or been failed back.
+        // Every slot back: every task has finished, been stopped, or been released.
         let all = u32::try_from(shared.settings.concurrency).unwrap_or(u32::MAX);
         if let Ok(permits) = shared.slots.acquire_many(all).await {
             permits.forget();
@@ -462,7 +463,7 @@ enum DoneKind {
     Succeeded,
     Retried,
     Failed,
-    FailedBack,
+    Released,
 }
 
 impl<H> Shared<H> {
@@ -482,12 +483,15 @@ impl<H> Shared<H> {
         let _ = self.done.send(Done { item: item.worker(worker), kind });
     }
 
-    /// Fails back a claimed task that will not run here: it is retried.
-    fn fail_back(&self, task: &TaskResponse) {
+    /// Releases a claimed task that will not run here: it is runnable again at once, for
+    /// another worker, with no failure counted.
+    fn release(&self, task: &TaskResponse) {
         match task.lease_token.as_deref() {
             Some(token) => {
-                let outcome = Outcome::Retry(SHUTDOWN_ERROR.to_owned());
-                self.report(task, token, outcome, DoneKind::FailedBack);
+                let item = CompletionItem::released(task.id, token)
+                    .worker(self.settings.worker_id.clone());
+                // As in `report`: the flusher outlives every sender.
+                let _ = self.done.send(Done { item, kind: DoneKind::Released });
             }
             None => {
                 warn!(task.id = %task.id, "claimed task {} came without a lease token", task.id)
@@ -550,7 +554,7 @@ async fn claim_loop<H: Handler>(
                             let supervised = supervise(shared.clone(), task, permit);
                             tokio::spawn(supervised);
                         }
-                        _ => shared.fail_back(&task),
+                        _ => shared.release(&task),
                     }
                 }
             }
@@ -645,8 +649,8 @@ async fn supervise<H: Handler>(
             _ = grace.wait_for(|over| *over) => {
                 cancel_tx.send_replace(Some(CancelReason::Shutdown));
                 running.abort();
-                info!("task {} did not finish within the grace period; failing it back", task.id);
-                shared.fail_back(&task);
+                info!("task {} did not finish within the grace period; releasing it", task.id);
+                shared.release(&task);
             }
         }
         drop(permit);
@@ -786,8 +790,8 @@ impl Flush {
 
     async fn deliver_one(&self, done: &Done) {
         let item = &done.item;
-        let answer = match item.error_message.clone() {
-            None => {
+        let answer = match item.outcome {
+            CompletionOutcome::Succeeded => {
                 let request = SucceedTaskRequest {
                     worker_id: item.worker_id.clone(),
                     lease_token: Some(item.lease_token.clone()),
@@ -795,14 +799,21 @@ impl Flush {
                 };
                 self.client.succeed(item.id, &request).await
             }
-            Some(error_message) => {
+            CompletionOutcome::Failed => {
                 let request = FailTaskRequest {
-                    error_message,
+                    error_message: item.error_message.clone().unwrap_or_default(),
                     worker_id: item.worker_id.clone(),
                     lease_token: Some(item.lease_token.clone()),
                     retryable: item.retryable,
                 };
                 self.client.fail(item.id, &request).await
+            }
+            CompletionOutcome::Released => {
+                let request = ReleaseTaskRequest {
+                    worker_id: item.worker_id.clone(),
+                    lease_token: item.lease_token.clone(),
+                };
+                self.client.release(item.id, &request).await
             }
         };
         match answer {
@@ -822,7 +833,7 @@ impl Flush {
             DoneKind::Succeeded => &self.counters.succeeded,
             DoneKind::Retried => &self.counters.retried,
             DoneKind::Failed => &self.counters.failed,
-            DoneKind::FailedBack => &self.counters.failed_back,
+            DoneKind::Released => &self.counters.released,
         };
         Counters::add(counter, 1);
     }

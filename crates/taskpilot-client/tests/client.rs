@@ -12,8 +12,8 @@ use serde_json::json;
 use taskpilot_client::api::{RetryState, MAX_BATCH};
 use taskpilot_client::{
     ClaimTasksRequest, ClientError, CompletionItem, CreateTaskRequest, FailTaskRequest,
-    HeartbeatRequest, ListTasksQuery, ProblemCode, StartTaskRequest, SucceedTaskRequest,
-    TaskStatus,
+    HeartbeatRequest, ListTasksQuery, ProblemCode, ReleaseTaskRequest, StartTaskRequest,
+    SucceedTaskRequest, TaskStatus,
 };
 
 fn claim(worker: &str, limit: i64) -> ClaimTasksRequest {
@@ -223,6 +223,44 @@ async fn refusals_arrive_as_typed_errors() {
     assert!(superseded.is_lease_lost() && superseded.is_attempt_over());
     assert!(cancelled.is_cancelled(), "{cancelled}");
     assert!(cancelled.is_attempt_over());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_task_is_claimable_at_once_and_its_token_then_speaks_for_nothing_more() {
+    let server = TestServer::start(TimeDelta::milliseconds(100));
+    let client = server.client();
+    let single = client.create(&CreateTaskRequest::new("single").max_attempts(1)).await.unwrap();
+    let batched = client.create(&CreateTaskRequest::new("batched")).await.unwrap();
+    let claimed = client.claim(&claim("w1", 2)).await.unwrap();
+    let token_of =
+        |id| claimed.iter().find(|t| t.id == id).and_then(|t| t.lease_token.clone()).unwrap();
+    let release =
+        ReleaseTaskRequest { worker_id: Some("w1".to_owned()), lease_token: token_of(single.id) };
+
+    let released = client.release(single.id, &release).await.unwrap();
+    let replayed = client.release(single.id, &release).await.unwrap();
+    let results = client
+        .complete_batch(vec![
+            CompletionItem::released(batched.id, token_of(batched.id)).worker("w1")
+        ])
+        .await
+        .unwrap();
+    let again = client.claim(&claim("w2", 2)).await.unwrap();
+    let late = client
+        .succeed(single.id, &succeed("w1", &token_of(single.id), json!(1)))
+        .await
+        .unwrap_err();
+
+    assert_eq!((released.status, released.attempt_count), (TaskStatus::Pending, 0));
+    assert_eq!(replayed, released, "a replay answers the stored task");
+    assert_eq!(results[0].status, 200);
+    assert_eq!(results[0].task.as_ref().unwrap().status, TaskStatus::Pending);
+    assert_eq!(again.len(), 2, "both claimable again at once");
+    assert!(again.iter().all(|t| t.attempt == 2 && t.attempt_count == 0), "{again:?}");
+    assert_eq!(late.code(), Some(ProblemCode::OutcomeConflict), "{late}");
+    assert_eq!(late.extension("recordedOutcome"), Some(&json!("RELEASED")));
+    assert!(!late.is_attempt_over());
     server.stop().await;
 }
 

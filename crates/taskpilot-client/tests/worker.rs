@@ -1,5 +1,5 @@
 //! The worker runtime end to end against the real server: outcomes of many tasks,
-//! cancellation seen at a heartbeat, and a shutdown that loses nothing.
+//! cancellation seen at a heartbeat, and a shutdown that loses nothing and counts no failure.
 
 #![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
@@ -13,7 +13,10 @@ use chrono::TimeDelta;
 use common::{init_logs, wait_terminal, TestServer};
 use serde_json::json;
 use taskpilot_client::api::RetryState;
-use taskpilot_client::{CancelReason, CreateTaskRequest, Outcome, TaskContext, TaskStatus, Worker};
+use taskpilot_client::{
+    CancelReason, ClaimTasksRequest, CompletionItem, CreateTaskRequest, Outcome, TaskContext,
+    TaskStatus, Worker,
+};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 /// Generous: the machine is shared and slow; no test waits this long when things work.
@@ -81,7 +84,7 @@ async fn a_worker_drives_200_tasks_to_the_statuses_their_handler_chose() {
     assert_eq!(seen, HashMap::from([("ok", 140), ("flaky", 30), ("fatal", 20), ("hopeless", 10)]));
     assert_eq!((report.succeeded, report.failed, report.retried), (170, 20, 30 + 3 * 10));
     assert_eq!(report.claimed, 170 + 20 + 30 + 3 * 10);
-    assert_eq!((report.refused, report.unreported, report.failed_back), (0, 0, 0));
+    assert_eq!((report.refused, report.unreported, report.released), (0, 0, 0));
     server.stop().await;
 }
 
@@ -168,21 +171,22 @@ async fn a_handler_stuck_on_a_task_cancelled_through_the_api_is_aborted() {
 
     assert_eq!(cancellation.reason(), Some(CancelReason::Cancelled));
     assert_eq!(report.cancelled, 1);
-    assert_eq!((report.succeeded, report.failed_back, report.refused), (0, 0, 0));
+    assert_eq!((report.succeeded, report.released, report.refused), (0, 0, 0));
     let task = client.get(task.id).await.unwrap();
     assert_eq!(task.status, TaskStatus::Cancelled);
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stopping_worker_reports_what_finished_and_fails_back_the_rest_for_another_worker() {
+async fn a_stopping_worker_reports_what_finished_and_releases_the_rest_for_another_worker() {
     init_logs();
     let server = TestServer::start(TimeDelta::milliseconds(20));
     let client = server.client();
     // Quick ones finish at once; medium ones once the worker was told to stop (within its
-    // grace period); slow ones never, on this worker.
+    // grace period); slow ones never, on this worker. The slow ones run their last attempt:
+    // failed back, they would fail for good; released, they run again.
     let requests = ["quick", "quick", "medium", "medium", "slow", "slow"]
-        .map(|kind| CreateTaskRequest::new(kind).max_attempts(5))
+        .map(|kind| CreateTaskRequest::new(kind).max_attempts(if kind == "slow" { 1 } else { 5 }))
         .to_vec();
     let tasks = client.create_batch(requests).await.unwrap();
     let ids: Vec<_> = tasks.iter().map(|t| t.id).collect();
@@ -225,35 +229,60 @@ async fn a_stopping_worker_reports_what_finished_and_fails_back_the_rest_for_ano
     release.notify_waiters();
     let report = running.await.unwrap().unwrap();
 
-    assert_eq!((report.claimed, report.succeeded, report.failed_back), (6, 4, 2), "{report:?}");
+    assert_eq!((report.claimed, report.succeeded, report.released), (6, 4, 2), "{report:?}");
+    assert_eq!((report.retried, report.refused, report.unreported), (0, 0, 0), "{report:?}");
     let mut slow = Vec::new();
     for task in current(&client, &ids).await {
         match task.name.as_str() {
             "slow" => {
+                // Back to PENDING as it was: no failure counted, runnable at once.
                 assert_eq!(task.status, TaskStatus::Pending, "{task:?}");
-                assert_eq!(task.last_error.as_deref(), Some("worker shutting down"));
+                assert_eq!((task.retry_state, task.attempt_count), (RetryState::None, 0));
+                assert_eq!((task.attempt, task.max_attempts), (1, 1), "{task:?}");
+                assert_eq!(task.next_run_at, None, "{task:?}");
+                assert_eq!(task.last_error, None, "{task:?}");
                 slow.push(task.id);
             }
             _ => assert_eq!(task.status, TaskStatus::Succeeded, "{task:?}"),
         }
     }
+    let events = client.events(slow[0]).await.unwrap();
+    let last = events.last().unwrap();
+    assert_eq!((last.from, last.to), (Some(TaskStatus::Running), TaskStatus::Pending));
+    assert_eq!((last.worker_id.as_deref(), last.error.as_deref()), (Some("first"), None));
 
-    // A second worker picks the failed-back ones up.
-    let second = Worker::new(client.clone(), |_task: TaskContext| async {
-        Outcome::Success(Some(json!("second worker")))
-    })
-    .worker_id("second")
-    .claim_wait(Duration::from_secs(1));
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let running = tokio::spawn(second.run_until(async {
-        let _ = stop_rx.await;
-    }));
-    let finished = wait_terminal(&client, &slow, PATIENCE).await;
-    stop_tx.send(()).unwrap();
-    let report = running.await.unwrap().unwrap();
+    // Another worker claims them at once, without waiting, on their next attempt.
+    let claimed = client
+        .claim(&ClaimTasksRequest {
+            worker_id: "second".to_owned(),
+            limit: Some(10),
+            queues: None,
+            lease_seconds: None,
+            wait_ms: None,
+        })
+        .await
+        .unwrap();
+    let mut claimed_ids: Vec<_> = claimed.iter().map(|t| t.id).collect();
+    claimed_ids.sort_unstable();
+    slow.sort_unstable();
+    assert_eq!(claimed_ids, slow, "claimable again at once");
+    let results = client
+        .complete_batch(
+            claimed
+                .iter()
+                .map(|t| {
+                    assert_eq!((t.attempt, t.attempt_count), (2, 0), "{t:?}");
+                    let token = t.lease_token.clone().unwrap();
+                    CompletionItem::succeeded(t.id, token, Some(json!("second worker")))
+                        .worker("second")
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
 
-    assert_eq!(report.succeeded, 2);
-    for task in finished {
+    for result in results {
+        let task = result.task.unwrap();
         assert_eq!(task.status, TaskStatus::Succeeded);
         assert_eq!(task.result, Some(json!("second worker")));
         assert_eq!(task.attempt, 2);

@@ -31,7 +31,8 @@ diesel::table! {
         ended_attempt -> Nullable<Int4>,
         /// Its token.
         ended_attempt_token -> Nullable<Uuid>,
-        /// How it ended: `SUCCEEDED`, `FAILED`, `LEASE_EXPIRED` or `CANCELLED`.
+        /// How it ended: `SUCCEEDED`, `FAILED`, `FAILED_PERMANENTLY`, `LEASE_EXPIRED`,
+        /// `CANCELLED` or `RELEASED`.
         ended_attempt_end -> Nullable<Text>,
         /// Failed attempts since creation or the last rerun.
         attempt_count -> Int4,
@@ -79,7 +80,7 @@ diesel::table! {
         actor -> Text,
         /// A refused call's code.
         rejected_code -> Nullable<Text>,
-        /// A refused call: `SUCCEED`, `FAIL` or `HEARTBEAT`.
+        /// A refused call: `SUCCEED`, `FAIL`, `HEARTBEAT` or `RELEASE`.
         rejected_call -> Nullable<Text>,
         /// When it happened.
         at -> Timestamptz,

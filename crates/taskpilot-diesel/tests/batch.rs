@@ -1,5 +1,6 @@
-//! The batch paths of PgTaskRepository (`insert_many`, `get_many`, `write_many`) and the
-//! NON_RETRYABLE retry state, on a real PostgreSQL: a fresh database per test.
+//! The batch paths of PgTaskRepository (`insert_many`, `get_many`, `write_many`), the
+//! NON_RETRYABLE retry state and released attempts, on a real PostgreSQL: a fresh database per
+//! test.
 
 #![expect(clippy::unwrap_used, reason = "tests")]
 
@@ -429,6 +430,99 @@ fn a_task_that_gave_up_with_attempts_left_round_trips_through_update() {
 }
 
 #[test]
+fn released_tasks_round_trip_through_update_and_write_many_with_their_refusals() {
+    let db = TestDatabase::new();
+    let repo = repo(&db);
+    let w = worker("w");
+    let [mut single, mut batched] = ["single", "batched"].map(|name| task_at(name, t0()));
+    store(&repo, &single);
+    store(&repo, &batched);
+    let (first, second) = (token(), token());
+    transition(&repo, &mut single, |t| t.start(&w, first, lease(60), t0() + secs(1)));
+    transition(&repo, &mut batched, |t| t.start(&w, second, lease(60), t0() + secs(1)));
+    // `batched` is on a retry: released, it keeps RETRY_SCHEDULED with nextRunAt = now.
+    transition(&repo, &mut batched, |t| {
+        t.fail_and_schedule_retry(
+            &Reporter::lease(None, second),
+            "flaky",
+            t0() + secs(2),
+            &taskpilot_domain::FixedBackoff(TimeDelta::zero()),
+        )
+    });
+    let third = token();
+    transition(&repo, &mut batched, |t| t.start(&w, third, lease(60), t0() + secs(3)));
+
+    transition(&repo, &mut single, |t| {
+        t.release(&Reporter::lease(Some(w.clone()), first), t0() + secs(4))
+    });
+    let before = batched.version();
+    let events = vec![step(&mut batched, Actor::Worker, |t| {
+        t.release(&Reporter::lease(None, third), t0() + secs(4)).map(drop).unwrap();
+    })];
+    // A stale release of `single` (a token that is not its attempt's), refused with the batch.
+    let refusal = TaskEvent::rejection(
+        &single,
+        Some(w.clone()),
+        StaleCall::Release,
+        &StaleLease::AttemptSuperseded { task: single.id(), current: 1 },
+        t0() + secs(5),
+    );
+    let write = TaskWrite { task: batched.clone(), expected_version: before, events };
+    let lost = repo.write_many(&[write], std::slice::from_ref(&refusal)).unwrap();
+
+    assert!(lost.is_empty());
+    let loaded = repo.get(single.id()).unwrap();
+    assert_eq!(loaded.to_record(), single.to_record());
+    assert_eq!(
+        (loaded.status(), loaded.retry_state(), loaded.attempt_count(), loaded.next_run_at()),
+        (TaskStatus::Pending, RetryState::None, 0, None)
+    );
+    assert_eq!(
+        loaded.last_ended().map(|e| (e.attempt, e.token, e.end)),
+        Some((1, first, AttemptEnd::Released))
+    );
+    let loaded = repo.get(batched.id()).unwrap();
+    assert_eq!(loaded.to_record(), batched.to_record());
+    assert_eq!(
+        (loaded.retry_state(), loaded.attempt_count(), loaded.next_run_at()),
+        (RetryState::RetryScheduled, 1, Some(t0() + secs(4)))
+    );
+    assert_eq!(loaded.last_ended().map(|e| e.end), Some(AttemptEnd::Released));
+    let history = repo.events(single.id()).unwrap();
+    assert_eq!(
+        history.iter().map(|e| (e.from, e.to)).collect::<Vec<_>>(),
+        [
+            (None, TaskStatus::Pending),
+            (Some(TaskStatus::Pending), TaskStatus::Running),
+            (Some(TaskStatus::Running), TaskStatus::Pending),
+            (Some(TaskStatus::Pending), TaskStatus::Pending),
+        ]
+    );
+    assert_eq!(history[3], refusal);
+    let counts = repo.rejection_counts().unwrap();
+    assert_eq!(
+        counts.iter().map(|c| (c.code.as_str(), c.call, c.count)).collect::<Vec<_>>(),
+        [("ATTEMPT_SUPERSEDED", StaleCall::Release, 1)]
+    );
+    // Claimable again at once: a claim takes both, on a new attempt.
+    let claimed = repo
+        .claim(&taskpilot_app::ClaimRequest {
+            worker: worker("w2"),
+            queues: None,
+            limit: 10,
+            lease: lease(60),
+            now: t0() + secs(4),
+        })
+        .unwrap();
+    let mut attempts: Vec<(TaskId, u32, u32)> =
+        claimed.iter().map(|t| (t.id(), t.attempt(), t.attempt_count())).collect();
+    attempts.sort_unstable();
+    let mut expected = vec![(single.id(), 2, 0), (batched.id(), 3, 1)];
+    expected.sort_unstable();
+    assert_eq!(attempts, expected);
+}
+
+#[test]
 fn the_table_takes_the_new_retry_state_and_still_refuses_what_it_refused() {
     let db = TestDatabase::new();
     let repo = repo(&db);
@@ -447,6 +541,8 @@ fn the_table_takes_the_new_retry_state_and_still_refuses_what_it_refused() {
         ("unknown-retry-state", "retry_state = 'GAVE_UP'"),
         ("lowercase-retry-state", "retry_state = 'non_retryable'"),
         ("unknown-attempt-end", "ended_attempt_end = 'GAVE_UP'"),
+        ("released", "ended_attempt_end = 'RELEASED'"),
+        ("lowercase-released", "ended_attempt_end = 'released'"),
         ("failures-above-the-budget", "attempt_count = 4"),
         ("failed-without-completion", "completed_at = NULL"),
         ("failed-with-a-worker", "worker_id = 'w'"),
@@ -478,6 +574,8 @@ fn the_table_takes_the_new_retry_state_and_still_refuses_what_it_refused() {
             ("unknown-retry-state", false, "ok"),
             ("lowercase-retry-state", false, "ok"),
             ("unknown-attempt-end", false, "ok"),
+            ("released", true, "ok"),
+            ("lowercase-released", false, "ok"),
             ("failures-above-the-budget", false, "ok"),
             ("failed-without-completion", false, "ok"),
             ("failed-with-a-worker", false, "ok"),
@@ -486,6 +584,64 @@ fn the_table_takes_the_new_retry_state_and_still_refuses_what_it_refused() {
             ("non-retryable-without-a-failure", true, "unexpected"),
         ]
     );
+}
+
+#[test]
+fn undoing_the_migration_turns_released_attempts_into_failed_ones_and_release_refusals_into_fail() {
+    let db = TestDatabase::new();
+    let repo = repo(&db);
+    let w = worker("w");
+    let down = include_str!("../../../migrations/2026-11-26-110000_allow_non_retryable/down.sql");
+    let up = include_str!("../../../migrations/2026-11-26-110000_allow_non_retryable/up.sql");
+    let mut released = task_at("released", t0());
+    let secret = token();
+    store(&repo, &released);
+    transition(&repo, &mut released, |t| t.start(&w, secret, lease(60), t0() + secs(1)));
+    transition(&repo, &mut released, |t| t.release(&Reporter::lease(None, secret), t0() + secs(2)));
+    let refusal = TaskEvent::rejection(
+        &released,
+        Some(w.clone()),
+        StaleCall::Release,
+        &StaleLease::AttemptSuperseded { task: released.id(), current: 1 },
+        t0() + secs(3),
+    );
+    repo.record_rejection(&refusal).unwrap();
+    let pending = task_at("pending", t0());
+    store(&repo, &pending);
+
+    execute(&db.pool(), down);
+    let downgraded = repo.get(released.id()).unwrap();
+    let history = repo.events(released.id()).unwrap();
+    let counts = repo.rejection_counts().unwrap();
+    let spellings = [
+        "UPDATE tasks SET ended_attempt_end = 'RELEASED' WHERE ended_attempt IS NOT NULL",
+        "UPDATE task_events SET rejected_call = 'RELEASE' WHERE rejected_call IS NOT NULL",
+    ];
+    let taken_while_down = spellings.map(|sql| accepted(&db.pool(), sql));
+    execute(&db.pool(), up);
+    let taken_after_up = spellings.map(|sql| accepted(&db.pool(), sql));
+
+    assert_eq!(
+        (downgraded.status(), downgraded.retry_state(), downgraded.attempt_count()),
+        (TaskStatus::Pending, RetryState::None, 0),
+        "still runnable, nothing counted against it"
+    );
+    assert_eq!(
+        downgraded.last_ended().map(|e| (e.attempt, e.token, e.end)),
+        Some((1, secret, AttemptEnd::Failed))
+    );
+    assert_eq!(downgraded.version(), released.version() + 1);
+    assert_eq!(
+        history.last().and_then(|e| e.rejected.as_ref()).map(|r| r.call),
+        Some(StaleCall::Fail)
+    );
+    assert_eq!(
+        counts.iter().map(|c| (c.code.as_str(), c.call, c.count)).collect::<Vec<_>>(),
+        [("ATTEMPT_SUPERSEDED", StaleCall::Fail, 1)]
+    );
+    assert_eq!(repo.get(pending.id()).unwrap(), pending, "other rows untouched");
+    assert_eq!(taken_while_down, [false, false], "the old lists of spellings are back");
+    assert_eq!(taken_after_up, [true, true]);
 }
 
 #[test]

@@ -126,6 +126,9 @@ pub enum AttemptEnd {
     LeaseExpired,
     /// The task was cancelled while it ran.
     Cancelled,
+    /// Its worker handed the task back unfinished (it was stopping): the task is runnable
+    /// again at once, and the attempt counts as no failure.
+    Released,
 }
 
 impl AttemptEnd {
@@ -137,6 +140,7 @@ impl AttemptEnd {
             Self::FailedPermanently => "FAILED_PERMANENTLY",
             Self::LeaseExpired => "LEASE_EXPIRED",
             Self::Cancelled => "CANCELLED",
+            Self::Released => "RELEASED",
         }
     }
 
@@ -148,6 +152,7 @@ impl AttemptEnd {
             Self::FailedPermanently,
             Self::LeaseExpired,
             Self::Cancelled,
+            Self::Released,
         ]
         .into_iter()
         .find(|e| e.as_str() == raw)
@@ -288,13 +293,17 @@ mod tests {
         for end in [
             AttemptEnd::Succeeded,
             AttemptEnd::Failed,
+            AttemptEnd::FailedPermanently,
             AttemptEnd::LeaseExpired,
             AttemptEnd::Cancelled,
+            AttemptEnd::Released,
         ] {
             assert_eq!(AttemptEnd::parse(end.as_str()), Some(end));
             assert_eq!(end.to_string(), end.as_str());
         }
+        assert_eq!(AttemptEnd::Released.as_str(), "RELEASED");
         assert_eq!(AttemptEnd::parse("succeeded"), None);
+        assert_eq!(AttemptEnd::parse("released"), None);
     }
 
     #[test]

@@ -128,6 +128,8 @@ pub enum Action {
     Heartbeat,
     /// [`Task::expire_lease`].
     ExpireLease,
+    /// [`Task::release`].
+    Release,
 }
 
 impl fmt::Display for Action {
@@ -140,6 +142,7 @@ impl fmt::Display for Action {
             Self::Rerun => "rerun",
             Self::Heartbeat => "heartbeat",
             Self::ExpireLease => "expire its lease",
+            Self::Release => "release",
         })
     }
 }
@@ -582,6 +585,34 @@ impl Task {
         Ok(Applied::Changed)
     }
 
+    /// Hands the running attempt's task back unfinished, for a worker that is stopping: the
+    /// task is PENDING and runnable at once, and the attempt counts as no failure (neither
+    /// `attempt_count`, `retry_state` nor `last_error` change), so that releasing on the
+    /// last attempt does not fail the task. The attempt ends as [`AttemptEnd::Released`]:
+    /// the same release again is a replay, a success or failure with its token afterwards
+    /// is [`StaleLease::OutcomeConflict`].
+    ///
+    /// A task that is waiting out failures keeps [`RetryState::RetryScheduled`], with its
+    /// `next_run_at` at `now` (such a retry is always scheduled); otherwise it has none.
+    ///
+    /// # Errors
+    /// As [`Task::succeed`], with [`Action::Release`].
+    pub fn release(
+        &mut self,
+        reporter: &Reporter,
+        now: DateTime<Utc>,
+    ) -> Result<Applied, DomainError> {
+        let now = to_micros(now);
+        if let Fence::Replay = self.fence(reporter, Action::Release, Some(AttemptEnd::Released))? {
+            return Ok(Applied::Replayed);
+        }
+        self.end_attempt(AttemptEnd::Released);
+        let next_run_at = (self.retry_state == RetryState::RetryScheduled).then_some(now);
+        self.state = TaskState::Pending { next_run_at };
+        self.touch(now);
+        Ok(Applied::Changed)
+    }
+
     /// Fails the running attempt whose lease ran out, as its worker would have: a retry after
     /// the backoff, or failed for good. The error names the worker.
     ///
@@ -915,7 +946,10 @@ impl Task {
             AttemptEnd::LeaseExpired => StaleLease::LeaseExpired { task, attempt },
             end if Some(end) == as_end => return Ok(Fence::Replay),
             // A heartbeat racing its own worker's report is no stale call, just late.
-            AttemptEnd::Succeeded | AttemptEnd::Failed | AttemptEnd::FailedPermanently
+            AttemptEnd::Succeeded
+            | AttemptEnd::Failed
+            | AttemptEnd::FailedPermanently
+            | AttemptEnd::Released
                 if action == Action::Heartbeat =>
             {
                 return Err(self.refuse(action));
@@ -1148,6 +1182,7 @@ mod tests {
                 let token = tok(u128::from(task.attempt()));
                 task.heartbeat(None, token, lease(), now).map(changed)
             }
+            Action::Release => task.release(&Reporter::anyone(), now),
         }
     }
 
@@ -1170,7 +1205,7 @@ mod tests {
 
     #[test]
     fn every_transition_from_every_status_follows_the_table() {
-        use Action::{Cancel, ExpireLease, Fail, Rerun, Start, Succeed};
+        use Action::{Cancel, ExpireLease, Fail, Release, Rerun, Start, Succeed};
         use TaskStatus::{Cancelled, Failed, Pending, Running, Succeeded};
         // (from, action, status after, or None when refused). Heartbeats always carry a
         // token, so their refusals are stale-lease errors: see the heartbeat tests below.
@@ -1180,33 +1215,38 @@ mod tests {
             (Pending, Fail, None),
             (Pending, Cancel, Some(Cancelled)),
             (Pending, Rerun, None),
+            (Pending, Release, None),
             (Pending, ExpireLease, None),
             (Running, Start, None),
             (Running, Succeed, Some(Succeeded)),
             (Running, Fail, Some(Pending)),
             (Running, Cancel, Some(Cancelled)),
             (Running, Rerun, None),
+            (Running, Release, Some(Pending)),
             (Running, ExpireLease, Some(Pending)),
             (Succeeded, Start, None),
             (Succeeded, Succeed, None),
             (Succeeded, Fail, None),
             (Succeeded, Cancel, None),
             (Succeeded, Rerun, None),
+            (Succeeded, Release, None),
             (Succeeded, ExpireLease, None),
             (Failed, Start, None),
             (Failed, Succeed, None),
             (Failed, Fail, None),
             (Failed, Cancel, None),
             (Failed, Rerun, Some(Pending)),
+            (Failed, Release, None),
             (Failed, ExpireLease, None),
             (Cancelled, Start, None),
             (Cancelled, Succeed, None),
             (Cancelled, Fail, None),
             (Cancelled, Cancel, None),
             (Cancelled, Rerun, Some(Pending)),
+            (Cancelled, Release, None),
             (Cancelled, ExpireLease, None),
         ];
-        assert_eq!(table.len(), TaskStatus::ALL.len() * 6, "every pair is listed");
+        assert_eq!(table.len(), TaskStatus::ALL.len() * 7, "every pair is listed");
 
         for (from, action, expected) in table {
             let mut task = task_in(from);
@@ -2235,6 +2275,12 @@ mod tests {
         reaped_for_good.expire_lease(t0() + secs(60), &BACKOFF).unwrap();
         let mut rerun = failed(3);
         rerun.rerun(t0() + secs(3600)).unwrap();
+        let mut released = running(3);
+        released.release(&fenced(1), t0() + secs(5)).unwrap();
+        let mut released_retry = retry_running.clone();
+        released_retry.release(&fenced(2), t0() + secs(35)).unwrap();
+        let mut restarted_after_release = released.clone();
+        start(&mut restarted_after_release, "w2", t0() + secs(5)).unwrap();
         let mut reachable: Vec<Task> = TaskStatus::ALL.into_iter().map(task_in).collect();
         reachable.extend([
             delayed,
@@ -2249,6 +2295,9 @@ mod tests {
             reaped_for_good,
             failed(1),
             rerun,
+            released,
+            released_retry,
+            restarted_after_release,
         ]);
 
         for task in reachable {
@@ -3038,5 +3087,274 @@ mod tests {
             outcome,
             Err(StaleLease::AttemptSuperseded { task: task_id(), current: 2 }.into())
         );
+    }
+
+    // --- release ---------------------------------------------------------------------------
+
+    /// A task whose attempt 1 (of `tok(1)`) was released at `t0() + 5 s`.
+    fn released(max_attempts: i64) -> Task {
+        let mut task = running(max_attempts);
+        task.release(&fenced(1), t0() + secs(5)).unwrap();
+        task
+    }
+
+    #[test]
+    fn release_puts_the_task_back_to_pending_runnable_at_once_without_counting_a_failure() {
+        let mut task = running(3);
+        let before = task.clone();
+        let at = t0() + secs(5);
+
+        let applied = task.release(&Reporter::lease(Some(worker("w1")), tok(1)), at);
+
+        assert_eq!(applied, Ok(Applied::Changed));
+        assert_eq!(task.status(), TaskStatus::Pending);
+        assert_eq!(task.retry_state(), RetryState::None);
+        assert_eq!(task.attempt_count(), 0, "a release is no failure");
+        assert_eq!(task.attempt(), 1);
+        assert_eq!(task.next_run_at(), None);
+        assert_eq!(task.last_error(), None);
+        assert_eq!(
+            (task.lease(), task.worker_id(), task.processing_started_at(), task.completed_at()),
+            (None, None, None, None)
+        );
+        assert_eq!(
+            task.last_ended().copied(),
+            Some(EndedAttempt { attempt: 1, token: tok(1), end: AttemptEnd::Released })
+        );
+        assert_eq!(task.version(), before.version() + 1);
+        assert_eq!(task.updated_at(), at);
+        assert!(task.is_runnable_at(at), "runnable at once, no backoff");
+        task.check_invariants().unwrap();
+        start(&mut task, "w2", at).unwrap();
+        assert_eq!((task.attempt(), task.attempt_count()), (2, 0));
+    }
+
+    #[test]
+    fn releasing_a_retry_keeps_its_failures_and_retry_state_and_makes_it_runnable_at_once() {
+        let mut task = running(3);
+        task.fail_and_schedule_retry(&fenced(1), "flaky", t0(), &BACKOFF).unwrap();
+        let due = task.next_run_at().unwrap();
+        start(&mut task, "w1", due).unwrap();
+        let at = due + secs(7);
+
+        task.release(&fenced(2), at).unwrap();
+
+        assert_eq!(task.status(), TaskStatus::Pending);
+        assert_eq!(task.retry_state(), RetryState::RetryScheduled);
+        assert_eq!(task.attempt_count(), 1);
+        assert_eq!(task.last_error(), Some("flaky"));
+        assert_eq!(task.next_run_at(), Some(at), "a scheduled retry has a nextRunAt: now");
+        assert!(task.is_runnable_at(at));
+        assert_eq!(task.last_ended().map(|e| (e.attempt, e.end)), Some((2, AttemptEnd::Released)));
+        task.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn releasing_the_last_attempt_does_not_fail_the_task() {
+        for max_attempts in [1, 2] {
+            let mut task = pending(max_attempts);
+            let mut now = t0();
+            for _ in 1..max_attempts {
+                start(&mut task, "w1", now).unwrap();
+                task.fail_and_schedule_retry(&Reporter::anyone(), "flaky", now, &BACKOFF).unwrap();
+                now = task.next_run_at().unwrap();
+            }
+            start(&mut task, "w1", now).unwrap();
+            let last = u128::from(task.attempt());
+
+            task.release(&fenced(last), now + secs(1)).unwrap();
+
+            assert_eq!(task.status(), TaskStatus::Pending, "{max_attempts} attempts");
+            assert_eq!(task.attempt_count(), task.max_attempts().get() - 1);
+            assert!(task.is_runnable_at(now + secs(1)));
+            task.check_invariants().unwrap();
+            // The budget is still there: the next attempt's failure is the one that counts.
+            start(&mut task, "w2", now + secs(1)).unwrap();
+            task.fail_and_schedule_retry(&fenced(last + 1), "boom", now + secs(2), &BACKOFF)
+                .unwrap();
+            assert_eq!(task.status(), TaskStatus::Failed);
+            assert_eq!(task.retry_state(), RetryState::Exhausted);
+            assert_eq!(task.attempt_count(), task.max_attempts().get());
+        }
+    }
+
+    #[test]
+    fn a_repeated_release_with_the_same_token_is_a_replay_that_changes_nothing() {
+        let mut task = released(3);
+        let stored = task.clone();
+
+        let replay = task.release(&Reporter::lease(Some(worker("w1")), tok(1)), t0() + secs(9));
+
+        assert_eq!(replay, Ok(Applied::Replayed));
+        assert_eq!(task, stored, "version and updatedAt too");
+
+        start(&mut task, "w2", t0() + secs(10)).unwrap();
+        let stored = task.clone();
+
+        let replay = task.release(&fenced(1), t0() + secs(11));
+
+        assert_eq!(replay, Ok(Applied::Replayed), "while the next attempt runs too");
+        assert_eq!(task, stored);
+    }
+
+    #[test]
+    fn a_success_or_failure_after_a_release_with_the_same_token_is_an_outcome_conflict() {
+        let conflict: DomainError = StaleLease::OutcomeConflict {
+            task: task_id(),
+            attempt: 1,
+            recorded: AttemptEnd::Released,
+        }
+        .into();
+        let mut waiting = released(3);
+        let mut taken_again = released(3);
+        start(&mut taken_again, "w2", t0() + secs(6)).unwrap();
+
+        for task in [&mut waiting, &mut taken_again] {
+            assert_unchanged_by(
+                task,
+                "success after a release",
+                |t| t.succeed(&fenced(1), None, t0() + secs(7)),
+                &conflict,
+            );
+            assert_unchanged_by(
+                task,
+                "failure after a release",
+                |t| t.fail_and_schedule_retry(&fenced(1), "boom", t0() + secs(7), &BACKOFF),
+                &conflict,
+            );
+            assert_unchanged_by(
+                task,
+                "permanent failure after a release",
+                |t| t.fail_permanently(&fenced(1), "bad", t0() + secs(7)),
+                &conflict,
+            );
+        }
+    }
+
+    #[test]
+    fn a_release_after_a_report_with_the_same_token_is_an_outcome_conflict() {
+        let mut succeeded = running(3);
+        succeeded.succeed(&fenced(1), None, t0() + secs(1)).unwrap();
+        let mut failed = running(3);
+        failed.fail_and_schedule_retry(&fenced(1), "boom", t0() + secs(1), &BACKOFF).unwrap();
+        for (mut task, recorded) in [
+            (succeeded, AttemptEnd::Succeeded),
+            (failed, AttemptEnd::Failed),
+            (failed_permanently(3), AttemptEnd::FailedPermanently),
+        ] {
+            assert_unchanged_by(
+                &mut task,
+                "release after a report",
+                |t| t.release(&fenced(1), t0() + secs(2)),
+                &StaleLease::OutcomeConflict { task: task_id(), attempt: 1, recorded }.into(),
+            );
+        }
+    }
+
+    #[test]
+    fn a_heartbeat_after_a_release_is_late_until_a_newer_attempt_starts() {
+        let mut task = released(3);
+
+        assert_unchanged_by(
+            &mut task,
+            "heartbeat after a release",
+            |t| t.heartbeat(Some(&worker("w1")), tok(1), lease(), t0() + secs(6)),
+            &DomainError::InvalidTransition {
+                task: task_id(),
+                from: TaskStatus::Pending,
+                action: Action::Heartbeat,
+            },
+        );
+
+        start(&mut task, "w2", t0() + secs(7)).unwrap();
+
+        assert_unchanged_by(
+            &mut task,
+            "heartbeat after a release and a new start",
+            |t| t.heartbeat(Some(&worker("w1")), tok(1), lease(), t0() + secs(8)),
+            &StaleLease::AttemptSuperseded { task: task_id(), current: 2 }.into(),
+        );
+    }
+
+    #[test]
+    fn a_release_with_a_stale_token_is_refused_with_the_code_that_fits() {
+        let mut reaped = running(3);
+        reaped.expire_lease(t0() + secs(60), &BACKOFF).unwrap();
+        let mut reaped_and_restarted = reaped.clone();
+        start(&mut reaped_and_restarted, "w2", t0() + secs(90)).unwrap();
+        let mut cancelled = running(3);
+        cancelled.cancel(t0() + secs(1)).unwrap();
+        let cases: [(&str, Task, LeaseToken, StaleLease); 4] = [
+            ("reaped", reaped, tok(1), StaleLease::LeaseExpired { task: task_id(), attempt: 1 }),
+            (
+                "reaped and restarted",
+                reaped_and_restarted,
+                tok(1),
+                StaleLease::AttemptSuperseded { task: task_id(), current: 2 },
+            ),
+            (
+                "cancelled while running",
+                cancelled,
+                tok(1),
+                StaleLease::TaskCancelled { task: task_id(), attempt: 1 },
+            ),
+            (
+                "running with a token never handed out",
+                running(3),
+                tok(99),
+                StaleLease::AttemptSuperseded { task: task_id(), current: 1 },
+            ),
+        ];
+
+        for (what, mut task, token, refusal) in cases {
+            assert_unchanged_by(
+                &mut task,
+                what,
+                |t| t.release(&Reporter::lease(None, token), t0() + secs(120)),
+                &refusal.into(),
+            );
+        }
+    }
+
+    #[test]
+    fn a_release_from_another_worker_is_refused_with_worker_mismatch() {
+        for reporter in
+            [Reporter::worker(worker("w2")), Reporter::lease(Some(worker("w2")), tok(1))]
+        {
+            let mut task = running(3);
+
+            assert_unchanged_by(
+                &mut task,
+                "release from w2",
+                |t| t.release(&reporter, t0() + secs(1)),
+                &DomainError::WorkerMismatch {
+                    task: task_id(),
+                    holder: worker("w1"),
+                    caller: worker("w2"),
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn a_release_without_a_token_is_accepted_only_while_the_task_runs() {
+        for reporter in [Reporter::anyone(), Reporter::worker(worker("w1"))] {
+            let mut task = running(3);
+
+            assert_eq!(task.release(&reporter, t0() + secs(1)), Ok(Applied::Changed));
+            assert_eq!(task.status(), TaskStatus::Pending);
+
+            // Unfenced, a repeat is no replay: the task is no longer running.
+            assert_unchanged_by(
+                &mut task,
+                "second release",
+                |t| t.release(&reporter, t0() + secs(2)),
+                &DomainError::InvalidTransition {
+                    task: task_id(),
+                    from: TaskStatus::Pending,
+                    action: Action::Release,
+                },
+            );
+        }
     }
 }

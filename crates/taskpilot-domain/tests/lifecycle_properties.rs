@@ -6,7 +6,7 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use proptest::prelude::*;
 use serde_json::json;
 use taskpilot_domain::{
-    Applied, AttemptEnd, BackoffPolicy, DomainError, EndedAttempt, ExponentialBackoff,
+    Action, Applied, AttemptEnd, BackoffPolicy, DomainError, EndedAttempt, ExponentialBackoff,
     LeaseDuration, LeaseToken, MaxAttempts, NewTask, QueueName, Reporter, RetryState, StaleLease,
     Task, TaskId, TaskName, TaskStatus, WorkerId,
 };
@@ -45,6 +45,8 @@ enum Op {
     Fail(Who, Token, String),
     /// A failure no retry can fix: `fail` with `retryable: false`.
     FailPermanently(Who, Token, String),
+    /// A worker handing the task back unfinished: runnable again at once, no failure counted.
+    Release(Who, Token),
     ExpireLease,
     Cancel,
     Rerun,
@@ -77,6 +79,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (who(), token(), any::<bool>()).prop_map(|(w, t, r)| Op::Succeed(w, t, r)),
         3 => (who(), token(), "[a-z ]{0,12}").prop_map(|(w, t, e)| Op::Fail(w, t, e)),
         1 => (who(), token(), "[a-z ]{0,12}").prop_map(|(w, t, e)| Op::FailPermanently(w, t, e)),
+        2 => (who(), token()).prop_map(|(w, t)| Op::Release(w, t)),
         2 => Just(Op::ExpireLease),
         1 => Just(Op::Cancel),
         1 => Just(Op::Rerun),
@@ -169,7 +172,10 @@ fn check_stale(
             if as_end.is_none()
                 && matches!(
                     e.end,
-                    AttemptEnd::Succeeded | AttemptEnd::Failed | AttemptEnd::FailedPermanently
+                    AttemptEnd::Succeeded
+                        | AttemptEnd::Failed
+                        | AttemptEnd::FailedPermanently
+                        | AttemptEnd::Released
                 ) => {}
         (outcome, ended) => {
             prop_assert!(false, "stale call answered {:?} (last ended {:?})", outcome, ended);
@@ -392,6 +398,64 @@ proptest! {
                                     Err(DomainError::InvalidTransition { .. })
                                 );
                                 prop_assert!(refused, "refused like fail: {:?}", outcome);
+                            }
+                        }
+                    }
+                    Some(outcome)
+                }
+                Op::Release(who, which) => {
+                    let caller = worker_for(&pool, &task, *who);
+                    let token = token_for(&task, *which);
+                    let reporter = Reporter { worker_id: caller.clone(), lease_token: token };
+                    let outcome = task.release(&reporter, now);
+                    match token {
+                        // A release ends the attempt as RELEASED: only a release replays it.
+                        Some(token) if !is_live(&before, Some(token)) => {
+                            check_stale(&before, token, Some(AttemptEnd::Released), &outcome)?;
+                        }
+                        _ => {
+                            let allowed = before.status() == TaskStatus::Running
+                                && caller.as_ref().is_none_or(|c| Some(c) == before.worker_id());
+                            prop_assert_eq!(outcome.is_ok(), allowed);
+                            if allowed {
+                                // Back to PENDING, runnable now, and no failure counted.
+                                prop_assert_eq!(&outcome, &Ok(Applied::Changed));
+                                prop_assert_eq!(task.status(), TaskStatus::Pending);
+                                prop_assert!(task.is_runnable_at(now));
+                                prop_assert_eq!(task.attempt(), before.attempt());
+                                prop_assert_eq!(task.attempt_count(), before.attempt_count());
+                                prop_assert_eq!(task.retry_state(), before.retry_state());
+                                prop_assert_eq!(task.last_error(), before.last_error());
+                                let retrying = before.retry_state() == RetryState::RetryScheduled;
+                                prop_assert_eq!(task.next_run_at(), retrying.then_some(now));
+                                prop_assert_eq!(
+                                    task.last_ended(),
+                                    Some(&EndedAttempt {
+                                        attempt: before.attempt(),
+                                        token: before.lease().unwrap().token,
+                                        end: AttemptEnd::Released,
+                                    })
+                                );
+                            } else if let (Some(caller), Some(holder), Err(e)) =
+                                (&caller, before.worker_id(), &outcome)
+                            {
+                                prop_assert_eq!(
+                                    e,
+                                    &DomainError::WorkerMismatch {
+                                        task: task.id(),
+                                        holder: holder.clone(),
+                                        caller: caller.clone(),
+                                    }
+                                );
+                            } else {
+                                prop_assert_eq!(
+                                    &outcome,
+                                    &Err(DomainError::InvalidTransition {
+                                        task: task.id(),
+                                        from: before.status(),
+                                        action: Action::Release,
+                                    })
+                                );
                             }
                         }
                     }

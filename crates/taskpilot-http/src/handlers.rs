@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use crate::dto::{
     self, ClaimTasksRequest, CreateTaskRequest, FailTaskRequest, HeartbeatRequest, ListTasksQuery,
-    StartTaskRequest, SucceedTaskRequest, TaskEventListResponse,
+    ReleaseTaskRequest, StartTaskRequest, SucceedTaskRequest, TaskEventListResponse,
 };
 use crate::error::ApiError;
 use crate::wake::{wake_when_due, Wake, WakeHub};
@@ -174,8 +174,8 @@ pub async fn create_task_batch(
         .json(CreateTaskBatchResponse { items: tasks.iter().map(dto::task_response).collect() }))
 }
 
-/// One outcome of a batch completion, validated: the same rules as a single succeed or fail,
-/// except that the lease token is required.
+/// One outcome of a batch completion, validated: the same rules as a single succeed, fail or
+/// release, except that the lease token is required.
 fn completion(item: &CompletionItem) -> Result<Completion, ApiError> {
     let worker = item.worker_id.as_deref().map(WorkerId::parse).transpose()?;
     let token = parse_token(&item.lease_token)?;
@@ -204,6 +204,14 @@ fn completion(item: &CompletionItem) -> Result<Completion, ApiError> {
             };
             Outcome::Failed { error, retryable: item.retryable.unwrap_or(true) }
         }
+        CompletionOutcome::Released => {
+            if item.result.is_some() || item.error_message.is_some() || item.retryable.is_some() {
+                return Err(ApiError::Validation(
+                    "result, errorMessage and retryable are not for outcome released".to_owned(),
+                ));
+            }
+            Outcome::Released
+        }
     };
     Ok(Completion {
         id: TaskId::from_uuid(item.id),
@@ -225,8 +233,9 @@ fn failed_item(id: Uuid, error: &ApiError) -> CompletionResult {
 /// `POST /api/tasks/complete`: up to [`MAX_BATCH`] outcomes in one round trip, each fenced by
 /// its lease token and answered on its own, in the order given: 200 with the task, or the
 /// status and problem body the single succeed or fail would have answered (400 for an item
-/// whose values are invalid, 404, 409). Only a body that cannot be read, or that holds no
-/// item or too many, fails the whole request.
+/// whose values are invalid, 404, 409). An outcome is `succeeded`, `failed` or `released`.
+/// Only a body that cannot be read, or that holds no item or too many, fails the whole
+/// request.
 pub async fn complete_tasks(
     service: web::Data<TaskService>,
     hub: web::Data<WakeHub>,
@@ -470,6 +479,27 @@ pub async fn fail_task(
     } else {
         run(&service, move |s| s.fail_permanently(id, &reporter, &message)).await?
     };
+    if let Some(next_run_at) = task.next_run_at() {
+        wake_when_due(&hub.into_inner(), next_run_at, service.now());
+    }
+    Ok(task_ok(&task))
+}
+
+/// `PUT /api/tasks/{id}/release`: RUNNING back to PENDING, runnable at once, for a worker that
+/// will not finish the task (it is stopping). No failure is counted, so a release on the last
+/// attempt does not fail the task. Fenced as succeed: a repeat with the same token answers 200
+/// with the stored task, a late success or failure with it 409 OUTCOME_CONFLICT.
+pub async fn release_task(
+    service: web::Data<TaskService>,
+    hub: web::Data<WakeHub>,
+    path: web::Path<String>,
+    body: web::Json<ReleaseTaskRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_task_id(&path)?;
+    let body = body.into_inner();
+    let reporter = reporter(body.worker_id.as_deref(), Some(&body.lease_token))?;
+    let task = run(&service, move |s| s.release(id, &reporter)).await?;
+    // A released retry keeps a nextRunAt (now): wake this server's waiting claims for it too.
     if let Some(next_run_at) = task.next_run_at() {
         wake_when_due(&hub.into_inner(), next_run_at, service.now());
     }

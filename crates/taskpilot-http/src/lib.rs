@@ -138,6 +138,7 @@ fn routes(cfg: &mut web::ServiceConfig, batch_limit: usize) {
         ("heartbeat", web::put().to(heartbeat_task)),
         ("succeed", web::put().to(succeed_task)),
         ("fail", web::put().to(fail_task)),
+        ("release", web::put().to(release_task)),
         ("cancel", web::put().to(cancel_task)),
         ("rerun", web::put().to(rerun_task)),
     ] {

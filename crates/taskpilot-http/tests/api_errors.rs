@@ -563,6 +563,9 @@ fn ended_task(how: &str) -> Task {
         "succeeded" => {
             task.succeed(&holder, Some(json!({"n": 1})), now()).unwrap();
         }
+        "released" => {
+            task.release(&holder, now()).unwrap();
+        }
         other => panic!("no such ending: {other}"),
     }
     task
@@ -874,6 +877,7 @@ async fn a_lease_token_that_is_not_a_token_fails_validation() {
         ("heartbeat", json!({ "workerId": "w", "leaseToken": "not-a-token" })),
         ("succeed", json!({ "leaseToken": "" })),
         ("fail", json!({ "errorMessage": "x", "leaseToken": "1234" })),
+        ("release", json!({ "workerId": "w", "leaseToken": "not-a-token" })),
     ] {
         let reply =
             send(MockTaskRepository::new(), put_json(&format!("/api/tasks/{id}/{action}"), body))
@@ -1381,6 +1385,18 @@ async fn invalid_items_are_answered_alone_and_the_rest_still_complete() {
             json!({"id": id, "leaseToken": TOKEN, "outcome": "succeeded", "result": "\u{0}"}),
             "items[0].result",
         ),
+        (
+            json!({"id": id, "leaseToken": TOKEN, "outcome": "released", "errorMessage": "x"}),
+            "items[0].result, errorMessage and retryable are not for outcome released",
+        ),
+        (
+            json!({"id": id, "leaseToken": TOKEN, "outcome": "released", "result": 1}),
+            "items[0].result, errorMessage",
+        ),
+        (
+            json!({"id": id, "leaseToken": TOKEN, "outcome": "released", "retryable": true}),
+            "items[0].result, errorMessage",
+        ),
     ] {
         let items = json!([item, {"id": id, "leaseToken": TOKEN, "outcome": "succeeded"}]);
 
@@ -1443,4 +1459,191 @@ async fn the_batch_answers_read_back_as_the_shared_api_types() {
     let error = answer.items[1].error.as_ref().unwrap();
     assert_eq!(error.problem_code(), Some(taskpilot_api::ProblemCode::TaskNotFound));
     assert_eq!(error.status, 404);
+}
+
+// --- Release -------------------------------------------------------------------------------
+
+fn put_release(id: TaskId, body: Value) -> TestRequest {
+    put_json(&format!("/api/tasks/{id}/release"), body)
+}
+
+#[actix_web::test]
+async fn a_release_answers_200_with_the_task_pending_runnable_and_no_failure_counted() {
+    let task = running_task("worker-1");
+    let id = task.id();
+    let mut repo = MockTaskRepository::new();
+    repo.expect_get().returning(move |_| Ok(task.clone()));
+    repo.expect_update()
+        .withf(|t, v, e| {
+            *v == 2
+                && t.status() == TaskStatus::Pending
+                && t.attempt_count() == 0
+                && e.is_some_and(|e| e.from == Some(TaskStatus::Running) && e.error.is_none())
+        })
+        .times(1)
+        .returning(|_, _, _| Ok(()));
+    repo.expect_record_rejection().never();
+
+    let reply =
+        send(repo, put_release(id, json!({ "workerId": "worker-1", "leaseToken": TOKEN }))).await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["status"], "PENDING");
+    assert_eq!(reply.body["retryState"], "NONE");
+    assert_eq!(
+        (reply.body["attempt"].as_u64(), reply.body["attemptCount"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(reply.body["nextRunAt"], Value::Null, "runnable at once");
+    assert_eq!(reply.body["lastError"], Value::Null);
+    assert_eq!(reply.body["workerId"], Value::Null);
+    assert!(reply.body.get("leaseToken").is_none(), "{}", reply.body);
+}
+
+#[actix_web::test]
+async fn a_release_with_a_stale_token_gets_the_fencing_code_of_a_succeed_and_is_recorded() {
+    let cases = [
+        (ended_task("expired"), TOKEN, "LEASE_EXPIRED"),
+        (ended_task("cancelled"), TOKEN, "TASK_CANCELLED"),
+        (ended_task("succeeded"), TOKEN, "OUTCOME_CONFLICT"),
+        (running_task("worker-1"), OTHER_TOKEN, "ATTEMPT_SUPERSEDED"),
+    ];
+    for (task, token, code) in cases {
+        let id = task.id();
+        let mut repo = MockTaskRepository::new();
+        repo.expect_get().returning(move |_| Ok(task.clone()));
+        repo.expect_update().never();
+        repo.expect_record_rejection()
+            .withf(move |e| {
+                e.rejected == Some(Rejection { code: code.to_owned(), call: StaleCall::Release })
+            })
+            .times(1)
+            .returning(|_| Ok(()));
+
+        let reply =
+            send(repo, put_release(id, json!({ "workerId": "worker-1", "leaseToken": token })))
+                .await;
+
+        reply.assert_problem(StatusCode::CONFLICT, code);
+    }
+}
+
+#[actix_web::test]
+async fn a_release_by_another_worker_is_a_409_worker_mismatch() {
+    let task = running_task("worker-1");
+    let id = task.id();
+
+    let reply = send(
+        repo_returning(task),
+        put_release(id, json!({ "workerId": "worker-2", "leaseToken": TOKEN })),
+    )
+    .await;
+
+    reply.assert_problem(StatusCode::CONFLICT, "WORKER_MISMATCH");
+}
+
+#[actix_web::test]
+async fn a_replayed_release_is_a_200_and_a_late_outcome_with_its_token_a_409_outcome_conflict() {
+    let task = ended_task("released");
+    let id = task.id();
+    let mut repo = MockTaskRepository::new();
+    let stored = task.clone();
+    repo.expect_get().returning(move |_| Ok(stored.clone()));
+    repo.expect_update().never();
+    repo.expect_record_rejection().never();
+
+    let replay = send(repo, put_release(id, json!({ "leaseToken": TOKEN }))).await;
+    let late = send(
+        repo_returning(task.clone()),
+        put_json(&format!("/api/tasks/{id}/succeed"), json!({ "leaseToken": TOKEN })),
+    )
+    .await;
+
+    assert_eq!(replay.status, StatusCode::OK, "{}", replay.body);
+    assert_eq!(replay.body["status"], "PENDING");
+    assert_eq!(replay.body["updatedAt"], taskpilot_http::dto::format_time(task.updated_at()));
+    late.assert_problem(StatusCode::CONFLICT, "OUTCOME_CONFLICT");
+    assert_eq!(late.body["recordedOutcome"], "RELEASED");
+}
+
+#[actix_web::test]
+async fn a_release_of_a_task_that_is_not_running_is_a_409_attempt_superseded() {
+    // The token is required over HTTP, so the foundation's unfenced rule (INVALID_TRANSITION)
+    // does not apply: a pending task that never handed the token out says it is not its own.
+    let task = pending_task(None);
+    let id = task.id();
+
+    let reply = send(repo_returning(task), put_release(id, json!({ "leaseToken": TOKEN }))).await;
+
+    reply.assert_problem(StatusCode::CONFLICT, "ATTEMPT_SUPERSEDED");
+    assert_eq!(reply.body["currentAttempt"], 0);
+}
+
+#[actix_web::test]
+async fn a_release_needs_its_lease_token_and_takes_no_other_fields() {
+    let id = task_id();
+
+    let no_token = send(untouched_repo(), put_release(id, json!({ "workerId": "w" }))).await;
+    let unknown = send(
+        untouched_repo(),
+        put_release(id, json!({ "leaseToken": TOKEN, "errorMessage": "stopping" })),
+    )
+    .await;
+    let bad_worker =
+        send(untouched_repo(), put_release(id, json!({ "workerId": " ", "leaseToken": TOKEN })))
+            .await;
+    let wrong_method = send(
+        untouched_repo(),
+        TestRequest::post().uri(&format!("/api/tasks/{id}/release")).set_json(json!({})),
+    )
+    .await;
+
+    no_token.assert_problem(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST");
+    assert!(no_token.detail().contains("leaseToken"), "{}", no_token.detail());
+    unknown.assert_problem(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST");
+    assert!(unknown.detail().contains("errorMessage"), "{}", unknown.detail());
+    bad_worker.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
+    wrong_method.assert_problem(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED");
+    assert_eq!(wrong_method.headers.get("allow").unwrap(), "PUT");
+}
+
+#[actix_web::test]
+async fn a_batch_completion_releases_items_with_outcome_released() {
+    let first = running_task("w1");
+    let retry = {
+        let mut task = running_task("w1");
+        let backoff = FixedBackoff(TimeDelta::zero());
+        task.fail_and_schedule_retry(&Reporter::lease(None, token()), "flaky", now(), &backoff)
+            .unwrap();
+        task.start(
+            &WorkerId::parse("w1").unwrap(),
+            LeaseToken::parse(OTHER_TOKEN).unwrap(),
+            lease(),
+            now(),
+        )
+        .unwrap();
+        task
+    };
+    let items = json!([
+        {"id": first.id().to_string(), "leaseToken": TOKEN, "workerId": "w1", "outcome": "released"},
+        {"id": retry.id().to_string(), "leaseToken": OTHER_TOKEN, "outcome": "released"},
+        {"id": first.id().to_string(), "leaseToken": TOKEN, "outcome": "succeeded"},
+    ]);
+    let repo = repo_holding(vec![first.clone(), retry.clone()]);
+
+    let reply = send(repo, post_json("/api/tasks/complete", json!({ "items": items }))).await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let answers = reply.body["items"].as_array().unwrap();
+    let statuses: Vec<u64> = answers.iter().map(|a| a["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [200, 200, 409]);
+    assert_eq!(answers[0]["task"]["status"], "PENDING");
+    assert_eq!(answers[0]["task"]["attemptCount"], 0);
+    assert_eq!(answers[0]["task"]["nextRunAt"], Value::Null);
+    assert_eq!(answers[1]["task"]["status"], "PENDING");
+    assert_eq!(answers[1]["task"]["retryState"], "RETRY_SCHEDULED");
+    assert_eq!(answers[1]["task"]["attemptCount"], 1);
+    assert!(answers[1]["task"]["nextRunAt"].is_string(), "a scheduled retry, due now");
+    assert_eq!(answers[2]["error"]["code"], "OUTCOME_CONFLICT");
+    assert_eq!(answers[2]["error"]["recordedOutcome"], "RELEASED");
 }

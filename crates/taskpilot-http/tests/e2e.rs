@@ -1409,3 +1409,148 @@ async fn a_fail_with_retryable_false_fails_the_task_at_once_with_attempts_left()
     assert_eq!(stored.assert_status(StatusCode::OK), failed);
     app.stop().await;
 }
+
+// --- Release ---------------------------------------------------------------------------------
+
+#[actix_web::test]
+async fn a_released_task_is_claimable_again_at_once_and_its_token_speaks_for_nothing_more() {
+    let db = TestDatabase::new();
+    let app = TestApp::on(&db, TimeDelta::seconds(60));
+    let id = id_of(&app.create(json!({ "name": "handed-back", "maxAttempts": 3 })).await);
+    let first = app.claim(json!({ "workerId": "w1" })).await;
+    let token = token_of(&first[0]);
+    let release = json!({ "workerId": "w1", "leaseToken": token });
+
+    let released = app.transition(&id, "release", Some(release.clone())).await;
+    let again = app.claim(json!({ "workerId": "w2" })).await;
+    let replay = app.transition(&id, "release", Some(release)).await;
+    let late_success = app
+        .transition(&id, "succeed", Some(json!({ "workerId": "w1", "leaseToken": token })))
+        .await;
+    let late_heartbeat = app
+        .transition(&id, "heartbeat", Some(json!({ "workerId": "w1", "leaseToken": token })))
+        .await;
+
+    let released = released.assert_status(StatusCode::OK);
+    assert_eq!(released["status"], "PENDING");
+    assert_eq!(released["retryState"], "NONE");
+    assert_eq!(
+        (released["attempt"].as_u64(), released["attemptCount"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert!(released["nextRunAt"].is_null() && released["lastError"].is_null(), "{released}");
+    assert_eq!(ids(&again), std::slice::from_ref(&id), "claimable again at once, no backoff");
+    assert_eq!(again[0]["attempt"], 2);
+    assert_eq!(again[0]["attemptCount"], 0, "the release counted no failure");
+    assert_ne!(token_of(&again[0]), token);
+    let replay = replay.assert_status(StatusCode::OK);
+    assert_eq!((&replay["status"], &replay["workerId"]), (&json!("RUNNING"), &json!("w2")));
+    assert!(replay.get("leaseToken").is_none(), "the new attempt's token stays secret");
+    late_success.assert_problem(StatusCode::CONFLICT, "OUTCOME_CONFLICT");
+    assert_eq!(late_success.body["recordedOutcome"], "RELEASED");
+    late_heartbeat.assert_problem(StatusCode::CONFLICT, "ATTEMPT_SUPERSEDED");
+    let events = app.events(&id).await;
+    let transitions: Vec<(&Value, &Value, &Value)> = events
+        .iter()
+        .filter(|e| e["rejectedCode"].is_null())
+        .map(|e| (&e["from"], &e["to"], &e["workerId"]))
+        .collect();
+    assert_eq!(
+        transitions,
+        [
+            (&Value::Null, &json!("PENDING"), &Value::Null),
+            (&json!("PENDING"), &json!("RUNNING"), &json!("w1")),
+            (&json!("RUNNING"), &json!("PENDING"), &json!("w1")),
+            (&json!("PENDING"), &json!("RUNNING"), &json!("w2")),
+        ]
+    );
+    assert!(events[2]["error"].is_null(), "a release records no error: {events:?}");
+    let stats = app.get("/api/stats/rejections").await;
+    let stats = stats.assert_status(StatusCode::OK);
+    assert_eq!(stats["staleSuccesses"], 0, "a success after a release is no second run");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn releasing_the_last_attempt_does_not_fail_the_task_and_a_batch_can_release_too() {
+    let db = TestDatabase::new();
+    let (app, clock) = TestApp::with_clock(&db);
+    let only = id_of(&app.create(json!({ "name": "one-shot", "maxAttempts": 1 })).await);
+    let retried = id_of(&app.create(json!({ "name": "second-try", "maxAttempts": 2 })).await);
+    let claimed = app.claim(json!({ "workerId": "w", "limit": 2 })).await;
+    let token: BTreeMap<String, String> = claimed.iter().map(|t| (id_of(t), token_of(t))).collect();
+    // `retried` fails once, so that its next attempt is its last.
+    let failed = app
+        .transition(
+            &retried,
+            "fail",
+            Some(
+                json!({ "workerId": "w", "leaseToken": token[&retried], "errorMessage": "flaky" }),
+            ),
+        )
+        .await;
+    failed.assert_status(StatusCode::OK);
+    clock.advance(TimeDelta::seconds(20));
+    let last = app.claim(json!({ "workerId": "w" })).await;
+    assert_eq!((id_of(&last[0]), &last[0]["attempt"]), (retried.clone(), &json!(2)));
+
+    let single = app
+        .transition(&only, "release", Some(json!({ "workerId": "w", "leaseToken": token[&only] })))
+        .await;
+    let batch = app
+        .complete(json!([
+            { "id": retried, "leaseToken": token_of(&last[0]), "workerId": "w", "outcome": "released" },
+        ]))
+        .await;
+    let again = app.claim(json!({ "workerId": "w2", "limit": 10 })).await;
+
+    let single = single.assert_status(StatusCode::OK);
+    assert_eq!((&single["status"], &single["retryState"]), (&json!("PENDING"), &json!("NONE")));
+    assert_eq!(single["attemptCount"], 0);
+    assert_eq!(batch[0]["status"], 200, "{batch:?}");
+    let released = &batch[0]["task"];
+    assert_eq!(released["status"], "PENDING", "not FAILED: a release is no failure");
+    assert_eq!(released["retryState"], "RETRY_SCHEDULED");
+    assert_eq!(released["attemptCount"], 1);
+    assert_eq!(released["lastError"], "flaky");
+    assert_eq!(time(&released["nextRunAt"]), time(&released["updatedAt"]), "due at once");
+    let mut attempts: Vec<(String, u64, u64)> = again
+        .iter()
+        .map(|t| (id_of(t), t["attempt"].as_u64().unwrap(), t["attemptCount"].as_u64().unwrap()))
+        .collect();
+    attempts.sort();
+    let mut expected = vec![(only.clone(), 2, 0), (retried.clone(), 3, 1)];
+    expected.sort();
+    assert_eq!(attempts, expected, "both claimable again at once");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_waiting_claim_wakes_up_when_a_task_is_released() {
+    let db = TestDatabase::new();
+    let app = TestApp::on(&db, TimeDelta::seconds(60));
+    let id = id_of(&app.create(json!({ "name": "handed-back" })).await);
+    let token = token_of(&app.claim(json!({ "workerId": "w1" })).await[0]);
+    let waiting = app.client.post(format!("{}/api/tasks/claim", app.base));
+    let started = Instant::now();
+    let claim = actix_web::rt::spawn(async move {
+        let reply = TestApp::read(
+            waiting.send_json(&json!({ "workerId": "w2", "waitMs": 10_000 })).await.unwrap(),
+        )
+        .await;
+        (reply.status, reply.body, started.elapsed())
+    });
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+
+    let released = app
+        .transition(&id, "release", Some(json!({ "workerId": "w1", "leaseToken": token })))
+        .await;
+
+    released.assert_status(StatusCode::OK);
+    let (status, body, waited) = claim.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(ids(body["items"].as_array().unwrap()), [id]);
+    assert_eq!(body["items"][0]["attempt"], 2);
+    assert!(waited < Duration::from_secs(5), "the claim waited {waited:?}");
+    app.stop().await;
+}
