@@ -16,10 +16,9 @@ use crate::with_connect_timeout;
 /// The channel the `tasks` trigger notifies; the payload is the task's queue.
 pub const RUNNABLE_CHANNEL: &str = "taskpilot_runnable";
 
-/// How often the listener looks for notifications. Looking costs no query (libpq only
-/// consumes what the server already sent on the socket), and half this interval is added on
-/// average to a long-poll wake-up from another server: keep it short.
-const POLL: Duration = Duration::from_millis(5);
+/// How often the listener looks for notifications. Looking costs no query: libpq only
+/// consumes what the server already sent on the socket.
+const POLL: Duration = Duration::from_millis(20);
 /// How often an idle listener checks its connection with a query: a peer that vanished
 /// without closing the socket (a dead host, a cut network) shows no other sign.
 const HEALTH_CHECK: Duration = Duration::from_secs(10);

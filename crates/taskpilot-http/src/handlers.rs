@@ -97,31 +97,14 @@ fn holder_ok(task: &Task) -> HttpResponse {
 /// `POST /api/tasks`: 201 with the task and its Location.
 pub async fn create_task(
     service: web::Data<TaskService>,
-    hub: web::Data<WakeHub>,
     body: web::Json<CreateTaskRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let request = create_request(body.into_inner())?;
     let task = run(&service, move |s| s.create(request)).await?;
     Span::current().record("task_id", tracing::field::display(task.id()));
-    wake_for_new(&hub.into_inner(), std::slice::from_ref(&task), service.now());
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/tasks/{}", task.id())))
         .json(dto::task_response(&task)))
-}
-
-/// Wakes this server's waiting claims for tasks it just created: at once for a runnable one,
-/// when due for one delayed by a moment. Claims waiting on other servers hear of them through
-/// PostgreSQL's NOTIFY; this saves the local ones that detour.
-fn wake_for_new(
-    hub: &std::sync::Arc<WakeHub>,
-    tasks: &[taskpilot_domain::Task],
-    now: chrono::DateTime<chrono::Utc>,
-) {
-    if tasks.iter().any(|t| t.is_runnable_at(now)) {
-        hub.wake();
-    } else if let Some(due) = tasks.iter().filter_map(taskpilot_domain::Task::next_run_at).min() {
-        wake_when_due(hub, due, now);
-    }
 }
 
 /// A task to create, validated.
@@ -151,7 +134,6 @@ fn check_batch_size(list: &str, len: usize) -> Result<(), ApiError> {
 /// an invalid task fails the whole batch with 400 VALIDATION_FAILED naming its index.
 pub async fn create_task_batch(
     service: web::Data<TaskService>,
-    hub: web::Data<WakeHub>,
     body: web::Json<CreateTaskBatchRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let tasks = body.into_inner().tasks;
@@ -169,7 +151,6 @@ pub async fn create_task_batch(
         .collect::<Result<Vec<_>, _>>()?;
     let tasks = run(&service, move |s| s.create_batch(requests)).await?;
     tracing::info!(tasks = tasks.len(), "{} tasks created in one batch", tasks.len());
-    wake_for_new(&hub.into_inner(), &tasks, service.now());
     Ok(HttpResponse::Created()
         .json(CreateTaskBatchResponse { items: tasks.iter().map(dto::task_response).collect() }))
 }
