@@ -147,12 +147,11 @@ pub struct RejectionCount {
 }
 
 impl RejectionCount {
-    /// Whether these refusals are evidence that a task ran twice: a success reported by an
-    /// attempt whose lease was lost (reaped, or taken over by a newer attempt). A success
-    /// refused for a cancelled task or a changed mind on one attempt is not.
+    /// Whether these refusals are evidence that a task ran twice: successes refused because
+    /// their attempt had lost its lease (the domain's [`StaleLease::LOST_LEASE_CODES`]).
     pub fn shows_a_second_run(&self) -> bool {
         self.call == StaleCall::Succeed
-            && matches!(self.code.as_str(), "LEASE_EXPIRED" | "ATTEMPT_SUPERSEDED")
+            && StaleLease::LOST_LEASE_CODES.contains(&self.code.as_str())
     }
 }
 

@@ -295,7 +295,7 @@ impl TaskRepository for PgTaskRepository {
         let rows = task_events::table
             .filter(task_events::task_id.eq(id.as_uuid()))
             .order(task_events::id.asc())
-            .select(StoredEventRow::as_select())
+            .select(TaskEventRow::as_select())
             .load(&mut conn)
             .map_err(|e| classify(e, "cannot load the task's history"))?;
         rows.into_iter().map(|row| TaskEvent::try_from(row).map_err(RepoError::from)).collect()
@@ -535,26 +535,11 @@ impl TryFrom<TaskRow> for Task {
     }
 }
 
-/// One row of `task_events` as written; the id comes from its sequence.
-#[derive(Debug, Clone, Insertable)]
+/// One row of `task_events`, as written and as read; the id comes from its sequence and is
+/// only used for ordering, so it is not part of the row.
+#[derive(Debug, Clone, Insertable, Queryable, Selectable)]
 #[diesel(table_name = task_events, check_for_backend(diesel::pg::Pg))]
 struct TaskEventRow {
-    task_id: Uuid,
-    attempt: i32,
-    from_status: Option<String>,
-    to_status: String,
-    worker_id: Option<String>,
-    error: Option<String>,
-    actor: String,
-    rejected_code: Option<String>,
-    rejected_call: Option<String>,
-    at: DateTime<Utc>,
-}
-
-/// One row of `task_events` as read.
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = task_events, check_for_backend(diesel::pg::Pg))]
-struct StoredEventRow {
     task_id: Uuid,
     attempt: i32,
     from_status: Option<String>,
@@ -587,10 +572,10 @@ impl TryFrom<&TaskEvent> for TaskEventRow {
     }
 }
 
-impl TryFrom<StoredEventRow> for TaskEvent {
+impl TryFrom<TaskEventRow> for TaskEvent {
     type Error = anyhow::Error;
 
-    fn try_from(r: StoredEventRow) -> anyhow::Result<TaskEvent> {
+    fn try_from(r: TaskEventRow) -> anyhow::Result<TaskEvent> {
         let task_id = TaskId::from_uuid(r.task_id);
         let broken = |what: &str, raw: &str| anyhow!("event of task {task_id}: {what} {raw:?}");
         let status = |raw: &str| {

@@ -123,6 +123,11 @@ pub enum StaleLease {
 }
 
 impl StaleLease {
+    /// The codes of refusals that mean the caller's attempt lost its lease (reaped, or taken
+    /// over by a newer attempt) while it ran. A success refused with one of them is evidence
+    /// that the task ran twice; one refused for a cancelled task or a changed outcome is not.
+    pub const LOST_LEASE_CODES: [&'static str; 2] = ["LEASE_EXPIRED", "ATTEMPT_SUPERSEDED"];
+
     /// The attempt the refused call spoke for, when the task knows it.
     pub const fn caller_attempt(&self) -> Option<u32> {
         match self {

@@ -3357,4 +3357,14 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn the_lost_lease_codes_are_those_of_an_expired_or_superseded_attempt() {
+        let expired = StaleLease::LeaseExpired { task: task_id(), attempt: 1 };
+        let superseded = StaleLease::AttemptSuperseded { task: task_id(), current: 2 };
+        let cancelled = StaleLease::TaskCancelled { task: task_id(), attempt: 1 };
+
+        assert_eq!(StaleLease::LOST_LEASE_CODES, [expired.code(), superseded.code()]);
+        assert!(!StaleLease::LOST_LEASE_CODES.contains(&cancelled.code()));
+    }
 }
