@@ -4,10 +4,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::limits::MAX_BATCH;
 use crate::{CreateTaskRequest, ProblemBody, TaskResponse};
-
-/// Most tasks one batch may create, and most outcomes one batch may report.
-pub const MAX_BATCH: usize = 1000;
 
 /// Body of `POST /api/tasks/batch`: 1 to [`MAX_BATCH`] tasks, created all or none.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

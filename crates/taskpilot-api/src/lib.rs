@@ -19,13 +19,14 @@
 //! ```
 
 mod batch;
+pub mod limits;
 mod problem;
 mod tasks;
 pub mod time;
 
 pub use batch::{
     CompleteTasksRequest, CompleteTasksResponse, CompletionItem, CompletionOutcome,
-    CompletionResult, CreateTaskBatchRequest, CreateTaskBatchResponse, MAX_BATCH,
+    CompletionResult, CreateTaskBatchRequest, CreateTaskBatchResponse,
 };
 pub use problem::{ProblemBody, ProblemCode, PROBLEM_JSON};
 pub use tasks::{

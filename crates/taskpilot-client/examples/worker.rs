@@ -42,7 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 async fn enqueue(client: &Client, n: usize) -> Result<(), Box<dyn std::error::Error>> {
     let mut created = 0;
     while created < n {
-        let chunk = (n - created).min(taskpilot_client::api::MAX_BATCH);
+        let chunk = (n - created).min(taskpilot_client::api::limits::MAX_BATCH);
         let tasks = (created..created + chunk)
             .map(|i| {
                 CreateTaskRequest::new("send-email")

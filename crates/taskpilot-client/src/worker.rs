@@ -10,8 +10,9 @@ use std::time::Duration;
 use serde_json::Value;
 use taskpilot_api::{
     ClaimTasksRequest, CompletionItem, CompletionOutcome, FailTaskRequest, HeartbeatRequest,
-    ProblemCode, ReleaseTaskRequest, SucceedTaskRequest, TaskResponse, MAX_BATCH,
+    ProblemCode, ReleaseTaskRequest, SucceedTaskRequest, TaskResponse,
 };
+use taskpilot_api::limits::MAX_BATCH;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{debug, error, info, warn, Instrument as _};

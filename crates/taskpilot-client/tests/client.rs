@@ -9,7 +9,8 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use common::TestServer;
 use serde_json::json;
-use taskpilot_client::api::{RetryState, MAX_BATCH};
+use taskpilot_client::api::limits::MAX_BATCH;
+use taskpilot_client::api::RetryState;
 use taskpilot_client::{
     ClaimTasksRequest, ClientError, CompletionItem, CreateTaskRequest, FailTaskRequest,
     HeartbeatRequest, ListTasksQuery, ProblemCode, ReleaseTaskRequest, StartTaskRequest,

@@ -1,0 +1,19 @@
+//! Every size and time limit of the API, declared once.
+//!
+//! The server's use cases enforce these numbers and its HTTP adapter quotes them in its
+//! errors; clients size their requests by them (the `Worker` runtime's batches, for one).
+//! The bounds of single values (lease lengths, name lengths, `maxAttempts`) are rules of the
+//! task itself and live with the domain's validated types.
+
+/// Tasks a listing returns when it names no `limit`.
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+/// Most tasks one listing page may return.
+pub const MAX_PAGE_SIZE: u32 = 500;
+/// Most tasks one claim may take.
+pub const MAX_CLAIM_BATCH: u32 = 100;
+/// Most tasks one batch may create, and most outcomes one batch may report.
+pub const MAX_BATCH: usize = 1000;
+/// The longest a claim may wait for work (`waitMs`), in milliseconds.
+pub const MAX_CLAIM_WAIT_MS: i64 = 30_000;
+/// Most queues one claim may name.
+pub const MAX_CLAIM_QUEUES: usize = 100;
