@@ -16,11 +16,15 @@ test:
 lint:
     cargo clippy --workspace --all-targets -- -D warnings
 
+# The API docs of every crate, warnings denied as in CI.
+doc:
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+
 # Format the tree.
 fmt:
     cargo fmt --all
 
-# What CI runs: formatting check, lints, the whole test suite.
+# What CI runs: formatting check, lints, rustdoc, the whole test suite.
 check:
     bash .ci/run
 
