@@ -4,10 +4,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::limits::MAX_BATCH;
 use crate::{CreateTaskRequest, ProblemBody, TaskResponse};
 
-/// Body of `POST /api/tasks/batch`: 1 to [`MAX_BATCH`] tasks, created all or none.
+/// Body of `POST /api/tasks/batch`: 1 to [`MAX_BATCH`](crate::limits::MAX_BATCH) tasks, created all or none.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateTaskBatchRequest {
@@ -115,7 +114,7 @@ impl CompletionItem {
     }
 }
 
-/// Body of `POST /api/tasks/complete`: 1 to [`MAX_BATCH`] outcomes.
+/// Body of `POST /api/tasks/complete`: 1 to [`MAX_BATCH`](crate::limits::MAX_BATCH) outcomes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CompleteTasksRequest {

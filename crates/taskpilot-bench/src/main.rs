@@ -12,6 +12,7 @@ mod ceiling;
 mod cpu;
 mod db;
 mod machine;
+mod peer;
 mod report;
 mod scenarios;
 mod server;
@@ -39,6 +40,8 @@ enum Scenario {
     Drain,
     /// The same cycles as plain SQL: the ceiling.
     Ceiling,
+    /// graphile-worker on the same PostgreSQL, unbatched and batched (needs node and npm).
+    Peer,
     /// Creation-to-claim latency at a steady 200 creates/s with long-polling workers.
     Pickup,
     /// GET /api/tasks/{id} latency at a steady 1,000/s.
@@ -97,9 +100,18 @@ struct Args {
     #[arg(long)]
     quick: bool,
 
-    /// Tasks in the drain backlog.
-    #[arg(long, default_value_t = 100_000)]
+    /// Tasks in the drain backlog, and jobs in the peer's batched drain.
+    #[arg(long, default_value_t = 200_000)]
     backlog: u64,
+
+    /// Jobs in the peer's unbatched drain (its one-job-at-a-time mode is slow: a smaller
+    /// backlog keeps the run short).
+    #[arg(long, default_value_t = 50_000)]
+    peer_unbatched_jobs: u64,
+
+    /// Where graphile-worker is installed for the peer scenario.
+    #[arg(long, default_value = "target/bench/peer")]
+    peer_dir: PathBuf,
 
     /// Finished tasks in the table for the scale scenario.
     #[arg(long, default_value_t = 1_000_000)]
@@ -120,6 +132,7 @@ fn main() -> anyhow::Result<()> {
         args.duration_secs = args.duration_secs.min(2);
         args.warmup_secs = args.warmup_secs.min(1);
         args.backlog = args.backlog.min(20_000);
+        args.peer_unbatched_jobs = args.peer_unbatched_jobs.min(5_000);
         args.finished = args.finished.min(50_000);
     }
     if args.scenarios.is_empty() {
@@ -232,6 +245,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     for batch in [1, 10, 100] {
                         ceiling_step(&mut report, &mut conn, &db, w, batch, &args, timing).await;
                     }
+                }
+            }
+            Scenario::Peer => {
+                let installed = peer::Peer::install(&args.peer_dir)
+                    .and_then(|p| p.install_schema(&db.url).map(|()| p));
+                match installed {
+                    Ok(p) => {
+                        let runs = [
+                            (peer::Mode::Unbatched, args.peer_unbatched_jobs),
+                            (peer::Mode::Batched, args.backlog),
+                        ];
+                        for (mode, jobs) in runs {
+                            step(&mut report, mode.key(), async {
+                                db::reset(&mut conn)?;
+                                p.drain(&mut conn, &db.url, mode, jobs)
+                            })
+                            .await;
+                        }
+                    }
+                    // The row says why; the rest of the run goes on.
+                    Err(e) => report.failures.push(report::Failure {
+                        key: "peer/graphile-worker".to_owned(),
+                        error: format!("{e:#}"),
+                    }),
                 }
             }
             Scenario::Pickup => {
