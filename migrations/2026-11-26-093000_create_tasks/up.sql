@@ -49,7 +49,7 @@ CREATE INDEX tasks_created_at_id_idx ON tasks (created_at DESC, id DESC);
 CREATE INDEX tasks_status_created_at_id_idx ON tasks (status, created_at DESC, id DESC);
 CREATE INDEX tasks_name_created_at_id_idx ON tasks (name, created_at DESC, id DESC);
 
--- Claiming (next issue): runnable rows in claim order. Partial, so that its size follows the
+-- Claims: runnable rows in claim order. Partial, so that its size follows the
 -- number of pending tasks and not the number of finished ones piling up in the table.
 CREATE INDEX tasks_runnable_idx ON tasks (priority DESC, coalesce(next_run_at, created_at), id)
     WHERE status = 'PENDING';
@@ -57,9 +57,9 @@ CREATE INDEX tasks_runnable_idx ON tasks (priority DESC, coalesce(next_run_at, c
 -- Autovacuum tuned for a queue. Every transition rewrites its row, and none of them is a HOT
 -- update (status sits in the partial index's predicate and in an index key), so dead tuples
 -- and dead index entries pile up at the head of the queue, where every claim scans; measured
--- throughput decays by a third within a minute until a vacuum pass runs (see
--- PERFORMANCE-NOTES). The default trigger (20% of the table dead) never fires on a large table
--- of finished tasks while the small hot part rots, so:
+-- throughput decays by a third within a minute until a vacuum pass runs. The default trigger
+-- (20% of the table dead) never fires on a large table of finished tasks while the small hot
+-- part rots, so:
 -- - a fixed, small threshold and no scale factor: vacuum once a thousand rows died,
 --   whatever the table size (autovacuum still looks only once per autovacuum_naptime);
 -- - no cost delay: finish each pass quickly instead of sleeping while the queue degrades;

@@ -1,4 +1,4 @@
--- Leases, queues and history (issue 3).
+-- Leases, queues and history.
 --
 -- New task columns are the flat form of the domain's attempt, lease and last ended attempt;
 -- the CHECKs repeat their structural rules (which columns go together) so that a buggy writer

@@ -1,10 +1,10 @@
--- A worker may report a failure that no retry can fix (issue 4: `fail` with retryable: false).
+-- A worker may report a failure that no retry can fix (`fail` with retryable: false).
 -- The task then fails at once with retry state NON_RETRYABLE, after as few as one of its
 -- attempts: FAILED with 1 <= attempt_count <= max_attempts, where EXHAUSTED always means
 -- attempt_count = max_attempts. The attempt it gave up in ended FAILED_PERMANENTLY, so that
 -- a repeat of that report is told apart from a retryable failure with the same token.
 --
--- A stopping worker may also hand a task back unfinished (issue 4: `release`): the task is
+-- A stopping worker may also hand a task back unfinished (`release`): the task is
 -- PENDING and runnable at once, no failure counted, and the attempt ended RELEASED, so that
 -- a repeat of the release is a replay and a late success or failure with its token an
 -- OUTCOME_CONFLICT. A stale release is refused and recorded like any stale call, as RELEASE.
