@@ -6,7 +6,12 @@ use taskpilot_domain::{LeaseDuration, QueueName, Task, TaskId, TaskName, TaskSta
 use crate::{RejectionCount, TaskEvent};
 
 /// What storage can fail with. Adapters translate their own errors into these.
+///
+/// Nothing converts into it implicitly: an adapter says which of its errors are
+/// [`RepoError::Unavailable`] and wraps the rest with [`RepoError::unexpected`], so that a
+/// stray `?` cannot turn a missing row or a lost race into a 500.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RepoError {
     /// No task has this id.
     #[error("task {0} not found")]
@@ -19,7 +24,14 @@ pub enum RepoError {
     Unavailable(#[source] anyhow::Error),
     /// Anything else: a bug or a broken row.
     #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
+    Unexpected(anyhow::Error),
+}
+
+impl RepoError {
+    /// A bug or a broken row: what storage did is for the logs, not for the caller to act on.
+    pub fn unexpected(error: impl Into<anyhow::Error>) -> Self {
+        Self::Unexpected(error.into())
+    }
 }
 
 /// Where a page of a listing starts: just after this task in newest-first order.
@@ -101,6 +113,13 @@ pub struct ClaimRequest {
 
 /// The storage port for tasks. Implementations are synchronous; callers run them off any
 /// async executor.
+///
+/// One trait rather than one per role (the compare-and-swap store, the queue, history and
+/// counts), because the roles share their transactions: a transition is stored with its
+/// event, a batch's writes with its refusals, a claim starts tasks and records their start
+/// events, so every role writes the same two tables atomically. An embedder implements it
+/// once over one connection pool; a test author gets one `MockTaskRepository`, whose
+/// unexpected calls fail the test, so a test sets up only the methods its use case touches.
 ///
 /// Implementations MUST:
 /// - return [`RepoError::NotFound`] for unknown ids;

@@ -117,8 +117,8 @@ enum Written {
 
 impl TaskRepository for PgTaskRepository {
     fn insert(&self, task: &Task, event: &TaskEvent) -> Result<(), RepoError> {
-        let row = TaskRow::try_from(task)?;
-        let event = TaskEventRow::try_from(event)?;
+        let row = TaskRow::try_from(task).map_err(RepoError::unexpected)?;
+        let event = TaskEventRow::try_from(event).map_err(RepoError::unexpected)?;
         let mut conn = self.conn()?;
         // The task and its creation event commit together or not at all.
         let inserted = conn.transaction(|conn| {
@@ -145,7 +145,7 @@ impl TaskRepository for PgTaskRepository {
             .optional()
             .map_err(|e| classify(e, "cannot load the task"))?
             .ok_or(RepoError::NotFound(id))?;
-        Ok(Task::try_from(row)?)
+        Task::try_from(row).map_err(RepoError::unexpected)
     }
 
     fn update(
@@ -154,10 +154,11 @@ impl TaskRepository for PgTaskRepository {
         expected_version: u64,
         event: Option<&TaskEvent>,
     ) -> Result<(), RepoError> {
-        let row = TaskRow::try_from(task)?;
-        let event = event.map(TaskEventRow::try_from).transpose()?;
-        let expected_version = i64::try_from(expected_version)
-            .map_err(|_| anyhow!("expected version {expected_version} is out of range"))?;
+        let row = TaskRow::try_from(task).map_err(RepoError::unexpected)?;
+        let event = event.map(TaskEventRow::try_from).transpose().map_err(RepoError::unexpected)?;
+        let expected_version = i64::try_from(expected_version).map_err(|_| {
+            RepoError::unexpected(anyhow!("expected version {expected_version} is out of range"))
+        })?;
         let mut conn = self.conn()?;
         let written = conn
             .transaction(|conn| {
@@ -214,7 +215,7 @@ impl TaskRepository for PgTaskRepository {
             None => query.load(&mut conn),
         }
         .map_err(|e| classify(e, "cannot claim tasks"))?;
-        rows.into_iter().map(|row| Task::try_from(row).map_err(RepoError::from)).collect()
+        rows.into_iter().map(|row| Task::try_from(row).map_err(RepoError::unexpected)).collect()
     }
 
     fn expired_leases(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Task>, RepoError> {
@@ -227,7 +228,7 @@ impl TaskRepository for PgTaskRepository {
             .select(TaskRow::as_select())
             .load(&mut conn)
             .map_err(|e| classify(e, "cannot look for expired leases"))?;
-        rows.into_iter().map(|row| Task::try_from(row).map_err(RepoError::from)).collect()
+        rows.into_iter().map(|row| Task::try_from(row).map_err(RepoError::unexpected)).collect()
     }
 
     fn earliest_scheduled_run(
@@ -262,7 +263,7 @@ impl TaskRepository for PgTaskRepository {
             .select(TaskRow::as_select())
             .load(&mut conn)
             .map_err(|e| classify(e, "cannot load the tasks"))?;
-        rows.into_iter().map(|row| Task::try_from(row).map_err(RepoError::from)).collect()
+        rows.into_iter().map(|row| Task::try_from(row).map_err(RepoError::unexpected)).collect()
     }
 
     /// One statement (see `batch`): lock the rows in id order, update where the version is
@@ -281,7 +282,7 @@ impl TaskRepository for PgTaskRepository {
     }
 
     fn record_rejection(&self, event: &TaskEvent) -> Result<(), RepoError> {
-        let row = TaskEventRow::try_from(event)?;
+        let row = TaskEventRow::try_from(event).map_err(RepoError::unexpected)?;
         let mut conn = self.conn()?;
         diesel::insert_into(task_events::table)
             .values(&row)
@@ -298,7 +299,9 @@ impl TaskRepository for PgTaskRepository {
             .select(TaskEventRow::as_select())
             .load(&mut conn)
             .map_err(|e| classify(e, "cannot load the task's history"))?;
-        rows.into_iter().map(|row| TaskEvent::try_from(row).map_err(RepoError::from)).collect()
+        rows.into_iter()
+            .map(|row| TaskEvent::try_from(row).map_err(RepoError::unexpected))
+            .collect()
     }
 
     fn rejection_counts(&self) -> Result<Vec<RejectionCount>, RepoError> {
@@ -322,8 +325,10 @@ impl TaskRepository for PgTaskRepository {
         rows.into_iter()
             .map(|r| {
                 let call = StaleCall::parse(&r.call)
-                    .ok_or_else(|| anyhow!("stored refused call {:?} is invalid", r.call))?;
-                let count = u64::try_from(r.n).context("negative count")?;
+                    .ok_or_else(|| anyhow!("stored refused call {:?} is invalid", r.call))
+                    .map_err(RepoError::unexpected)?;
+                let count =
+                    u64::try_from(r.n).context("negative count").map_err(RepoError::unexpected)?;
                 Ok(RejectionCount { code: r.code, call, count })
             })
             .collect()
@@ -362,7 +367,7 @@ impl TaskRepository for PgTaskRepository {
         }
         let mut conn = self.conn()?;
         let rows = query.load(&mut conn).map_err(|e| classify(e, "cannot list tasks"))?;
-        rows.into_iter().map(|row| Task::try_from(row).map_err(RepoError::from)).collect()
+        rows.into_iter().map(|row| Task::try_from(row).map_err(RepoError::unexpected)).collect()
     }
 
     fn ping(&self) -> Result<(), RepoError> {

@@ -298,11 +298,11 @@ pub(super) fn insert_many(
     }
     let mut task_columns = TaskColumns::default();
     for task in tasks {
-        task_columns.push(TaskRow::try_from(task)?);
+        task_columns.push(TaskRow::try_from(task).map_err(RepoError::unexpected)?);
     }
     let mut event_columns = EventColumns::default();
     for event in events {
-        event_columns.push(TaskEventRow::try_from(event)?);
+        event_columns.push(TaskEventRow::try_from(event).map_err(RepoError::unexpected)?);
     }
     let query = diesel::sql_query(INSERT_MANY_SQL.as_str()).into_boxed();
     let inserted = event_columns.bind(task_columns.bind(query)).execute(conn);
@@ -354,20 +354,26 @@ pub(super) fn write_many(
     let mut event_writes = Vec::new();
     let mut event_columns = EventColumns::default();
     for (index, write) in writes.iter().enumerate() {
-        let n = i32::try_from(index + 1).context("too many writes in one batch")?;
+        let n = i32::try_from(index + 1)
+            .context("too many writes in one batch")
+            .map_err(RepoError::unexpected)?;
         numbers.push(n);
-        expected_versions.push(i64::try_from(write.expected_version).with_context(|| {
-            format!("expected version {} is out of range", write.expected_version)
-        })?);
-        task_columns.push(TaskRow::try_from(&write.task)?);
+        expected_versions.push(
+            i64::try_from(write.expected_version)
+                .with_context(|| {
+                    format!("expected version {} is out of range", write.expected_version)
+                })
+                .map_err(RepoError::unexpected)?,
+        );
+        task_columns.push(TaskRow::try_from(&write.task).map_err(RepoError::unexpected)?);
         for event in &write.events {
             event_writes.push(Some(n));
-            event_columns.push(TaskEventRow::try_from(event)?);
+            event_columns.push(TaskEventRow::try_from(event).map_err(RepoError::unexpected)?);
         }
     }
     for rejection in rejections {
         event_writes.push(None);
-        event_columns.push(TaskEventRow::try_from(rejection)?);
+        event_columns.push(TaskEventRow::try_from(rejection).map_err(RepoError::unexpected)?);
     }
 
     #[derive(QueryableByName)]

@@ -1,0 +1,86 @@
+//! What a use case can fail with.
+
+use taskpilot_api::limits::{MAX_BATCH, MAX_CLAIM_BATCH, MAX_PAGE_SIZE};
+use taskpilot_domain::{DomainError, TaskId, ValidationError};
+
+use crate::RepoError;
+
+/// Everything a use case can fail with, by what the caller does about it.
+///
+/// The two `From` conversions are the domain's verdicts, so `?` on them is meant: a refused
+/// transition is a [`AppError::Conflict`], a refused value a [`AppError::Validation`]. There is
+/// no conversion from `anyhow::Error`: a bug becomes [`AppError::Unexpected`] only where a use
+/// case says so.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppError {
+    /// No task has this id.
+    #[error("task {0} not found")]
+    NotFound(TaskId),
+    /// The task's state does not allow what was asked (including stale lease tokens).
+    #[error(transparent)]
+    Conflict(#[from] DomainError),
+    /// The request carries a value the domain refuses.
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    /// A listing's page size is outside 1 to [`MAX_PAGE_SIZE`].
+    #[error("limit must be between 1 and {MAX_PAGE_SIZE}, got {0}")]
+    InvalidLimit(u32),
+    /// A claim's batch size is outside 1 to [`MAX_CLAIM_BATCH`].
+    #[error("limit must be between 1 and {MAX_CLAIM_BATCH}, got {0}")]
+    InvalidClaimLimit(u32),
+    /// A batch is empty or larger than [`MAX_BATCH`].
+    #[error("a batch holds 1 to {MAX_BATCH} items, got {0}")]
+    InvalidBatchSize(usize),
+    /// A listing's cursor is not one this server handed out.
+    #[error("cursor is not valid")]
+    InvalidCursor,
+    /// The task kept changing under us; the caller may try again.
+    #[error("task {0} is being modified concurrently; try again")]
+    ConcurrentModification(TaskId),
+    /// Storage cannot be reached now.
+    #[error("storage unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    /// A bug or broken data; details are for the logs, not for clients.
+    #[error(transparent)]
+    Unexpected(anyhow::Error),
+}
+
+impl From<RepoError> for AppError {
+    fn from(e: RepoError) -> Self {
+        match e {
+            RepoError::NotFound(id) => Self::NotFound(id),
+            RepoError::Conflict(id) => Self::ConcurrentModification(id),
+            RepoError::Unavailable(e) => Self::Unavailable(e),
+            RepoError::Unexpected(e) => Self::Unexpected(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+
+    #[test]
+    fn storage_errors_map_to_what_the_caller_does_about_them() {
+        let id = TaskId::from_uuid(Uuid::from_u128(1));
+
+        assert!(
+            matches!(AppError::from(RepoError::NotFound(id)), AppError::NotFound(i) if i == id)
+        );
+        assert!(matches!(
+            AppError::from(RepoError::Conflict(id)),
+            AppError::ConcurrentModification(i) if i == id
+        ));
+        assert!(matches!(
+            AppError::from(RepoError::Unavailable(anyhow::anyhow!("connection refused"))),
+            AppError::Unavailable(_)
+        ));
+        assert!(matches!(
+            AppError::from(RepoError::unexpected(anyhow::anyhow!("bad row"))),
+            AppError::Unexpected(_)
+        ));
+    }
+}
