@@ -159,3 +159,54 @@ pub struct RestoreError {
     /// Which invariant the record breaks.
     pub reason: String,
 }
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+    use crate::test_support::{secs, t0, task_id, task_in};
+
+    #[test]
+    fn domain_errors_say_what_was_refused() {
+        let mut task = task_in(TaskStatus::Succeeded);
+
+        let err = task.cancel(t0()).unwrap_err();
+
+        assert_eq!(err.to_string(), format!("task {} is SUCCEEDED and cannot cancel", task_id()));
+        let not_expired =
+            DomainError::LeaseNotExpired { task: task_id(), expires_at: t0() + secs(60) };
+        assert!(not_expired.to_string().contains("runs until 2026-01-01 12:01:00"));
+    }
+
+    #[test]
+    fn each_stale_lease_has_its_stable_code_and_says_which_attempt() {
+        let task = task_id();
+        let cases = [
+            (StaleLease::LeaseExpired { task, attempt: 2 }, "LEASE_EXPIRED", "attempt 2"),
+            (StaleLease::AttemptSuperseded { task, current: 3 }, "ATTEMPT_SUPERSEDED", "attempt 3"),
+            (StaleLease::TaskCancelled { task, attempt: 2 }, "TASK_CANCELLED", "attempt 2"),
+            (
+                StaleLease::OutcomeConflict { task, attempt: 2, recorded: AttemptEnd::Succeeded },
+                "OUTCOME_CONFLICT",
+                "SUCCEEDED",
+            ),
+        ];
+
+        for (stale, code, says) in cases {
+            assert_eq!(stale.code(), code);
+            let message = DomainError::from(stale.clone()).to_string();
+            assert_eq!(message, stale.to_string(), "a domain error shows the stale lease as is");
+            assert!(message.contains(&task.to_string()) && message.contains(says), "{message}");
+        }
+    }
+
+    #[test]
+    fn the_lost_lease_codes_are_those_of_an_expired_or_superseded_attempt() {
+        let expired = StaleLease::LeaseExpired { task: task_id(), attempt: 1 };
+        let superseded = StaleLease::AttemptSuperseded { task: task_id(), current: 2 };
+        let cancelled = StaleLease::TaskCancelled { task: task_id(), attempt: 1 };
+
+        assert_eq!(StaleLease::LOST_LEASE_CODES, [expired.code(), superseded.code()]);
+        assert!(!StaleLease::LOST_LEASE_CODES.contains(&cancelled.code()));
+    }
+}

@@ -1,11 +1,11 @@
-//! Leases: how a worker holds a task, and how the domain tells a live holder from a stale one.
+//! Leases: how a worker holds a running task, by a secret token, for a bounded time.
 
 use std::fmt;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
-use crate::{ValidationError, WorkerId};
+use crate::ValidationError;
 
 /// The secret of one attempt. Whoever presents it speaks for that attempt, and only that one.
 ///
@@ -107,118 +107,11 @@ pub struct Lease {
     pub expires_at: DateTime<Utc>,
 }
 
-/// How an attempt ended; kept for the last ended attempt so that a late or repeated call
-/// with its token gets a precise answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Serialize, serde::Deserialize),
-    serde(rename_all = "SCREAMING_SNAKE_CASE")
-)]
-pub enum AttemptEnd {
-    /// Its worker reported success.
-    Succeeded,
-    /// Its worker reported a failure that may be retried.
-    Failed,
-    /// Its worker reported a failure that no retry can fix.
-    FailedPermanently,
-    /// Its lease ran out and the reaper failed it.
-    LeaseExpired,
-    /// The task was cancelled while it ran.
-    Cancelled,
-    /// Its worker handed the task back unfinished (it was stopping): the task is runnable
-    /// again at once, and the attempt counts as no failure.
-    Released,
-}
-
-impl AttemptEnd {
-    /// The spelling that storage and the API use.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Succeeded => "SUCCEEDED",
-            Self::Failed => "FAILED",
-            Self::FailedPermanently => "FAILED_PERMANENTLY",
-            Self::LeaseExpired => "LEASE_EXPIRED",
-            Self::Cancelled => "CANCELLED",
-            Self::Released => "RELEASED",
-        }
-    }
-
-    /// Reads [`AttemptEnd::as_str`]'s spelling.
-    pub fn parse(raw: &str) -> Option<Self> {
-        [
-            Self::Succeeded,
-            Self::Failed,
-            Self::FailedPermanently,
-            Self::LeaseExpired,
-            Self::Cancelled,
-            Self::Released,
-        ]
-        .into_iter()
-        .find(|e| e.as_str() == raw)
-    }
-}
-
-impl fmt::Display for AttemptEnd {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The last attempt that ended, and how.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EndedAttempt {
-    /// Its number (see [`crate::Task::attempt`]).
-    pub attempt: u32,
-    /// Its token.
-    pub token: LeaseToken,
-    /// How it ended.
-    pub end: AttemptEnd,
-}
-
-/// Who reports on a running task, as far as they say.
-///
-/// A report with a lease token is fenced: it is accepted only from the live attempt, and a
-/// repeat of an accepted report is recognised as such. Without a token only the worker id,
-/// when given, is checked (the foundation's behaviour, for clients that predate leases).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Reporter {
-    /// The worker, if it said who it is.
-    pub worker_id: Option<WorkerId>,
-    /// The attempt's token, if it sent one.
-    pub lease_token: Option<LeaseToken>,
-}
-
-impl Reporter {
-    /// A report that names nobody: accepted from anyone while the task runs.
-    pub fn anyone() -> Self {
-        Self::default()
-    }
-
-    /// A report that names its worker but carries no token.
-    pub fn worker(worker_id: WorkerId) -> Self {
-        Self { worker_id: Some(worker_id), lease_token: None }
-    }
-
-    /// A fenced report from the holder of `token`.
-    pub fn lease(worker_id: Option<WorkerId>, token: LeaseToken) -> Self {
-        Self { worker_id, lease_token: Some(token) }
-    }
-}
-
-/// What an accepted report did. A replay changed nothing and must not be stored again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
-    /// The task changed; store it.
-    Changed,
-    /// The same report was accepted before (its answer was probably lost); nothing changed.
-    Replayed,
-}
-
 #[cfg(test)]
 #[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
+    use crate::{AttemptEnd, EndedAttempt, Reporter};
 
     const SECRET: &str = "5ec2e70000004000800000000000abcd";
 
@@ -286,39 +179,5 @@ mod tests {
             assert!(!text.contains("5ec2e700"), "{text}");
             assert!(text.contains("LeaseToken(..)"), "{text}");
         }
-    }
-
-    #[test]
-    fn attempt_end_spellings_round_trip() {
-        for end in [
-            AttemptEnd::Succeeded,
-            AttemptEnd::Failed,
-            AttemptEnd::FailedPermanently,
-            AttemptEnd::LeaseExpired,
-            AttemptEnd::Cancelled,
-            AttemptEnd::Released,
-        ] {
-            assert_eq!(AttemptEnd::parse(end.as_str()), Some(end));
-            assert_eq!(end.to_string(), end.as_str());
-        }
-        assert_eq!(AttemptEnd::Released.as_str(), "RELEASED");
-        assert_eq!(AttemptEnd::parse("succeeded"), None);
-        assert_eq!(AttemptEnd::parse("released"), None);
-    }
-
-    #[test]
-    fn reporters_carry_what_the_caller_said() {
-        let worker = WorkerId::parse("w1").unwrap();
-        let token = LeaseToken::parse(SECRET).unwrap();
-
-        assert_eq!(Reporter::anyone(), Reporter { worker_id: None, lease_token: None });
-        assert_eq!(
-            Reporter::worker(worker.clone()),
-            Reporter { worker_id: Some(worker.clone()), lease_token: None }
-        );
-        assert_eq!(
-            Reporter::lease(Some(worker.clone()), token),
-            Reporter { worker_id: Some(worker), lease_token: Some(token) }
-        );
     }
 }

@@ -1,4 +1,5 @@
-//! The ports the domain needs from the outside world: time and retry delays.
+//! The ports the domain needs from the outside world, time and retry delays, with the
+//! policy TaskPilot uses and fixed stand-ins for tests.
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -83,7 +84,9 @@ fn splitmix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-#[cfg(any(test, feature = "testing"))]
+// Stand-ins for tests, ours and embedders'. Always built: they are pure and tiny, and the
+// domain's own doc examples use them whatever features are on. The `testing` feature adds
+// nothing.
 mod testing {
     use std::sync::Mutex;
 
@@ -131,7 +134,6 @@ mod testing {
     }
 }
 
-#[cfg(any(test, feature = "testing"))]
 pub use testing::{FixedBackoff, FixedClock};
 
 #[cfg(test)]

@@ -1,14 +1,16 @@
-//! Property test: random sequences of operations never break a task's invariants, and the
-//! fencing rules hold whatever the order of starts, heartbeats, reports, reaps and cancels.
+//! Property test: random sequences of operations never break a task's invariants, and every
+//! heartbeat and report gets what the fencing table ([`FencedCall::verdict`]) says, whatever
+//! the order of starts, heartbeats, reports, reaps and cancels.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use proptest::prelude::*;
 use serde_json::json;
 use taskpilot_domain::{
-    Action, Applied, AttemptEnd, BackoffPolicy, DomainError, EndedAttempt, ExponentialBackoff,
-    LeaseDuration, LeaseToken, MaxAttempts, NewTask, QueueName, Reporter, RetryState, StaleLease,
-    Task, TaskId, TaskName, TaskStatus, WorkerId,
+    Applied, AttemptEnd, AttemptHistory, BackoffPolicy, DomainError, EndedAttempt,
+    ExponentialBackoff, FencedCall, LeaseDuration, LeaseToken, MaxAttempts, NewTask, QueueName,
+    Refusal, Reporter, RetryState, StaleLease, Task, TaskId, TaskName, TaskStatus, Verdict,
+    WorkerId,
 };
 use uuid::Uuid;
 
@@ -32,7 +34,7 @@ enum Token {
     Stale(usize),
     /// A token the task never handed out.
     Unknown,
-    /// None: the foundation's unfenced report.
+    /// None: an unfenced report, as clients that predate leases send.
     Without,
 }
 
@@ -124,64 +126,45 @@ fn token_for(task: &Task, which: Token) -> Option<LeaseToken> {
     }
 }
 
-/// Whether `token` speaks for the live attempt of `task`.
-fn is_live(task: &Task, token: Option<LeaseToken>) -> bool {
-    task.lease().is_some_and(|l| token.is_none_or(|t| t == l.token))
+/// The refusal a domain error stands for, if it is one the fencing table gives.
+fn refusal_of(error: &DomainError) -> Option<Refusal> {
+    Some(match error {
+        DomainError::WorkerMismatch { .. } => Refusal::WorkerMismatch,
+        DomainError::InvalidTransition { .. } => Refusal::InvalidTransition,
+        DomainError::StaleLease(StaleLease::LeaseExpired { .. }) => Refusal::LeaseExpired,
+        DomainError::StaleLease(StaleLease::AttemptSuperseded { .. }) => Refusal::AttemptSuperseded,
+        DomainError::StaleLease(StaleLease::TaskCancelled { .. }) => Refusal::TaskCancelled,
+        DomainError::StaleLease(StaleLease::OutcomeConflict { .. }) => Refusal::OutcomeConflict,
+        _ => return None,
+    })
 }
 
-/// Checks a call whose token is not the live attempt's: never applied, a replay only of
-/// the same outcome, and the stale code that fits what became of the caller's attempt.
-fn check_stale(
+/// Checks that `call` from `reporter` on `before` got what the fencing table says, and
+/// returns that verdict so that the caller checks what an applied call did.
+fn check_fenced(
     before: &Task,
-    token: LeaseToken,
-    as_end: Option<AttemptEnd>,
+    reporter: &Reporter,
+    call: FencedCall,
     outcome: &Result<Applied, DomainError>,
-) -> Result<(), TestCaseError> {
-    let ended = before.last_ended().filter(|e| e.token == token).copied();
-    let (task, current) = (before.id(), before.attempt());
-    match (outcome, ended) {
-        (Ok(Applied::Replayed), Some(e)) => {
-            prop_assert_eq!(Some(e.end), as_end, "only the same outcome is a replay");
-        }
-        (Err(DomainError::StaleLease(stale)), None) => prop_assert_eq!(
-            stale,
-            &StaleLease::AttemptSuperseded { task, current },
-            "a token that is not the last ended attempt's is superseded"
-        ),
-        (Err(DomainError::StaleLease(stale)), Some(e)) => {
-            let attempt = e.attempt;
-            let expected = match e.end {
-                AttemptEnd::Cancelled | AttemptEnd::LeaseExpired if current > attempt => {
-                    StaleLease::AttemptSuperseded { task, current }
-                }
-                // A heartbeat (no outcome) from an attempt that a newer one followed.
-                _ if as_end.is_none() && current > attempt => {
-                    StaleLease::AttemptSuperseded { task, current }
-                }
-                AttemptEnd::Cancelled => StaleLease::TaskCancelled { task, attempt },
-                AttemptEnd::LeaseExpired => StaleLease::LeaseExpired { task, attempt },
-                recorded => {
-                    prop_assert_ne!(Some(recorded), as_end, "the same outcome is a replay");
-                    StaleLease::OutcomeConflict { task, attempt, recorded }
-                }
-            };
-            prop_assert_eq!(stale, &expected);
-        }
-        // A heartbeat racing its own worker's report is refused as late, not as stale.
-        (Err(DomainError::InvalidTransition { .. }), Some(e))
-            if as_end.is_none()
-                && matches!(
-                    e.end,
-                    AttemptEnd::Succeeded
-                        | AttemptEnd::Failed
-                        | AttemptEnd::FailedPermanently
-                        | AttemptEnd::Released
-                ) => {}
-        (outcome, ended) => {
-            prop_assert!(false, "stale call answered {:?} (last ended {:?})", outcome, ended);
-        }
+) -> Result<Verdict, TestCaseError> {
+    let history = AttemptHistory::of(before, reporter);
+    let verdict = call.verdict(history);
+    let answered = match outcome {
+        Ok(Applied::Changed) => Some(Verdict::Apply),
+        Ok(Applied::Replayed) => Some(Verdict::Replay),
+        Err(e) => refusal_of(e).map(Verdict::Refuse),
+    };
+    prop_assert_eq!(answered, Some(verdict), "{} on {:?}: {:?}", call, history, outcome);
+    if let (Err(DomainError::StaleLease(stale)), Verdict::Refuse(refusal)) = (outcome, verdict) {
+        prop_assert_eq!(stale.code(), refusal.code());
     }
-    Ok(())
+    Ok(verdict)
+}
+
+/// What an applied report left as the last ended attempt: the attempt that ran, as `end`.
+fn ended_as(before: &Task, end: AttemptEnd) -> Option<EndedAttempt> {
+    let token = before.lease()?.token;
+    Some(EndedAttempt { attempt: before.attempt(), token, end })
 }
 
 proptest! {
@@ -254,210 +237,78 @@ proptest! {
                     let lease = LeaseDuration::from_secs(*secs).unwrap();
                     let outcome = task.heartbeat(caller.as_ref(), token, lease, now);
                     let outcome = outcome.map(|()| Applied::Changed);
-                    if is_live(&before, Some(token)) {
-                        let allowed = caller.as_ref().is_none_or(|c| Some(c) == before.worker_id());
-                        prop_assert_eq!(outcome.is_ok(), allowed);
-                        if allowed {
-                            // Extended to now + lease, never shortened.
-                            let asked = now + TimeDelta::seconds(*secs);
-                            let held = before.lease().map(|l| l.expires_at);
-                            prop_assert_eq!(
-                                task.lease().map(|l| l.expires_at),
-                                held.map(|h| h.max(asked))
-                            );
-                            prop_assert_eq!(task.lease().map(|l| l.token), Some(token));
-                        }
-                    } else {
-                        check_stale(&before, token, None, &outcome)?;
+                    let reporter = Reporter::lease(caller, token);
+                    if check_fenced(&before, &reporter, FencedCall::Heartbeat, &outcome)? == Verdict::Apply {
+                        // Extended to now + lease, never shortened.
+                        let asked = now + TimeDelta::seconds(*secs);
+                        let held = before.lease().map(|l| l.expires_at);
+                        prop_assert_eq!(task.lease().map(|l| l.expires_at), held.map(|h| h.max(asked)));
+                        prop_assert_eq!(task.lease().map(|l| l.token), Some(token));
                     }
                     Some(outcome)
                 }
                 Op::Succeed(who, which, with_result) => {
-                    let caller = worker_for(&pool, &task, *who);
-                    let token = token_for(&task, *which);
+                    let reporter = Reporter { worker_id: worker_for(&pool, &task, *who), lease_token: token_for(&task, *which) };
                     let result = with_result.then(|| json!({"ok": true}));
-                    let reporter = Reporter { worker_id: caller.clone(), lease_token: token };
                     let outcome = task.succeed(&reporter, result.clone(), now);
-                    match token {
-                        Some(token) if !is_live(&before, Some(token)) => {
-                            check_stale(&before, token, Some(AttemptEnd::Succeeded), &outcome)?;
-                        }
-                        _ => {
-                            let allowed = before.status() == TaskStatus::Running
-                                && caller.as_ref().is_none_or(|c| Some(c) == before.worker_id());
-                            prop_assert_eq!(outcome.is_ok(), allowed);
-                            if allowed {
-                                prop_assert_eq!(&outcome, &Ok(Applied::Changed));
-                                prop_assert_eq!(task.status(), TaskStatus::Succeeded);
-                                prop_assert_eq!(task.result(), result.as_ref());
-                                prop_assert_eq!(task.retry_state(), RetryState::None);
-                                prop_assert_eq!(task.last_error(), None);
-                                prop_assert_eq!(task.next_run_at(), None);
-                                prop_assert_eq!(
-                                    task.last_ended().map(|e| e.end),
-                                    Some(AttemptEnd::Succeeded)
-                                );
-                            }
-                        }
+                    if check_fenced(&before, &reporter, FencedCall::Succeed, &outcome)? == Verdict::Apply {
+                        prop_assert_eq!(task.status(), TaskStatus::Succeeded);
+                        prop_assert_eq!(task.result(), result.as_ref());
+                        prop_assert_eq!(task.retry_state(), RetryState::None);
+                        prop_assert_eq!(task.last_error(), None);
+                        prop_assert_eq!(task.next_run_at(), None);
+                        prop_assert_eq!(task.last_ended().copied(), ended_as(&before, AttemptEnd::Succeeded));
                     }
                     Some(outcome)
                 }
                 Op::Fail(who, which, error) => {
-                    let caller = worker_for(&pool, &task, *who);
-                    let token = token_for(&task, *which);
-                    let reporter = Reporter { worker_id: caller.clone(), lease_token: token };
+                    let reporter = Reporter { worker_id: worker_for(&pool, &task, *who), lease_token: token_for(&task, *which) };
                     let outcome = task.fail_and_schedule_retry(&reporter, error, now, &backoff);
-                    match token {
-                        Some(token) if !is_live(&before, Some(token)) => {
-                            check_stale(&before, token, Some(AttemptEnd::Failed), &outcome)?;
-                        }
-                        _ => {
-                            let allowed = before.status() == TaskStatus::Running
-                                && caller.as_ref().is_none_or(|c| Some(c) == before.worker_id());
-                            prop_assert_eq!(outcome.is_ok(), allowed);
-                            if allowed {
-                                prop_assert_eq!(&outcome, &Ok(Applied::Changed));
-                                let attempts = before.attempt_count() + 1;
-                                prop_assert_eq!(task.attempt_count(), attempts);
-                                prop_assert_eq!(task.last_error(), Some(error.as_str()));
-                                if attempts < max {
-                                    prop_assert_eq!(task.status(), TaskStatus::Pending);
-                                    prop_assert_eq!(task.retry_state(), RetryState::RetryScheduled);
-                                    prop_assert_eq!(
-                                        task.next_run_at(),
-                                        Some(now + backoff.delay(task.id(), attempts))
-                                    );
-                                } else {
-                                    prop_assert_eq!(task.status(), TaskStatus::Failed);
-                                    prop_assert_eq!(task.retry_state(), RetryState::Exhausted);
-                                }
-                            }
-                            if let (Some(caller), Some(holder), Err(e)) =
-                                (&caller, before.worker_id(), &outcome)
-                            {
-                                prop_assert_eq!(
-                                    e,
-                                    &DomainError::WorkerMismatch {
-                                        task: task.id(),
-                                        holder: holder.clone(),
-                                        caller: caller.clone(),
-                                    }
-                                );
-                            }
+                    if check_fenced(&before, &reporter, FencedCall::Fail, &outcome)? == Verdict::Apply {
+                        let attempts = before.attempt_count() + 1;
+                        prop_assert_eq!(task.attempt_count(), attempts);
+                        prop_assert_eq!(task.last_error(), Some(error.as_str()));
+                        prop_assert_eq!(task.last_ended().copied(), ended_as(&before, AttemptEnd::Failed));
+                        if attempts < max {
+                            prop_assert_eq!(task.status(), TaskStatus::Pending);
+                            prop_assert_eq!(task.retry_state(), RetryState::RetryScheduled);
+                            prop_assert_eq!(task.next_run_at(), Some(now + backoff.delay(task.id(), attempts)));
+                        } else {
+                            prop_assert_eq!(task.status(), TaskStatus::Failed);
+                            prop_assert_eq!(task.retry_state(), RetryState::Exhausted);
                         }
                     }
                     Some(outcome)
                 }
                 Op::FailPermanently(who, which, error) => {
-                    let caller = worker_for(&pool, &task, *who);
-                    let token = token_for(&task, *which);
-                    let reporter = Reporter { worker_id: caller.clone(), lease_token: token };
+                    let reporter = Reporter { worker_id: worker_for(&pool, &task, *who), lease_token: token_for(&task, *which) };
                     let outcome = task.fail_permanently(&reporter, error, now);
-                    match token {
-                        // A permanent failure ends the attempt as FAILED_PERMANENTLY: only
-                        // the same report replays it.
-                        Some(token) if !is_live(&before, Some(token)) => {
-                            let end = Some(AttemptEnd::FailedPermanently);
-                            check_stale(&before, token, end, &outcome)?;
-                        }
-                        _ => {
-                            let allowed = before.status() == TaskStatus::Running
-                                && caller.as_ref().is_none_or(|c| Some(c) == before.worker_id());
-                            prop_assert_eq!(outcome.is_ok(), allowed);
-                            if allowed {
-                                // FAILED at once, whatever attempts were left.
-                                prop_assert_eq!(&outcome, &Ok(Applied::Changed));
-                                prop_assert_eq!(task.status(), TaskStatus::Failed);
-                                prop_assert_eq!(task.retry_state(), RetryState::NonRetryable);
-                                prop_assert_eq!(task.attempt_count(), before.attempt_count() + 1);
-                                prop_assert_eq!(task.last_error(), Some(error.as_str()));
-                                prop_assert_eq!(task.completed_at(), Some(now));
-                                prop_assert_eq!(task.next_run_at(), None);
-                                prop_assert_eq!(
-                                    task.last_ended(),
-                                    Some(&EndedAttempt {
-                                        attempt: before.attempt(),
-                                        token: before.lease().unwrap().token,
-                                        end: AttemptEnd::FailedPermanently,
-                                    })
-                                );
-                            } else if let (Some(caller), Some(holder), Err(e)) =
-                                (&caller, before.worker_id(), &outcome)
-                            {
-                                prop_assert_eq!(
-                                    e,
-                                    &DomainError::WorkerMismatch {
-                                        task: task.id(),
-                                        holder: holder.clone(),
-                                        caller: caller.clone(),
-                                    }
-                                );
-                            } else {
-                                let refused = matches!(
-                                    outcome,
-                                    Err(DomainError::InvalidTransition { .. })
-                                );
-                                prop_assert!(refused, "refused like fail: {:?}", outcome);
-                            }
-                        }
+                    if check_fenced(&before, &reporter, FencedCall::FailPermanently, &outcome)? == Verdict::Apply {
+                        // FAILED at once, whatever attempts were left.
+                        prop_assert_eq!(task.status(), TaskStatus::Failed);
+                        prop_assert_eq!(task.retry_state(), RetryState::NonRetryable);
+                        prop_assert_eq!(task.attempt_count(), before.attempt_count() + 1);
+                        prop_assert_eq!(task.last_error(), Some(error.as_str()));
+                        prop_assert_eq!(task.completed_at(), Some(now));
+                        prop_assert_eq!(task.next_run_at(), None);
+                        prop_assert_eq!(task.last_ended().copied(), ended_as(&before, AttemptEnd::FailedPermanently));
                     }
                     Some(outcome)
                 }
                 Op::Release(who, which) => {
-                    let caller = worker_for(&pool, &task, *who);
-                    let token = token_for(&task, *which);
-                    let reporter = Reporter { worker_id: caller.clone(), lease_token: token };
+                    let reporter = Reporter { worker_id: worker_for(&pool, &task, *who), lease_token: token_for(&task, *which) };
                     let outcome = task.release(&reporter, now);
-                    match token {
-                        // A release ends the attempt as RELEASED: only a release replays it.
-                        Some(token) if !is_live(&before, Some(token)) => {
-                            check_stale(&before, token, Some(AttemptEnd::Released), &outcome)?;
-                        }
-                        _ => {
-                            let allowed = before.status() == TaskStatus::Running
-                                && caller.as_ref().is_none_or(|c| Some(c) == before.worker_id());
-                            prop_assert_eq!(outcome.is_ok(), allowed);
-                            if allowed {
-                                // Back to PENDING, runnable now, and no failure counted.
-                                prop_assert_eq!(&outcome, &Ok(Applied::Changed));
-                                prop_assert_eq!(task.status(), TaskStatus::Pending);
-                                prop_assert!(task.is_runnable_at(now));
-                                prop_assert_eq!(task.attempt(), before.attempt());
-                                prop_assert_eq!(task.attempt_count(), before.attempt_count());
-                                prop_assert_eq!(task.retry_state(), before.retry_state());
-                                prop_assert_eq!(task.last_error(), before.last_error());
-                                let retrying = before.retry_state() == RetryState::RetryScheduled;
-                                prop_assert_eq!(task.next_run_at(), retrying.then_some(now));
-                                prop_assert_eq!(
-                                    task.last_ended(),
-                                    Some(&EndedAttempt {
-                                        attempt: before.attempt(),
-                                        token: before.lease().unwrap().token,
-                                        end: AttemptEnd::Released,
-                                    })
-                                );
-                            } else if let (Some(caller), Some(holder), Err(e)) =
-                                (&caller, before.worker_id(), &outcome)
-                            {
-                                prop_assert_eq!(
-                                    e,
-                                    &DomainError::WorkerMismatch {
-                                        task: task.id(),
-                                        holder: holder.clone(),
-                                        caller: caller.clone(),
-                                    }
-                                );
-                            } else {
-                                prop_assert_eq!(
-                                    &outcome,
-                                    &Err(DomainError::InvalidTransition {
-                                        task: task.id(),
-                                        from: before.status(),
-                                        action: Action::Release,
-                                    })
-                                );
-                            }
-                        }
+                    if check_fenced(&before, &reporter, FencedCall::Release, &outcome)? == Verdict::Apply {
+                        // Back to PENDING, runnable now, and no failure counted.
+                        prop_assert_eq!(task.status(), TaskStatus::Pending);
+                        prop_assert!(task.is_runnable_at(now));
+                        prop_assert_eq!(task.attempt(), before.attempt());
+                        prop_assert_eq!(task.attempt_count(), before.attempt_count());
+                        prop_assert_eq!(task.retry_state(), before.retry_state());
+                        prop_assert_eq!(task.last_error(), before.last_error());
+                        let retrying = before.retry_state() == RetryState::RetryScheduled;
+                        prop_assert_eq!(task.next_run_at(), retrying.then_some(now));
+                        prop_assert_eq!(task.last_ended().copied(), ended_as(&before, AttemptEnd::Released));
                     }
                     Some(outcome)
                 }

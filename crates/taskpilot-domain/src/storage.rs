@@ -1,0 +1,139 @@
+//! What storage can keep: whole microseconds, JSON without NUL, error messages of bounded
+//! length.
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use serde_json::Value;
+
+use crate::ValidationError;
+
+/// The longest error message kept on a task, in bytes; longer ones are truncated and say so.
+pub const MAX_ERROR_BYTES: usize = 8 * 1024;
+
+/// Checks that a JSON value (a payload or result, named `field` in the error) can be stored:
+/// no NUL character (U+0000) in any string or key, which PostgreSQL's jsonb cannot hold.
+///
+/// # Errors
+/// [`ValidationError::NulInJson`] naming `field`.
+pub fn check_json(field: &'static str, value: &Value) -> Result<(), ValidationError> {
+    let clean = match value {
+        Value::String(s) => !s.contains('\0'),
+        Value::Array(items) => return items.iter().try_for_each(|v| check_json(field, v)),
+        Value::Object(map) => {
+            for (key, v) in map {
+                if key.contains('\0') {
+                    return Err(ValidationError::NulInJson(field));
+                }
+                check_json(field, v)?;
+            }
+            true
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => true,
+    };
+    if clean {
+        Ok(())
+    } else {
+        Err(ValidationError::NulInJson(field))
+    }
+}
+
+/// Cuts `at` to whole microseconds: PostgreSQL keeps no more, and what the API returns
+/// must equal what is stored.
+pub fn to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(at)
+}
+
+/// An error message as a task keeps it: NUL replaced, cut to [`MAX_ERROR_BYTES`] with a note
+/// saying how long it was.
+pub(crate) fn truncate_error(error: &str) -> String {
+    // NUL cannot be stored in text; the replacement character keeps the position visible.
+    let cleaned;
+    let error = if error.contains('\0') {
+        cleaned = error.replace('\0', "\u{FFFD}");
+        cleaned.as_str()
+    } else {
+        error
+    };
+    if error.len() <= MAX_ERROR_BYTES {
+        return error.to_owned();
+    }
+    let note = format!("… [truncated: {} bytes in all]", error.len());
+    let mut end = MAX_ERROR_BYTES - note.len();
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{note}", &error[..end])
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use chrono::{TimeZone, Timelike};
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn json_with_a_nul_anywhere_is_refused_and_other_json_is_kept() {
+        let refused = [json!("a\0b"), json!({"k": ["x", "\0"]}), json!({"\0": 1})];
+        let accepted = [json!(null), json!({"k": [1, true, "ok", {"n": 1.5}]}), json!("\u{1}")];
+
+        for value in refused {
+            assert_eq!(check_json("payload", &value), Err(ValidationError::NulInJson("payload")));
+        }
+        for value in accepted {
+            assert_eq!(check_json("result", &value), Ok(()), "{value}");
+        }
+    }
+
+    #[test]
+    fn an_instant_is_cut_to_whole_microseconds() {
+        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
+        let ragged = t0.with_nanosecond(123_456_789).unwrap();
+
+        assert_eq!(to_micros(ragged), t0.with_nanosecond(123_456_000).unwrap());
+        assert_eq!(to_micros(t0), t0);
+    }
+
+    #[test]
+    fn an_error_of_at_most_max_error_bytes_is_kept_whole() {
+        let error = "x".repeat(MAX_ERROR_BYTES);
+
+        assert_eq!(truncate_error(&error), error);
+    }
+
+    #[test]
+    fn an_error_over_max_error_bytes_is_truncated_and_says_so() {
+        let error = "x".repeat(MAX_ERROR_BYTES + 1);
+
+        let kept = truncate_error(&error);
+
+        assert!(kept.len() <= MAX_ERROR_BYTES, "{} bytes kept", kept.len());
+        assert!(kept.contains("truncated"), "{kept:?} says it was truncated");
+        assert!(kept.contains(&(MAX_ERROR_BYTES + 1).to_string()), "and how long it was");
+        assert!(kept.starts_with(&"x".repeat(MAX_ERROR_BYTES - 64)), "the start is kept");
+    }
+
+    #[test]
+    fn truncating_a_long_error_never_splits_a_character() {
+        // One, two, three and four bytes per character, at every offset against the cut.
+        for ch in ['a', 'é', '€', '🦀'] {
+            for pad in 0..4 {
+                let error =
+                    format!("{}{}", "-".repeat(pad), ch.to_string().repeat(MAX_ERROR_BYTES + 1));
+
+                let kept = truncate_error(&error);
+
+                assert!(kept.len() <= MAX_ERROR_BYTES, "{ch:?}/{pad}: {} bytes", kept.len());
+                assert!(kept.len() > MAX_ERROR_BYTES - 64, "{ch:?}/{pad}: nearly all is kept");
+                let (head, note) = kept.split_once('…').unwrap();
+                assert!(error.starts_with(head), "{ch:?}/{pad}: the head is a prefix");
+                assert!(note.contains("truncated"), "{ch:?}/{pad}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_nul_in_an_error_message_is_replaced_so_that_it_can_be_stored() {
+        assert_eq!(truncate_error("bad\0byte"), "bad\u{FFFD}byte");
+    }
+}
