@@ -98,6 +98,8 @@ impl TaskEvent {
     /// The transition that turned `before` into `after`.
     pub fn transition(before: Option<&Task>, after: &Task, actor: Actor) -> Self {
         let worker_id = after.worker_id().or_else(|| before.and_then(Task::worker_id)).cloned();
+        // `attempt_count` counts failed attempts since creation or the last rerun, so it rises
+        // exactly when this transition recorded a failure.
         let failed = after.attempt_count() > before.map_or(0, Task::attempt_count);
         Self {
             task_id: after.id(),
