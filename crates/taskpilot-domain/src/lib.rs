@@ -61,7 +61,8 @@
 //! task.heartbeat(Some(&worker), token, lease, clock.now())?;
 //! let report = Reporter::lease(Some(worker.clone()), token);
 //! task.fail_and_schedule_retry(&report, "mail server busy", clock.now(), &backoff)?;
-//! assert_eq!((task.status(), task.retry_state()), (TaskStatus::Pending, RetryState::RetryScheduled));
+//! assert_eq!(task.status(), TaskStatus::Pending);
+//! assert_eq!(task.retry_state(), RetryState::RetryScheduled);
 //! assert_eq!((task.attempt(), task.attempt_count()), (1, 1));
 //! assert!(!task.is_runnable_at(clock.now()), "the retry waits out its backoff");
 //!

@@ -16,7 +16,7 @@ use crate::{
     derive(serde::Serialize, serde::Deserialize),
     serde(rename_all = "camelCase")
 )]
-#[expect(missing_docs, reason = "each field is the Task getter of the same name")]
+#[expect(missing_docs, reason = "each other field is the Task getter of the same name")]
 pub struct TaskRecord {
     pub id: TaskId,
     pub queue: QueueName,
@@ -24,6 +24,7 @@ pub struct TaskRecord {
     pub payload: Value,
     pub priority: i32,
     pub status: TaskStatus,
+    /// How many times the task was ever started ([`Task::attempt`]): never reset.
     pub attempt: u32,
     pub lease_token: Option<LeaseToken>,
     pub lease_expires_at: Option<DateTime<Utc>>,
@@ -31,6 +32,8 @@ pub struct TaskRecord {
     pub ended_attempt_token: Option<LeaseToken>,
     pub ended_attempt_end: Option<AttemptEnd>,
     pub retry_state: RetryState,
+    /// Failed attempts since creation or the last rerun ([`Task::attempt_count`]; the API's
+    /// `attemptCount`).
     pub attempt_count: u32,
     pub max_attempts: MaxAttempts,
     pub next_run_at: Option<DateTime<Utc>>,
