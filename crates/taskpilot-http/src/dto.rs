@@ -1,17 +1,354 @@
-//! What goes over the wire. The bodies themselves are the shared contract in
-//! [`taskpilot_api`] (re-exported here); this module builds the responses from domain and
-//! use-case types, which the api crate must not know.
+//! The wire mapping, both ways: request bodies of the shared contract
+//! ([`taskpilot_api`]) into validated domain and use-case values, and domain and use-case
+//! values into response bodies. The api crate must not know the domain, so the mapping lives
+//! here; handlers only call it.
 //!
-//! Requests are deserialized strictly (unknown fields are refused and named) and then
-//! validated into domain types by the handlers.
+//! Requests are deserialized strictly by actix (unknown fields are refused and named) and
+//! then validated here, field by field in the order the bodies list them: the first invalid
+//! value answers 400 VALIDATION_FAILED (or MALFORMED_REQUEST for a path that is no UUID).
+//! Parsing a task id or a worker id also records it on the request's log span.
 //!
 //! A task's lease token is the secret of its running attempt: only [`holder_response`] shows
 //! it, in the answers to the worker that holds the lease (claim, start, heartbeat).
 
+use std::time::Duration;
+
+use serde_json::Value;
+use taskpilot_api::limits::{
+    MAX_BATCH, MAX_CLAIM_BATCH, MAX_CLAIM_QUEUES, MAX_CLAIM_WAIT_MS, MAX_PAGE_SIZE,
+};
 pub use taskpilot_api::time::format as format_time;
-pub use taskpilot_api::*;
-use taskpilot_app::{RejectionCount, TaskEvent, TaskPage};
-use taskpilot_domain::Task;
+use taskpilot_api::{
+    ClaimResponse, ClaimTasksRequest, CompletionItem, CompletionOutcome, CompletionResult,
+    CreateTaskBatchRequest, CreateTaskBatchResponse, CreateTaskRequest, FailTaskRequest,
+    HeartbeatRequest, ListTasksQuery, RejectionCountResponse, RejectionStatsResponse,
+    ReleaseTaskRequest, RetryState, StartTaskRequest, SucceedTaskRequest, TaskEventListResponse,
+    TaskEventResponse, TaskListResponse, TaskResponse, TaskStatus,
+};
+use taskpilot_app::{
+    Completion, CreateTask, RejectionCount, ReportedOutcome, TaskEvent, TaskFilter, TaskPage,
+};
+use taskpilot_domain::{
+    check_json, LeaseDuration, LeaseToken, MaxAttempts, QueueName, Reporter, Task, TaskId,
+    TaskName, WorkerId,
+};
+use tracing::Span;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+// ---- Requests: api bodies into validated values ----
+
+/// A task id from the path; MALFORMED_REQUEST when it is no UUID.
+///
+/// # Errors
+/// [`ApiError::Malformed`] when `raw` is not a UUID.
+pub fn task_id(raw: &str) -> Result<TaskId, ApiError> {
+    let id = Uuid::parse_str(raw)
+        .map_err(|e| ApiError::Malformed(format!("task id {raw:?} is not a UUID: {e}")))?;
+    Span::current().record("task_id", tracing::field::display(id));
+    Ok(TaskId::from_uuid(id))
+}
+
+/// A worker id.
+///
+/// # Errors
+/// When it is empty or too long.
+pub fn worker_id(raw: &str) -> Result<WorkerId, ApiError> {
+    let worker = WorkerId::parse(raw)?;
+    Span::current().record("worker_id", tracing::field::display(&worker));
+    Ok(worker)
+}
+
+/// A lease length in seconds, when one is asked for.
+///
+/// # Errors
+/// Outside the domain's bounds.
+pub fn lease(raw: Option<i64>) -> Result<Option<LeaseDuration>, ApiError> {
+    Ok(raw.map(LeaseDuration::from_secs).transpose()?)
+}
+
+/// A lease token.
+///
+/// # Errors
+/// When it is not a token the server hands out.
+pub fn lease_token(raw: &str) -> Result<LeaseToken, ApiError> {
+    Ok(LeaseToken::parse(raw)?)
+}
+
+/// Who reports, as far as the body says: fenced when it carries a token.
+///
+/// # Errors
+/// When the worker id or the token is invalid.
+pub fn reporter(worker_id: Option<&str>, lease_token: Option<&str>) -> Result<Reporter, ApiError> {
+    let worker = worker_id.map(self::worker_id).transpose()?;
+    Ok(match lease_token.map(self::lease_token).transpose()? {
+        Some(token) => Reporter::lease(worker, token),
+        None => Reporter { worker_id: worker, lease_token: None },
+    })
+}
+
+/// A task to create, validated.
+///
+/// # Errors
+/// The first invalid value.
+pub fn create_task(body: CreateTaskRequest) -> Result<CreateTask, ApiError> {
+    check_json("payload", &body.payload)?;
+    Ok(CreateTask {
+        queue: body.queue.as_deref().map(QueueName::parse).transpose()?,
+        name: TaskName::parse(&body.name)?,
+        payload: body.payload,
+        priority: body.priority,
+        max_attempts: body.max_attempts.map(MaxAttempts::new).transpose()?,
+        run_at: body.run_at,
+    })
+}
+
+/// 1 to [`MAX_BATCH`] items, or 400 naming `list`.
+///
+/// # Errors
+/// [`ApiError::Validation`] for an empty or oversized list.
+pub fn check_batch_size(list: &str, len: usize) -> Result<(), ApiError> {
+    if len == 0 || len > MAX_BATCH {
+        return Err(ApiError::Validation(format!(
+            "{list} must hold 1 to {MAX_BATCH} items, got {len}"
+        )));
+    }
+    Ok(())
+}
+
+/// Every task of a batch, validated. All or nothing: the first invalid task fails the whole
+/// batch, naming its index.
+///
+/// # Errors
+/// A list of the wrong size, or [`ApiError::InvalidItem`] for the first invalid task.
+pub fn create_batch(body: CreateTaskBatchRequest) -> Result<Vec<CreateTask>, ApiError> {
+    check_batch_size("tasks", body.tasks.len())?;
+    body.tasks
+        .into_iter()
+        .enumerate()
+        .map(|(index, task)| {
+            create_task(task).map_err(|e| ApiError::InvalidItem {
+                list: "tasks",
+                index,
+                detail: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// One outcome of a batch completion, validated: the same rules as a single succeed, fail or
+/// release, except that the lease token is required.
+///
+/// # Errors
+/// The first invalid value, or fields that do not go with the outcome.
+pub fn completion(item: &CompletionItem) -> Result<Completion, ApiError> {
+    let worker = item.worker_id.as_deref().map(WorkerId::parse).transpose()?;
+    let token = lease_token(&item.lease_token)?;
+    let outcome = match item.outcome {
+        CompletionOutcome::Succeeded => {
+            if item.error_message.is_some() || item.retryable.is_some() {
+                return Err(ApiError::Validation(
+                    "errorMessage and retryable are only for outcome failed".to_owned(),
+                ));
+            }
+            if let Some(result) = &item.result {
+                check_json("result", result)?;
+            }
+            ReportedOutcome::Succeeded { result: item.result.clone() }
+        }
+        CompletionOutcome::Failed => {
+            if item.result.is_some() {
+                return Err(ApiError::Validation(
+                    "result is only for outcome succeeded".to_owned(),
+                ));
+            }
+            let Some(error) = item.error_message.clone() else {
+                return Err(ApiError::Validation(
+                    "errorMessage is required with outcome failed".to_owned(),
+                ));
+            };
+            ReportedOutcome::Failed { error, retryable: item.retryable.unwrap_or(true) }
+        }
+        CompletionOutcome::Released => {
+            if item.result.is_some() || item.error_message.is_some() || item.retryable.is_some() {
+                return Err(ApiError::Validation(
+                    "result, errorMessage and retryable are not for outcome released".to_owned(),
+                ));
+            }
+            ReportedOutcome::Released
+        }
+    };
+    Ok(Completion {
+        id: TaskId::from_uuid(item.id),
+        reporter: Reporter::lease(worker, token),
+        outcome,
+    })
+}
+
+/// A listing's query, validated. Empty parameters count as absent.
+#[derive(Debug)]
+pub struct ListRequest {
+    /// Which tasks.
+    pub filter: TaskFilter,
+    /// Where the previous page ended, as the client got it.
+    pub cursor: Option<String>,
+    /// The page size asked for; the use case checks its range.
+    pub limit: Option<u32>,
+}
+
+/// `GET /api/tasks`'s query, validated.
+///
+/// # Errors
+/// An unknown status, an invalid name or queue, or a limit that is not a number.
+pub fn list_request(query: ListTasksQuery) -> Result<ListRequest, ApiError> {
+    let present = |v: Option<String>| v.filter(|v| !v.is_empty());
+    let status = present(query.status)
+        .map(|raw| {
+            taskpilot_domain::TaskStatus::parse(&raw).ok_or_else(|| {
+                let all = taskpilot_domain::TaskStatus::ALL
+                    .map(taskpilot_domain::TaskStatus::as_str)
+                    .join(", ");
+                ApiError::Validation(format!("status must be one of {all}, got {raw:?}"))
+            })
+        })
+        .transpose()?;
+    let name = present(query.name).map(|raw| TaskName::parse(&raw)).transpose()?;
+    let queue = present(query.queue).map(|raw| QueueName::parse(&raw)).transpose()?;
+    let limit = present(query.limit)
+        .map(|raw| {
+            raw.parse::<u32>().map_err(|_| {
+                ApiError::Validation(format!(
+                    "limit must be an integer between 1 and {MAX_PAGE_SIZE}, got {raw:?}"
+                ))
+            })
+        })
+        .transpose()?;
+    let cursor = present(query.cursor);
+    Ok(ListRequest { filter: TaskFilter { queue, status, name }, cursor, limit })
+}
+
+/// A claim, validated.
+#[derive(Debug)]
+pub struct Claim {
+    /// Who claims.
+    pub worker: WorkerId,
+    /// How many tasks at most; the use case checks the range.
+    pub limit: u32,
+    /// Which queues; every queue when `None`.
+    pub queues: Option<Vec<QueueName>>,
+    /// The lease asked for, when one is.
+    pub lease: Option<LeaseDuration>,
+    /// How long to wait for work when none is runnable.
+    pub wait: Duration,
+}
+
+/// `POST /api/tasks/claim`'s body, validated.
+///
+/// # Errors
+/// The first invalid value.
+pub fn claim(body: ClaimTasksRequest) -> Result<Claim, ApiError> {
+    let worker = worker_id(&body.worker_id)?;
+    let limit = match body.limit {
+        None => 1,
+        Some(n) => u32::try_from(n).map_err(|_| {
+            ApiError::Validation(format!("limit must be between 1 and {MAX_CLAIM_BATCH}, got {n}"))
+        })?,
+    };
+    let queues = body.queues.map(|names| queues(&names)).transpose()?;
+    let lease = lease(body.lease_seconds)?;
+    let wait = match body.wait_ms.unwrap_or(0) {
+        ms @ 0..=MAX_CLAIM_WAIT_MS => Duration::from_millis(ms.unsigned_abs()),
+        ms => {
+            return Err(ApiError::Validation(format!(
+                "waitMs must be between 0 and {MAX_CLAIM_WAIT_MS}, got {ms}"
+            )))
+        }
+    };
+    Ok(Claim { worker, limit, queues, lease, wait })
+}
+
+/// Distinct queue names, in the order given; at least one, at most [`MAX_CLAIM_QUEUES`].
+fn queues(names: &[String]) -> Result<Vec<QueueName>, ApiError> {
+    if names.is_empty() || names.len() > MAX_CLAIM_QUEUES {
+        return Err(ApiError::Validation(format!(
+            "queues must name 1 to {MAX_CLAIM_QUEUES} queues (leave it out for every queue), \
+             got {}",
+            names.len()
+        )));
+    }
+    let mut queues: Vec<QueueName> = Vec::with_capacity(names.len());
+    for name in names {
+        let queue = QueueName::parse(name)?;
+        if !queues.contains(&queue) {
+            queues.push(queue);
+        }
+    }
+    Ok(queues)
+}
+
+/// `PUT /api/tasks/{id}/start`'s body: who starts, and the lease asked for.
+///
+/// # Errors
+/// The first invalid value.
+pub fn start(body: &StartTaskRequest) -> Result<(WorkerId, Option<LeaseDuration>), ApiError> {
+    Ok((worker_id(&body.worker_id)?, lease(body.lease_seconds)?))
+}
+
+/// `PUT /api/tasks/{id}/heartbeat`'s body: who, with which token, and the lease asked for.
+///
+/// # Errors
+/// The first invalid value.
+pub fn heartbeat(
+    body: &HeartbeatRequest,
+) -> Result<(WorkerId, LeaseToken, Option<LeaseDuration>), ApiError> {
+    Ok((worker_id(&body.worker_id)?, lease_token(&body.lease_token)?, lease(body.lease_seconds)?))
+}
+
+/// `PUT /api/tasks/{id}/succeed`'s body: who reports, and the result.
+///
+/// # Errors
+/// The first invalid value.
+pub fn success(body: SucceedTaskRequest) -> Result<(Reporter, Option<Value>), ApiError> {
+    let reporter = reporter(body.worker_id.as_deref(), body.lease_token.as_deref())?;
+    if let Some(result) = &body.result {
+        check_json("result", result)?;
+    }
+    Ok((reporter, body.result))
+}
+
+/// A failure report, validated.
+#[derive(Debug)]
+pub struct Failure {
+    /// Who reports.
+    pub reporter: Reporter,
+    /// What went wrong.
+    pub message: String,
+    /// Whether another attempt may follow (`retryable`, true when left out).
+    pub retryable: bool,
+}
+
+/// `PUT /api/tasks/{id}/fail`'s body, validated.
+///
+/// # Errors
+/// The first invalid value.
+pub fn failure(body: FailTaskRequest) -> Result<Failure, ApiError> {
+    Ok(Failure {
+        reporter: reporter(body.worker_id.as_deref(), body.lease_token.as_deref())?,
+        message: body.error_message,
+        retryable: body.retryable.unwrap_or(true),
+    })
+}
+
+/// `PUT /api/tasks/{id}/release`'s body: who hands the task back, always with a token.
+///
+/// # Errors
+/// The first invalid value.
+pub fn release(body: &ReleaseTaskRequest) -> Result<Reporter, ApiError> {
+    reporter(body.worker_id.as_deref(), Some(&body.lease_token))
+}
+
+// ---- Responses: domain and use-case values into api bodies ----
 
 /// A domain status as the wire spells it.
 pub fn status(status: taskpilot_domain::TaskStatus) -> TaskStatus {
@@ -108,4 +445,29 @@ pub fn rejection_stats_response(counts: &[RejectionCount]) -> RejectionStatsResp
             .collect(),
         stale_successes: counts.iter().filter(|c| c.shows_a_second_run()).map(|c| c.count).sum(),
     }
+}
+
+/// The tasks one batch created, in the order given.
+pub fn batch_response(tasks: &[Task]) -> CreateTaskBatchResponse {
+    CreateTaskBatchResponse { items: tasks.iter().map(task_response).collect() }
+}
+
+/// A task's history, oldest first.
+pub fn events_response(events: &[TaskEvent]) -> TaskEventListResponse {
+    TaskEventListResponse { items: events.iter().map(event_response).collect() }
+}
+
+/// A batch item whose outcome was applied: 200 with the task.
+pub fn completed_item(id: Uuid, task: &Task) -> CompletionResult {
+    CompletionResult { id, status: 200, task: Some(task_response(task)), error: None }
+}
+
+/// A batch item that was refused: its error as the single call would have answered it.
+pub fn refused_item(id: Uuid, error: &ApiError) -> CompletionResult {
+    let body = error.problem_body();
+    if body.status >= 500 {
+        // Logged here: an item's answer does not go through `ResponseError`.
+        tracing::error!(task.id = %id, error = %format!("{error:#}"), "batch item {id} failed");
+    }
+    CompletionResult { id, status: body.status, task: None, error: Some(body) }
 }

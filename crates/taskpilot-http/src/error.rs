@@ -9,8 +9,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
-pub use taskpilot_api::PROBLEM_JSON;
-use taskpilot_api::{ProblemBody, ProblemCode};
+use taskpilot_api::{ProblemBody, ProblemCode, PROBLEM_JSON};
 use taskpilot_app::AppError;
 use taskpilot_domain::{DomainError, StaleLease, TaskId, ValidationError};
 
@@ -96,12 +95,11 @@ impl ApiError {
     }
 }
 
-/// An RFC 9457 problem: the standard members plus TaskPilot's `code` and extensions.
+/// An RFC 9457 problem: the standard members plus TaskPilot's `code` and extensions. The
+/// status and the title follow from the code alone ([`Problem::status`], [`title`]).
 #[derive(Debug, Clone)]
 struct Problem {
-    status: StatusCode,
     code: ProblemCode,
-    title: &'static str,
     detail: String,
     extensions: Map<String, Value>,
     retry_after_secs: Option<u64>,
@@ -109,16 +107,19 @@ struct Problem {
 }
 
 impl Problem {
-    fn new(status: StatusCode, code: ProblemCode, title: &'static str, detail: String) -> Self {
+    fn new(code: ProblemCode, detail: impl Into<String>) -> Self {
         Self {
-            status,
             code,
-            title,
-            detail,
+            detail: detail.into(),
             extensions: Map::new(),
             retry_after_secs: None,
             allow: None,
         }
+    }
+
+    /// The one place a status is chosen: the one the contract gives the code.
+    fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
@@ -130,17 +131,43 @@ impl Problem {
         self.with("taskId", id.to_string())
     }
 
+    fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+
     /// The wire form: the standard members first, in RFC 9457's order, then `code`, then
     /// the extensions.
     fn body(&self) -> ProblemBody {
         ProblemBody {
-            kind: self.code.type_uri(),
-            title: self.title.to_owned(),
-            status: self.status.as_u16(),
-            detail: self.detail.clone(),
-            code: self.code.as_str().to_owned(),
             extensions: self.extensions.clone(),
+            ..ProblemBody::new(self.code, title(self.code), self.detail.clone())
         }
+    }
+}
+
+/// The short summary of each code, the same for every occurrence.
+fn title(code: ProblemCode) -> &'static str {
+    match code {
+        ProblemCode::MalformedRequest => "Malformed request",
+        ProblemCode::ValidationFailed => "Validation failed",
+        ProblemCode::TaskNotFound => "Task not found",
+        ProblemCode::RouteNotFound => "Route not found",
+        ProblemCode::MethodNotAllowed => "Method not allowed",
+        ProblemCode::InvalidTransition => "Invalid transition",
+        ProblemCode::NotYetRunnable => "Task not yet runnable",
+        ProblemCode::WorkerMismatch => "Worker mismatch",
+        ProblemCode::ConcurrentModification => "Concurrent modification",
+        ProblemCode::LeaseExpired => "Lease expired",
+        ProblemCode::AttemptSuperseded => "Attempt superseded",
+        ProblemCode::TaskCancelled => "Task cancelled",
+        ProblemCode::OutcomeConflict => "Outcome conflict",
+        ProblemCode::PayloadTooLarge => "Payload too large",
+        ProblemCode::UnsupportedMediaType => "Unsupported media type",
+        ProblemCode::InternalError => "Internal error",
+        ProblemCode::DatabaseUnavailable => "Database unavailable",
+        // A code the api crate adds later reads as a problem until it gets a title here.
+        _ => "Problem",
     }
 }
 
@@ -157,44 +184,25 @@ impl ApiError {
 
     fn problem(&self) -> Problem {
         match self {
-            Self::App(e) => app_problem(e),
+            Self::App(e) => refusal(e),
             Self::NotYetRunnable { task, runnable_at, now } => {
                 not_yet_runnable(*task, *runnable_at, *now)
             }
-            Self::Validation(detail) => validation(detail.clone()),
-            Self::InvalidItem { index, .. } => validation(self.to_string()).with("index", *index),
-            Self::Malformed(detail) => Problem::new(
-                StatusCode::BAD_REQUEST,
-                ProblemCode::MalformedRequest,
-                "Malformed request",
-                detail.clone(),
-            ),
-            Self::PayloadTooLarge { limit } => Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ProblemCode::PayloadTooLarge,
-                "Payload too large",
-                self.to_string(),
-            )
-            .with("limitBytes", *limit),
-            Self::UnsupportedMediaType => Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                ProblemCode::UnsupportedMediaType,
-                "Unsupported media type",
-                self.to_string(),
-            ),
-            Self::RouteNotFound(_) => Problem::new(
-                StatusCode::NOT_FOUND,
-                ProblemCode::RouteNotFound,
-                "Route not found",
-                self.to_string(),
-            ),
+            Self::Validation(detail) => Problem::new(ProblemCode::ValidationFailed, detail),
+            Self::InvalidItem { index, .. } => {
+                Problem::new(ProblemCode::ValidationFailed, self.to_string()).with("index", *index)
+            }
+            Self::Malformed(detail) => Problem::new(ProblemCode::MalformedRequest, detail),
+            Self::PayloadTooLarge { limit } => {
+                Problem::new(ProblemCode::PayloadTooLarge, self.to_string())
+                    .with("limitBytes", *limit)
+            }
+            Self::UnsupportedMediaType => {
+                Problem::new(ProblemCode::UnsupportedMediaType, self.to_string())
+            }
+            Self::RouteNotFound(_) => Problem::new(ProblemCode::RouteNotFound, self.to_string()),
             Self::MethodNotAllowed { allow, .. } => {
-                let mut problem = Problem::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    ProblemCode::MethodNotAllowed,
-                    "Method not allowed",
-                    self.to_string(),
-                );
+                let mut problem = Problem::new(ProblemCode::MethodNotAllowed, self.to_string());
                 problem.allow = Some(allow);
                 problem
             }
@@ -239,124 +247,94 @@ impl ApiError {
     }
 }
 
-fn validation(detail: String) -> Problem {
-    Problem::new(
-        StatusCode::BAD_REQUEST,
-        ProblemCode::ValidationFailed,
-        "Validation failed",
-        detail,
-    )
-}
-
 fn internal() -> Problem {
     Problem::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
         ProblemCode::InternalError,
-        "Internal error",
-        "the server failed to handle the request; it has been logged".to_owned(),
+        "the server failed to handle the request; it has been logged",
     )
 }
 
-fn app_problem(e: &AppError) -> Problem {
+/// What each refusal or failure of a use case answers: one row per case, giving the code
+/// (the status follows from it) and the members that go with it.
+fn refusal(e: &AppError) -> Problem {
+    use taskpilot_domain::DomainError as D;
+    use ProblemCode as C;
     match e {
-        AppError::NotFound(id) => Problem::new(
-            StatusCode::NOT_FOUND,
-            ProblemCode::TaskNotFound,
-            "Task not found",
-            format!("no task has id {id}"),
-        )
-        .task(*id),
-        AppError::Conflict(domain) => domain_problem(domain),
-        AppError::Validation(_)
-        | AppError::InvalidLimit(_)
-        | AppError::InvalidClaimLimit(_)
-        | AppError::InvalidBatchSize(_)
-        | AppError::InvalidCursor => validation(e.to_string()),
-        AppError::ConcurrentModification(id) => Problem::new(
-            StatusCode::CONFLICT,
-            ProblemCode::ConcurrentModification,
-            "Concurrent modification",
-            e.to_string(),
-        )
-        .task(*id),
-        AppError::Unavailable(_) => {
-            let mut problem = Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                ProblemCode::DatabaseUnavailable,
-                "Database unavailable",
-                format!(
-                    "the database cannot be reached; retry in {}",
-                    seconds(UNAVAILABLE_RETRY_AFTER_SECS)
-                ),
-            );
-            problem.retry_after_secs = Some(UNAVAILABLE_RETRY_AFTER_SECS);
-            problem
+        AppError::NotFound(id) => {
+            Problem::new(C::TaskNotFound, format!("no task has id {id}")).task(*id)
         }
-        AppError::Unexpected(_) => internal(),
-    }
-}
-
-fn domain_problem(e: &DomainError) -> Problem {
-    let conflict = |code, title| Problem::new(StatusCode::CONFLICT, code, title, e.to_string());
-    match e {
-        DomainError::InvalidTransition { task, from, action } => {
-            conflict(ProblemCode::InvalidTransition, "Invalid transition")
+        AppError::Conflict(D::InvalidTransition { task, from, action }) => {
+            Problem::new(C::InvalidTransition, e.to_string())
                 .task(*task)
                 .with("taskStatus", from.as_str())
                 .with("action", action.to_string())
         }
         // Handlers turn this into `ApiError::NotYetRunnable` with the service's clock; the
         // local clock is the fallback for any other path.
-        DomainError::NotYetRunnable { task, runnable_at } => {
+        AppError::Conflict(D::NotYetRunnable { task, runnable_at }) => {
             not_yet_runnable(*task, *runnable_at, Utc::now())
         }
-        DomainError::WorkerMismatch { task, .. } => {
-            conflict(ProblemCode::WorkerMismatch, "Worker mismatch").task(*task)
+        AppError::Conflict(D::WorkerMismatch { task, .. }) => {
+            Problem::new(C::WorkerMismatch, e.to_string()).task(*task)
         }
-        DomainError::StaleLease(stale) => stale_problem(stale),
-        // A rule added to the domain later is still a refused transition.
-        _ => conflict(ProblemCode::InvalidTransition, "Invalid transition"),
+        AppError::Conflict(D::StaleLease(StaleLease::LeaseExpired { task, attempt })) => {
+            Problem::new(C::LeaseExpired, e.to_string()).task(*task).with("attempt", *attempt)
+        }
+        AppError::Conflict(D::StaleLease(StaleLease::AttemptSuperseded { task, current })) => {
+            Problem::new(C::AttemptSuperseded, e.to_string())
+                .task(*task)
+                .with("currentAttempt", *current)
+        }
+        AppError::Conflict(D::StaleLease(StaleLease::TaskCancelled { task, attempt })) => {
+            Problem::new(C::TaskCancelled, e.to_string()).task(*task).with("attempt", *attempt)
+        }
+        AppError::Conflict(D::StaleLease(StaleLease::OutcomeConflict {
+            task,
+            attempt,
+            recorded,
+        })) => Problem::new(C::OutcomeConflict, e.to_string())
+            .task(*task)
+            .with("attempt", *attempt)
+            .with("recordedOutcome", recorded.as_str()),
+        // A stale-lease refusal added to the domain later keeps its own code once the api
+        // crate lists it.
+        AppError::Conflict(D::StaleLease(stale)) => Problem::new(
+            ProblemCode::parse(stale.code()).unwrap_or(C::InvalidTransition),
+            e.to_string(),
+        ),
+        // Any other rule of the domain is a refused transition.
+        AppError::Conflict(_) => Problem::new(C::InvalidTransition, e.to_string()),
+        AppError::Validation(_)
+        | AppError::InvalidLimit(_)
+        | AppError::InvalidClaimLimit(_)
+        | AppError::InvalidBatchSize(_)
+        | AppError::InvalidCursor => Problem::new(C::ValidationFailed, e.to_string()),
+        AppError::ConcurrentModification(id) => {
+            Problem::new(C::ConcurrentModification, e.to_string()).task(*id)
+        }
+        AppError::Unavailable(_) => Problem::new(
+            C::DatabaseUnavailable,
+            format!(
+                "the database cannot be reached; retry in {}",
+                seconds(UNAVAILABLE_RETRY_AFTER_SECS)
+            ),
+        )
+        .retry_after(UNAVAILABLE_RETRY_AFTER_SECS),
+        // `Unexpected`, and any failure the use cases add later: a bug as far as clients know.
+        _ => internal(),
     }
 }
 
 fn not_yet_runnable(task: TaskId, runnable_at: DateTime<Utc>, now: DateTime<Utc>) -> Problem {
     let wait = retry_after_secs(runnable_at, now);
     let at = runnable_at.to_rfc3339_opts(SecondsFormat::Micros, true);
-    let mut problem = Problem::new(
-        StatusCode::CONFLICT,
+    Problem::new(
         ProblemCode::NotYetRunnable,
-        "Task not yet runnable",
         format!("task {task} is not runnable before {at}; retry in {}", seconds(wait)),
     )
     .task(task)
-    .with("runnableAt", at);
-    problem.retry_after_secs = Some(wait);
-    problem
-}
-
-/// A call whose lease token is not the live attempt's: 409 with the refusal's own code, so
-/// that the worker knows what became of its attempt (and that it must stop).
-fn stale_problem(stale: &StaleLease) -> Problem {
-    // A refusal added to the domain later keeps its own code once the api crate lists it.
-    let code = ProblemCode::parse(stale.code()).unwrap_or(ProblemCode::InvalidTransition);
-    let problem = |title| Problem::new(StatusCode::CONFLICT, code, title, stale.to_string());
-    match stale {
-        StaleLease::LeaseExpired { task, attempt } => {
-            problem("Lease expired").task(*task).with("attempt", *attempt)
-        }
-        StaleLease::AttemptSuperseded { task, current } => {
-            problem("Attempt superseded").task(*task).with("currentAttempt", *current)
-        }
-        StaleLease::TaskCancelled { task, attempt } => {
-            problem("Task cancelled").task(*task).with("attempt", *attempt)
-        }
-        StaleLease::OutcomeConflict { task, attempt, recorded } => problem("Outcome conflict")
-            .task(*task)
-            .with("attempt", *attempt)
-            .with("recordedOutcome", recorded.as_str()),
-        // A refusal added to the domain later still carries its own code.
-        _ => problem("Stale lease"),
-    }
+    .with("runnableAt", at)
+    .retry_after(wait)
 }
 
 fn seconds(n: u64) -> String {
@@ -386,7 +364,7 @@ fn chain(e: &(dyn StdError + 'static)) -> String {
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        self.problem().status
+        self.problem().status()
     }
 
     fn error_response(&self) -> HttpResponse {
@@ -401,7 +379,7 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        let mut response = HttpResponse::build(problem.status);
+        let mut response = HttpResponse::build(problem.status());
         response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
         if let Some(secs) = problem.retry_after_secs {
             response.insert_header((header::RETRY_AFTER, secs));
@@ -470,39 +448,104 @@ mod tests {
 
             let problem = error.problem();
 
-            assert_eq!(problem.status, StatusCode::CONFLICT);
+            assert_eq!(problem.status(), StatusCode::CONFLICT);
             assert_eq!(problem.code.as_str(), code);
             assert_eq!(problem.body().extension("taskId"), Some(&Value::from(task.to_string())));
         }
     }
 
     #[test]
-    fn every_problem_has_the_status_its_code_promises() {
+    fn each_error_answers_its_status_code_and_title() {
+        use taskpilot_domain::{Action, TaskStatus};
         let task = TaskId::from_uuid(uuid::Uuid::nil());
         let now = DateTime::<Utc>::UNIX_EPOCH;
-        for error in [
-            ApiError::Validation("x".into()),
-            ApiError::InvalidItem { list: "tasks", index: 3, detail: "name is empty".into() },
-            ApiError::Malformed("x".into()),
-            ApiError::PayloadTooLarge { limit: 1 },
-            ApiError::UnsupportedMediaType,
-            ApiError::RouteNotFound("GET /x".into()),
-            ApiError::MethodNotAllowed { method: "GET".into(), allow: "POST" },
-            ApiError::Internal(anyhow::anyhow!("x")),
-            ApiError::NotYetRunnable { task, runnable_at: now, now },
-            ApiError::App(AppError::NotFound(task)),
-            ApiError::App(AppError::InvalidBatchSize(0)),
-            ApiError::App(AppError::ConcurrentModification(task)),
-            ApiError::App(AppError::Unavailable(anyhow::anyhow!("x"))),
-            ApiError::App(AppError::Conflict(DomainError::StaleLease(StaleLease::LeaseExpired {
-                task,
-                attempt: 1,
-            }))),
+        let conflict = |e: DomainError| ApiError::App(AppError::Conflict(e));
+        for (error, status, code, title) in [
+            (ApiError::Validation("x".into()), 400, "VALIDATION_FAILED", "Validation failed"),
+            (
+                ApiError::InvalidItem { list: "tasks", index: 3, detail: "name is empty".into() },
+                400,
+                "VALIDATION_FAILED",
+                "Validation failed",
+            ),
+            (ApiError::Malformed("x".into()), 400, "MALFORMED_REQUEST", "Malformed request"),
+            (ApiError::PayloadTooLarge { limit: 1 }, 413, "PAYLOAD_TOO_LARGE", "Payload too large"),
+            (
+                ApiError::UnsupportedMediaType,
+                415,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "Unsupported media type",
+            ),
+            (ApiError::RouteNotFound("GET /x".into()), 404, "ROUTE_NOT_FOUND", "Route not found"),
+            (
+                ApiError::MethodNotAllowed { method: "GET".into(), allow: "POST" },
+                405,
+                "METHOD_NOT_ALLOWED",
+                "Method not allowed",
+            ),
+            (ApiError::Internal(anyhow::anyhow!("x")), 500, "INTERNAL_ERROR", "Internal error"),
+            (
+                ApiError::NotYetRunnable { task, runnable_at: now, now },
+                409,
+                "NOT_YET_RUNNABLE",
+                "Task not yet runnable",
+            ),
+            (ApiError::App(AppError::NotFound(task)), 404, "TASK_NOT_FOUND", "Task not found"),
+            (
+                ApiError::App(AppError::InvalidBatchSize(0)),
+                400,
+                "VALIDATION_FAILED",
+                "Validation failed",
+            ),
+            (ApiError::App(AppError::InvalidCursor), 400, "VALIDATION_FAILED", "Validation failed"),
+            (
+                ApiError::App(AppError::ConcurrentModification(task)),
+                409,
+                "CONCURRENT_MODIFICATION",
+                "Concurrent modification",
+            ),
+            (
+                ApiError::App(AppError::Unavailable(anyhow::anyhow!("x"))),
+                503,
+                "DATABASE_UNAVAILABLE",
+                "Database unavailable",
+            ),
+            (
+                ApiError::App(AppError::Unexpected(anyhow::anyhow!("x"))),
+                500,
+                "INTERNAL_ERROR",
+                "Internal error",
+            ),
+            (
+                conflict(DomainError::InvalidTransition {
+                    task,
+                    from: TaskStatus::Succeeded,
+                    action: Action::Start,
+                }),
+                409,
+                "INVALID_TRANSITION",
+                "Invalid transition",
+            ),
+            (
+                conflict(DomainError::LeaseNotExpired { task, expires_at: now }),
+                409,
+                "INVALID_TRANSITION",
+                "Invalid transition",
+            ),
+            (
+                conflict(DomainError::StaleLease(StaleLease::LeaseExpired { task, attempt: 1 })),
+                409,
+                "LEASE_EXPIRED",
+                "Lease expired",
+            ),
         ] {
-            let problem = error.problem();
+            let body = error.problem_body();
 
-            assert_eq!(problem.status.as_u16(), problem.code.status(), "{}", problem.code);
-            assert_eq!(error.problem_body().problem_code(), Some(problem.code));
+            assert_eq!(error.status_code().as_u16(), status, "{code}");
+            assert_eq!(
+                (body.status, body.code.as_str(), body.title.as_str()),
+                (status, code, title)
+            );
         }
     }
 

@@ -1,9 +1,8 @@
-//! Request handlers: parse and validate into domain types, run one use case off the async
-//! executor, map the result. No rule is decided here.
+//! Request handlers: map the request into validated values ([`dto`]), run one use case off
+//! the async executor, map the result back ([`dto`], [`ApiError`]). No rule is decided here.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
@@ -11,34 +10,18 @@ use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use taskpilot_api::{
-    CompleteTasksRequest, CompleteTasksResponse, CompletionItem, CompletionOutcome,
-    CompletionResult, CreateTaskBatchRequest, CreateTaskBatchResponse,
+    ClaimTasksRequest, CompleteTasksRequest, CompleteTasksResponse, CompletionResult,
+    CreateTaskBatchRequest, CreateTaskRequest, FailTaskRequest, HeartbeatRequest, ListTasksQuery,
+    ReleaseTaskRequest, StartTaskRequest, SucceedTaskRequest,
 };
-use taskpilot_app::{
-    AppError, Completion, CreateTask, Outcome, TaskFilter, TaskService, MAX_BATCH, MAX_CLAIM_BATCH,
-};
-use taskpilot_domain::{
-    check_json, LeaseDuration, LeaseToken, MaxAttempts, QueueName, Reporter, Task, TaskId,
-    TaskName, TaskStatus, WorkerId,
-};
+use taskpilot_app::{AppError, TaskService};
+use taskpilot_domain::{Task, WorkerId};
 use tokio::time::Instant;
 use tracing::Span;
-use uuid::Uuid;
 
-use crate::dto::{
-    self, ClaimTasksRequest, CreateTaskRequest, FailTaskRequest, HeartbeatRequest, ListTasksQuery,
-    ReleaseTaskRequest, StartTaskRequest, SucceedTaskRequest, TaskEventListResponse,
-};
+use crate::dto;
 use crate::error::ApiError;
 use crate::wake::{wake_when_due, Wake, WakeHub};
-
-// The contract's batch size is the use cases' batch size.
-const _: () = assert!(taskpilot_api::MAX_BATCH == MAX_BATCH);
-
-/// The longest a claim may wait for work, in milliseconds.
-pub const MAX_CLAIM_WAIT_MS: i64 = 30_000;
-/// Most queues one claim may name.
-pub const MAX_CLAIM_QUEUES: usize = 100;
 
 /// Runs a use case on the blocking pool: diesel blocks, the executor must not.
 async fn run<T, F>(service: &web::Data<TaskService>, call: F) -> Result<T, ApiError>
@@ -46,42 +29,12 @@ where
     F: FnOnce(&TaskService) -> Result<T, AppError> + Send + 'static,
     T: Send + 'static,
 {
-    let service = web::Data::clone(service);
-    let clock = web::Data::clone(&service);
-    web::block(move || call(&service))
+    let on_pool = web::Data::clone(service);
+    web::block(move || call(&on_pool))
         .await
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("blocking task failed: {e}")))?
-        .map_err(|e| ApiError::from_app_at(e, clock.now()))
-}
-
-fn parse_task_id(raw: &str) -> Result<TaskId, ApiError> {
-    let id = Uuid::parse_str(raw)
-        .map_err(|e| ApiError::Malformed(format!("task id {raw:?} is not a UUID: {e}")))?;
-    Span::current().record("task_id", tracing::field::display(id));
-    Ok(TaskId::from_uuid(id))
-}
-
-fn parse_worker_id(raw: &str) -> Result<WorkerId, ApiError> {
-    let worker = WorkerId::parse(raw)?;
-    Span::current().record("worker_id", tracing::field::display(&worker));
-    Ok(worker)
-}
-
-fn parse_lease(raw: Option<i64>) -> Result<Option<LeaseDuration>, ApiError> {
-    Ok(raw.map(LeaseDuration::from_secs).transpose()?)
-}
-
-fn parse_token(raw: &str) -> Result<LeaseToken, ApiError> {
-    Ok(LeaseToken::parse(raw)?)
-}
-
-/// Who reports, as far as the body says: fenced when it carries a token.
-fn reporter(worker_id: Option<&str>, lease_token: Option<&str>) -> Result<Reporter, ApiError> {
-    let worker = worker_id.map(parse_worker_id).transpose()?;
-    Ok(match lease_token.map(parse_token).transpose()? {
-        Some(token) => Reporter::lease(worker, token),
-        None => Reporter { worker_id: worker, lease_token: None },
-    })
+        // A refusal is judged by the service's clock (a Retry-After counts from it).
+        .map_err(|e| ApiError::from_app_at(e, service.now()))
 }
 
 /// The task as anybody sees it (no lease token).
@@ -99,35 +52,12 @@ pub async fn create_task(
     service: web::Data<TaskService>,
     body: web::Json<CreateTaskRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = create_request(body.into_inner())?;
+    let request = dto::create_task(body.into_inner())?;
     let task = run(&service, move |s| s.create(request)).await?;
     Span::current().record("task_id", tracing::field::display(task.id()));
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/tasks/{}", task.id())))
         .json(dto::task_response(&task)))
-}
-
-/// A task to create, validated.
-fn create_request(body: CreateTaskRequest) -> Result<CreateTask, ApiError> {
-    check_json("payload", &body.payload)?;
-    Ok(CreateTask {
-        queue: body.queue.as_deref().map(QueueName::parse).transpose()?,
-        name: TaskName::parse(&body.name)?,
-        payload: body.payload,
-        priority: body.priority,
-        max_attempts: body.max_attempts.map(MaxAttempts::new).transpose()?,
-        run_at: body.run_at,
-    })
-}
-
-/// 1 to [`MAX_BATCH`] items, or 400 naming `list`.
-fn check_batch_size(list: &str, len: usize) -> Result<(), ApiError> {
-    if len == 0 || len > MAX_BATCH {
-        return Err(ApiError::Validation(format!(
-            "{list} must hold 1 to {MAX_BATCH} items, got {len}"
-        )));
-    }
-    Ok(())
 }
 
 /// `POST /api/tasks/batch`: 201 with the created tasks in the order given. All or nothing:
@@ -136,105 +66,36 @@ pub async fn create_task_batch(
     service: web::Data<TaskService>,
     body: web::Json<CreateTaskBatchRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let tasks = body.into_inner().tasks;
-    check_batch_size("tasks", tasks.len())?;
-    let requests = tasks
-        .into_iter()
-        .enumerate()
-        .map(|(index, task)| {
-            create_request(task).map_err(|e| ApiError::InvalidItem {
-                list: "tasks",
-                index,
-                detail: e.to_string(),
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let requests = dto::create_batch(body.into_inner())?;
     let tasks = run(&service, move |s| s.create_batch(requests)).await?;
     tracing::info!(tasks = tasks.len(), "{} tasks created in one batch", tasks.len());
-    Ok(HttpResponse::Created()
-        .json(CreateTaskBatchResponse { items: tasks.iter().map(dto::task_response).collect() }))
+    Ok(HttpResponse::Created().json(dto::batch_response(&tasks)))
 }
 
-/// One outcome of a batch completion, validated: the same rules as a single succeed, fail or
-/// release, except that the lease token is required.
-fn completion(item: &CompletionItem) -> Result<Completion, ApiError> {
-    let worker = item.worker_id.as_deref().map(WorkerId::parse).transpose()?;
-    let token = parse_token(&item.lease_token)?;
-    let outcome = match item.outcome {
-        CompletionOutcome::Succeeded => {
-            if item.error_message.is_some() || item.retryable.is_some() {
-                return Err(ApiError::Validation(
-                    "errorMessage and retryable are only for outcome failed".to_owned(),
-                ));
-            }
-            if let Some(result) = &item.result {
-                check_json("result", result)?;
-            }
-            Outcome::Succeeded { result: item.result.clone() }
-        }
-        CompletionOutcome::Failed => {
-            if item.result.is_some() {
-                return Err(ApiError::Validation(
-                    "result is only for outcome succeeded".to_owned(),
-                ));
-            }
-            let Some(error) = item.error_message.clone() else {
-                return Err(ApiError::Validation(
-                    "errorMessage is required with outcome failed".to_owned(),
-                ));
-            };
-            Outcome::Failed { error, retryable: item.retryable.unwrap_or(true) }
-        }
-        CompletionOutcome::Released => {
-            if item.result.is_some() || item.error_message.is_some() || item.retryable.is_some() {
-                return Err(ApiError::Validation(
-                    "result, errorMessage and retryable are not for outcome released".to_owned(),
-                ));
-            }
-            Outcome::Released
-        }
-    };
-    Ok(Completion {
-        id: TaskId::from_uuid(item.id),
-        reporter: Reporter::lease(worker, token),
-        outcome,
-    })
-}
-
-/// An item's answer: its error as the single call would have answered it.
-fn failed_item(id: Uuid, error: &ApiError) -> CompletionResult {
-    let body = error.problem_body();
-    if body.status >= 500 {
-        // Logged here: an item's answer does not go through `ResponseError`.
-        tracing::error!(task.id = %id, error = %format!("{error:#}"), "batch item {id} failed");
-    }
-    CompletionResult { id, status: body.status, task: None, error: Some(body) }
-}
-
-/// `POST /api/tasks/complete`: up to [`MAX_BATCH`] outcomes in one round trip, each fenced by
-/// its lease token and answered on its own, in the order given: 200 with the task, or the
-/// status and problem body the single succeed or fail would have answered (400 for an item
-/// whose values are invalid, 404, 409). An outcome is `succeeded`, `failed` or `released`.
-/// Only a body that cannot be read, or that holds no item or too many, fails the whole
-/// request.
+/// `POST /api/tasks/complete`: up to [`MAX_BATCH`](taskpilot_api::limits::MAX_BATCH) outcomes
+/// in one round trip, each fenced by its lease token and answered on its own, in the order
+/// given: 200 with the task, or the status and problem body the single succeed or fail would
+/// have answered (400 for an item whose values are invalid, 404, 409). An outcome is
+/// `succeeded`, `failed` or `released`. Only a body that cannot be read, or that holds no item
+/// or too many, fails the whole request.
 pub async fn complete_tasks(
     service: web::Data<TaskService>,
     hub: web::Data<WakeHub>,
     body: web::Json<CompleteTasksRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let items = body.into_inner().items;
-    check_batch_size("items", items.len())?;
+    dto::check_batch_size("items", items.len())?;
     let mut answers: Vec<Option<CompletionResult>> = Vec::with_capacity(items.len());
     let mut completions = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
-        match completion(item) {
+        match dto::completion(item) {
             Ok(completion) => {
                 completions.push(completion);
                 answers.push(None);
             }
             Err(e) => {
                 let e = ApiError::InvalidItem { list: "items", index, detail: e.to_string() };
-                answers.push(Some(failed_item(item.id, &e)));
+                answers.push(Some(dto::refused_item(item.id, &e)));
             }
         }
     }
@@ -255,15 +116,10 @@ pub async fn complete_tasks(
             None => match results.next() {
                 Some(Ok(task)) => {
                     retries.extend(task.next_run_at());
-                    CompletionResult {
-                        id: item.id,
-                        status: 200,
-                        task: Some(dto::task_response(&task)),
-                        error: None,
-                    }
+                    dto::completed_item(item.id, &task)
                 }
-                Some(Err(e)) => failed_item(item.id, &ApiError::from_app_at(e, now)),
-                None => failed_item(
+                Some(Err(e)) => dto::refused_item(item.id, &ApiError::from_app_at(e, now)),
+                None => dto::refused_item(
                     item.id,
                     &ApiError::Internal(anyhow::anyhow!("the batch answered fewer items")),
                 ),
@@ -281,7 +137,7 @@ pub async fn get_task(
     service: web::Data<TaskService>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_task_id(&path)?;
+    let id = dto::task_id(&path)?;
     let task = run(&service, move |s| s.get(id)).await?;
     Ok(task_ok(&task))
 }
@@ -291,30 +147,7 @@ pub async fn list_tasks(
     service: web::Data<TaskService>,
     query: web::Query<ListTasksQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let query = query.into_inner();
-    let present = |v: Option<String>| v.filter(|v| !v.is_empty());
-    let status = present(query.status)
-        .map(|raw| {
-            TaskStatus::parse(&raw).ok_or_else(|| {
-                let all = TaskStatus::ALL.map(TaskStatus::as_str).join(", ");
-                ApiError::Validation(format!("status must be one of {all}, got {raw:?}"))
-            })
-        })
-        .transpose()?;
-    let name = present(query.name).map(|raw| TaskName::parse(&raw)).transpose()?;
-    let queue = present(query.queue).map(|raw| QueueName::parse(&raw)).transpose()?;
-    let limit = present(query.limit)
-        .map(|raw| {
-            raw.parse::<u32>().map_err(|_| {
-                ApiError::Validation(format!(
-                    "limit must be an integer between 1 and {}, got {raw:?}",
-                    taskpilot_app::MAX_PAGE_SIZE
-                ))
-            })
-        })
-        .transpose()?;
-    let cursor = present(query.cursor);
-    let filter = TaskFilter { queue, status, name };
+    let dto::ListRequest { filter, cursor, limit } = dto::list_request(query.into_inner())?;
     let page = run(&service, move |s| s.list(&filter, cursor.as_deref(), limit)).await?;
     Ok(HttpResponse::Ok().json(dto::list_response(&page)))
 }
@@ -329,24 +162,7 @@ pub async fn claim_tasks(
     hub: web::Data<WakeHub>,
     body: web::Json<ClaimTasksRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
-    let worker = parse_worker_id(&body.worker_id)?;
-    let limit = match body.limit {
-        None => 1,
-        Some(n) => u32::try_from(n).map_err(|_| {
-            ApiError::Validation(format!("limit must be between 1 and {MAX_CLAIM_BATCH}, got {n}"))
-        })?,
-    };
-    let queues = body.queues.map(|names| parse_queues(&names)).transpose()?;
-    let lease = parse_lease(body.lease_seconds)?;
-    let wait = match body.wait_ms.unwrap_or(0) {
-        ms @ 0..=MAX_CLAIM_WAIT_MS => Duration::from_millis(ms.unsigned_abs()),
-        ms => {
-            return Err(ApiError::Validation(format!(
-                "waitMs must be between 0 and {MAX_CLAIM_WAIT_MS}, got {ms}"
-            )))
-        }
-    };
+    let dto::Claim { worker, limit, queues, lease, wait } = dto::claim(body.into_inner())?;
     let deadline = Instant::now() + wait;
 
     loop {
@@ -378,34 +194,14 @@ fn claimed(worker: &WorkerId, tasks: &[Task]) -> HttpResponse {
     HttpResponse::Ok().json(dto::claim_response(tasks))
 }
 
-/// Distinct queue names, in the order given; at least one, at most [`MAX_CLAIM_QUEUES`].
-fn parse_queues(names: &[String]) -> Result<Vec<QueueName>, ApiError> {
-    if names.is_empty() || names.len() > MAX_CLAIM_QUEUES {
-        return Err(ApiError::Validation(format!(
-            "queues must name 1 to {MAX_CLAIM_QUEUES} queues (leave it out for every queue), \
-             got {}",
-            names.len()
-        )));
-    }
-    let mut queues: Vec<QueueName> = Vec::with_capacity(names.len());
-    for name in names {
-        let queue = QueueName::parse(name)?;
-        if !queues.contains(&queue) {
-            queues.push(queue);
-        }
-    }
-    Ok(queues)
-}
-
 /// `PUT /api/tasks/{id}/start`: PENDING to RUNNING under a fresh lease.
 pub async fn start_task(
     service: web::Data<TaskService>,
     path: web::Path<String>,
     body: web::Json<StartTaskRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_task_id(&path)?;
-    let worker = parse_worker_id(&body.worker_id)?;
-    let lease = parse_lease(body.lease_seconds)?;
+    let id = dto::task_id(&path)?;
+    let (worker, lease) = dto::start(&body)?;
     let task = run(&service, move |s| s.start(id, &worker, lease)).await?;
     Ok(holder_ok(&task))
 }
@@ -417,10 +213,8 @@ pub async fn heartbeat_task(
     path: web::Path<String>,
     body: web::Json<HeartbeatRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_task_id(&path)?;
-    let worker = parse_worker_id(&body.worker_id)?;
-    let token = parse_token(&body.lease_token)?;
-    let lease = parse_lease(body.lease_seconds)?;
+    let id = dto::task_id(&path)?;
+    let (worker, token, lease) = dto::heartbeat(&body)?;
     let task = run(&service, move |s| s.heartbeat(id, Some(&worker), token, lease)).await?;
     Ok(holder_ok(&task))
 }
@@ -432,13 +226,8 @@ pub async fn succeed_task(
     path: web::Path<String>,
     body: JsonOrEmpty<SucceedTaskRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_task_id(&path)?;
-    let body = body.0;
-    let reporter = reporter(body.worker_id.as_deref(), body.lease_token.as_deref())?;
-    let result = body.result;
-    if let Some(result) = &result {
-        check_json("result", result)?;
-    }
+    let id = dto::task_id(&path)?;
+    let (reporter, result) = dto::success(body.0)?;
     let task = run(&service, move |s| s.succeed(id, &reporter, result)).await?;
     Ok(task_ok(&task))
 }
@@ -451,11 +240,9 @@ pub async fn fail_task(
     path: web::Path<String>,
     body: web::Json<FailTaskRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_task_id(&path)?;
-    let body = body.into_inner();
-    let reporter = reporter(body.worker_id.as_deref(), body.lease_token.as_deref())?;
-    let message = body.error_message;
-    let task = if body.retryable.unwrap_or(true) {
+    let id = dto::task_id(&path)?;
+    let dto::Failure { reporter, message, retryable } = dto::failure(body.into_inner())?;
+    let task = if retryable {
         run(&service, move |s| s.fail(id, &reporter, &message)).await?
     } else {
         run(&service, move |s| s.fail_permanently(id, &reporter, &message)).await?
@@ -476,9 +263,8 @@ pub async fn release_task(
     path: web::Path<String>,
     body: web::Json<ReleaseTaskRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_task_id(&path)?;
-    let body = body.into_inner();
-    let reporter = reporter(body.worker_id.as_deref(), Some(&body.lease_token))?;
+    let id = dto::task_id(&path)?;
+    let reporter = dto::release(&body)?;
     let task = run(&service, move |s| s.release(id, &reporter)).await?;
     // A released retry keeps a nextRunAt (now): wake this server's waiting claims for it too.
     if let Some(next_run_at) = task.next_run_at() {
@@ -492,7 +278,7 @@ pub async fn cancel_task(
     service: web::Data<TaskService>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_task_id(&path)?;
+    let id = dto::task_id(&path)?;
     let task = run(&service, move |s| s.cancel(id)).await?;
     Ok(task_ok(&task))
 }
@@ -502,7 +288,7 @@ pub async fn rerun_task(
     service: web::Data<TaskService>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_task_id(&path)?;
+    let id = dto::task_id(&path)?;
     let task = run(&service, move |s| s.rerun(id)).await?;
     Ok(task_ok(&task))
 }
@@ -512,10 +298,9 @@ pub async fn task_events(
     service: web::Data<TaskService>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_task_id(&path)?;
+    let id = dto::task_id(&path)?;
     let events = run(&service, move |s| s.events(id)).await?;
-    Ok(HttpResponse::Ok()
-        .json(TaskEventListResponse { items: events.iter().map(dto::event_response).collect() }))
+    Ok(HttpResponse::Ok().json(dto::events_response(&events)))
 }
 
 /// `GET /api/stats/rejections`: refused stale calls by code and call, and how many of them

@@ -12,7 +12,7 @@ use taskpilot_http::{Cli, Command};
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = cli.config.clone();
-    taskpilot_http::telemetry::init_tracing(&config.log)?;
+    taskpilot_http::server::init_tracing(&config.log)?;
 
     // Refuse bad settings before touching any database.
     config.backoff()?;

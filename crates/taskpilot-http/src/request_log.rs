@@ -1,6 +1,9 @@
-//! Logs: the subscriber set-up and the per-request span and summary line.
+//! The request-log middleware: one span per request, carrying its request id, and one
+//! summary line when the response is ready.
+//!
+//! Part of the HTTP adapter. Installing the subscriber that prints these lines is the
+//! server's business (`server::init_tracing`).
 
-use std::io::IsTerminal as _;
 use std::time::Instant;
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -9,25 +12,9 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use tracing::field::Empty;
 use tracing::Instrument;
-use tracing_subscriber::EnvFilter;
 
 /// The header carrying a request's id, taken from the client when sane, minted otherwise.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
-
-/// Installs the global fmt subscriber with `filter` (EnvFilter syntax, e.g. `info`).
-///
-/// # Errors
-/// When the filter does not parse or a global subscriber is already set.
-pub fn init_tracing(filter: &str) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(filter)
-        .map_err(|e| anyhow::anyhow!("log filter {filter:?} is not valid: {e}"))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        // Colours for people at a terminal, plain text for log collectors.
-        .with_ansi(std::io::stdout().is_terminal())
-        .try_init()
-        .map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
-}
 
 /// Middleware: one span per request (request_id, method, path, and task_id/worker_id that
 /// handlers fill in) and exactly one summary line when the response is ready.
