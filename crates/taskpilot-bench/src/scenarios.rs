@@ -242,7 +242,7 @@ pub async fn drain_runtime(
             let counter = Arc::clone(&counter);
             async move {
                 counter.add(1);
-                taskpilot_client::Outcome::Success(None)
+                taskpilot_client::Outcome::Succeed(None)
             }
         })
         .worker_id(format!("bench-runtime-{i}"))

@@ -72,7 +72,7 @@ async fn work(client: Client) -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     info!(
         "stopped: {} succeeded, {} failed retryably, {} failed for good, {} handed back",
-        report.succeeded, report.retried, report.failed, report.released
+        report.succeeded, report.retried, report.failed_permanently, report.released
     );
     Ok(())
 }
@@ -81,7 +81,7 @@ async fn work(client: Client) -> Result<(), Box<dyn std::error::Error>> {
 async fn send_email(task: TaskContext) -> Outcome {
     if task.name != "send-email" {
         info!(task.id = %task.id, "no handler for {:?}; failing it for good", task.name);
-        return Outcome::Fail(format!("this worker has no handler for {:?}", task.name));
+        return Outcome::FailPermanently(format!("this worker has no handler for {:?}", task.name));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     // About one attempt in ten: std's randomly keyed hasher is random enough for a demo.
@@ -90,5 +90,5 @@ async fn send_email(task: TaskContext) -> Outcome {
         return Outcome::Retry("smtp timeout (pretend)".to_owned());
     }
     info!(task.id = %task.id, attempt = task.attempt, "e-mail sent");
-    Outcome::Success(Some(json!({"messageId": format!("demo-{}", task.id)})))
+    Outcome::Succeed(Some(json!({"messageId": format!("demo-{}", task.id)})))
 }

@@ -16,8 +16,8 @@
 //! let client = Client::try_new("http://127.0.0.1:8080")?;
 //! let worker = Worker::new(client, |task: TaskContext| async move {
 //!     match task.name.as_str() {
-//!         "send-email" => Outcome::Success(None),
-//!         other => Outcome::Fail(format!("no handler for {other}")),
+//!         "send-email" => Outcome::Succeed(None),
+//!         other => Outcome::FailPermanently(format!("no handler for {other}")),
 //!     }
 //! });
 //! let report = worker.concurrency(8).run_until(async {
@@ -57,7 +57,7 @@ mod tests {
         shareable::<Client>();
         let client = Client::builder("http://127.0.0.1:1").build();
         let Ok(client) = client else { panic!("a plain http URL is a valid base") };
-        let worker = Worker::new(client, |_: TaskContext| async { Outcome::Success(None) });
+        let worker = Worker::new(client, |_: TaskContext| async { Outcome::Succeed(None) });
 
         sendable(&worker.run_until(std::future::ready(())));
     }

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+use taskpilot_api::limits::{MAX_BATCH, MAX_CLAIM_BATCH};
 use taskpilot_api::{
     ClaimTasksRequest, CompletionItem, CompletionOutcome, FailTaskRequest, HeartbeatRequest,
     ProblemCode, ReleaseTaskRequest, SucceedTaskRequest, TaskResponse,
 };
-use taskpilot_api::limits::MAX_BATCH;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{debug, error, info, warn, Instrument as _};
@@ -21,18 +21,19 @@ use uuid::Uuid;
 use crate::{Client, ClientError};
 
 /// Most tasks one claim may ask for (the server's limit).
-const MAX_CLAIM: usize = 100;
+const MAX_CLAIM: usize = MAX_CLAIM_BATCH as usize;
 
 /// How a handler's attempt ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// The task is done; the value, if any, is stored as its `result`.
-    Success(Option<Value>),
+    Succeed(Option<Value>),
     /// The attempt failed and a retry may help: the task is retried with backoff while
     /// attempts remain.
     Retry(String),
-    /// The task cannot succeed: it fails for good at once (retry state `NON_RETRYABLE`).
-    Fail(String),
+    /// The task cannot succeed: it fails for good at once, whatever attempts remain (retry
+    /// state `NON_RETRYABLE`).
+    FailPermanently(String),
 }
 
 /// Why a running task was stopped by the worker.
@@ -140,8 +141,8 @@ pub struct WorkerReport {
     pub succeeded: u64,
     /// Retryable failures accepted (handlers' [`Outcome::Retry`] and panics).
     pub retried: u64,
-    /// Permanent failures accepted ([`Outcome::Fail`]).
-    pub failed: u64,
+    /// Permanent failures accepted ([`Outcome::FailPermanently`]).
+    pub failed_permanently: u64,
     /// Tasks released (handed back unfinished, runnable again at once, no failure counted)
     /// because the worker stopped before they finished.
     pub released: u64,
@@ -161,7 +162,7 @@ struct Counters {
     claimed: AtomicU64,
     succeeded: AtomicU64,
     retried: AtomicU64,
-    failed: AtomicU64,
+    failed_permanently: AtomicU64,
     released: AtomicU64,
     cancelled: AtomicU64,
     lease_lost: AtomicU64,
@@ -180,7 +181,7 @@ impl Counters {
             claimed: get(&self.claimed),
             succeeded: get(&self.succeeded),
             retried: get(&self.retried),
-            failed: get(&self.failed),
+            failed_permanently: get(&self.failed_permanently),
             released: get(&self.released),
             cancelled: get(&self.cancelled),
             lease_lost: get(&self.lease_lost),
@@ -238,9 +239,9 @@ struct Settings {
 /// let client = Client::try_new("http://127.0.0.1:8080")?;
 /// let report = Worker::new(client, |task: TaskContext| async move {
 ///     match task.name.as_str() {
-///         "send-email" => Outcome::Success(Some(serde_json::json!({"sent": true}))),
+///         "send-email" => Outcome::Succeed(Some(serde_json::json!({"sent": true}))),
 ///         "flaky" => Outcome::Retry("upstream timed out".to_owned()),
-///         other => Outcome::Fail(format!("no handler for {other}")),
+///         other => Outcome::FailPermanently(format!("no handler for {other}")),
 ///     }
 /// })
 /// .queues(["default", "emails"])
@@ -463,7 +464,7 @@ struct Done {
 enum DoneKind {
     Succeeded,
     Retried,
-    Failed,
+    FailedPermanently,
     Released,
 }
 
@@ -475,9 +476,9 @@ impl<H> Shared<H> {
     fn report(&self, task: &TaskResponse, token: &str, outcome: Outcome, kind: DoneKind) {
         let worker = self.settings.worker_id.clone();
         let item = match outcome {
-            Outcome::Success(result) => CompletionItem::succeeded(task.id, token, result),
+            Outcome::Succeed(result) => CompletionItem::succeeded(task.id, token, result),
             Outcome::Retry(error) => CompletionItem::failed(task.id, token, error, true),
-            Outcome::Fail(error) => CompletionItem::failed(task.id, token, error, false),
+            Outcome::FailPermanently(error) => CompletionItem::failed(task.id, token, error, false),
         };
         // The flusher outlives every sender, so this cannot fail; if it ever did, the task's
         // lease would run out and the reaper would retry it.
@@ -623,9 +624,9 @@ async fn supervise<H: Handler>(
                 let (outcome, kind) = match joined {
                     Ok(outcome) => {
                         let kind = match &outcome {
-                            Outcome::Success(_) => DoneKind::Succeeded,
+                            Outcome::Succeed(_) => DoneKind::Succeeded,
                             Outcome::Retry(_) => DoneKind::Retried,
-                            Outcome::Fail(_) => DoneKind::Failed,
+                            Outcome::FailPermanently(_) => DoneKind::FailedPermanently,
                         };
                         (outcome, kind)
                     }
@@ -833,7 +834,7 @@ impl Flush {
         let counter = match done.kind {
             DoneKind::Succeeded => &self.counters.succeeded,
             DoneKind::Retried => &self.counters.retried,
-            DoneKind::Failed => &self.counters.failed,
+            DoneKind::FailedPermanently => &self.counters.failed_permanently,
             DoneKind::Released => &self.counters.released,
         };
         Counters::add(counter, 1);

@@ -291,7 +291,7 @@ async fn a_worker_reports_one_by_one_to_a_server_without_the_batch_endpoint() {
     };
     let stub = Stub::routed(TcpListener::bind("127.0.0.1:0").await.unwrap(), script);
     let worker =
-        Worker::new(stub.client(quick()), |_: TaskContext| async { Outcome::Success(None) })
+        Worker::new(stub.client(quick()), |_: TaskContext| async { Outcome::Succeed(None) })
             .claim_wait(Duration::from_millis(100));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
 

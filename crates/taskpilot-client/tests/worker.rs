@@ -46,10 +46,10 @@ async fn a_worker_drives_200_tasks_to_the_statuses_their_handler_chose() {
     let handler = |task: TaskContext| async move {
         tokio::time::sleep(Duration::from_millis(2)).await;
         match (task.payload["kind"].as_str().unwrap(), task.attempt) {
-            ("ok", _) => Outcome::Success(Some(json!({"n": task.payload["n"]}))),
+            ("ok", _) => Outcome::Succeed(Some(json!({"n": task.payload["n"]}))),
             ("flaky", 1) => Outcome::Retry("flaky the first time".to_owned()),
-            ("flaky", _) => Outcome::Success(None),
-            ("fatal", _) => Outcome::Fail("cannot ever work".to_owned()),
+            ("flaky", _) => Outcome::Succeed(None),
+            ("fatal", _) => Outcome::FailPermanently("cannot ever work".to_owned()),
             _ => Outcome::Retry("still broken".to_owned()),
         }
     };
@@ -82,7 +82,10 @@ async fn a_worker_drives_200_tasks_to_the_statuses_their_handler_chose() {
         }
     }
     assert_eq!(seen, HashMap::from([("ok", 140), ("flaky", 30), ("fatal", 20), ("hopeless", 10)]));
-    assert_eq!((report.succeeded, report.failed, report.retried), (170, 20, 30 + 3 * 10));
+    assert_eq!(
+        (report.succeeded, report.failed_permanently, report.retried),
+        (170, 20, 30 + 3 * 10)
+    );
     assert_eq!(report.claimed, 170 + 20 + 30 + 3 * 10);
     assert_eq!((report.refused, report.unreported, report.released), (0, 0, 0));
     server.stop().await;
@@ -102,7 +105,7 @@ async fn heartbeats_keep_a_task_longer_than_its_lease_and_a_panic_is_a_retry() {
             ("panicky", 1) => panic!("the handler's own bug"),
             _ => {}
         }
-        Outcome::Success(None)
+        Outcome::Succeed(None)
     };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let worker = Worker::new(client.clone(), handler)
@@ -151,7 +154,7 @@ async fn a_handler_stuck_on_a_task_cancelled_through_the_api_is_aborted() {
             let _guard = guard;
             started.send(task.cancellation.clone()).unwrap();
             std::future::pending::<()>().await;
-            Outcome::Success(None)
+            Outcome::Succeed(None)
         }
     };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -205,7 +208,7 @@ async fn a_stopping_worker_reports_what_finished_and_releases_the_rest_for_anoth
                     "medium" => notified.await,
                     _ => std::future::pending().await,
                 }
-                Outcome::Success(Some(json!("first worker")))
+                Outcome::Succeed(Some(json!("first worker")))
             }
         }
     };
