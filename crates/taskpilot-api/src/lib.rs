@@ -1,5 +1,6 @@
 //! TaskPilot's REST wire contract: every request and response body of the HTTP API, the
-//! problem+json error body with its stable [`ProblemCode`]s, and the time format.
+//! problem+json error body with its stable [`ProblemCode`]s (each with its HTTP status,
+//! [`ProblemCode::status`]), every size and time limit ([`limits`]), and the time format.
 //!
 //! The server (`taskpilot-http`) and clients (`taskpilot-client`) share these types, so that
 //! what one writes the other reads. Every type derives both `Serialize` and `Deserialize`;
@@ -11,11 +12,14 @@
 //! the HTTP crate.
 //!
 //! ```
-//! use taskpilot_api::{CreateTaskRequest, TaskResponse};
+//! use taskpilot_api::CreateTaskRequest;
 //!
+//! # fn main() -> Result<(), serde_json::Error> {
 //! let request = CreateTaskRequest::new("send-email").queue("mail").priority(5);
-//! let body = serde_json::to_value(&request).unwrap();
+//! let body = serde_json::to_value(&request)?;
 //! assert_eq!(body, serde_json::json!({"queue": "mail", "name": "send-email", "payload": {}, "priority": 5}));
+//! # Ok(())
+//! # }
 //! ```
 
 mod batch;

@@ -1,4 +1,8 @@
 //! Configuration: command-line flags, each backed by an environment variable and a default.
+//!
+//! Plain settings, read by both halves of the crate: the server's wiring takes all of them,
+//! the HTTP adapter its body limits ([`HttpConfig`]) and the wake-up hub the schedule poll
+//! interval. No I/O here: this module names neither the handlers nor the storage adapter.
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,4 +1,8 @@
 //! [`ApiError`]: every way a request can fail, as RFC 9457 problem details.
+//!
+//! Part of the HTTP adapter. One table (the match in `refusal`) says which problem code each
+//! error of the use cases and the domain answers; the HTTP status then follows from the code
+//! alone ([`ProblemCode::status`], in the api crate), and so does the title.
 
 use std::error::Error as StdError;
 use std::fmt::Write as _;

@@ -1,8 +1,9 @@
 //! The work every server does besides answering requests: the lease reaper, the watcher of
 //! scheduled runs and the PostgreSQL listener, all feeding or relying on the [`WakeHub`].
 //!
-//! Each runs on the server's runtime from the moment the server is first polled until it
-//! stops; [`Background::stop`] ends them.
+//! Part of the server's wiring: the listener is PostgreSQL's (`taskpilot_diesel`), the other
+//! two go through the use cases. Each runs on the server's runtime from the moment the server
+//! is first polled until it stops; [`Background::stop`] ends them.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! Start-up wiring: find the database, migrate it, build the pool, the clock and the
-//! [`TaskService`].
+//! [`TaskService`] over PostgreSQL (`taskpilot_diesel`). Part of the server's wiring, with
+//! [`background`](super::background) one of the two modules that name the storage adapter.
 
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
