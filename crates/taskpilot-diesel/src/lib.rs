@@ -1,16 +1,24 @@
 //! TaskPilot's PostgreSQL adapter: [`PgTaskRepository`] implements the app's
-//! `TaskRepository` port on diesel and an r2d2 pool; migrations from the top-level
-//! `migrations/` folder are embedded and run by [`run_migrations`].
+//! `TaskRepository` port on diesel and an r2d2 pool.
 //!
-//! It translates between rows and domain tasks and decides nothing: a row that breaks a
-//! domain invariant is an error, never a panic. It must not import the web crate.
+//! It owns everything that knows the database:
 //!
-//! [`PgClock`] follows the database's clock, so that every server means the same instant by
-//! "now"; [`spawn_listener`] and [`RunnableListener`] turn the `taskpilot_runnable`
-//! notifications into wake-ups for long-polling claims.
+//! - the schema (`schema`, private) and the rows, which mirror the tables and never leave
+//!   this crate: callers see domain tasks and events only;
+//! - the repositories, which translate between rows and domain values and decide nothing: a
+//!   row that breaks a domain invariant is an error, never a panic;
+//! - the migrations of the top-level `migrations/` folder, embedded in the binary and run by
+//!   [`run_migrations`];
+//! - [`PgClock`], which follows the database's clock so that every server means the same
+//!   instant by "now", and [`spawn_listener`] / [`RunnableListener`], which turn the
+//!   `taskpilot_runnable` notifications into wake-ups for long-polling claims;
+//! - [`local`], a PostgreSQL cluster started from the installed binaries, for the development
+//!   server and for tests;
+//! - behind feature `testing`, the test-database harness [`testing::TestDatabase`]: one
+//!   migrated template per server and migration set, copied into a fresh database per test.
 //!
-//! [`local`] starts a PostgreSQL cluster from the installed binaries, for the development
-//! server and for tests; feature `testing` adds [`testing::TestDatabase`].
+//! It depends on the domain and the app's ports, never the other way round, and must never
+//! import actix or the HTTP crate (`taskpilot-http`): the web adapter depends on this one.
 
 use std::time::Duration;
 
@@ -104,9 +112,15 @@ impl diesel::r2d2::HandleError<diesel::r2d2::Error> for TracingErrorHandler {
 /// When the database cannot be reached or a migration fails.
 pub fn run_migrations(pool: &PgPool) -> anyhow::Result<()> {
     let mut conn = pool.get().context("cannot reach the database to migrate it")?;
+    migrate(&mut conn)
+}
+
+/// [`run_migrations`] on one connection: `testing` migrates its template database through a
+/// connection of its own, which it must close before the template can be copied.
+pub(crate) fn migrate(conn: &mut PgConnection) -> anyhow::Result<()> {
     diesel::sql_query("SELECT pg_advisory_lock($1)")
         .bind::<BigInt, _>(MIGRATION_LOCK_KEY)
-        .execute(&mut conn)
+        .execute(conn)
         .context("cannot take the migration lock")?;
     let applied = conn
         .run_pending_migrations(MIGRATIONS)
@@ -117,7 +131,7 @@ pub fn run_migrations(pool: &PgPool) -> anyhow::Result<()> {
     // left on it would block every other server's migrations for as long as it lives.
     let unlocked = diesel::sql_query("SELECT pg_advisory_unlock($1)")
         .bind::<BigInt, _>(MIGRATION_LOCK_KEY)
-        .execute(&mut conn);
+        .execute(conn);
     let applied = applied?;
     // Only a broken connection fails here, and its lock dies with its session.
     unlocked.context("cannot release the migration lock")?;
