@@ -14,7 +14,7 @@
 //!   `taskpilot_runnable` notifications into wake-ups for long-polling claims;
 //! - [`local`], a PostgreSQL cluster started from the installed binaries, for the development
 //!   server and for tests;
-//! - behind feature `testing`, the test-database harness [`testing::TestDatabase`]: one
+//! - behind feature `testing`, the test-database harness `testing::TestDatabase`: one
 //!   migrated template per server and migration set, copied into a fresh database per test.
 //!
 //! It depends on the domain and the app's ports, never the other way round, and must never

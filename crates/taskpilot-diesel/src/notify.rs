@@ -42,7 +42,7 @@ pub fn spawn_listener(database_url: String, on_wake: OnWake) -> JoinHandle<()> {
     std::thread::spawn(move || listen(&database_url, &on_wake, &stop))
 }
 
-/// A listener thread that stops when this value is dropped (within about [`POLL`], or a
+/// A listener thread that stops when this value is dropped (within about one 20 ms poll, or a
 /// connection attempt's timeout when one is under way).
 #[derive(Debug)]
 pub struct RunnableListener {

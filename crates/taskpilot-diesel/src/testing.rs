@@ -242,7 +242,7 @@ fn retry_while_in_use(mut statement: impl FnMut() -> QueryResult<()>) -> QueryRe
 ///
 /// The server comes from `TASKPILOT_TEST_DATABASE_URL` (any database on it; the test
 /// databases are created next to it) or, when that is unset, from one throwaway
-/// [`LocalCluster`](crate::local::LocalCluster) per test process. With neither, `new` panics
+/// [`LocalCluster`] per test process. With neither, `new` panics
 /// with a message saying what to install: PostgreSQL tests never skip silently.
 #[derive(Debug)]
 pub struct TestDatabase {
