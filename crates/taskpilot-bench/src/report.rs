@@ -40,7 +40,7 @@ pub struct Failure {
     pub error: String,
 }
 
-/// One aim of the issue, met or missed.
+/// One performance aim (see docs/performance.md), met or missed.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Aim {
