@@ -4,6 +4,10 @@
 //!
 //! Waiting costs nothing: a waiting claim holds a receiver of a generation counter and no
 //! database connection; only a woken claim queries again.
+//!
+//! The hub also counts its waiting claims ([`WakeHub::waiting`]), so that whoever needs to
+//! know that a claim is parked (a test that wakes it, an operator at debug level) can wait
+//! for that event ([`WakeHub::wait_for_waiters`]) instead of guessing how long it takes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,6 +28,8 @@ pub const SCHEDULE_MARGIN: Duration = Duration::from_millis(5);
 pub struct WakeHub {
     /// Bumped on every wake-up; receivers see that it moved.
     generation: watch::Sender<u64>,
+    /// The claims waiting on this hub; changed as each wait begins and ends.
+    waiting: watch::Sender<Waiting>,
     /// Set once the server shuts down: waiting claims return at once instead of holding up a
     /// graceful stop for as long as they asked to wait.
     closed: AtomicBool,
@@ -33,6 +39,16 @@ impl Default for WakeHub {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The claims waiting on a hub, as [`WakeHub::waiting`] reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Waiting {
+    /// Claims inside [`Waiter::wait_until`] right now.
+    pub now: usize,
+    /// Waits begun since the hub was made, ended or not: a wait too short to be seen in
+    /// [`Waiting::now`] still counts here.
+    pub begun: u64,
 }
 
 /// Why [`Waiter::wait_until`] returned.
@@ -50,7 +66,8 @@ impl WakeHub {
     /// An open hub nobody waits on yet.
     pub fn new() -> Self {
         let (generation, _) = watch::channel(0);
-        Self { generation, closed: AtomicBool::new(false) }
+        let (waiting, _) = watch::channel(Waiting::default());
+        Self { generation, waiting, closed: AtomicBool::new(false) }
     }
 
     /// Wakes every waiting claim.
@@ -67,6 +84,19 @@ impl WakeHub {
     /// Whether [`WakeHub::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
+    }
+
+    /// How many claims wait on this hub now, and how many waits began so far.
+    pub fn waiting(&self) -> Waiting {
+        *self.waiting.borrow()
+    }
+
+    /// Resolves once at least `n` claims wait on this hub. A claim counts from the moment it
+    /// parks after a look that found nothing; having subscribed before that look, it sees
+    /// every wake-up from then on.
+    pub async fn wait_for_waiters(&self, n: usize) {
+        // The sender lives as long as `self`, so the wait cannot end with an error.
+        let _ = self.waiting.subscribe().wait_for(|waiting| waiting.now >= n).await;
     }
 
     /// A waiter that sees every wake-up from this moment on. Take it *before* looking for
@@ -108,12 +138,36 @@ impl Waiter<'_> {
         if self.hub.is_closed() {
             return Wake::Closed;
         }
+        let _parked = Parked::new(self.hub);
         match tokio::time::timeout_at(deadline, self.generation.changed()).await {
             Err(_elapsed) => Wake::TimedOut,
             Ok(Ok(())) if !self.hub.is_closed() => Wake::Woken,
             // The sender lives as long as the hub, so only a closed hub ends up here.
             Ok(_) => Wake::Closed,
         }
+    }
+}
+
+/// One claim counted in [`WakeHub::waiting`] for as long as it lives, however its wait ends
+/// (a dropped request drops the wait too).
+struct Parked<'a>(&'a WakeHub);
+
+impl<'a> Parked<'a> {
+    fn new(hub: &'a WakeHub) -> Self {
+        let mut now = 0;
+        hub.waiting.send_modify(|waiting| {
+            waiting.now += 1;
+            waiting.begun += 1;
+            now = waiting.now;
+        });
+        tracing::debug!(waiting = now, "a claim waits for a wake-up ({now} waiting)");
+        Self(hub)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.send_modify(|waiting| waiting.now -= 1);
     }
 }
 
@@ -171,8 +225,7 @@ mod tests {
                 actix_web::rt::spawn(async move { hub.waiter().wait_until(soon(5_000)).await })
             })
             .collect();
-        // Let every waiter subscribe before the wake-up.
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        hub.wait_for_waiters(5).await;
 
         hub.wake();
 
@@ -203,6 +256,39 @@ mod tests {
         wake_when_due(&hub, now + chrono::TimeDelta::seconds(2), now);
 
         assert_eq!(waiter.wait_until(soon(1_200)).await, Wake::TimedOut);
+    }
+
+    #[actix_web::test]
+    async fn the_hub_counts_its_waiters_until_they_wake() {
+        let hub = std::sync::Arc::new(WakeHub::new());
+        let waits: Vec<_> = (0..3)
+            .map(|_| {
+                let hub = hub.clone();
+                actix_web::rt::spawn(async move { hub.waiter().wait_until(soon(5_000)).await })
+            })
+            .collect();
+
+        hub.wait_for_waiters(3).await;
+        let parked = hub.waiting();
+        hub.wake();
+        for wait in waits {
+            assert_eq!(wait.await.ok(), Some(Wake::Woken));
+        }
+
+        assert_eq!(parked, Waiting { now: 3, begun: 3 });
+        assert_eq!(hub.waiting(), Waiting { now: 0, begun: 3 });
+    }
+
+    #[actix_web::test]
+    async fn a_wait_that_ends_at_its_deadline_or_on_a_closed_hub_counts_as_begun_once() {
+        let hub = WakeHub::new();
+
+        let timed_out = hub.waiter().wait_until(soon(10)).await;
+        hub.close();
+        let closed = hub.waiter().wait_until(soon(5_000)).await;
+
+        assert_eq!((timed_out, closed), (Wake::TimedOut, Wake::Closed));
+        assert_eq!(hub.waiting(), Waiting { now: 0, begun: 1 });
     }
 
     #[actix_web::test]

@@ -1,10 +1,17 @@
-//! Every error class of the API, in-process over a mocked repository: status, content type,
-//! headers and the problem's `code`.
+//! The HTTP adapter in-process over a mocked repository: one request per route, the answer
+//! every refusal maps to (status, content type, code, headers and members, in one table), the
+//! requests refused before any use case runs (one table), and the batch endpoints' answers
+//! item by item.
+//!
+//! Which call with which lease token on which attempt history is refused with which code is
+//! the domain's fencing table's to say, and the use cases test that a refusal is recorded
+//! once: here each refusal appears once, as whatever request meets it most simply.
 
 #![expect(clippy::unwrap_used, reason = "tests")]
 
+mod common;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use actix_web::http::header::{HeaderMap, CONTENT_TYPE};
 use actix_web::http::StatusCode;
@@ -12,14 +19,17 @@ use actix_web::test::{self, TestRequest};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{json, Value};
 use taskpilot_app::{
-    Actor, MockTaskRepository, Rejection, RejectionCount, RepoError, ServiceDefaults, StaleCall,
-    SystemClock, TaskEvent, TaskService,
+    Actor, MockTaskRepository, RejectionCount, RepoError, ServiceDefaults, StaleCall, SystemClock,
+    TaskEvent, TaskService,
 };
 use taskpilot_domain::{
-    Clock, FixedBackoff, LeaseDuration, LeaseToken, MaxAttempts, NewTask, QueueName, Reporter,
-    Task, TaskId, TaskName, TaskStatus, WorkerId,
+    Clock, FixedBackoff, FixedClock, LeaseDuration, LeaseToken, MaxAttempts, NewTask, QueueName,
+    Reporter, Task, TaskId, TaskName, TaskStatus, WorkerId,
 };
+use taskpilot_http::wake::Waiting;
 use taskpilot_http::{build_app, HttpConfig, WakeHub};
+
+use common::{guarded, LONG_POLL_MS};
 
 const BODY_LIMIT: usize = 1024;
 /// The token of the attempt `running_task` starts.
@@ -61,10 +71,10 @@ fn running_task(worker: &str) -> Task {
     task
 }
 
-fn service(repo: MockTaskRepository) -> TaskService {
+fn service(repo: MockTaskRepository, clock: Arc<dyn Clock>) -> TaskService {
     TaskService::new(
         Arc::new(repo),
-        Arc::new(SystemClock),
+        clock,
         Arc::new(FixedBackoff(TimeDelta::seconds(10))),
         ServiceDefaults {
             max_attempts: MaxAttempts::new(25).unwrap(),
@@ -99,18 +109,125 @@ impl Reply {
         assert!(self.body["detail"].is_string());
     }
 
-    fn detail(&self) -> &str {
-        self.body["detail"].as_str().unwrap()
+    /// Asserts that the reply is the problem `expected` describes; `what` names the case.
+    fn assert_refused(&self, what: &str, expected: &Refusal) {
+        let body = &self.body;
+        assert_eq!(self.status, expected.status, "{what}: {body}");
+        assert_eq!(self.headers.get(CONTENT_TYPE).unwrap(), "application/problem+json", "{what}");
+        assert_eq!(body["code"], expected.code, "{what}: {body}");
+        assert_eq!(body["status"], expected.status.as_u16(), "{what}: {body}");
+        assert!(body["type"].is_string() && body["title"].is_string(), "{what}: {body}");
+        let detail = body["detail"].as_str().unwrap_or_else(|| panic!("{what}: {body}"));
+        assert!(!detail.is_empty(), "{what}: {body}");
+        for (name, value) in &expected.members {
+            assert_eq!(&body[*name], value, "{what}: member {name} of {body}");
+        }
+        for (name, value) in &expected.headers {
+            let header = self.headers.get(*name).unwrap_or_else(|| panic!("{what}: no {name}"));
+            if let Some(value) = value {
+                assert_eq!(header.to_str().unwrap(), value, "{what}: header {name}");
+            }
+        }
+        for text in &expected.detail_names {
+            assert!(detail.contains(text.as_str()), "{what}: {text:?} not in {detail:?}");
+        }
+        if let Some(start) = &expected.detail_starts {
+            assert!(detail.starts_with(start.as_str()), "{what}: {detail:?}");
+        }
+        if let Some(secret) = expected.hides {
+            assert!(!body.to_string().contains(secret), "{what}: {body}");
+        }
     }
 }
 
-async fn send(repo: MockTaskRepository, request: TestRequest) -> Reply {
-    send_with_hub(repo, Arc::new(WakeHub::new()), request).await
+/// The problem a refused request must answer, beyond the members every problem has.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    /// Members of the body and their values.
+    members: Vec<(&'static str, Value)>,
+    /// Response headers and their values (`None`: any value).
+    headers: Vec<(&'static str, Option<String>)>,
+    /// Texts the detail contains.
+    detail_names: Vec<String>,
+    /// How the detail starts.
+    detail_starts: Option<String>,
+    /// A text the body must not reveal.
+    hides: Option<&'static str>,
 }
 
-async fn send_with_hub(repo: MockTaskRepository, hub: Arc<WakeHub>, request: TestRequest) -> Reply {
+fn refusal(status: StatusCode, code: &'static str) -> Refusal {
+    Refusal {
+        status,
+        code,
+        members: Vec::new(),
+        headers: Vec::new(),
+        detail_names: Vec::new(),
+        detail_starts: None,
+        hides: None,
+    }
+}
+
+fn malformed() -> Refusal {
+    refusal(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST")
+}
+
+fn invalid() -> Refusal {
+    refusal(StatusCode::BAD_REQUEST, "VALIDATION_FAILED")
+}
+
+fn conflict(code: &'static str, task: TaskId) -> Refusal {
+    refusal(StatusCode::CONFLICT, code).member("taskId", task.to_string())
+}
+
+impl Refusal {
+    fn member(mut self, name: &'static str, value: impl Into<Value>) -> Self {
+        self.members.push((name, value.into()));
+        self
+    }
+
+    fn header(mut self, name: &'static str, value: Option<&str>) -> Self {
+        self.headers.push((name, value.map(str::to_owned)));
+        self
+    }
+
+    fn allow(self, methods: &str) -> Self {
+        self.header("allow", Some(methods))
+    }
+
+    fn names(mut self, text: impl Into<String>) -> Self {
+        self.detail_names.push(text.into());
+        self
+    }
+
+    fn starts(mut self, text: &str) -> Self {
+        self.detail_starts = Some(text.to_owned());
+        self
+    }
+
+    fn hides(mut self, text: &'static str) -> Self {
+        self.hides = Some(text);
+        self
+    }
+}
+
+/// The application over `repo` with the system clock, a hub of its own and the default
+/// limits (a [`BODY_LIMIT`] for single requests) answers `request`.
+async fn send(repo: MockTaskRepository, request: TestRequest) -> Reply {
     let http = HttpConfig { max_body_bytes: BODY_LIMIT, ..HttpConfig::default() };
-    let app = test::init_service(build_app(service(repo), hub, &http)).await;
+    call(service(repo, Arc::new(SystemClock)), Arc::new(WakeHub::new()), &http, request).await
+}
+
+/// `service` behind the application, waiting claims on `hub`, limits from `http`, answers
+/// `request`.
+async fn call(
+    service: TaskService,
+    hub: Arc<WakeHub>,
+    http: &HttpConfig,
+    request: TestRequest,
+) -> Reply {
+    let app = test::init_service(build_app(service, hub, http)).await;
     let response = test::call_service(&app, request.to_request()).await;
     let status = response.status();
     let headers = response.headers().clone();
@@ -128,6 +245,15 @@ fn post_tasks(body: &str) -> TestRequest {
 
 fn put_json(uri: &str, body: Value) -> TestRequest {
     TestRequest::put().uri(uri).set_json(body)
+}
+
+fn post_json(uri: &str, body: Value) -> TestRequest {
+    TestRequest::post().uri(uri).set_json(body)
+}
+
+/// A repository that must not be touched: any call fails the request.
+fn untouched_repo() -> MockTaskRepository {
+    MockTaskRepository::new()
 }
 
 #[actix_web::test]
@@ -169,212 +295,371 @@ async fn creating_a_task_answers_201_with_location_and_the_camel_case_task() {
 }
 
 #[actix_web::test]
-async fn malformed_json_is_a_400_malformed_request() {
-    let reply = send(MockTaskRepository::new(), post_tasks(r#"{"name": "#)).await;
+async fn every_refusal_of_a_use_case_answers_its_status_code_headers_and_members() {
+    let at = now();
+    let clock: Arc<dyn Clock> = Arc::new(FixedClock::new(at));
+    let running = running_task("worker-1");
+    let runnable_at = at + TimeDelta::seconds(90);
+    let not_yet = pending_task(Some(runnable_at));
+    let expired = ended_task("expired");
+    let cancelled = ended_task("cancelled");
+    let succeeded = ended_task("succeeded");
+    let released = ended_task("released");
+    let unknown = task_id();
+    let racing = {
+        let task = pending_task(None);
+        let mut repo = MockTaskRepository::new();
+        let stored = task.clone();
+        repo.expect_get().returning(move |_| Ok(stored.clone()));
+        repo.expect_update().returning(|t, _, _| Err(RepoError::Conflict(t.id())));
+        (task.id(), repo)
+    };
+    let failing = |error: fn() -> RepoError| {
+        let mut repo = MockTaskRepository::new();
+        repo.expect_get().returning(move |_| Err(error()));
+        repo
+    };
+    let holder = json!({ "workerId": "worker-1", "leaseToken": TOKEN });
+    let uri = |task: &Task, action: &str| format!("/api/tasks/{}/{action}", task.id());
+    let cases = [
+        (
+            "an unknown task",
+            {
+                let mut repo = MockTaskRepository::new();
+                repo.expect_get().returning(|id| Err(RepoError::NotFound(id)));
+                repo
+            },
+            TestRequest::get().uri(&format!("/api/tasks/{unknown}")),
+            refusal(StatusCode::NOT_FOUND, "TASK_NOT_FOUND").member("taskId", unknown.to_string()),
+        ),
+        (
+            "a start of a running task",
+            repo_returning(running.clone()),
+            put_json(&uri(&running, "start"), json!({ "workerId": "worker-2" })),
+            conflict("INVALID_TRANSITION", running.id())
+                .member("taskStatus", "RUNNING")
+                .member("action", "start"),
+        ),
+        (
+            "a start before the next run",
+            repo_returning(not_yet.clone()),
+            put_json(&uri(&not_yet, "start"), json!({ "workerId": "worker-1" })),
+            conflict("NOT_YET_RUNNABLE", not_yet.id())
+                .member("runnableAt", taskpilot_http::dto::format_time(runnable_at))
+                .header("retry-after", Some("90"))
+                .names(taskpilot_http::dto::format_time(runnable_at)),
+        ),
+        (
+            "a report from another worker",
+            repo_returning(running.clone()),
+            put_json(&uri(&running, "succeed"), json!({ "workerId": "worker-2" })),
+            conflict("WORKER_MISMATCH", running.id()),
+        ),
+        (
+            "a write that loses every race",
+            racing.1,
+            TestRequest::put().uri(&format!("/api/tasks/{}/cancel", racing.0)),
+            conflict("CONCURRENT_MODIFICATION", racing.0),
+        ),
+        (
+            "a token whose lease was reaped",
+            repo_returning(expired.clone()),
+            put_json(&uri(&expired, "succeed"), holder.clone()),
+            conflict("LEASE_EXPIRED", expired.id())
+                .member("attempt", 1)
+                .member("type", "urn:taskpilot:problem:lease-expired"),
+        ),
+        (
+            "a token of no attempt",
+            repo_returning(running.clone()),
+            put_json(
+                &uri(&running, "fail"),
+                json!({ "errorMessage": "boom", "leaseToken": OTHER_TOKEN }),
+            ),
+            conflict("ATTEMPT_SUPERSEDED", running.id()).member("currentAttempt", 1),
+        ),
+        (
+            "a token of a cancelled attempt",
+            repo_returning(cancelled.clone()),
+            put_json(&uri(&cancelled, "heartbeat"), holder.clone()),
+            conflict("TASK_CANCELLED", cancelled.id()).member("attempt", 1),
+        ),
+        (
+            "another outcome for a succeeded attempt",
+            repo_returning(succeeded.clone()),
+            put_json(
+                &uri(&succeeded, "fail"),
+                json!({ "errorMessage": "late", "leaseToken": TOKEN }),
+            ),
+            conflict("OUTCOME_CONFLICT", succeeded.id())
+                .member("attempt", 1)
+                .member("recordedOutcome", "SUCCEEDED"),
+        ),
+        (
+            "an outcome for a released attempt",
+            repo_returning(released.clone()),
+            put_json(&uri(&released, "succeed"), json!({ "leaseToken": TOKEN })),
+            conflict("OUTCOME_CONFLICT", released.id()).member("recordedOutcome", "RELEASED"),
+        ),
+        (
+            "an unreachable database",
+            failing(|| RepoError::Unavailable(anyhow::anyhow!("connection refused"))),
+            TestRequest::get().uri(&format!("/api/tasks/{unknown}")),
+            refusal(StatusCode::SERVICE_UNAVAILABLE, "DATABASE_UNAVAILABLE")
+                .header("retry-after", None)
+                .hides("connection refused"),
+        ),
+        (
+            "an unexpected storage error",
+            failing(|| RepoError::Unexpected(anyhow::anyhow!("row 42 is broken"))),
+            TestRequest::get().uri(&format!("/api/tasks/{unknown}")),
+            refusal(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR").hides("row 42"),
+        ),
+    ];
 
-    reply.assert_problem(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST");
+    for (what, repo, request, expected) in cases {
+        let http = HttpConfig::default();
+        let reply =
+            call(service(repo, clock.clone()), Arc::new(WakeHub::new()), &http, request).await;
+
+        reply.assert_refused(what, &expected);
+    }
 }
 
 #[actix_web::test]
-async fn a_field_of_the_wrong_type_is_a_400_malformed_request() {
-    let reply =
-        send(MockTaskRepository::new(), post_tasks(r#"{"name": "x", "priority": "high"}"#)).await;
-
-    reply.assert_problem(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST");
-    assert!(reply.detail().contains("invalid type"), "{}", reply.detail());
-}
-
-#[actix_web::test]
-async fn an_unknown_field_is_a_400_malformed_request_that_names_the_field() {
-    let reply =
-        send(MockTaskRepository::new(), post_tasks(r#"{"name": "x", "colour": "red"}"#)).await;
-
-    reply.assert_problem(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST");
-    assert!(reply.detail().contains("colour"), "{}", reply.detail());
-}
-
-#[actix_web::test]
-async fn a_missing_name_is_a_400_malformed_request_that_names_the_field() {
-    let reply = send(MockTaskRepository::new(), post_tasks(r#"{"priority": 1}"#)).await;
-
-    reply.assert_problem(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST");
-    assert!(reply.detail().contains("name"), "{}", reply.detail());
-}
-
-#[actix_web::test]
-async fn an_empty_name_fails_validation() {
-    let reply = send(MockTaskRepository::new(), post_tasks(r#"{"name": ""}"#)).await;
-
-    reply.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
-}
-
-#[actix_web::test]
-async fn a_name_longer_than_200_characters_fails_validation() {
-    let body = json!({ "name": "n".repeat(201) }).to_string();
-
-    let reply = send(MockTaskRepository::new(), post_tasks(&body)).await;
-
-    reply.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
-    assert!(reply.detail().contains("200"), "{}", reply.detail());
-}
-
-#[actix_web::test]
-async fn max_attempts_of_0_or_101_fails_validation() {
+async fn requests_that_cannot_be_read_or_break_a_limit_are_refused_before_any_use_case() {
+    let id = task_id();
+    let start = format!("/api/tasks/{id}/start");
+    let heartbeat = format!("/api/tasks/{id}/heartbeat");
+    let succeed = format!("/api/tasks/{id}/succeed");
+    let release = format!("/api/tasks/{id}/release");
+    let list = |query: &str| TestRequest::get().uri(&format!("/api/tasks?{query}"));
+    let batch = |tasks: Value| post_json("/api/tasks/batch", json!({ "tasks": tasks }));
+    let complete = |items: Value| post_json("/api/tasks/complete", json!({ "items": items }));
+    let five_jobs: Vec<Value> = (0..5).map(|i| json!({"name": format!("job-{i}")})).collect();
+    let mut one_unnamed = five_jobs.clone();
+    one_unnamed[3] = json!({"name": ""});
+    let too_many: Vec<Value> = (0..1001).map(|_| json!({"name": "x"})).collect();
+    let mut cases = vec![
+        // Bodies and paths that cannot be read.
+        ("malformed JSON", post_tasks(r#"{"name": "#), malformed()),
+        (
+            "a field of the wrong type",
+            post_tasks(r#"{"name": "x", "priority": "high"}"#),
+            malformed().names("invalid type"),
+        ),
+        (
+            "an unknown field",
+            post_tasks(r#"{"name": "x", "colour": "red"}"#),
+            malformed().names("colour"),
+        ),
+        ("a missing name", post_tasks(r#"{"priority": 1}"#), malformed().names("name")),
+        (
+            "an unknown field of a sent succeed body",
+            TestRequest::put()
+                .uri(&succeed)
+                .insert_header((CONTENT_TYPE, "application/json"))
+                .set_payload(r#"{"workerId": "worker-1", "reslut": 1}"#),
+            malformed().names("reslut"),
+        ),
+        (
+            "a heartbeat without a token",
+            put_json(&heartbeat, json!({ "workerId": "w" })),
+            malformed().names("leaseToken"),
+        ),
+        (
+            "a release without a token",
+            put_json(&release, json!({ "workerId": "w" })),
+            malformed().names("leaseToken"),
+        ),
+        (
+            "a release with a field of another report",
+            put_json(&release, json!({ "leaseToken": TOKEN, "errorMessage": "stopping" })),
+            malformed().names("errorMessage"),
+        ),
+        (
+            "an id that is not a UUID",
+            TestRequest::get().uri("/api/tasks/not-a-uuid"),
+            malformed().names("not-a-uuid"),
+        ),
+        ("an unknown query parameter", list("colour=red"), malformed().names("colour")),
+        (
+            "a body over the limit",
+            post_tasks(&json!({ "name": "x", "payload": "p".repeat(BODY_LIMIT) }).to_string()),
+            refusal(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+        ),
+        (
+            "a body declared as text",
+            TestRequest::post()
+                .uri("/api/tasks")
+                .insert_header((CONTENT_TYPE, "text/plain"))
+                .set_payload(r#"{"name": "x"}"#),
+            refusal(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE"),
+        ),
+        (
+            "a body not declared at all",
+            TestRequest::post().uri("/api/tasks").set_payload(r#"{"name": "x"}"#),
+            refusal(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE"),
+        ),
+        // Routes and methods.
+        (
+            "an unknown route",
+            TestRequest::get().uri("/api/nothing"),
+            refusal(StatusCode::NOT_FOUND, "ROUTE_NOT_FOUND"),
+        ),
+        ("DELETE /api/tasks", TestRequest::delete().uri("/api/tasks"), not_allowed("GET, POST")),
+        ("GET /api/tasks/claim", TestRequest::get().uri("/api/tasks/claim"), not_allowed("POST")),
+        ("GET /api/tasks/batch", TestRequest::get().uri("/api/tasks/batch"), not_allowed("POST")),
+        (
+            "GET /api/tasks/complete",
+            TestRequest::get().uri("/api/tasks/complete"),
+            not_allowed("POST"),
+        ),
+        ("POST of a release", post_json(&release, json!({})), not_allowed("PUT")),
+        // Values out of their range.
+        ("an empty name", post_tasks(r#"{"name": ""}"#), invalid()),
+        (
+            "a name over 200 characters",
+            post_tasks(&json!({ "name": "n".repeat(201) }).to_string()),
+            invalid().names("200"),
+        ),
+        (
+            "a bad queue name",
+            post_tasks(r#"{"name": "x", "queue": "Emails"}"#),
+            invalid().names("queue"),
+        ),
+        (
+            "a NUL in a payload",
+            post_tasks(r#"{"name": "x", "payload": {"note": "a\u0000b"}}"#),
+            invalid().names("payload"),
+        ),
+        (
+            "a NUL in a payload's key",
+            post_tasks(r#"{"name": "x", "payload": {"\u0000": 1}}"#),
+            invalid().names("payload"),
+        ),
+        (
+            "a NUL in a result",
+            put_json(&succeed, json!({ "result": ["ok", "\u{0}"] })),
+            invalid().names("result"),
+        ),
+        (
+            "a start with a lease over a day",
+            put_json(&start, json!({ "workerId": "w", "leaseSeconds": 86_401 })),
+            invalid(),
+        ),
+        (
+            "a heartbeat with a lease under 5 s",
+            put_json(
+                &heartbeat,
+                json!({ "workerId": "w", "leaseToken": TOKEN, "leaseSeconds": 1 }),
+            ),
+            invalid().names("leaseSeconds"),
+        ),
+        (
+            "a blank worker id on a release",
+            put_json(&release, json!({ "workerId": " ", "leaseToken": TOKEN })),
+            invalid(),
+        ),
+        (
+            "an unnamed task in a batch",
+            batch(json!(one_unnamed)),
+            invalid().starts("tasks[3].name ").member("index", 3),
+        ),
+        ("an empty batch", batch(json!([])), invalid().names("1 to 1000").names("got 0")),
+        ("a batch of 1001", batch(json!(too_many)), invalid().names("1 to 1000").names("got 1001")),
+        ("an empty completion", complete(json!([])), invalid().names("1 to 1000").names("got 0")),
+        // Batches of the wrong shape.
+        ("a batch without tasks", post_json("/api/tasks/batch", json!({"task": []})), malformed()),
+        (
+            "a batch as a bare list",
+            post_json("/api/tasks/batch", json!([{"name": "x"}])),
+            malformed(),
+        ),
+        (
+            "a batch task with an unknown field",
+            batch(json!([{"name": "x", "colour": "red"}])),
+            malformed(),
+        ),
+        (
+            "a completion of an id that is not a UUID",
+            complete(json!([{"id": "nope", "leaseToken": TOKEN, "outcome": "succeeded"}])),
+            malformed(),
+        ),
+        (
+            "a completion with an unknown outcome",
+            complete(json!([{"id": id.to_string(), "leaseToken": TOKEN, "outcome": "done"}])),
+            malformed(),
+        ),
+        (
+            "a completion without a token",
+            complete(json!([{"id": id.to_string(), "outcome": "succeeded"}])),
+            malformed(),
+        ),
+    ];
     for max_attempts in [0, 101, -1] {
         let body = json!({ "name": "x", "maxAttempts": max_attempts }).to_string();
-
-        let reply = send(MockTaskRepository::new(), post_tasks(&body)).await;
-
-        reply.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
-        assert!(reply.detail().contains("maxAttempts"), "{}", reply.detail());
+        cases.push(("maxAttempts out of range", post_tasks(&body), invalid().names("maxAttempts")));
     }
-}
-
-#[actix_web::test]
-async fn a_blank_overlong_or_control_character_worker_id_fails_validation() {
-    let uri = format!("/api/tasks/{}/start", task_id());
     for worker in [String::new(), "   ".to_owned(), "w".repeat(129), "bad\nworker".to_owned()] {
-        let reply =
-            send(MockTaskRepository::new(), put_json(&uri, json!({ "workerId": worker }))).await;
+        let request = put_json(&start, json!({ "workerId": worker }));
+        cases.push(("a bad worker id", request, invalid().names("workerId")));
+    }
+    for query in [
+        "status=DONE",
+        "limit=0",
+        "limit=501",
+        "limit=many",
+        "cursor=junk",
+        "name=%0A",
+        "queue=a%20b",
+    ] {
+        cases.push(("a bad list filter", list(query), invalid()));
+    }
+    for (action, body) in [
+        ("heartbeat", json!({ "workerId": "w", "leaseToken": "not-a-token" })),
+        ("succeed", json!({ "leaseToken": "" })),
+        ("fail", json!({ "errorMessage": "x", "leaseToken": "1234" })),
+        ("release", json!({ "workerId": "w", "leaseToken": "not-a-token" })),
+    ] {
+        let request = put_json(&format!("/api/tasks/{id}/{action}"), body);
+        cases.push(("a lease token that is not one", request, invalid().names("leaseToken")));
+    }
+    for (task, field) in [
+        (json!({"name": "x", "maxAttempts": 0}), "tasks[1].maxAttempts"),
+        (json!({"name": "x", "queue": "Bad Queue"}), "tasks[1].queue"),
+        (json!({"name": "x", "payload": "nul \u{0}"}), "tasks[1].payload"),
+    ] {
+        let request = batch(json!([{"name": "ok"}, task]));
+        cases.push(("a bad field in a batch", request, invalid().starts(field).member("index", 1)));
+    }
+    for body in [
+        json!({ "workerId": "w", "limit": 0 }),
+        json!({ "workerId": "w", "limit": 101 }),
+        json!({ "workerId": "w", "limit": -1 }),
+        json!({ "workerId": "w", "waitMs": -1 }),
+        json!({ "workerId": "w", "waitMs": 30_001 }),
+        json!({ "workerId": "w", "leaseSeconds": 4 }),
+        json!({ "workerId": "w", "leaseSeconds": 86_401 }),
+        json!({ "workerId": "w", "queues": [] }),
+        json!({ "workerId": "w", "queues": ["Emails"] }),
+        json!({ "workerId": "w", "queues": ["q".repeat(65)] }),
+        json!({ "workerId": "" }),
+    ] {
+        let expected =
+            if body["limit"] == 0 { invalid().names("between 1 and 100") } else { invalid() };
+        cases.push(("a claim value out of range", post_claim(body), expected));
+    }
 
-        reply.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
-        assert!(reply.detail().contains("workerId"), "{}", reply.detail());
+    for (what, request, expected) in cases {
+        let reply = send(untouched_repo(), request).await;
+
+        reply.assert_refused(what, &expected);
     }
 }
 
-#[actix_web::test]
-async fn an_invalid_uuid_in_the_path_is_a_400_malformed_request() {
-    let reply =
-        send(MockTaskRepository::new(), TestRequest::get().uri("/api/tasks/not-a-uuid")).await;
-
-    reply.assert_problem(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST");
-    assert!(reply.detail().contains("not-a-uuid"), "{}", reply.detail());
-}
-
-#[actix_web::test]
-async fn a_body_over_the_limit_is_a_413_payload_too_large() {
-    let body = json!({ "name": "x", "payload": "p".repeat(BODY_LIMIT) }).to_string();
-
-    let reply = send(MockTaskRepository::new(), post_tasks(&body)).await;
-
-    reply.assert_problem(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE");
-}
-
-#[actix_web::test]
-async fn a_body_that_is_not_declared_as_json_is_a_415_unsupported_media_type() {
-    let plain = TestRequest::post()
-        .uri("/api/tasks")
-        .insert_header((CONTENT_TYPE, "text/plain"))
-        .set_payload(r#"{"name": "x"}"#);
-    let undeclared = TestRequest::post().uri("/api/tasks").set_payload(r#"{"name": "x"}"#);
-
-    for request in [plain, undeclared] {
-        let reply = send(MockTaskRepository::new(), request).await;
-
-        reply.assert_problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE");
-    }
-}
-
-#[actix_web::test]
-async fn an_unknown_task_is_a_404_task_not_found() {
-    let id = task_id();
-    let mut repo = MockTaskRepository::new();
-    repo.expect_get().returning(|id| Err(RepoError::NotFound(id)));
-
-    let reply = send(repo, TestRequest::get().uri(&format!("/api/tasks/{id}"))).await;
-
-    reply.assert_problem(StatusCode::NOT_FOUND, "TASK_NOT_FOUND");
-    assert_eq!(reply.body["taskId"], id.to_string());
-}
-
-#[actix_web::test]
-async fn starting_a_running_task_is_a_409_invalid_transition() {
-    let task = running_task("worker-1");
-    let uri = format!("/api/tasks/{}/start", task.id());
-
-    let reply = send(repo_returning(task), put_json(&uri, json!({ "workerId": "worker-2" }))).await;
-
-    reply.assert_problem(StatusCode::CONFLICT, "INVALID_TRANSITION");
-    assert_eq!(reply.body["taskStatus"], "RUNNING");
-    assert_eq!(reply.body["action"], "start");
-}
-
-#[actix_web::test]
-async fn starting_before_next_run_at_is_a_409_not_yet_runnable_with_retry_after() {
-    let runnable_at = now() + TimeDelta::seconds(90);
-    let task = pending_task(Some(runnable_at));
-    let uri = format!("/api/tasks/{}/start", task.id());
-
-    let reply = send(repo_returning(task), put_json(&uri, json!({ "workerId": "worker-1" }))).await;
-
-    reply.assert_problem(StatusCode::CONFLICT, "NOT_YET_RUNNABLE");
-    let retry_after: u64 =
-        reply.headers.get("retry-after").unwrap().to_str().unwrap().parse().unwrap();
-    assert!((89..=90).contains(&retry_after), "Retry-After {retry_after}");
-    let runnable_at = taskpilot_http::dto::format_time(runnable_at);
-    assert_eq!(reply.body["runnableAt"], runnable_at);
-    assert!(reply.detail().contains(&runnable_at), "{}", reply.detail());
-}
-
-#[actix_web::test]
-async fn a_report_from_another_worker_is_a_409_worker_mismatch() {
-    let task = running_task("worker-1");
-    let id = task.id();
-
-    let succeed = send(
-        repo_returning(task.clone()),
-        put_json(&format!("/api/tasks/{id}/succeed"), json!({ "workerId": "worker-2" })),
-    )
-    .await;
-    let fail = send(
-        repo_returning(task),
-        put_json(
-            &format!("/api/tasks/{id}/fail"),
-            json!({ "workerId": "worker-2", "errorMessage": "boom" }),
-        ),
-    )
-    .await;
-
-    succeed.assert_problem(StatusCode::CONFLICT, "WORKER_MISMATCH");
-    fail.assert_problem(StatusCode::CONFLICT, "WORKER_MISMATCH");
-}
-
-#[actix_web::test]
-async fn losing_every_race_is_a_409_concurrent_modification() {
-    let task = pending_task(None);
-    let id = task.id();
-    let mut repo = MockTaskRepository::new();
-    repo.expect_get().returning(move |_| Ok(task.clone()));
-    repo.expect_update().returning(|t, _, _| Err(RepoError::Conflict(t.id())));
-
-    let reply = send(repo, TestRequest::put().uri(&format!("/api/tasks/{id}/cancel"))).await;
-
-    reply.assert_problem(StatusCode::CONFLICT, "CONCURRENT_MODIFICATION");
-}
-
-#[actix_web::test]
-async fn an_unreachable_database_is_a_503_database_unavailable_with_retry_after() {
-    let mut repo = MockTaskRepository::new();
-    repo.expect_get()
-        .returning(|_| Err(RepoError::Unavailable(anyhow::anyhow!("connection refused"))));
-
-    let reply = send(repo, TestRequest::get().uri(&format!("/api/tasks/{}", task_id()))).await;
-
-    reply.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "DATABASE_UNAVAILABLE");
-    assert!(reply.headers.contains_key("retry-after"));
-    assert!(!reply.detail().contains("connection refused"));
-}
-
-#[actix_web::test]
-async fn an_unexpected_storage_error_is_a_500_with_a_generic_body() {
-    let mut repo = MockTaskRepository::new();
-    repo.expect_get()
-        .returning(|_| Err(RepoError::Unexpected(anyhow::anyhow!("row 42 is broken"))));
-
-    let reply = send(repo, TestRequest::get().uri(&format!("/api/tasks/{}", task_id()))).await;
-
-    reply.assert_problem(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR");
-    assert!(!reply.body.to_string().contains("row 42"));
+fn not_allowed(allow: &str) -> Refusal {
+    refusal(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED").allow(allow)
 }
 
 #[actix_web::test]
@@ -398,41 +683,6 @@ async fn healthz_is_200_without_touching_the_database() {
 
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body["status"], "ok");
-}
-
-#[actix_web::test]
-async fn bad_list_filters_fail_validation() {
-    for query in ["status=DONE", "limit=0", "limit=501", "limit=many", "cursor=junk", "name=%0A"] {
-        let reply =
-            send(MockTaskRepository::new(), TestRequest::get().uri(&format!("/api/tasks?{query}")))
-                .await;
-
-        reply.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
-    }
-}
-
-#[actix_web::test]
-async fn an_unknown_query_parameter_is_a_400_malformed_request() {
-    let reply =
-        send(MockTaskRepository::new(), TestRequest::get().uri("/api/tasks?colour=red")).await;
-
-    reply.assert_problem(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST");
-    assert!(reply.detail().contains("colour"), "{}", reply.detail());
-}
-
-#[actix_web::test]
-async fn an_unknown_route_is_a_404_route_not_found() {
-    let reply = send(MockTaskRepository::new(), TestRequest::get().uri("/api/nothing")).await;
-
-    reply.assert_problem(StatusCode::NOT_FOUND, "ROUTE_NOT_FOUND");
-}
-
-#[actix_web::test]
-async fn a_wrong_method_is_a_405_method_not_allowed_with_allow() {
-    let reply = send(MockTaskRepository::new(), TestRequest::delete().uri("/api/tasks")).await;
-
-    reply.assert_problem(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED");
-    assert_eq!(reply.headers.get("allow").unwrap(), "GET, POST");
 }
 
 #[actix_web::test]
@@ -531,21 +781,6 @@ async fn no_client_input_produces_a_server_error() {
     }
 }
 
-#[actix_web::test]
-async fn succeed_still_checks_a_body_when_one_is_sent() {
-    let task = running_task("worker-1");
-    let uri = format!("/api/tasks/{}/succeed", task.id());
-    let request = TestRequest::put()
-        .uri(&uri)
-        .insert_header((CONTENT_TYPE, "application/json"))
-        .set_payload(r#"{"workerId": "worker-1", "reslut": 1}"#);
-
-    let reply = send(repo_returning(task), request).await;
-
-    reply.assert_problem(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST");
-    assert!(reply.detail().contains("reslut"), "{}", reply.detail());
-}
-
 // --- Claims, leases and fencing -----------------------------------------------------------
 
 fn post_claim(body: Value) -> TestRequest {
@@ -617,49 +852,38 @@ async fn a_claim_without_options_takes_one_task_from_every_queue_with_the_defaul
 }
 
 #[actix_web::test]
-async fn claim_values_out_of_range_fail_validation_without_touching_the_database() {
-    for body in [
-        json!({ "workerId": "w", "limit": 0 }),
-        json!({ "workerId": "w", "limit": 101 }),
-        json!({ "workerId": "w", "limit": -1 }),
-        json!({ "workerId": "w", "waitMs": -1 }),
-        json!({ "workerId": "w", "waitMs": 30_001 }),
-        json!({ "workerId": "w", "leaseSeconds": 4 }),
-        json!({ "workerId": "w", "leaseSeconds": 86_401 }),
-        json!({ "workerId": "w", "queues": [] }),
-        json!({ "workerId": "w", "queues": ["Emails"] }),
-        json!({ "workerId": "w", "queues": ["q".repeat(65)] }),
-        json!({ "workerId": "" }),
-    ] {
-        let reply = send(MockTaskRepository::new(), post_claim(body.clone())).await;
-
-        reply.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
-        assert!(!reply.detail().is_empty(), "{body}");
-    }
-}
-
-#[actix_web::test]
-async fn a_claim_limit_error_names_the_bounds() {
-    let reply =
-        send(MockTaskRepository::new(), post_claim(json!({ "workerId": "w", "limit": 0 }))).await;
-
-    reply.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
-    assert!(reply.detail().contains("between 1 and 100"), "{}", reply.detail());
-}
-
-#[actix_web::test]
-async fn a_long_poll_on_nothing_looks_once_more_at_its_deadline_and_no_more() {
+async fn a_long_poll_on_nothing_waits_once_and_looks_once_more_at_its_deadline() {
     let mut repo = MockTaskRepository::new();
     repo.expect_claim().times(2).returning(|_| Ok(vec![]));
-    let started = Instant::now();
+    let hub = Arc::new(WakeHub::new());
+    let http = HttpConfig::default();
+    let service = service(repo, Arc::new(SystemClock));
 
-    let reply = send(repo, post_claim(json!({ "workerId": "w", "waitMs": 300 }))).await;
+    let request = post_claim(json!({ "workerId": "w", "waitMs": 300 }));
+    let reply = guarded("the claim's answer", call(service, hub.clone(), &http, request)).await;
 
-    let waited = started.elapsed();
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.body["items"], json!([]));
-    assert!(waited >= Duration::from_millis(300), "{waited:?}");
-    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    assert_eq!(hub.waiting(), Waiting { now: 0, begun: 1 });
+}
+
+/// A long-polling claim over `repo` and a hub of its own, on which `then` acts once the claim
+/// waits; the claim's reply and what the hub counted.
+async fn long_poll(repo: MockTaskRepository, then: fn(&WakeHub)) -> (Reply, Waiting) {
+    let hub = Arc::new(WakeHub::new());
+    let service = service(repo, Arc::new(SystemClock));
+    let request = post_claim(json!({ "workerId": "w", "waitMs": LONG_POLL_MS }));
+    let http = HttpConfig::default();
+
+    let (reply, ()) = guarded("the claim's answer", async {
+        tokio::join!(call(service, hub.clone(), &http, request), async {
+            hub.wait_for_waiters(1).await;
+            then(&hub);
+        })
+    })
+    .await;
+
+    (reply, hub.waiting())
 }
 
 #[actix_web::test]
@@ -672,49 +896,24 @@ async fn a_woken_long_poll_claims_again_at_once() {
         .times(1)
         .in_sequence(&mut sequence)
         .returning(move |_| Ok(vec![task.clone()]));
-    let hub = Arc::new(WakeHub::new());
-    let waker = hub.clone();
-    actix_web::rt::spawn(async move {
-        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
-        waker.wake();
-    });
-    let started = Instant::now();
 
-    let reply =
-        send_with_hub(repo, hub, post_claim(json!({ "workerId": "w", "waitMs": 20_000 }))).await;
+    let (reply, waiting) = long_poll(repo, WakeHub::wake).await;
 
-    let waited = started.elapsed();
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.body["items"].as_array().unwrap().len(), 1);
-    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    assert_eq!(waiting, Waiting { now: 0, begun: 1 });
 }
 
 #[actix_web::test]
 async fn a_long_poll_returns_empty_at_once_when_the_server_shuts_down() {
     let mut repo = MockTaskRepository::new();
+    // One look, no second one at the deadline.
     repo.expect_claim().times(1).returning(|_| Ok(vec![]));
-    let hub = Arc::new(WakeHub::new());
-    let closer = hub.clone();
-    actix_web::rt::spawn(async move {
-        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
-        closer.close();
-    });
-    let started = Instant::now();
 
-    let reply =
-        send_with_hub(repo, hub, post_claim(json!({ "workerId": "w", "waitMs": 20_000 }))).await;
+    let (reply, _) = long_poll(repo, WakeHub::close).await;
 
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.body["items"], json!([]));
-    assert!(started.elapsed() < Duration::from_secs(5));
-}
-
-#[actix_web::test]
-async fn get_claim_is_a_405_not_a_task_lookup() {
-    let reply = send(MockTaskRepository::new(), TestRequest::get().uri("/api/tasks/claim")).await;
-
-    reply.assert_problem(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED");
-    assert_eq!(reply.headers.get("allow").unwrap(), "POST");
 }
 
 #[actix_web::test]
@@ -760,199 +959,6 @@ async fn start_and_heartbeat_show_the_lease_token_but_get_and_list_never_do() {
     assert!(list.body["items"][0].get("leaseToken").is_none(), "{}", list.body);
     assert!(!get.body.to_string().contains(TOKEN));
     assert!(!list.body.to_string().contains(TOKEN));
-}
-
-#[actix_web::test]
-async fn a_succeed_after_the_lease_was_reaped_is_a_409_lease_expired() {
-    let task = ended_task("expired");
-    let id = task.id();
-    let mut repo = MockTaskRepository::new();
-    repo.expect_get().returning(move |_| Ok(task.clone()));
-    repo.expect_update().times(0);
-    repo.expect_record_rejection()
-        .withf(|e| {
-            e.rejected
-                == Some(Rejection { code: "LEASE_EXPIRED".to_owned(), call: StaleCall::Succeed })
-        })
-        .times(1)
-        .returning(|_| Ok(()));
-
-    let reply = send(
-        repo,
-        put_json(
-            &format!("/api/tasks/{id}/succeed"),
-            json!({ "workerId": "worker-1", "leaseToken": TOKEN }),
-        ),
-    )
-    .await;
-
-    reply.assert_problem(StatusCode::CONFLICT, "LEASE_EXPIRED");
-    assert_eq!(reply.body["attempt"], 1);
-    assert_eq!(reply.body["type"], "urn:taskpilot:problem:lease-expired");
-}
-
-#[actix_web::test]
-async fn a_report_with_an_unknown_token_is_a_409_attempt_superseded() {
-    let task = running_task("worker-1");
-    let id = task.id();
-
-    let reply = send(
-        repo_returning(task),
-        put_json(
-            &format!("/api/tasks/{id}/fail"),
-            json!({ "errorMessage": "boom", "leaseToken": OTHER_TOKEN }),
-        ),
-    )
-    .await;
-
-    reply.assert_problem(StatusCode::CONFLICT, "ATTEMPT_SUPERSEDED");
-    assert_eq!(reply.body["taskId"], id.to_string());
-    assert_eq!(reply.body["currentAttempt"], 1);
-}
-
-#[actix_web::test]
-async fn a_heartbeat_after_a_cancel_is_a_409_task_cancelled() {
-    let task = ended_task("cancelled");
-    let id = task.id();
-
-    let reply = send(
-        repo_returning(task),
-        put_json(
-            &format!("/api/tasks/{id}/heartbeat"),
-            json!({ "workerId": "worker-1", "leaseToken": TOKEN }),
-        ),
-    )
-    .await;
-
-    reply.assert_problem(StatusCode::CONFLICT, "TASK_CANCELLED");
-    assert_eq!(reply.body["taskId"], id.to_string());
-}
-
-#[actix_web::test]
-async fn a_replayed_success_is_a_200_with_the_stored_task_and_writes_nothing() {
-    let task = ended_task("succeeded");
-    let id = task.id();
-    let mut repo = MockTaskRepository::new();
-    let stored = task.clone();
-    repo.expect_get().returning(move |_| Ok(stored.clone()));
-    repo.expect_update().times(0);
-    repo.expect_record_rejection().times(0);
-
-    let reply = send(
-        repo,
-        put_json(
-            &format!("/api/tasks/{id}/succeed"),
-            json!({ "workerId": "worker-1", "leaseToken": TOKEN, "result": {"n": 2} }),
-        ),
-    )
-    .await;
-
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-    assert_eq!(reply.body["status"], "SUCCEEDED");
-    assert_eq!(reply.body["result"], json!({"n": 1}), "the stored result, not the replay's");
-}
-
-#[actix_web::test]
-async fn a_different_outcome_for_an_ended_attempt_is_a_409_outcome_conflict() {
-    let task = ended_task("succeeded");
-    let id = task.id();
-
-    let reply = send(
-        repo_returning(task),
-        put_json(
-            &format!("/api/tasks/{id}/fail"),
-            json!({ "errorMessage": "late", "leaseToken": TOKEN }),
-        ),
-    )
-    .await;
-
-    reply.assert_problem(StatusCode::CONFLICT, "OUTCOME_CONFLICT");
-    assert_eq!(reply.body["recordedOutcome"], "SUCCEEDED");
-}
-
-#[actix_web::test]
-async fn a_lease_token_that_is_not_a_token_fails_validation() {
-    let id = task_id();
-    for (action, body) in [
-        ("heartbeat", json!({ "workerId": "w", "leaseToken": "not-a-token" })),
-        ("succeed", json!({ "leaseToken": "" })),
-        ("fail", json!({ "errorMessage": "x", "leaseToken": "1234" })),
-        ("release", json!({ "workerId": "w", "leaseToken": "not-a-token" })),
-    ] {
-        let reply =
-            send(MockTaskRepository::new(), put_json(&format!("/api/tasks/{id}/{action}"), body))
-                .await;
-
-        reply.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
-        assert!(reply.detail().contains("leaseToken"), "{}", reply.detail());
-    }
-}
-
-#[actix_web::test]
-async fn a_heartbeat_needs_a_worker_and_a_token() {
-    let uri = format!("/api/tasks/{}/heartbeat", task_id());
-
-    let no_token =
-        send(MockTaskRepository::new(), put_json(&uri, json!({ "workerId": "w" }))).await;
-    let bad_lease = send(
-        MockTaskRepository::new(),
-        put_json(&uri, json!({ "workerId": "w", "leaseToken": TOKEN, "leaseSeconds": 1 })),
-    )
-    .await;
-
-    no_token.assert_problem(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST");
-    assert!(no_token.detail().contains("leaseToken"), "{}", no_token.detail());
-    bad_lease.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
-    assert!(bad_lease.detail().contains("leaseSeconds"), "{}", bad_lease.detail());
-}
-
-#[actix_web::test]
-async fn a_start_with_a_lease_out_of_range_fails_validation() {
-    let uri = format!("/api/tasks/{}/start", task_id());
-
-    let reply = send(
-        MockTaskRepository::new(),
-        put_json(&uri, json!({ "workerId": "w", "leaseSeconds": 86_401 })),
-    )
-    .await;
-
-    reply.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
-}
-
-#[actix_web::test]
-async fn a_nul_character_in_a_payload_or_result_fails_validation() {
-    let task = running_task("w");
-    let uri = format!("/api/tasks/{}/succeed", task.id());
-
-    let payload = send(
-        MockTaskRepository::new(),
-        post_tasks(r#"{"name": "x", "payload": {"note": "a\u0000b"}}"#),
-    )
-    .await;
-    let key =
-        send(MockTaskRepository::new(), post_tasks(r#"{"name": "x", "payload": {"\u0000": 1}}"#))
-            .await;
-    let result =
-        send(repo_returning(task), put_json(&uri, json!({ "result": ["ok", "\u{0}"] }))).await;
-
-    for reply in [&payload, &key] {
-        reply.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
-        assert!(reply.detail().contains("payload"), "{}", reply.detail());
-    }
-    result.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
-    assert!(result.detail().contains("result"), "{}", result.detail());
-}
-
-#[actix_web::test]
-async fn a_bad_queue_name_fails_validation_on_create_and_list() {
-    let create =
-        send(MockTaskRepository::new(), post_tasks(r#"{"name": "x", "queue": "Emails"}"#)).await;
-    let list =
-        send(MockTaskRepository::new(), TestRequest::get().uri("/api/tasks?queue=a%20b")).await;
-
-    create.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
-    assert!(create.detail().contains("queue"), "{}", create.detail());
-    list.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
 }
 
 #[actix_web::test]
@@ -1082,7 +1088,72 @@ async fn no_stats_yet_are_zero_stale_successes() {
 }
 
 #[actix_web::test]
-async fn a_reporter_without_token_keeps_the_foundation_behaviour() {
+async fn a_replayed_report_answers_200_with_the_stored_task_and_writes_nothing() {
+    let succeeded = ended_task("succeeded");
+    let released = ended_task("released");
+    let cases = [
+        (
+            "a replayed success",
+            succeeded.clone(),
+            "succeed",
+            json!({ "workerId": "worker-1", "leaseToken": TOKEN, "result": {"n": 2} }),
+            // The stored result, not the replay's.
+            [("status", json!("SUCCEEDED")), ("result", json!({"n": 1}))],
+        ),
+        (
+            "a replayed release",
+            released.clone(),
+            "release",
+            json!({ "leaseToken": TOKEN }),
+            [
+                ("status", json!("PENDING")),
+                ("updatedAt", json!(taskpilot_http::dto::format_time(released.updated_at()))),
+            ],
+        ),
+    ];
+    for (what, task, action, body, stored) in cases {
+        let id = task.id();
+        let mut repo = MockTaskRepository::new();
+        repo.expect_get().returning(move |_| Ok(task.clone()));
+        repo.expect_update().never();
+        repo.expect_record_rejection().never();
+
+        let reply = send(repo, put_json(&format!("/api/tasks/{id}/{action}"), body)).await;
+
+        assert_eq!(reply.status, StatusCode::OK, "{what}: {}", reply.body);
+        for (name, value) in stored {
+            assert_eq!(reply.body[name], value, "{what}: {name} of {}", reply.body);
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_fail_schedules_a_retry_unless_it_says_retryable_false() {
+    let cases = [
+        (
+            json!({"errorMessage": "bad input", "leaseToken": TOKEN, "retryable": false}),
+            ("FAILED", "NON_RETRYABLE"),
+            Some("bad input"),
+        ),
+        (json!({"errorMessage": "flaky"}), ("PENDING", "RETRY_SCHEDULED"), None),
+    ];
+    for (body, (status, retry_state), last_error) in cases {
+        let task = running_task("w1");
+        let uri = format!("/api/tasks/{}/fail", task.id());
+
+        let reply = send(repo_returning(task), put_json(&uri, body.clone())).await;
+
+        assert_eq!(reply.status, StatusCode::OK, "{body}: {}", reply.body);
+        assert_eq!(reply.body["status"], status, "{body}");
+        assert_eq!(reply.body["retryState"], retry_state, "{body}");
+        if let Some(last_error) = last_error {
+            assert_eq!(reply.body["lastError"], last_error, "{body}");
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_success_reported_by_worker_id_alone_is_accepted_and_recorded() {
     let task = running_task("worker-1");
     let id = task.id();
     let mut repo = MockTaskRepository::new();
@@ -1104,62 +1175,7 @@ async fn a_reporter_without_token_keeps_the_foundation_behaviour() {
     assert!(reply.body.get("leaseToken").is_none());
 }
 
-// ---- fail with retryable: false, and the batch endpoints ----
-
-fn post_json(uri: &str, body: Value) -> TestRequest {
-    TestRequest::post().uri(uri).set_json(body)
-}
-
-async fn send_with_http(repo: MockTaskRepository, http: HttpConfig, request: TestRequest) -> Reply {
-    let app = test::init_service(build_app(service(repo), Arc::new(WakeHub::new()), &http)).await;
-    let response = test::call_service(&app, request.to_request()).await;
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = test::read_body(response).await;
-    let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
-    Reply { status, headers, body }
-}
-
-/// A repository that must not be touched.
-fn untouched_repo() -> MockTaskRepository {
-    let mut repo = MockTaskRepository::new();
-    repo.expect_insert_many().never();
-    repo.expect_get_many().never();
-    repo.expect_write_many().never();
-    repo
-}
-
-#[actix_web::test]
-async fn a_fail_with_retryable_false_fails_the_task_for_good_with_attempts_left() {
-    let task = running_task("w1");
-    let uri = format!("/api/tasks/{}/fail", task.id());
-
-    let reply = send(
-        repo_returning(task),
-        put_json(
-            &uri,
-            json!({"errorMessage": "bad input", "leaseToken": TOKEN, "retryable": false}),
-        ),
-    )
-    .await;
-
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-    assert_eq!(reply.body["status"], "FAILED");
-    assert_eq!(reply.body["retryState"], "NON_RETRYABLE");
-    assert_eq!(reply.body["lastError"], "bad input");
-}
-
-#[actix_web::test]
-async fn a_fail_without_retryable_schedules_a_retry_as_before() {
-    let task = running_task("w1");
-    let uri = format!("/api/tasks/{}/fail", task.id());
-
-    let reply = send(repo_returning(task), put_json(&uri, json!({"errorMessage": "flaky"}))).await;
-
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-    assert_eq!(reply.body["status"], "PENDING");
-    assert_eq!(reply.body["retryState"], "RETRY_SCHEDULED");
-}
+// --- The batch endpoints ----------------------------------------------------------------
 
 #[actix_web::test]
 async fn a_batch_create_answers_201_with_every_task_in_order() {
@@ -1184,81 +1200,6 @@ async fn a_batch_create_answers_201_with_every_task_in_order() {
 }
 
 #[actix_web::test]
-async fn a_batch_create_with_one_bad_task_creates_none_and_names_its_index() {
-    let mut tasks: Vec<Value> = (0..5).map(|i| json!({"name": format!("job-{i}")})).collect();
-    tasks[3] = json!({"name": ""});
-
-    let reply =
-        send(untouched_repo(), post_json("/api/tasks/batch", json!({ "tasks": tasks }))).await;
-
-    reply.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
-    assert!(reply.detail().starts_with("tasks[3].name "), "{}", reply.detail());
-    assert_eq!(reply.body["index"], 3);
-}
-
-#[actix_web::test]
-async fn a_batch_create_checks_every_field_of_every_task() {
-    for (task, field) in [
-        (json!({"name": "x", "maxAttempts": 0}), "tasks[1].maxAttempts"),
-        (json!({"name": "x", "queue": "Bad Queue"}), "tasks[1].queue"),
-        (json!({"name": "x", "payload": "nul \u{0}"}), "tasks[1].payload"),
-    ] {
-        let tasks = json!([{"name": "ok"}, task]);
-
-        let reply =
-            send(untouched_repo(), post_json("/api/tasks/batch", json!({ "tasks": tasks }))).await;
-
-        reply.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
-        assert!(reply.detail().starts_with(field), "{}", reply.detail());
-        assert_eq!(reply.body["index"], 1);
-    }
-}
-
-#[actix_web::test]
-async fn an_empty_or_oversized_batch_fails_validation_without_touching_the_database() {
-    let too_many: Vec<Value> = (0..1001).map(|_| json!({"name": "x"})).collect();
-    for (uri, body, got) in [
-        ("/api/tasks/batch", json!({"tasks": []}), "got 0"),
-        ("/api/tasks/batch", json!({ "tasks": too_many }), "got 1001"),
-        ("/api/tasks/complete", json!({"items": []}), "got 0"),
-    ] {
-        let reply = send(untouched_repo(), post_json(uri, body)).await;
-
-        reply.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
-        assert!(
-            reply.detail().contains("1 to 1000") && reply.detail().contains(got),
-            "{}",
-            reply.detail()
-        );
-    }
-}
-
-#[actix_web::test]
-async fn a_batch_of_the_wrong_shape_is_a_400_malformed_request() {
-    for (uri, body) in [
-        ("/api/tasks/batch", json!({"task": []})),
-        ("/api/tasks/batch", json!([{"name": "x"}])),
-        ("/api/tasks/batch", json!({"tasks": [{"name": "x", "colour": "red"}]})),
-        (
-            "/api/tasks/complete",
-            json!({"items": [{"id": "nope", "leaseToken": TOKEN, "outcome": "succeeded"}]}),
-        ),
-        (
-            "/api/tasks/complete",
-            json!({"items": [{"id": task_id().to_string(), "leaseToken": TOKEN, "outcome": "done"}]}),
-        ),
-        (
-            "/api/tasks/complete",
-            json!({"items": [{"id": task_id().to_string(), "outcome": "succeeded"}]}),
-        ),
-    ] {
-        let reply = send(untouched_repo(), post_json(uri, body)).await;
-
-        reply.assert_problem(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST");
-    }
-}
-
-#[actix_web::test]
 async fn batch_bodies_have_their_own_larger_limit() {
     // Over the 1 KiB limit of every other endpoint, under the batch limit.
     let tasks: Vec<Value> = (0..100).map(|i| json!({"name": format!("job-{i}")})).collect();
@@ -1272,35 +1213,24 @@ async fn batch_bodies_have_their_own_larger_limit() {
         ..HttpConfig::default()
     };
 
-    let accepted = send_with_http(repo, http, post_json("/api/tasks/batch", body.clone())).await;
-    let single = send_with_http(
+    let send = |repo: MockTaskRepository, request: TestRequest| {
+        call(service(repo, Arc::new(SystemClock)), Arc::new(WakeHub::new()), &http, request)
+    };
+
+    let accepted = send(repo, post_json("/api/tasks/batch", body.clone())).await;
+    let single = send(
         untouched_repo(),
-        http,
         post_json("/api/tasks", json!({"name": "x", "payload": "p".repeat(2 * BODY_LIMIT)})),
     )
     .await;
     let tasks: Vec<Value> = (0..300).map(|i| json!({"name": format!("job-{i}")})).collect();
-    let refused = send_with_http(
-        untouched_repo(),
-        http,
-        post_json("/api/tasks/batch", json!({ "tasks": tasks })),
-    )
-    .await;
+    let refused =
+        send(untouched_repo(), post_json("/api/tasks/batch", json!({ "tasks": tasks }))).await;
 
     assert_eq!(accepted.status, StatusCode::CREATED, "{}", accepted.body);
     single.assert_problem(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE");
     refused.assert_problem(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE");
     assert_eq!(refused.body["limitBytes"], 4 * BODY_LIMIT);
-}
-
-#[actix_web::test]
-async fn batch_endpoints_take_post_only() {
-    for uri in ["/api/tasks/batch", "/api/tasks/complete"] {
-        let reply = send(untouched_repo(), TestRequest::get().uri(uri)).await;
-
-        reply.assert_problem(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED");
-        assert_eq!(reply.headers.get("allow").unwrap(), "POST");
-    }
 }
 
 /// A repository holding `tasks` for batch reads; batch writes succeed and lose nothing.
@@ -1498,113 +1428,6 @@ async fn a_release_answers_200_with_the_task_pending_runnable_and_no_failure_cou
     assert_eq!(reply.body["lastError"], Value::Null);
     assert_eq!(reply.body["workerId"], Value::Null);
     assert!(reply.body.get("leaseToken").is_none(), "{}", reply.body);
-}
-
-#[actix_web::test]
-async fn a_release_with_a_stale_token_gets_the_fencing_code_of_a_succeed_and_is_recorded() {
-    let cases = [
-        (ended_task("expired"), TOKEN, "LEASE_EXPIRED"),
-        (ended_task("cancelled"), TOKEN, "TASK_CANCELLED"),
-        (ended_task("succeeded"), TOKEN, "OUTCOME_CONFLICT"),
-        (running_task("worker-1"), OTHER_TOKEN, "ATTEMPT_SUPERSEDED"),
-    ];
-    for (task, token, code) in cases {
-        let id = task.id();
-        let mut repo = MockTaskRepository::new();
-        repo.expect_get().returning(move |_| Ok(task.clone()));
-        repo.expect_update().never();
-        repo.expect_record_rejection()
-            .withf(move |e| {
-                e.rejected == Some(Rejection { code: code.to_owned(), call: StaleCall::Release })
-            })
-            .times(1)
-            .returning(|_| Ok(()));
-
-        let reply =
-            send(repo, put_release(id, json!({ "workerId": "worker-1", "leaseToken": token })))
-                .await;
-
-        reply.assert_problem(StatusCode::CONFLICT, code);
-    }
-}
-
-#[actix_web::test]
-async fn a_release_by_another_worker_is_a_409_worker_mismatch() {
-    let task = running_task("worker-1");
-    let id = task.id();
-
-    let reply = send(
-        repo_returning(task),
-        put_release(id, json!({ "workerId": "worker-2", "leaseToken": TOKEN })),
-    )
-    .await;
-
-    reply.assert_problem(StatusCode::CONFLICT, "WORKER_MISMATCH");
-}
-
-#[actix_web::test]
-async fn a_replayed_release_is_a_200_and_a_late_outcome_with_its_token_a_409_outcome_conflict() {
-    let task = ended_task("released");
-    let id = task.id();
-    let mut repo = MockTaskRepository::new();
-    let stored = task.clone();
-    repo.expect_get().returning(move |_| Ok(stored.clone()));
-    repo.expect_update().never();
-    repo.expect_record_rejection().never();
-
-    let replay = send(repo, put_release(id, json!({ "leaseToken": TOKEN }))).await;
-    let late = send(
-        repo_returning(task.clone()),
-        put_json(&format!("/api/tasks/{id}/succeed"), json!({ "leaseToken": TOKEN })),
-    )
-    .await;
-
-    assert_eq!(replay.status, StatusCode::OK, "{}", replay.body);
-    assert_eq!(replay.body["status"], "PENDING");
-    assert_eq!(replay.body["updatedAt"], taskpilot_http::dto::format_time(task.updated_at()));
-    late.assert_problem(StatusCode::CONFLICT, "OUTCOME_CONFLICT");
-    assert_eq!(late.body["recordedOutcome"], "RELEASED");
-}
-
-#[actix_web::test]
-async fn a_release_of_a_task_that_is_not_running_is_a_409_attempt_superseded() {
-    // The token is required over HTTP, so the foundation's unfenced rule (INVALID_TRANSITION)
-    // does not apply: a pending task that never handed the token out says it is not its own.
-    let task = pending_task(None);
-    let id = task.id();
-
-    let reply = send(repo_returning(task), put_release(id, json!({ "leaseToken": TOKEN }))).await;
-
-    reply.assert_problem(StatusCode::CONFLICT, "ATTEMPT_SUPERSEDED");
-    assert_eq!(reply.body["currentAttempt"], 0);
-}
-
-#[actix_web::test]
-async fn a_release_needs_its_lease_token_and_takes_no_other_fields() {
-    let id = task_id();
-
-    let no_token = send(untouched_repo(), put_release(id, json!({ "workerId": "w" }))).await;
-    let unknown = send(
-        untouched_repo(),
-        put_release(id, json!({ "leaseToken": TOKEN, "errorMessage": "stopping" })),
-    )
-    .await;
-    let bad_worker =
-        send(untouched_repo(), put_release(id, json!({ "workerId": " ", "leaseToken": TOKEN })))
-            .await;
-    let wrong_method = send(
-        untouched_repo(),
-        TestRequest::post().uri(&format!("/api/tasks/{id}/release")).set_json(json!({})),
-    )
-    .await;
-
-    no_token.assert_problem(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST");
-    assert!(no_token.detail().contains("leaseToken"), "{}", no_token.detail());
-    unknown.assert_problem(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST");
-    assert!(unknown.detail().contains("errorMessage"), "{}", unknown.detail());
-    bad_worker.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
-    wrong_method.assert_problem(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED");
-    assert_eq!(wrong_method.headers.get("allow").unwrap(), "PUT");
 }
 
 #[actix_web::test]

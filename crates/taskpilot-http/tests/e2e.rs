@@ -6,14 +6,17 @@
 
 #![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::IntoFuture as _;
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::http::header::{HeaderMap, CONTENT_TYPE};
 use actix_web::http::{Method, StatusCode};
+use actix_web::rt::task::JoinHandle;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{json, Value};
 use taskpilot_app::{ServiceDefaults, SystemClock, TaskService};
@@ -21,7 +24,9 @@ use taskpilot_diesel::local::LocalCluster;
 use taskpilot_diesel::testing::TestDatabase;
 use taskpilot_diesel::{PgPool, PgTaskRepository, PoolConfig};
 use taskpilot_domain::{Clock, ExponentialBackoff, FixedClock, LeaseDuration, MaxAttempts};
-use taskpilot_http::{run, HttpConfig, ServerHandle};
+use taskpilot_http::{run, HttpConfig, ServerHandle, WakeHub};
+
+use common::{guarded, LONG_POLL_MS};
 
 /// How often the test servers' reapers run: often, so that tests wait little for them.
 const REAPER_INTERVAL: Duration = Duration::from_millis(50);
@@ -31,6 +36,8 @@ struct TestApp {
     base: String,
     client: awc::Client,
     handle: ServerHandle,
+    /// The server's wake-up hub: tests watch its waiting claims.
+    hub: Arc<WakeHub>,
 }
 
 struct Reply {
@@ -85,10 +92,10 @@ impl TestApp {
             ..HttpConfig::default()
         };
         let server = run(service, http, listener, notify_url.map(str::to_owned)).unwrap();
-        let handle = server.handle();
+        let (handle, hub) = (server.handle(), server.hub());
         actix_web::rt::spawn(server.into_future());
-        let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
-        Self { base, client, handle }
+        let client = awc::Client::builder().timeout(Duration::from_secs(60)).finish();
+        Self { base, client, handle, hub }
     }
 
     /// A server over `db` with the system clock and a backoff starting at `backoff_base`.
@@ -111,23 +118,40 @@ impl TestApp {
         reply.assert_status(StatusCode::OK)["items"].as_array().unwrap().clone()
     }
 
+    /// Sends a long-polling claim with `body` (and a `waitMs` of [`LONG_POLL_MS`]) and returns
+    /// once it waits on the server's hub, its first look having found nothing; await
+    /// [`answer`] for its reply.
+    async fn waiting_claim(&self, mut body: Value) -> JoinHandle<Reply> {
+        body["waitMs"] = json!(LONG_POLL_MS);
+        let waiting = self.hub.waiting().now;
+        let request = self.client.post(format!("{}/api/tasks/claim", self.base));
+        let claim = actix_web::rt::spawn(async move {
+            TestApp::read(request.send_json(&body).await.unwrap()).await
+        });
+        guarded("the claim's wait", self.hub.wait_for_waiters(waiting + 1)).await;
+        claim
+    }
+
     /// The task's history.
     async fn events(&self, id: &str) -> Vec<Value> {
         let reply = self.get(&format!("/api/tasks/{id}/events")).await;
         reply.assert_status(StatusCode::OK)["items"].as_array().unwrap().clone()
     }
 
-    /// Polls the task until `done` says so, for up to 10 s.
+    /// Polls the task until `done` says so (what the reaper does shows nowhere but in the
+    /// task: nothing to wait on but the task itself).
     async fn wait_for(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-        for _ in 0..200 {
-            let task = self.get(&format!("/api/tasks/{id}")).await;
-            let task = task.assert_status(StatusCode::OK);
-            if done(task) {
-                return task.clone();
+        guarded(&format!("the change of task {id}"), async {
+            loop {
+                let task = self.get(&format!("/api/tasks/{id}")).await;
+                let task = task.assert_status(StatusCode::OK);
+                if done(task) {
+                    return task.clone();
+                }
+                actix_web::rt::time::sleep(Duration::from_millis(20)).await;
             }
-            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("task {id} never got there");
+        })
+        .await
     }
 
     async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
@@ -182,6 +206,11 @@ impl TestApp {
     async fn stop(self) {
         self.handle.stop(true).await;
     }
+}
+
+/// The reply of a claim that [`TestApp::waiting_claim`] sent.
+async fn answer(claim: JoinHandle<Reply>) -> Reply {
+    guarded("the claim's answer", claim).await.unwrap()
 }
 
 fn id_of(task: &Value) -> String {
@@ -281,18 +310,20 @@ async fn a_retried_task_can_be_started_again_by_itself_once_the_real_backoff_has
 
     let failed = app.transition(&id, "fail", Some(json!({ "errorMessage": "oops" }))).await;
     let next_run_at = time(&failed.assert_status(StatusCode::OK)["nextRunAt"]);
-    let mut restarted = None;
-    for _ in 0..100 {
-        let reply = app.transition(&id, "start", Some(json!({ "workerId": "w" }))).await;
-        if reply.status == StatusCode::OK {
-            restarted = Some(Utc::now());
-            break;
+    // A start is what this test is about, so it polls with starts: nothing else tells when
+    // the backoff has passed.
+    let restarted = guarded("the restart", async {
+        loop {
+            let reply = app.transition(&id, "start", Some(json!({ "workerId": "w" }))).await;
+            if reply.status == StatusCode::OK {
+                return Utc::now();
+            }
+            reply.assert_problem(StatusCode::CONFLICT, "NOT_YET_RUNNABLE");
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
         }
-        reply.assert_problem(StatusCode::CONFLICT, "NOT_YET_RUNNABLE");
-        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
 
-    let restarted = restarted.expect("the task never became startable again");
     assert!(restarted >= next_run_at, "started at {restarted}, runnable at {next_run_at}");
     app.stop().await;
 }
@@ -359,26 +390,6 @@ async fn cancelled_and_failed_tasks_can_be_rerun_with_a_fresh_budget() {
         assert!(task["completedAt"].is_null());
     }
     rerun_pending.assert_problem(StatusCode::CONFLICT, "INVALID_TRANSITION");
-    app.stop().await;
-}
-
-#[actix_web::test]
-async fn reports_from_a_worker_that_does_not_hold_the_task_are_refused() {
-    let db = TestDatabase::new();
-    let app = TestApp::on(&db, TimeDelta::seconds(1));
-    let id = id_of(&app.create(json!({ "name": "a" })).await);
-    app.transition(&id, "start", Some(json!({ "workerId": "w1" })))
-        .await
-        .assert_status(StatusCode::OK);
-
-    let succeed = app.transition(&id, "succeed", Some(json!({ "workerId": "w2" }))).await;
-    let fail =
-        app.transition(&id, "fail", Some(json!({ "workerId": "w2", "errorMessage": "x" }))).await;
-
-    succeed.assert_problem(StatusCode::CONFLICT, "WORKER_MISMATCH");
-    fail.assert_problem(StatusCode::CONFLICT, "WORKER_MISMATCH");
-    let task = app.get(&format!("/api/tasks/{id}")).await;
-    assert_eq!(task.assert_status(StatusCode::OK)["workerId"], "w1");
     app.stop().await;
 }
 
@@ -541,16 +552,17 @@ async fn the_server_answers_503_while_the_database_is_down_and_recovers_by_itsel
     assert_eq!(during_health.status, StatusCode::OK);
 
     cluster.restart().unwrap();
-    let mut recovered = None;
-    for _ in 0..50 {
-        let reply = app.get(&format!("/api/tasks/{id}")).await;
-        if reply.status == StatusCode::OK {
-            recovered = Some(reply);
-            break;
+    // The pool reconnects on its own schedule and tells no one: poll the route itself.
+    let recovered = guarded("the recovery after the database came back", async {
+        loop {
+            let reply = app.get(&format!("/api/tasks/{id}")).await;
+            if reply.status == StatusCode::OK {
+                return reply;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(100)).await;
         }
-        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
-    }
-    let recovered = recovered.expect("the server did not recover after the database came back");
+    })
+    .await;
     assert_eq!(recovered.body["name"], "survivor");
     assert_eq!(app.get("/readyz").await.status, StatusCode::OK);
     app.stop().await;
@@ -701,9 +713,6 @@ async fn the_reaper_fails_an_expired_attempt_and_the_late_worker_is_told_why() {
     let later = app
         .transition(&id, "succeed", Some(json!({ "workerId": "w1", "leaseToken": late_token })))
         .await;
-    let late_beat = app
-        .transition(&id, "heartbeat", Some(json!({ "workerId": "w1", "leaseToken": late_token })))
-        .await;
 
     assert_eq!(reaped["lastError"], "lease expired (worker w1)");
     assert_eq!(reaped["retryState"], "RETRY_SCHEDULED");
@@ -714,7 +723,6 @@ async fn the_reaper_fails_an_expired_attempt_and_the_late_worker_is_told_why() {
     assert_eq!(ids(&second), std::slice::from_ref(&id));
     assert_eq!(second[0]["attempt"], 2);
     later.assert_problem(StatusCode::CONFLICT, "ATTEMPT_SUPERSEDED");
-    late_beat.assert_problem(StatusCode::CONFLICT, "ATTEMPT_SUPERSEDED");
     let task = app.get(&format!("/api/tasks/{id}")).await;
     assert_eq!(task.assert_status(StatusCode::OK)["workerId"], "w2");
     app.stop().await;
@@ -737,23 +745,6 @@ async fn the_reaper_fails_a_task_for_good_when_its_attempts_are_used_up() {
     assert_eq!((last["from"].as_str(), last["to"].as_str()), (Some("RUNNING"), Some("FAILED")));
     assert_eq!(last["actor"], "REAPER");
     assert_eq!(last["workerId"], "w1");
-    app.stop().await;
-}
-
-#[actix_web::test]
-async fn a_worker_whose_task_was_cancelled_learns_it_at_its_heartbeat() {
-    let db = TestDatabase::new();
-    let app = TestApp::on(&db, TimeDelta::seconds(1));
-    let id = id_of(&app.create(json!({ "name": "unwanted" })).await);
-    let token = token_of(&app.claim(json!({ "workerId": "w" })).await[0]);
-
-    app.transition(&id, "cancel", None).await.assert_status(StatusCode::OK);
-    let beat = app
-        .transition(&id, "heartbeat", Some(json!({ "workerId": "w", "leaseToken": token })))
-        .await;
-
-    beat.assert_problem(StatusCode::CONFLICT, "TASK_CANCELLED");
-    assert_eq!(beat.body["taskId"], id.as_str());
     app.stop().await;
 }
 
@@ -886,27 +877,56 @@ async fn the_events_of_a_full_lifecycle_come_back_oldest_first() {
     app.stop().await;
 }
 
+/// Sessions of LISTEN connections on `db`.
+fn listener_sessions(db: &TestDatabase) -> i64 {
+    count_sessions(db, "application_name = 'taskpilot-listener'")
+}
+
+/// Sessions on `db` that match `condition`, by PostgreSQL's own account.
+fn count_sessions(db: &TestDatabase, condition: &str) -> i64 {
+    use diesel::prelude::*;
+
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut conn = db.pool().get().unwrap();
+    let row: Count = diesel::sql_query(format!(
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 AND {condition}"
+    ))
+    .bind::<diesel::sql_types::Text, _>(db.name())
+    .get_result(&mut conn)
+    .unwrap();
+    row.n
+}
+
+/// Returns once `servers` servers LISTEN for runnable tasks on `db`, so that a NOTIFY from
+/// now on reaches each of them. A listener announces itself to no one in-process, so this
+/// polls PostgreSQL: a listening session is idle after its LISTEN (or its later health check).
+async fn until_listening(db: &TestDatabase, servers: i64) {
+    let listening = "application_name = 'taskpilot-listener' AND state = 'idle' \
+                     AND (query LIKE 'LISTEN %' OR query = 'SELECT 1')";
+    guarded("the LISTEN", async {
+        while count_sessions(db, listening) < servers {
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
 #[actix_web::test]
-async fn a_waiting_claim_returns_soon_after_another_request_creates_a_task() {
+async fn a_waiting_claim_wakes_up_when_another_request_creates_a_task() {
     let db = TestDatabase::new();
     let app = TestApp::on(&db, TimeDelta::seconds(1));
-    let waiting = app.client.post(format!("{}/api/tasks/claim", app.base));
-    let started = Instant::now();
-    let claim = actix_web::rt::spawn(async move {
-        let reply = TestApp::read(
-            waiting.send_json(&json!({ "workerId": "w", "waitMs": 5_000 })).await.unwrap(),
-        )
-        .await;
-        (reply.status, reply.body, started.elapsed())
-    });
-    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    until_listening(&db, 1).await;
+    let claim = app.waiting_claim(json!({ "workerId": "w" })).await;
 
     let id = id_of(&app.create(json!({ "name": "wanted" })).await);
 
-    let (status, body, waited) = claim.await.unwrap();
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let reply = answer(claim).await;
+    let body = reply.assert_status(StatusCode::OK);
     assert_eq!(ids(body["items"].as_array().unwrap()), [id]);
-    assert!(waited < Duration::from_secs(3), "the claim waited {waited:?}");
     app.stop().await;
 }
 
@@ -915,21 +935,14 @@ async fn a_claim_waiting_on_one_server_wakes_up_for_a_task_created_through_anoth
     let db = TestDatabase::new();
     let waiting_server = TestApp::on(&db, TimeDelta::seconds(1));
     let other_server = TestApp::on(&db, TimeDelta::seconds(1));
-    let waiting = waiting_server.client.post(format!("{}/api/tasks/claim", waiting_server.base));
-    let started = Instant::now();
-    let claim = actix_web::rt::spawn(async move {
-        let body = json!({ "workerId": "w", "waitMs": 10_000, "queues": ["cross"] });
-        let reply = TestApp::read(waiting.send_json(&body).await.unwrap()).await;
-        (reply.status, reply.body, started.elapsed())
-    });
-    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    until_listening(&db, 2).await;
+    let claim = waiting_server.waiting_claim(json!({ "workerId": "w", "queues": ["cross"] })).await;
 
     let id = id_of(&other_server.create(json!({ "name": "elsewhere", "queue": "cross" })).await);
 
-    let (status, body, waited) = claim.await.unwrap();
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let reply = answer(claim).await;
+    let body = reply.assert_status(StatusCode::OK);
     assert_eq!(ids(body["items"].as_array().unwrap()), [id]);
-    assert!(waited < Duration::from_secs(3), "the claim waited {waited:?}");
     waiting_server.stop().await;
     other_server.stop().await;
 }
@@ -937,17 +950,18 @@ async fn a_claim_waiting_on_one_server_wakes_up_for_a_task_created_through_anoth
 #[actix_web::test]
 async fn a_waiting_claim_wakes_up_when_a_scheduled_task_comes_due() {
     let db = TestDatabase::new();
-    let app = TestApp::on(&db, TimeDelta::seconds(1));
-    let run_at = Utc::now() + TimeDelta::milliseconds(1_500);
-    let id = id_of(&app.create(json!({ "name": "later", "runAt": run_at })).await);
-    let started = Instant::now();
+    let (app, clock) = TestApp::with_clock(&db);
+    let run_at = clock.now() + TimeDelta::seconds(1);
+    let created = app.create(json!({ "name": "later", "runAt": run_at })).await;
+    // By the service's clock the task is not due: the claim's first look cannot take it.
+    let claim = app.waiting_claim(json!({ "workerId": "w" })).await;
 
-    let claimed = app.claim(json!({ "workerId": "w", "waitMs": 10_000 })).await;
+    clock.set(run_at);
 
-    let waited = started.elapsed();
-    assert_eq!(ids(&claimed), [id]);
-    assert!(Utc::now() >= run_at);
-    assert!(waited < Duration::from_secs(5), "the claim waited {waited:?}");
+    let reply = answer(claim).await;
+    let claimed = reply.assert_status(StatusCode::OK)["items"].as_array().unwrap().clone();
+    assert_eq!(ids(&claimed), [id_of(&created)]);
+    assert!(time(&claimed[0]["processingStartedAt"]) >= time(&created["nextRunAt"]));
     app.stop().await;
 }
 
@@ -957,6 +971,9 @@ async fn a_waiting_claim_wakes_up_when_a_short_retry_backoff_ends() {
     let app = TestApp::on(&db, TimeDelta::milliseconds(300));
     let id = id_of(&app.create(json!({ "name": "flaky" })).await);
     let token = token_of(&app.claim(json!({ "workerId": "w1" })).await[0]);
+    // The task is running: the claim's first look cannot take it.
+    let claim = app.waiting_claim(json!({ "workerId": "w2" })).await;
+
     let failed = app
         .transition(
             &id,
@@ -964,31 +981,28 @@ async fn a_waiting_claim_wakes_up_when_a_short_retry_backoff_ends() {
             Some(json!({ "workerId": "w1", "leaseToken": token, "errorMessage": "retry me" })),
         )
         .await;
+
     let next_run_at = time(&failed.assert_status(StatusCode::OK)["nextRunAt"]);
-    let started = Instant::now();
-
-    let claimed = app.claim(json!({ "workerId": "w2", "waitMs": 20_000 })).await;
-
-    let waited = started.elapsed();
+    let reply = answer(claim).await;
+    let claimed = reply.assert_status(StatusCode::OK)["items"].as_array().unwrap().clone();
     assert_eq!(ids(&claimed), [id]);
     assert_eq!(claimed[0]["attempt"], 2);
-    assert!(Utc::now() >= next_run_at);
-    assert!(waited < Duration::from_secs(3), "the claim waited {waited:?}");
+    assert!(time(&claimed[0]["processingStartedAt"]) >= next_run_at);
     app.stop().await;
 }
 
 #[actix_web::test]
-async fn a_claim_with_a_short_wait_on_an_empty_queue_returns_nothing_after_that_wait() {
+async fn a_claim_with_a_short_wait_on_an_empty_queue_waits_then_returns_nothing() {
     let db = TestDatabase::new();
     let app = TestApp::on(&db, TimeDelta::seconds(1));
-    let started = Instant::now();
 
-    let claimed = app.claim(json!({ "workerId": "w", "waitMs": 300 })).await;
+    let claimed =
+        guarded("the claim's answer", app.claim(json!({ "workerId": "w", "waitMs": 300 }))).await;
 
-    let waited = started.elapsed();
     assert!(claimed.is_empty());
-    assert!(waited >= Duration::from_millis(300), "returned after {waited:?}");
-    assert!(waited < Duration::from_secs(3), "returned after {waited:?}");
+    let waiting = app.hub.waiting();
+    assert_eq!(waiting.now, 0, "{waiting:?}");
+    assert!(waiting.begun >= 1, "the claim answered without waiting: {waiting:?}");
     app.stop().await;
 }
 
@@ -996,79 +1010,56 @@ async fn a_claim_with_a_short_wait_on_an_empty_queue_returns_nothing_after_that_
 async fn stopping_the_server_releases_waiting_claims_at_once() {
     let db = TestDatabase::new();
     let app = TestApp::on(&db, TimeDelta::seconds(1));
-    let waiting = app.client.post(format!("{}/api/tasks/claim", app.base));
-    let claim = actix_web::rt::spawn(async move {
-        let reply = TestApp::read(
-            waiting.send_json(&json!({ "workerId": "w", "waitMs": 30_000 })).await.unwrap(),
-        )
-        .await;
-        (reply.status, reply.body)
-    });
-    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
-    let started = Instant::now();
+    let claim = app.waiting_claim(json!({ "workerId": "w" })).await;
 
-    app.stop().await;
+    guarded("the stop", app.stop()).await;
 
-    let (status, body) = claim.await.unwrap();
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body, json!({ "items": [] }));
-    assert!(started.elapsed() < Duration::from_secs(5), "stopping took {:?}", started.elapsed());
-}
-
-/// Sessions of the LISTEN connection on `db`.
-fn listener_sessions(db: &TestDatabase) -> i64 {
-    use diesel::prelude::*;
-
-    #[derive(QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    let mut conn = db.pool().get().unwrap();
-    let row: Count = diesel::sql_query(
-        "SELECT count(*) AS n FROM pg_stat_activity \
-         WHERE datname = $1 AND application_name = 'taskpilot-listener'",
-    )
-    .bind::<diesel::sql_types::Text, _>(db.name())
-    .get_result(&mut conn)
-    .unwrap();
-    row.n
+    let reply = answer(claim).await;
+    assert_eq!(reply.assert_status(StatusCode::OK), &json!({ "items": [] }));
 }
 
 #[actix_web::test]
 async fn a_stopped_server_leaves_no_reaper_and_no_listener_behind() {
     let db = TestDatabase::new();
     let (app, clock) = TestApp::with_clock(&db);
+    // A server of the same reaper interval and clock on a database of its own: its reaps
+    // show when a reaper left running would have acted.
+    let witness_db = TestDatabase::new();
+    let witness_service = service(
+        pool(witness_db.url(), Duration::from_secs(5)),
+        clock.clone(),
+        TimeDelta::seconds(1),
+    );
+    let witness = TestApp::spawn(witness_service, None);
     let id = id_of(&app.create(json!({ "name": "orphan" })).await);
     app.claim(json!({ "workerId": "w", "leaseSeconds": 5 })).await;
-    let mut listening = 0;
-    for _ in 0..100 {
-        listening = listener_sessions(&db);
-        if listening > 0 {
-            break;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_listening(&db, 1).await;
+    let listening = listener_sessions(&db);
 
     app.stop().await;
-    clock.advance(TimeDelta::seconds(60));
-    actix_web::rt::time::sleep(REAPER_INTERVAL * 6).await;
-
-    // The backend ends a moment after its client hung up.
-    let mut left = listener_sessions(&db);
-    for _ in 0..40 {
-        if left == 0 {
-            break;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-        left = listener_sessions(&db);
+    // Two reaps in a row: the second comes a whole reaper interval after the clock first
+    // moved, time for any reaper on that interval to have had a pass.
+    for _ in 0..2 {
+        let witnessed =
+            id_of(&witness.create(json!({ "name": "witness", "maxAttempts": 1 })).await);
+        witness.claim(json!({ "workerId": "w", "leaseSeconds": 5 })).await;
+        clock.advance(TimeDelta::seconds(60));
+        witness.wait_for(&witnessed, |t| t["status"] == "FAILED").await;
     }
+    // The backend ends a moment after its client hung up, and says so only in
+    // pg_stat_activity: poll it.
+    guarded("the end of the LISTEN session", async {
+        while listener_sessions(&db) > 0 {
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
 
     assert_eq!(listening, 1, "the server was listening");
-    assert_eq!(left, 0, "the LISTEN connection outlived the server");
     let direct = service(db.pool(), clock, TimeDelta::seconds(1));
     let task = direct.get(id.parse::<uuid::Uuid>().unwrap().into()).unwrap();
     assert_eq!(task.status(), taskpilot_domain::TaskStatus::Running, "reaped after the stop");
+    witness.stop().await;
 }
 
 #[actix_web::test]
@@ -1151,39 +1142,73 @@ async fn with_the_database_clock_wired_the_service_tells_postgresql_time() {
     app.stop().await;
 }
 
-/// A `taskpilot serve` process of its own; killed when dropped.
+/// What the hub logs at debug level each time a claim parks (see `taskpilot_http::wake`).
+const CLAIM_WAITS_LOG: &str = "a claim waits for a wake-up";
+
+/// A `taskpilot serve` process of its own; killed when dropped. Its hub logs each claim that
+/// parks, so that a test can wait for that across the process boundary.
 struct ServerProcess {
     child: std::process::Child,
     base: String,
+    /// The process's log lines, as it writes them.
+    log: tokio::sync::mpsc::UnboundedReceiver<String>,
 }
 
 impl ServerProcess {
     async fn start(database_url: &str, client: &awc::Client) -> Self {
+        use std::io::BufRead as _;
+
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_taskpilot"))
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_taskpilot"))
             .arg("serve")
             .env("DATABASE_URL", database_url)
             .env("TASKPILOT_BIND", format!("127.0.0.1:{port}"))
             .env("TASKPILOT_WORKERS", "1")
             .env("TASKPILOT_DB_POOL_SIZE", "2")
             .env("TASKPILOT_SHUTDOWN_TIMEOUT_SECS", "1")
-            .env("TASKPILOT_LOG", "warn")
+            .env("TASKPILOT_LOG", "warn,taskpilot_http::wake=debug")
             .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("cannot start the taskpilot binary");
-        let mut process = Self { child, base: format!("http://127.0.0.1:{port}") };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = process.child.try_wait() {
-                panic!("taskpilot exited before it was ready: {status}");
+        let stdout = child.stdout.take().unwrap();
+        let (lines, log) = tokio::sync::mpsc::unbounded_channel();
+        // Read to the end even once nobody listens, so that the process never blocks on a
+        // full pipe.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = lines.send(line);
             }
-            let ready = client.get(format!("{}/readyz", process.base)).send().await;
-            if ready.is_ok_and(|r| r.status() == StatusCode::OK) {
-                return process;
+        });
+        let mut process = Self { child, base: format!("http://127.0.0.1:{port}"), log };
+        // Nothing announces readiness but the route itself: poll it.
+        guarded("the process's readiness", async {
+            loop {
+                if let Ok(Some(status)) = process.child.try_wait() {
+                    panic!("taskpilot exited before it was ready: {status}");
+                }
+                let ready = client.get(format!("{}/readyz", process.base)).send().await;
+                if ready.is_ok_and(|r| r.status() == StatusCode::OK) {
+                    return;
+                }
+                actix_web::rt::time::sleep(Duration::from_millis(20)).await;
             }
-            assert!(Instant::now() < deadline, "taskpilot not ready within 30 s");
-            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await;
+        process
+    }
+
+    /// Returns once the process logs a line containing `text`.
+    async fn until_logged(&mut self, text: &str) {
+        guarded(&format!("the log line {text:?}"), async {
+            while let Some(line) = self.log.recv().await {
+                if line.contains(text) {
+                    return;
+                }
+            }
+            panic!("the process ended its log before {text:?}");
+        })
+        .await;
     }
 }
 
@@ -1198,24 +1223,21 @@ impl Drop for ServerProcess {
 async fn a_claim_waiting_in_one_server_process_wakes_up_for_a_task_created_through_another() {
     let db = TestDatabase::new();
     let app = TestApp::on(&db, TimeDelta::seconds(1));
-    let process = ServerProcess::start(db.url(), &app.client).await;
-    let waiting = app.client.post(format!("{}/api/tasks/claim", process.base));
-    let started = Instant::now();
+    let mut process = ServerProcess::start(db.url(), &app.client).await;
+    until_listening(&db, 2).await;
+    let request = app.client.post(format!("{}/api/tasks/claim", process.base));
     let claim = actix_web::rt::spawn(async move {
-        let body = json!({ "workerId": "w", "waitMs": 10_000 });
-        let reply = TestApp::read(waiting.send_json(&body).await.unwrap()).await;
-        (reply.status, reply.body, started.elapsed())
+        let body = json!({ "workerId": "w", "waitMs": LONG_POLL_MS });
+        TestApp::read(request.send_json(&body).await.unwrap()).await
     });
-    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+    process.until_logged(CLAIM_WAITS_LOG).await;
 
     let id = id_of(&app.create(json!({ "name": "across" })).await);
 
-    let (status, body, waited) = claim.await.unwrap();
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let items = body["items"].as_array().unwrap();
+    let reply = answer(claim).await;
+    let items = reply.assert_status(StatusCode::OK)["items"].as_array().unwrap();
     assert_eq!(ids(items), [id]);
     assert!(items[0]["leaseToken"].is_string());
-    assert!(waited < Duration::from_secs(4), "the claim waited {waited:?}");
     drop(process);
     app.stop().await;
 }
@@ -1427,9 +1449,6 @@ async fn a_released_task_is_claimable_again_at_once_and_its_token_speaks_for_not
     let late_success = app
         .transition(&id, "succeed", Some(json!({ "workerId": "w1", "leaseToken": token })))
         .await;
-    let late_heartbeat = app
-        .transition(&id, "heartbeat", Some(json!({ "workerId": "w1", "leaseToken": token })))
-        .await;
 
     let released = released.assert_status(StatusCode::OK);
     assert_eq!(released["status"], "PENDING");
@@ -1448,7 +1467,6 @@ async fn a_released_task_is_claimable_again_at_once_and_its_token_speaks_for_not
     assert!(replay.get("leaseToken").is_none(), "the new attempt's token stays secret");
     late_success.assert_problem(StatusCode::CONFLICT, "OUTCOME_CONFLICT");
     assert_eq!(late_success.body["recordedOutcome"], "RELEASED");
-    late_heartbeat.assert_problem(StatusCode::CONFLICT, "ATTEMPT_SUPERSEDED");
     let events = app.events(&id).await;
     let transitions: Vec<(&Value, &Value, &Value)> = events
         .iter()
@@ -1531,26 +1549,17 @@ async fn a_waiting_claim_wakes_up_when_a_task_is_released() {
     let app = TestApp::on(&db, TimeDelta::seconds(60));
     let id = id_of(&app.create(json!({ "name": "handed-back" })).await);
     let token = token_of(&app.claim(json!({ "workerId": "w1" })).await[0]);
-    let waiting = app.client.post(format!("{}/api/tasks/claim", app.base));
-    let started = Instant::now();
-    let claim = actix_web::rt::spawn(async move {
-        let reply = TestApp::read(
-            waiting.send_json(&json!({ "workerId": "w2", "waitMs": 10_000 })).await.unwrap(),
-        )
-        .await;
-        (reply.status, reply.body, started.elapsed())
-    });
-    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    until_listening(&db, 1).await;
+    let claim = app.waiting_claim(json!({ "workerId": "w2" })).await;
 
     let released = app
         .transition(&id, "release", Some(json!({ "workerId": "w1", "leaseToken": token })))
         .await;
 
     released.assert_status(StatusCode::OK);
-    let (status, body, waited) = claim.await.unwrap();
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let reply = answer(claim).await;
+    let body = reply.assert_status(StatusCode::OK);
     assert_eq!(ids(body["items"].as_array().unwrap()), [id]);
     assert_eq!(body["items"][0]["attempt"], 2);
-    assert!(waited < Duration::from_secs(5), "the claim waited {waited:?}");
     app.stop().await;
 }

@@ -268,8 +268,9 @@ fn time(value: &Value) -> DateTime<Utc> {
 // ---------------------------------------------------------------------------------------------
 // Workers
 
+/// What a worker reported for an attempt it ran: a success or a (retryable) failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum Outcome {
+enum WorkerReport {
     Succeeded,
     Failed,
 }
@@ -295,7 +296,7 @@ struct Ledger {
     /// Who got each attempt from a claim, by task and attempt.
     claimed: HashMap<(String, u64), String>,
     /// Outcomes accepted with 200, by task and attempt.
-    accepted: HashMap<(String, u64), Outcome>,
+    accepted: HashMap<(String, u64), WorkerReport>,
     /// Late calls of frozen workers.
     late: Vec<StaleCall>,
     /// Calls of workers that believed they held their lease and were refused anyway (a slow
@@ -353,23 +354,23 @@ impl Held {
         }
     }
 
-    fn outcome(&self) -> Outcome {
+    fn outcome(&self) -> WorkerReport {
         if attempt_fails(self.n, self.attempt) {
-            Outcome::Failed
+            WorkerReport::Failed
         } else {
-            Outcome::Succeeded
+            WorkerReport::Succeeded
         }
     }
 
     /// The report this worker makes for this attempt: path, call name and body.
     fn report(&self, worker: &str) -> (String, &'static str, Value) {
         match self.outcome() {
-            Outcome::Succeeded => (
+            WorkerReport::Succeeded => (
                 format!("/api/tasks/{}/succeed", self.id),
                 "SUCCEED",
                 json!({ "workerId": worker, "leaseToken": self.token, "result": { "n": self.n } }),
             ),
-            Outcome::Failed => (
+            WorkerReport::Failed => (
                 format!("/api/tasks/{}/fail", self.id),
                 "FAIL",
                 json!({
@@ -494,8 +495,8 @@ impl Worker {
             return;
         }
         let expected = match task.outcome() {
-            Outcome::Succeeded => ["SUCCEEDED"].as_slice(),
-            Outcome::Failed => ["PENDING", "FAILED"].as_slice(),
+            WorkerReport::Succeeded => ["SUCCEEDED"].as_slice(),
+            WorkerReport::Failed => ["PENDING", "FAILED"].as_slice(),
         };
         {
             let mut ledger = self.ledger.borrow_mut();
@@ -509,7 +510,7 @@ impl Worker {
                     .push(format!("attempt {} of {} reported twice", task.attempt, task.id));
             }
         }
-        if task.outcome() == Outcome::Succeeded && task.n.is_multiple_of(REPORT_AGAIN_EVERY) {
+        if task.outcome() == WorkerReport::Succeeded && task.n.is_multiple_of(REPORT_AGAIN_EVERY) {
             self.report_again(task, &path, &body, &reply.body).await;
         }
     }
@@ -933,7 +934,7 @@ fn check_history(
                         figures.worker_ends += 1;
                         assert_eq!(
                             ledger.accepted.get(&(id.clone(), attempt)),
-                            Some(&Outcome::Succeeded),
+                            Some(&WorkerReport::Succeeded),
                             "a success no worker was told was accepted: {}",
                             context()
                         );
@@ -944,7 +945,7 @@ fn check_history(
                         failures += 1;
                         assert_eq!(
                             ledger.accepted.get(&(id.clone(), attempt)),
-                            Some(&Outcome::Failed),
+                            Some(&WorkerReport::Failed),
                             "a failure no worker was told was accepted: {}",
                             context()
                         );
