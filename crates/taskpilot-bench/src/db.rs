@@ -134,22 +134,64 @@ pub fn insert_backlog(conn: &mut PgConnection, n: u64) -> anyhow::Result<()> {
     conn.batch_execute(&sql).context("cannot insert the backlog")
 }
 
-/// Inserts `n` finished tasks (SUCCEEDED on their first attempt, a day old), shaped as the
-/// table's CHECK constraints demand of a success: an ended attempt with its token, a
-/// completion time, no worker and no lease.
-pub fn insert_finished(conn: &mut PgConnection, n: u64) -> anyhow::Result<()> {
-    let ts = "(now() - interval '2 days' + g * interval '50 microseconds')";
+/// Bytes `tasks` and `task_events` take on disk with their indexes, and their row counts.
+pub fn table_sizes(conn: &mut PgConnection) -> anyhow::Result<(i64, i64, i64)> {
+    #[derive(QueryableByName)]
+    struct Sizes {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        bytes: i64,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        tasks: i64,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        events: i64,
+    }
+    let s: Sizes = diesel::sql_query(
+        "SELECT (pg_total_relation_size('tasks') + pg_total_relation_size('task_events'))::int8 \
+             AS bytes, (SELECT count(*) FROM tasks) AS tasks, \
+             (SELECT count(*) FROM task_events) AS events",
+    )
+    .get_result(conn)
+    .context("cannot measure the tables")?;
+    Ok((s.bytes, s.tasks, s.events))
+}
+
+/// Inserts `n` finished tasks (SUCCEEDED on their second attempt, finished within the last
+/// hours, so that no default retention deletes them during the run), shaped as the table's
+/// CHECK constraints demand of a success: an ended attempt with its token, a completion time,
+/// no worker and no lease; and `history` rows of history for each (created, started, failed,
+/// started again, succeeded; the fifth and later rows repeat the last).
+pub fn insert_finished(conn: &mut PgConnection, n: u64, history: u64) -> anyhow::Result<()> {
+    let ts = "(now() - interval '3 hours' + g * interval '10 microseconds')";
     let sql = format!(
         "INSERT INTO tasks (id, queue, name, payload, priority, status, retry_state, \
              attempt_count, max_attempts, attempt, ended_attempt, ended_attempt_token, \
              ended_attempt_end, result, completed_at, created_at, updated_at, version) \
          SELECT {id}, 'default', 'bench-finished', '{{}}'::jsonb, 0, 'SUCCEEDED', 'NONE', \
-             0, 3, 1, 1, gen_random_uuid(), 'SUCCEEDED', '{{}}'::jsonb, \
-             {ts} + interval '1 second', {ts}, {ts} + interval '1 second', 3 \
+             1, 3, 2, 2, gen_random_uuid(), 'SUCCEEDED', '{{}}'::jsonb, \
+             {ts} + interval '1 second', {ts}, {ts} + interval '1 second', 5 \
          FROM generate_series(1, {n}) AS g",
         id = uuid_v7_sql(ts)
     );
-    conn.batch_execute(&sql).context("cannot insert the finished tasks")
+    conn.batch_execute(&sql).context("cannot insert the finished tasks")?;
+    if history == 0 {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO task_events (task_id, attempt, from_status, to_status, worker_id, error, \
+             actor, at) \
+         SELECT t.id, \
+             CASE WHEN k = 1 THEN 0 WHEN k <= 3 THEN 1 ELSE 2 END, \
+             (ARRAY[NULL, 'PENDING', 'RUNNING', 'PENDING', 'RUNNING'])[least(k, 5)], \
+             (ARRAY['PENDING', 'RUNNING', 'PENDING', 'RUNNING', 'SUCCEEDED'])[least(k, 5)], \
+             CASE WHEN k = 1 THEN NULL ELSE 'bench-worker' END, \
+             CASE WHEN k = 3 THEN 'bench failure' END, \
+             CASE WHEN k = 1 THEN 'CLIENT' ELSE 'WORKER' END, \
+             t.created_at + k * interval '100 milliseconds' \
+         FROM tasks t CROSS JOIN generate_series(1, {history}) AS k \
+         WHERE t.name = 'bench-finished' \
+         ORDER BY t.id, k"
+    );
+    conn.batch_execute(&sql).context("cannot insert the finished tasks' history")
 }
 
 /// `VACUUM ANALYZE` on both tables, then a checkpoint, so that every measured run starts

@@ -17,6 +17,7 @@ mod report;
 mod scenarios;
 mod server;
 mod stats;
+mod sustained;
 mod window;
 
 use std::path::PathBuf;
@@ -48,6 +49,8 @@ enum Scenario {
     Read,
     /// The claim-10 drain with 1,000,000 finished tasks in the table, against an empty one.
     Scale,
+    /// Claim 100 + batch complete for minutes, backlog topped up, retention running.
+    Sustained,
 }
 
 /// Benchmarks a TaskPilot release server against the raw-SQL ceiling on this machine.
@@ -117,6 +120,14 @@ struct Args {
     #[arg(long, default_value_t = 1_000_000)]
     finished: u64,
 
+    /// History rows of each finished task in the scale scenario.
+    #[arg(long, default_value_t = 5)]
+    history_per_finished: u64,
+
+    /// Length of the sustained drain, in seconds.
+    #[arg(long, default_value_t = 300)]
+    sustained_secs: u64,
+
     /// Concurrent workers in the drain and ceiling scenarios, long-polling workers in pickup.
     #[arg(long, default_value_t = 8)]
     workers: usize,
@@ -134,6 +145,7 @@ fn main() -> anyhow::Result<()> {
         args.backlog = args.backlog.min(20_000);
         args.peer_unbatched_jobs = args.peer_unbatched_jobs.min(5_000);
         args.finished = args.finished.min(50_000);
+        args.sustained_secs = args.sustained_secs.min(20);
     }
     if args.scenarios.is_empty() {
         args.scenarios = Scenario::value_variants().to_vec();
@@ -169,7 +181,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => {
             let binary = args.server_bin.clone().unwrap_or_else(server::default_binary);
             eprintln!("starting {}", binary.display());
-            let server = Server::start(&binary, &db.url, &args.server_log, &log_file).await?;
+            let server = Server::start(&binary, &db.url, &args.server_log, &log_file, &[]).await?;
             let _ = cpu::SERVER_PID.set(server.pid());
             Some(server)
         }
@@ -223,7 +235,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         if batch == 1 { "succeed 1" } else { "batch complete" }.to_owned();
                     let key = format!("drain/claim-{batch}");
                     step(&mut report, &key, async {
-                        fill(&mut conn, 0, args.backlog)?;
+                        fill(&mut conn, 0, 0, args.backlog)?;
                         let label =
                             format!("drain: claim {batch} + {complete}, {w} workers (jobs/s)");
                         scenarios::drain(&api, w, batch, args.backlog, timing, &key, label).await
@@ -235,7 +247,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     }
                 }
                 step(&mut report, "drain/worker-runtime", async {
-                    fill(&mut conn, 0, args.backlog)?;
+                    fill(&mut conn, 0, 0, args.backlog)?;
                     scenarios::drain_runtime(&api, w, args.backlog, timing).await
                 })
                 .await;
@@ -271,6 +283,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     }),
                 }
             }
+            Scenario::Sustained => {
+                step(&mut report, "sustained/claim-100", async {
+                    fill(&mut conn, 0, 0, sustained::AHEAD)?;
+                    // A server of its own, with finished tasks kept for a minute only, so
+                    // that the pruner works throughout (the main server keeps the defaults).
+                    let binary = args.server_bin.clone().unwrap_or_else(server::default_binary);
+                    let env = [
+                        ("TASKPILOT_RETENTION_SUCCEEDED", "60s"),
+                        ("TASKPILOT_PRUNE_INTERVAL_MS", "5000"),
+                    ];
+                    let log = args.out.with_file_name("server-sustained.log");
+                    let own = Server::start(&binary, &db.url, &args.server_log, &log, &env).await?;
+                    let own_api = Api::new(&own.url)?;
+                    let secs = Duration::from_secs(args.sustained_secs);
+                    eprintln!("  sustained drain for {} s", secs.as_secs());
+                    let outcome = sustained::sustained(&own_api, &db, w, secs).await;
+                    own.stop();
+                    outcome
+                })
+                .await;
+            }
             Scenario::Pickup => {
                 step(&mut report, "pickup", async {
                     db::reset(&mut conn)?;
@@ -281,7 +314,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             Scenario::Read => {
                 step(&mut report, "read", async {
-                    fill(&mut conn, 0, 10_000)?;
+                    fill(&mut conn, 0, 0, 10_000)?;
                     let ids = db::task_ids(&mut conn, 10_000)?;
                     scenarios::read(&api, ids, 1000, timing).await
                 })
@@ -291,7 +324,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 // Its own empty-table run just before, so that both sides of the ratio share
                 // the machine's state.
                 step(&mut report, "scale/empty", async {
-                    fill(&mut conn, 0, args.backlog)?;
+                    fill(&mut conn, 0, 0, args.backlog)?;
                     let label = format!(
                         "scale: claim 10 + batch complete, empty table, {w} workers (jobs/s)"
                     );
@@ -300,10 +333,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .await;
                 let finished = args.finished;
                 step(&mut report, "scale/finished", async {
-                    eprintln!("inserting {finished} finished tasks (this takes a while)");
-                    fill(&mut conn, finished, args.backlog)?;
+                    let history = finished * args.history_per_finished;
+                    eprintln!(
+                        "inserting {finished} finished tasks and {history} history rows (this takes a while)"
+                    );
+                    fill(&mut conn, finished, args.history_per_finished, args.backlog)?;
                     let label = format!(
-                        "scale: claim 10 + batch complete, {finished} finished tasks in the table, {w} workers (jobs/s)"
+                        "scale: claim 10 + batch complete, {finished} finished tasks and {history} history rows in the tables, {w} workers (jobs/s)"
                     );
                     scenarios::drain(&api, w, 10, args.backlog, timing, "scale/finished", label)
                         .await
@@ -333,12 +369,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Empties the table, inserts `finished` finished tasks and a `backlog` of runnable ones, and
-/// settles (vacuum, analyze, checkpoint).
-fn fill(conn: &mut diesel::PgConnection, finished: u64, backlog: u64) -> anyhow::Result<()> {
+/// Empties the tables, inserts `finished` finished tasks (with `history_per_finished` history
+/// rows each) and a `backlog` of runnable ones, and settles (vacuum, analyze, checkpoint).
+fn fill(
+    conn: &mut diesel::PgConnection,
+    finished: u64,
+    history_per_finished: u64,
+    backlog: u64,
+) -> anyhow::Result<()> {
     db::reset(conn)?;
     if finished > 0 {
-        db::insert_finished(conn, finished)?;
+        db::insert_finished(conn, finished, history_per_finished)?;
     }
     db::insert_backlog(conn, backlog)?;
     db::settle(conn)
@@ -354,7 +395,7 @@ async fn ceiling_step(
     timing: Timing,
 ) {
     step(report, &format!("ceiling/claim-{batch}"), async {
-        fill(conn, 0, args.backlog)?;
+        fill(conn, 0, 0, args.backlog)?;
         scenarios::ceiling(db, workers, batch, args.backlog, timing).await
     })
     .await;

@@ -49,6 +49,8 @@ pub struct Outcome {
     pub server_peak_mib: Option<f64>,
     /// Anything a reader of the figure must know.
     pub notes: Vec<String>,
+    /// For the sustained drain: its slowest minute after the first, as a share of the first.
+    pub sustained_share: Option<f64>,
 }
 
 impl Outcome {
@@ -64,6 +66,7 @@ impl Outcome {
             cpu: window.cpu,
             server_peak_mib: None,
             notes: Vec::new(),
+            sustained_share: None,
         }
     }
 }

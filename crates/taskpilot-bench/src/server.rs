@@ -16,7 +16,7 @@ pub struct Server {
 
 impl Server {
     /// Starts `binary` serving `database_url` on a free port of 127.0.0.1, logging at `log`
-    /// into `log_file`, and waits until `/readyz` answers (migrations done).
+    /// into `log_file`, with `env` added to its environment, and waits until `/readyz` answers (migrations done).
     ///
     /// # Errors
     /// When it cannot start or is not ready within a minute.
@@ -25,6 +25,7 @@ impl Server {
         database_url: &str,
         log: &str,
         log_file: &Path,
+        env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         if !binary.exists() {
             bail!(
@@ -42,6 +43,7 @@ impl Server {
             .env("DATABASE_URL", database_url)
             .env("TASKPILOT_BIND", format!("127.0.0.1:{port}"))
             .env("TASKPILOT_LOG", log)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log_out)
             .stderr(log_err)

@@ -22,6 +22,11 @@ impl Progress {
         self.done.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Jobs finished so far.
+    pub fn done(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+
     /// Whether round trips finishing now belong to the measured window.
     pub fn measuring(&self) -> bool {
         self.measuring.load(Ordering::Relaxed)
