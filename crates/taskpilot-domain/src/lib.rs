@@ -18,7 +18,7 @@
 //!
 //! | module | what it holds |
 //! | --- | --- |
-//! | `task` | [`Task`], [`NewTask`] and the transitions; [`TaskRecord`], the stored shape, with [`Task::restore`] and [`Task::check_invariants`] |
+//! | `task` | [`Task`], [`NewTask`] and the transitions; [`TaskRecord`], the stored shape, with [`Task::restore`] and [`Task::check_invariants`]; [`LiveSuccess`], a success stated in advance as a guarded patch |
 //! | `state` | the vocabulary: [`TaskStatus`], [`TaskState`], [`RetryState`], [`Action`] |
 //! | `fencing` | the fencing table: [`FencedCall`], [`AttemptHistory`], [`Verdict`], [`Refusal`]; [`Reporter`], [`Applied`], [`AttemptEnd`], [`EndedAttempt`] |
 //! | `lease` | [`LeaseToken`], [`LeaseDuration`], [`Lease`] |
@@ -107,4 +107,4 @@ pub use lease::{Lease, LeaseDuration, LeaseToken};
 pub use ports::{BackoffPolicy, Clock, ExponentialBackoff, FixedBackoff, FixedClock};
 pub use state::{Action, RetryState, TaskState, TaskStatus};
 pub use storage::{check_json, to_micros, MAX_ERROR_BYTES};
-pub use task::{NewTask, Task, TaskRecord};
+pub use task::{LiveAttemptGuard, LiveSuccess, NewTask, Task, TaskRecord};

@@ -1,10 +1,12 @@
 //! The task aggregate: a unit of work and the transitions of its life.
 
+mod live;
 mod record;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
 
+pub use live::{LiveAttemptGuard, LiveSuccess};
 pub use record::TaskRecord;
 
 use crate::fencing::{fence, Fence};

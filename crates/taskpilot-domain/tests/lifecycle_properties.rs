@@ -1,6 +1,7 @@
 //! Property test: random sequences of operations never break a task's invariants, and every
 //! heartbeat and report gets what the fencing table ([`FencedCall::verdict`]) says, whatever
-//! the order of starts, heartbeats, reports, reaps and cancels.
+//! the order of starts, heartbeats, reports, reaps and cancels; and the guarded patch of a
+//! live attempt's success is [`Task::succeed`] wherever its guard matches.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
@@ -434,6 +435,110 @@ proptest! {
                 prop_assert!(task.is_runnable_at(at));
             }
             prop_assert_eq!(Task::restore(task.to_record()), Ok(task.clone()));
+        }
+    }
+}
+
+/// Applies `op` as a caller would, whatever the task answers: a random lifecycle.
+fn drive(task: &mut Task, op: &Op, now: &mut DateTime<Utc>, pool: &[WorkerId]) {
+    let backoff = ExponentialBackoff::new(TimeDelta::seconds(1), TimeDelta::seconds(60)).unwrap();
+    let reporter = |task: &Task, who: Who, which: Token| Reporter {
+        worker_id: worker_for(pool, task, who),
+        lease_token: token_for(task, which),
+    };
+    // Refusals are part of a random lifecycle: only what the task becomes matters here.
+    let _ = match op {
+        Op::Advance(s) => {
+            *now += TimeDelta::seconds(*s);
+            Ok(Applied::Changed)
+        }
+        Op::ToLeaseEnd(s) => {
+            if let Some(lease) = task.lease() {
+                *now = (*now).max(lease.expires_at + TimeDelta::seconds(*s));
+            }
+            Ok(Applied::Changed)
+        }
+        Op::Start(i, secs) => {
+            let token = token_of_attempt(task.attempt() + 1);
+            let lease = LeaseDuration::from_secs(*secs).unwrap();
+            task.start(&pool[i % pool.len()], token, lease, *now).map(|()| Applied::Changed)
+        }
+        Op::Heartbeat(who, which, secs) => {
+            let caller = worker_for(pool, task, *who);
+            let token = token_for(task, *which).unwrap_or(token_of_attempt(task.attempt().max(1)));
+            let lease = LeaseDuration::from_secs(*secs).unwrap();
+            task.heartbeat(caller.as_ref(), token, lease, *now).map(|()| Applied::Changed)
+        }
+        Op::Succeed(who, which, with_result) => {
+            let result = with_result.then(|| json!({"ok": true}));
+            task.succeed(&reporter(task, *who, *which), result, *now)
+        }
+        Op::Fail(who, which, error) => {
+            task.fail_and_schedule_retry(&reporter(task, *who, *which), error, *now, &backoff)
+        }
+        Op::FailPermanently(who, which, error) => {
+            task.fail_permanently(&reporter(task, *who, *which), error, *now)
+        }
+        Op::Release(who, which) => task.release(&reporter(task, *who, *which), *now),
+        Op::ExpireLease => task.expire_lease(*now, &backoff).map(|()| Applied::Changed),
+        Op::Cancel => task.cancel(*now).map(|()| Applied::Changed),
+        Op::Rerun => task.rerun(*now).map(|()| Applied::Changed),
+    };
+}
+
+proptest! {
+    /// The guarded patch that storage applies without reading the task
+    /// ([`Task::success_for_live_attempt`]) is the domain's success: on every task a random lifecycle reaches and for every
+    /// fenced report, it applies exactly when [`Task::succeed`] changes the task, and then
+    /// leaves the record field for field as [`Task::succeed`] does.
+    #[test]
+    fn the_live_success_patch_is_what_succeed_does_wherever_its_guard_matches(
+        id in any::<u128>(),
+        max_attempts in 1..=6_i64,
+        ops in prop::collection::vec(op(), 1..60),
+        stale in any::<usize>(),
+        report_at in -5..=120_i64,
+    ) {
+        let pool: Vec<WorkerId> =
+            (0..3).map(|i| WorkerId::parse(&format!("worker-{i}")).unwrap()).collect();
+        let spec = NewTask {
+            queue: QueueName::default(),
+            name: TaskName::parse("prop").unwrap(),
+            payload: json!({"n": 1}),
+            priority: 0,
+            max_attempts: MaxAttempts::new(max_attempts).unwrap(),
+            run_at: None,
+        };
+        let mut now = t0();
+        let mut task = Task::new(TaskId::from_uuid(Uuid::from_u128(id)), spec, now);
+        let whos = [Who::Holder, Who::Other, Who::Nobody];
+        let tokens = [Token::Live, Token::Stale(stale), Token::Unknown];
+
+        for op in &ops {
+            drive(&mut task, op, &mut now, &pool);
+            // Sometimes before the task's creation or its attempt's start: a clock that
+            // stepped back.
+            let at = now + TimeDelta::seconds(report_at);
+            for (who, which) in whos.iter().flat_map(|w| tokens.iter().map(move |t| (*w, *t))) {
+                let reporter = Reporter {
+                    worker_id: worker_for(&pool, &task, who),
+                    lease_token: token_for(&task, which),
+                };
+                let result = Some(json!({"ok": who as u8}));
+                let patch = Task::success_for_live_attempt(&reporter, result.clone(), at).unwrap();
+                let mut succeeded = task.clone();
+
+                let outcome = succeeded.succeed(&reporter, result, at);
+
+                let patched = patch.apply(&task.to_record());
+                match outcome {
+                    Ok(Applied::Changed) => {
+                        let expected = Some(succeeded.to_record());
+                        prop_assert_eq!(patched, expected, "{:?} {:?} on {:?}", who, which, task);
+                    }
+                    _ => prop_assert_eq!(patched, None, "{:?} {:?}: {:?}", who, which, outcome),
+                }
+            }
         }
     }
 }
