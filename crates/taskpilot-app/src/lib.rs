@@ -24,12 +24,12 @@
 //! use chrono::TimeDelta;
 //! use serde_json::json;
 //! use taskpilot_app::{
-//!     CreateTask, RepoError, ServiceDefaults, SystemClock, TaskEvent, TaskRepository,
+//!     Actor, CreateTask, RepoError, ServiceDefaults, SystemClock, TaskEvent, TaskRepository,
 //!     TaskService,
 //! };
 //! use taskpilot_domain::{
-//!     ExponentialBackoff, LeaseDuration, MaxAttempts, Reporter, Task, TaskId, TaskName,
-//!     TaskStatus, WorkerId,
+//!     ExponentialBackoff, LeaseDuration, LiveSuccess, MaxAttempts, Reporter, Task, TaskId,
+//!     TaskName, TaskStatus, WorkerId,
 //! };
 //!
 //! #[derive(Default)]
@@ -87,6 +87,25 @@
 //!
 //!     fn ping(&self) -> Result<(), RepoError> {
 //!         Ok(())
+//!     }
+//!
+//!     fn succeed_live(
+//!         &self,
+//!         successes: &[(TaskId, LiveSuccess)],
+//!     ) -> Result<Vec<Task>, RepoError> {
+//!         // The guard and the new values are the domain's: apply them where the guard matches.
+//!         let mut tasks = Self::locked(&self.tasks)?;
+//!         let mut changed = Vec::new();
+//!         for (id, success) in successes {
+//!             let Some(stored) = tasks.get_mut(id) else { continue };
+//!             let Some(record) = success.apply(&stored.to_record()) else { continue };
+//!             let task = Task::restore(record).map_err(RepoError::unexpected)?;
+//!             let event = TaskEvent::transition(Some(stored), &task, Actor::Worker);
+//!             Self::locked(&self.events)?.push(event);
+//!             *stored = task.clone();
+//!             changed.push(task);
+//!         }
+//!         Ok(changed)
 //!     }
 //!
 //!     // Claims, batches, the reaper's and the listing's queries follow the same pattern

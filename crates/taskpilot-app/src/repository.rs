@@ -1,7 +1,9 @@
 //! The storage port.
 
 use chrono::{DateTime, Utc};
-use taskpilot_domain::{LeaseDuration, QueueName, Task, TaskId, TaskName, TaskStatus, WorkerId};
+use taskpilot_domain::{
+    LeaseDuration, LiveSuccess, QueueName, Task, TaskId, TaskName, TaskStatus, WorkerId,
+};
 
 use crate::{RejectionCount, TaskEvent};
 
@@ -185,6 +187,25 @@ pub trait TaskRepository: Send + Sync {
         writes: &[TaskWrite],
         rejections: &[TaskEvent],
     ) -> Result<Vec<TaskId>, RepoError>;
+
+    /// Applies each success wherever its guard matches the stored task, in one atomic round
+    /// trip without reading the tasks first, and returns the tasks it changed, as stored, in
+    /// any order. A task it leaves alone is for the full path (read, judge, compare and swap),
+    /// which tells a replay, a refusal or a lost race apart.
+    ///
+    /// Implementations MUST:
+    /// - change a task only when [`LiveSuccess::guard`] matches it as stored at the moment of
+    ///   the write (RUNNING the attempt of the guard's token, held by the guard's worker when
+    ///   it names one), and then exactly as [`LiveSuccess::apply`] changes its record;
+    /// - leave every other task alone, unknown ids included, and record nothing for it;
+    /// - store with each changed task, atomically, the event that
+    ///   [`TaskEvent::transition`]`(Some(&stored), &changed, Actor::Worker)` describes
+    ///   (from RUNNING to SUCCEEDED, the attempt and the worker that ran it, at the new
+    ///   `updated_at`);
+    /// - apply a repeated id once, with its first success.
+    ///
+    /// [`Actor::Worker`]: crate::Actor::Worker
+    fn succeed_live(&self, successes: &[(TaskId, LiveSuccess)]) -> Result<Vec<Task>, RepoError>;
 
     /// Records a refused stale call.
     fn record_rejection(&self, event: &TaskEvent) -> Result<(), RepoError>;

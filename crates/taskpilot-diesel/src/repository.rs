@@ -13,8 +13,8 @@ use taskpilot_app::{
     TaskRepository, TaskWrite,
 };
 use taskpilot_domain::{
-    to_micros, AttemptEnd, LeaseToken, MaxAttempts, QueueName, RetryState, Task, TaskId, TaskName,
-    TaskRecord, TaskStatus, WorkerId,
+    to_micros, AttemptEnd, LeaseToken, LiveSuccess, MaxAttempts, QueueName, RetryState, Task,
+    TaskId, TaskName, TaskRecord, TaskStatus, WorkerId,
 };
 use uuid::Uuid;
 
@@ -22,6 +22,7 @@ use crate::schema::{task_events, tasks};
 use crate::PgPool;
 
 mod batch;
+mod live;
 
 /// The `TaskRepository` on PostgreSQL.
 ///
@@ -279,6 +280,13 @@ impl TaskRepository for PgTaskRepository {
     ) -> Result<Vec<TaskId>, RepoError> {
         let mut conn = self.conn()?;
         batch::write_many(&mut conn, writes, rejections)
+    }
+
+    /// One statement (see `live`): lock the tasks the guards match in id order, apply the
+    /// domain's patch, log one success event each.
+    fn succeed_live(&self, successes: &[(TaskId, LiveSuccess)]) -> Result<Vec<Task>, RepoError> {
+        let mut conn = self.conn()?;
+        live::succeed_live(&mut conn, successes)
     }
 
     fn record_rejection(&self, event: &TaskEvent) -> Result<(), RepoError> {

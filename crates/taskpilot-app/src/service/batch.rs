@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use taskpilot_api::limits::MAX_BATCH;
-use taskpilot_domain::{Applied, DomainError, Reporter, Task, TaskId};
+use taskpilot_domain::{Applied, DomainError, LiveSuccess, Reporter, Task, TaskId};
 
 use super::{CreateTask, TaskService};
 use crate::{Actor, AppError, StaleCall, TaskEvent, TaskWrite};
@@ -73,10 +73,13 @@ impl TaskService {
     /// Reports up to [`MAX_BATCH`] outcomes at once, each under the fencing rules of a single
     /// report and each with its own answer, in the order given.
     ///
-    /// The tasks are read in one round trip, judged by the domain, and written back in one
-    /// atomic round trip with compare-and-swap on each; an item whose task changed meanwhile
-    /// is retried alone. Several outcomes for one task are judged in order, so a repeat in the
-    /// same batch is a replay.
+    /// The successes that carry a token, of tasks named once in the batch, are written first
+    /// as the domain's [`LiveSuccess`] patches in one statement without a read: each applies
+    /// where its task runs that token's attempt. Every other item, and every success whose
+    /// guard did not match, is judged by the domain on the stored task: those tasks are read
+    /// in one round trip and written back in one atomic round trip with compare-and-swap on
+    /// each; an item whose task changed meanwhile is retried alone. Several outcomes for one
+    /// task are judged in order, so a repeat in the same batch is a replay.
     ///
     /// # Errors
     /// [`AppError::InvalidBatchSize`] or storage errors for the batch as a whole; every other
@@ -88,7 +91,72 @@ impl TaskService {
         if items.is_empty() || items.len() > MAX_BATCH {
             return Err(AppError::InvalidBatchSize(items.len()));
         }
-        let mut ids: Vec<TaskId> = items.iter().map(|c| c.id).collect();
+        let now = self.clock.now();
+        let mut answers: Vec<Option<Result<Task, AppError>>> = items.iter().map(|_| None).collect();
+        self.complete_live_successes(&items, now, &mut answers)?;
+        let rest: Vec<(usize, &Completion)> =
+            items.iter().enumerate().filter(|(i, _)| answers[*i].is_none()).collect();
+        if !rest.is_empty() {
+            let judged = self.complete_judged(rest.iter().map(|(_, item)| *item), now)?;
+            for ((i, _), answer) in rest.iter().zip(judged) {
+                answers[*i] = Some(answer);
+            }
+        }
+        Ok(answers
+            .into_iter()
+            .map(|answer| {
+                answer.unwrap_or_else(|| {
+                    Err(AppError::Unexpected(anyhow::anyhow!("batch lost an item")))
+                })
+            })
+            .collect())
+    }
+
+    /// Writes the batch's successes with a token, of tasks it names once, as live successes
+    /// in one statement, and answers those that applied. Items for a task named more than
+    /// once are left to [`TaskService::complete_judged`], which judges them in order.
+    fn complete_live_successes(
+        &self,
+        items: &[Completion],
+        now: DateTime<Utc>,
+        answers: &mut [Option<Result<Task, AppError>>],
+    ) -> Result<(), AppError> {
+        let mut named: HashMap<TaskId, usize> = HashMap::with_capacity(items.len());
+        for item in items {
+            *named.entry(item.id).or_default() += 1;
+        }
+        let (positions, successes): (Vec<usize>, Vec<(TaskId, LiveSuccess)>) = items
+            .iter()
+            .enumerate()
+            .filter(|(_, item)| named.get(&item.id) == Some(&1))
+            .filter_map(|(i, item)| {
+                let ReportedOutcome::Succeeded { result } = &item.outcome else { return None };
+                let success = Task::success_for_live_attempt(&item.reporter, result.clone(), now)?;
+                Some((i, (item.id, success)))
+            })
+            .unzip();
+        if successes.is_empty() {
+            return Ok(());
+        }
+        let mut stored: HashMap<TaskId, Task> =
+            self.repo.succeed_live(&successes)?.into_iter().map(|t| (t.id(), t)).collect();
+        for (i, (id, _)) in positions.into_iter().zip(&successes) {
+            if let Some(task) = stored.remove(id) {
+                answers[i] = Some(Ok(task));
+            }
+        }
+        Ok(())
+    }
+
+    /// Judges `items` on their stored tasks, read in one round trip, and writes the changes
+    /// back in one atomic round trip with compare-and-swap on each row; one answer per item,
+    /// in their order.
+    fn complete_judged<'a>(
+        &self,
+        items: impl Iterator<Item = &'a Completion> + Clone,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<Task, AppError>>, AppError> {
+        let mut ids: Vec<TaskId> = items.clone().map(|c| c.id).collect();
         ids.sort_unstable();
         ids.dedup();
         let mut tasks: HashMap<TaskId, (u64, Task, Vec<TaskEvent>)> = self
@@ -97,10 +165,9 @@ impl TaskService {
             .into_iter()
             .map(|t| (t.id(), (t.version(), t, Vec::new())))
             .collect();
-        let now = self.clock.now();
         let mut rejections = Vec::new();
-        let mut answers: Vec<Option<Result<Task, AppError>>> = Vec::with_capacity(items.len());
-        for item in &items {
+        let mut answers: Vec<Option<Result<Task, AppError>>> = Vec::new();
+        for item in items.clone() {
             let Some((_, task, events)) = tasks.get_mut(&item.id) else {
                 answers.push(Some(Err(AppError::NotFound(item.id))));
                 continue;
@@ -137,7 +204,6 @@ impl TaskService {
         let stored: HashMap<TaskId, &Task> =
             writes.iter().map(|w| (w.task.id(), &w.task)).collect();
         Ok(items
-            .iter()
             .zip(answers)
             .map(|(item, answer)| match answer {
                 // A refusal for a stale token stands (and was recorded once, with the batch).
@@ -380,6 +446,7 @@ mod tests {
         ids.sort_unstable();
         ids.dedup();
         let mut repo = MockTaskRepository::new();
+        expect_no_live_match(&mut repo);
         expect_get_many(&mut repo, ids, stored);
         let written = expect_write_many(&mut repo, Vec::new());
         no_single_item_calls(&mut repo);
@@ -597,6 +664,7 @@ mod tests {
             completion(2, live_token(), failure("bad payload", false)),
         ];
         let mut repo = MockTaskRepository::new();
+        expect_no_live_match(&mut repo);
         expect_get_many(
             &mut repo,
             vec![task_id(1), task_id(2)],
@@ -632,6 +700,7 @@ mod tests {
         let mut cancelled = running_task(1);
         cancelled.cancel(t0() + TimeDelta::seconds(30)).unwrap();
         let mut repo = MockTaskRepository::new();
+        expect_no_live_match(&mut repo);
         expect_get_many(&mut repo, vec![task_id(1)], vec![running_task(1)]);
         expect_write_many(&mut repo, vec![task_id(1)]);
         let fresh = cancelled.clone();
@@ -696,9 +765,109 @@ mod tests {
         );
     }
 
+    /// The successes as the live statement is given them: (task, token, result).
+    fn live_successes(live: &[(u128, LeaseToken, Option<Value>)]) -> Vec<(TaskId, LiveSuccess)> {
+        live.iter()
+            .map(|(n, token, result)| {
+                let reporter = Reporter::lease(Some(worker("w1")), *token);
+                let success = Task::success_for_live_attempt(&reporter, result.clone(), now());
+                (task_id(*n), success.unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn complete_batch_writes_successes_with_a_live_token_in_one_statement_and_reads_nothing() {
+        let items: Vec<Completion> =
+            (1..=3).map(|n| completion(n, live_token(), success(Some(json!(n))))).collect();
+        let made: Vec<Task> = (1..=3_u128)
+            .map(|n| {
+                let mut task = running_task(n);
+                let reporter = Reporter::lease(Some(worker("w1")), live_token());
+                task.succeed(&reporter, Some(json!(n)), now()).unwrap();
+                task
+            })
+            .collect();
+        let expected = live_successes(&[
+            (1, live_token(), Some(json!(1))),
+            (2, live_token(), Some(json!(2))),
+            (3, live_token(), Some(json!(3))),
+        ]);
+        // Storage answers in any order.
+        let stored: Vec<Task> = made.iter().rev().cloned().collect();
+        let mut repo = MockTaskRepository::new();
+        repo.expect_succeed_live()
+            .withf(move |successes| successes == expected.as_slice())
+            .times(1)
+            .returning(move |_| Ok(stored.clone()));
+        repo.expect_get_many().never();
+        repo.expect_write_many().never();
+        no_single_item_calls(&mut repo);
+
+        let answers = service(repo).complete_batch(items).unwrap();
+
+        let answers: Vec<Task> = answers.into_iter().map(Result::unwrap).collect();
+        assert_eq!(answers, made, "in the order asked");
+    }
+
+    #[test]
+    fn complete_batch_judges_what_the_live_statement_left_with_the_rest_and_answers_in_order() {
+        let items = vec![
+            completion(1, live_token(), success(None)),
+            completion(2, live_token(), failure("smtp timeout", true)),
+            completion(3, old_token(), success(None)),
+            // Named twice: judged in order by the full path, never by the live statement.
+            completion(4, live_token(), success(None)),
+            completion(4, live_token(), success(None)),
+            completion(5, live_token(), success(None)),
+        ];
+        let mut hit = running_task(1);
+        hit.succeed(&Reporter::lease(Some(worker("w1")), live_token()), None, now()).unwrap();
+        let superseded = superseded_task(3);
+        let replayed = succeeded_task(5);
+        let expected = live_successes(&[
+            (1, live_token(), None),
+            (3, old_token(), None),
+            (5, live_token(), None),
+        ]);
+        let mut repo = MockTaskRepository::new();
+        let stored_hit = hit.clone();
+        repo.expect_succeed_live()
+            .withf(move |successes| successes == expected.as_slice())
+            .times(1)
+            .returning(move |_| Ok(vec![stored_hit.clone()]));
+        expect_get_many(
+            &mut repo,
+            vec![task_id(2), task_id(3), task_id(4), task_id(5)],
+            vec![running_task(2), superseded.clone(), running_task(4), replayed.clone()],
+        );
+        let written = expect_write_many(&mut repo, Vec::new());
+        no_single_item_calls(&mut repo);
+
+        let answers = service(repo).complete_batch(items).unwrap();
+
+        let (writes, rejections) = the_write(&written);
+        let mut ids: Vec<TaskId> = writes.keys().copied().collect();
+        ids.sort_unstable();
+        assert_eq!(ids, [task_id(2), task_id(4)]);
+        let refusal = StaleLease::AttemptSuperseded { task: task_id(3), current: 2 };
+        assert_eq!(rejections, [rejection(&superseded, StaleCall::Succeed, &refusal)]);
+        let [a1, a2, a3, a4, a5, a6] = answers.as_slice() else { panic!("{answers:?}") };
+        assert_eq!(a1.as_ref().unwrap(), &hit);
+        assert_eq!(a2.as_ref().unwrap(), &writes[&task_id(2)].task);
+        assert!(
+            matches!(a3, Err(AppError::Conflict(DomainError::StaleLease(r))) if *r == refusal),
+            "{a3:?}"
+        );
+        assert_eq!(a4.as_ref().unwrap(), &writes[&task_id(4)].task);
+        assert_eq!(a5.as_ref().unwrap(), &writes[&task_id(4)].task, "the repeat is a replay");
+        assert_eq!(a6.as_ref().unwrap(), &replayed, "a replay answers the stored task");
+    }
+
     #[test]
     fn complete_batch_reports_a_read_that_fails_for_the_whole_batch_without_writing() {
         let mut repo = MockTaskRepository::new();
+        expect_no_live_match(&mut repo);
         repo.expect_get_many().times(1).returning(|_| Err(unavailable()));
         repo.expect_write_many().never();
         no_single_item_calls(&mut repo);
@@ -712,6 +881,7 @@ mod tests {
     #[test]
     fn complete_batch_reports_a_write_that_fails_for_the_whole_batch() {
         let mut repo = MockTaskRepository::new();
+        expect_no_live_match(&mut repo);
         expect_get_many(&mut repo, vec![task_id(1)], vec![running_task(1)]);
         repo.expect_write_many()
             .times(1)

@@ -175,6 +175,12 @@ pub(super) fn expect_get(repo: &mut MockTaskRepository, task: &Task) {
     repo.expect_get().with(eq(task.id())).times(1).returning(move |_| Ok(stored.clone()));
 }
 
+/// Lets every live success miss its guard (none is written), so that a test sees the full
+/// path: the one statement a success with a token tries first finds nothing to change.
+pub(super) fn expect_no_live_match(repo: &mut MockTaskRepository) {
+    repo.expect_succeed_live().returning(|_| Ok(Vec::new()));
+}
+
 pub(super) fn unavailable() -> RepoError {
     RepoError::Unavailable(anyhow::anyhow!("connection refused"))
 }
@@ -256,6 +262,7 @@ pub(super) fn storage_down() -> MockTaskRepository {
     repo.expect_insert_many().returning(|_, _| Err(unavailable()));
     repo.expect_get_many().returning(|_| Err(unavailable()));
     repo.expect_write_many().returning(|_, _| Err(unavailable()));
+    repo.expect_succeed_live().returning(|_| Err(unavailable()));
     repo.expect_record_rejection().returning(|_| Err(unavailable()));
     repo.expect_events().returning(|_| Err(unavailable()));
     repo.expect_rejection_counts().returning(|| Err(unavailable()));

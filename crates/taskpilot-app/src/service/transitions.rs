@@ -55,6 +55,12 @@ impl TaskService {
     /// Records success of the running attempt. A repeat of an accepted report returns the
     /// stored task and changes nothing.
     ///
+    /// A report with a token is first written as the domain's
+    /// [`LiveSuccess`](taskpilot_domain::LiveSuccess) in one statement, without a read: where
+    /// the task runs that token's attempt, that is the whole success. Anything else (a
+    /// replay, a refusal, a report without a token, a task that moved on) is judged by the
+    /// domain on the stored task, as every transition is.
+    ///
     /// # Errors
     /// [`AppError::Conflict`] when the task is not running, the reporter does not hold it or
     /// its token is stale (the refusal is recorded); [`AppError::NotFound`]; storage errors.
@@ -64,6 +70,12 @@ impl TaskService {
         reporter: &Reporter,
         result: Option<Value>,
     ) -> Result<Task, AppError> {
+        let now = self.clock.now();
+        if let Some(success) = Task::success_for_live_attempt(reporter, result.clone(), now) {
+            if let Some(task) = self.repo.succeed_live(&[(id, success)])?.pop() {
+                return Ok(task);
+            }
+        }
         let stale = Some((StaleCall::Succeed, reporter.worker_id.clone()));
         self.transition(id, Actor::Worker, stale, |task, now| {
             task.succeed(reporter, result.clone(), now)
@@ -413,6 +425,7 @@ mod tests {
             let (read_version, saved) = (stored.version(), made.clone());
             let mut repo = MockTaskRepository::new();
             expect_get(&mut repo, &stored);
+            expect_no_live_match(&mut repo);
             repo.expect_update()
                 .withf(move |t, expected_version, e| {
                     *expected_version == read_version && *t == saved && *e == Some(&event)
@@ -599,6 +612,7 @@ mod tests {
     fn a_stale_call_is_still_refused_when_recording_the_rejection_fails() {
         let mut repo = MockTaskRepository::new();
         expect_get(&mut repo, &reaped());
+        expect_no_live_match(&mut repo);
         repo.expect_update().never();
         repo.expect_record_rejection().times(1).returning(|_| Err(unavailable()));
 
@@ -639,6 +653,7 @@ mod tests {
             let sink = Arc::clone(&recorded);
             let mut repo = MockTaskRepository::new();
             expect_get(&mut repo, &stored);
+            expect_no_live_match(&mut repo);
             repo.expect_update().never();
             repo.expect_record_rejection().times(1).returning(move |e| {
                 sink.lock().unwrap().push(e.clone());
@@ -678,6 +693,7 @@ mod tests {
         for (stored, replay) in replays {
             let mut repo = MockTaskRepository::new();
             expect_get(&mut repo, &stored);
+            expect_no_live_match(&mut repo);
             repo.expect_update().never();
             repo.expect_record_rejection().never();
 
@@ -685,6 +701,90 @@ mod tests {
 
             assert_eq!(task, stored);
         }
+    }
+
+    #[test]
+    fn a_success_with_the_live_token_is_one_write_of_the_domains_patch_and_reads_nothing() {
+        let reporter = Reporter::lease(Some(worker("w1")), live_token());
+        let result = Some(json!({"sent": true}));
+        let mut made = running();
+        made.succeed(&reporter, result.clone(), now()).unwrap();
+        let patch = Task::success_for_live_attempt(&reporter, result.clone(), now()).unwrap();
+        let stored = made.clone();
+        let mut repo = MockTaskRepository::new();
+        repo.expect_succeed_live()
+            .withf(move |successes| successes == [(id(), patch.clone())])
+            .times(1)
+            .returning(move |_| Ok(vec![stored.clone()]));
+        repo.expect_get().never();
+        repo.expect_update().never();
+        repo.expect_record_rejection().never();
+
+        let task = service(repo).succeed(id(), &reporter, result).unwrap();
+
+        assert_eq!(task, made);
+    }
+
+    #[test]
+    fn a_success_whose_guard_misses_is_read_judged_and_written_by_the_full_path() {
+        let reporter = Reporter::lease(None, live_token());
+        let mut made = running();
+        made.succeed(&reporter, None, now()).unwrap();
+        let event = transition(1, TaskStatus::Running, TaskStatus::Succeeded);
+        let mut seq = Sequence::new();
+        let mut repo = MockTaskRepository::new();
+        repo.expect_succeed_live().times(1).in_sequence(&mut seq).returning(|_| Ok(Vec::new()));
+        let stored = running();
+        repo.expect_get().times(1).in_sequence(&mut seq).returning(move |_| Ok(stored.clone()));
+        let saved = made.clone();
+        repo.expect_update()
+            .withf(move |t, v, e| *t == saved && *v == 2 && *e == Some(&event))
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _, _| Ok(()));
+
+        let task = service(repo).succeed(id(), &reporter, None).unwrap();
+
+        assert_eq!(task, made);
+    }
+
+    #[test]
+    fn a_success_repeated_after_its_answer_was_lost_misses_the_guard_and_gets_the_stored_task() {
+        let mut repo = MockTaskRepository::new();
+        repo.expect_succeed_live().times(1).returning(|_| Ok(Vec::new()));
+        expect_get(&mut repo, &succeeded());
+        repo.expect_update().never();
+        repo.expect_record_rejection().never();
+
+        let task = service(repo)
+            .succeed(id(), &Reporter::lease(Some(worker("w1")), live_token()), None)
+            .unwrap();
+
+        assert_eq!(task, succeeded());
+    }
+
+    #[test]
+    fn a_success_without_a_token_never_tries_the_one_statement_write() {
+        let mut repo = MockTaskRepository::new();
+        repo.expect_succeed_live().never();
+        expect_get(&mut repo, &running());
+        repo.expect_update().times(1).returning(|_, _, _| Ok(()));
+
+        let task = service(repo).succeed(id(), &Reporter::worker(worker("w1")), None).unwrap();
+
+        assert_eq!(task.status(), TaskStatus::Succeeded);
+    }
+
+    #[test]
+    fn a_live_success_storage_cannot_take_is_unavailable_without_trying_the_full_path() {
+        let mut repo = MockTaskRepository::new();
+        repo.expect_succeed_live().times(1).returning(|_| Err(unavailable()));
+        repo.expect_get().never();
+        repo.expect_update().never();
+
+        let outcome = service(repo).succeed(id(), &Reporter::lease(None, live_token()), None);
+
+        assert!(matches!(outcome, Err(AppError::Unavailable(_))), "{outcome:?}");
     }
 
     #[test]
