@@ -150,6 +150,14 @@
 //! #   ) -> Result<Vec<Task>, RepoError> {
 //! #       unimplemented!()
 //! #   }
+//! #   fn delete_finished(
+//! #       &self,
+//! #       _: TaskStatus,
+//! #       _: chrono::DateTime<chrono::Utc>,
+//! #       _: u32,
+//! #   ) -> Result<u64, RepoError> {
+//! #       unimplemented!()
+//! #   }
 //! }
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -224,5 +232,5 @@ pub use events::{Actor, Rejection, RejectionCount, StaleCall, TaskEvent};
 pub use repository::MockTaskRepository;
 pub use repository::{ClaimRequest, Cursor, RepoError, TaskFilter, TaskRepository, TaskWrite};
 pub use service::{
-    Completion, CreateTask, ReportedOutcome, ServiceDefaults, TaskPage, TaskService,
+    Completion, CreateTask, Pruned, ReportedOutcome, ServiceDefaults, TaskPage, TaskService,
 };

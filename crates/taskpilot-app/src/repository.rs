@@ -227,6 +227,26 @@ pub trait TaskRepository: Send + Sync {
 
     /// Succeeds when the store answers.
     fn ping(&self) -> Result<(), RepoError>;
+
+    /// Deletes up to `limit` tasks in `status` that finished (`completed_at`) strictly before
+    /// `completed_before`, oldest first, with their whole history, and returns how many it
+    /// deleted. Retention (`TaskService::prune`) calls it once per terminal status.
+    ///
+    /// Implementations MUST:
+    /// - delete nothing when `status` is not terminal: a pending or running task is never
+    ///   deleted, however old;
+    /// - delete each task together with every event of its history in one transaction, so
+    ///   that no history outlives its task and no task loses part of its history;
+    /// - delete at most `limit` tasks per call, so that one call is one short transaction;
+    /// - skip tasks that another transaction holds locked rather than wait for them (the
+    ///   next call finds them), so that any number of servers may prune at once without
+    ///   blocking each other or the writers of those tasks, and no task is counted twice.
+    fn delete_finished(
+        &self,
+        status: TaskStatus,
+        completed_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, RepoError>;
 }
 
 #[cfg(test)]

@@ -1,9 +1,11 @@
 //! The task service and the use cases that read or create tasks.
 //!
 //! The use cases that move one task through its lifecycle are in `transitions`, the ones
-//! that take many tasks in one round trip in `batch`.
+//! that take many tasks in one round trip in `batch`, the deletion of finished tasks in
+//! `retention`.
 
 mod batch;
+mod retention;
 mod transitions;
 
 #[cfg(test)]
@@ -15,12 +17,13 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use taskpilot_api::limits::{DEFAULT_PAGE_SIZE, MAX_CLAIM_BATCH, MAX_PAGE_SIZE};
 use taskpilot_domain::{
-    BackoffPolicy, Clock, LeaseDuration, MaxAttempts, NewTask, QueueName, Task, TaskId, TaskName,
-    WorkerId,
+    BackoffPolicy, Clock, LeaseDuration, MaxAttempts, NewTask, QueueName, Retention, Task, TaskId,
+    TaskName, WorkerId,
 };
 use uuid::Uuid;
 
 pub use batch::{Completion, ReportedOutcome};
+pub use retention::Pruned;
 
 use crate::{
     Actor, AppError, ClaimRequest, Cursor, RejectionCount, TaskEvent, TaskFilter, TaskRepository,
@@ -68,17 +71,25 @@ pub struct TaskService {
     clock: Arc<dyn Clock>,
     backoff: Arc<dyn BackoffPolicy>,
     defaults: ServiceDefaults,
+    retention: Retention,
 }
 
 impl TaskService {
-    /// A service over these ports.
+    /// A service over these ports, with the default [`Retention`].
     pub fn new(
         repo: Arc<dyn TaskRepository>,
         clock: Arc<dyn Clock>,
         backoff: Arc<dyn BackoffPolicy>,
         defaults: ServiceDefaults,
     ) -> Self {
-        Self { repo, clock, backoff, defaults }
+        Self { repo, clock, backoff, defaults, retention: Retention::default() }
+    }
+
+    /// The same service, pruning finished tasks by `retention` (see [`TaskService::prune`]).
+    #[must_use]
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
     }
 
     /// The service's defaults.

@@ -141,7 +141,7 @@ fn measure(pool: &PgPool) -> anyhow::Result<TimeDelta> {
         now: DateTime<Utc>,
     }
     // Check out first: waiting for a connection must not count in the round trip.
-    let mut conn = pool.get().context("no database connection to read its clock")?;
+    let mut conn = crate::checkout(pool).context("no database connection to read its clock")?;
     let mut samples = Vec::with_capacity(SAMPLES);
     for _ in 0..SAMPLES {
         let local_before = Utc::now();

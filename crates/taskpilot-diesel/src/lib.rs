@@ -23,9 +23,10 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use diesel::connection::SimpleConnection as _;
+use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection as _};
 use diesel::prelude::*;
 use diesel::r2d2::ConnectionManager;
+use diesel::result::DatabaseErrorKind;
 use diesel::sql_types::{BigInt, Text};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness as _};
 
@@ -62,25 +63,162 @@ pub struct PoolConfig {
     pub connect_timeout: Duration,
 }
 
+/// Limits PostgreSQL enforces on each of the pool's sessions, so that one stuck request
+/// can never hold a snapshot or a lock for long: an old snapshot keeps vacuum from removing
+/// the dead rows every transition leaves behind, and a held lock stalls writers.
+///
+/// Long-polling claims are not statements that wait: they wait in the server between short
+/// claim statements, so a statement timeout never cuts them short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionTimeouts {
+    /// `statement_timeout`: PostgreSQL cancels a statement that runs longer. Zero: no limit.
+    pub statement: Duration,
+    /// `idle_in_transaction_session_timeout`: PostgreSQL ends a session that sits idle this
+    /// long inside an open transaction, releasing its locks and its snapshot. Zero: no limit.
+    pub idle_in_transaction: Duration,
+}
+
+impl SessionTimeouts {
+    /// 30 seconds per statement, 10 seconds idle in a transaction: far above anything the
+    /// repository's statements and short transactions take.
+    pub const DEFAULT: Self =
+        Self { statement: Duration::from_secs(30), idle_in_transaction: Duration::from_secs(10) };
+
+    /// The `SET` statements that apply these limits to a session, in whole milliseconds
+    /// (rounded up, at most PostgreSQL's largest value).
+    fn set_sql(&self) -> String {
+        fn millis(d: Duration) -> u128 {
+            (d.as_nanos().div_ceil(1_000_000)).min(i32::MAX as u128)
+        }
+        format!(
+            "SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {}",
+            millis(self.statement),
+            millis(self.idle_in_transaction)
+        )
+    }
+}
+
+impl Default for SessionTimeouts {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Prepares every connection the pool opens, once per connection (not per checkout): applies
+/// [`SessionTimeouts`] in one round trip and installs a [`LossWatch`].
+#[derive(Debug)]
+struct PrepareSession(String);
+
+impl diesel::r2d2::CustomizeConnection<PgConnection, diesel::r2d2::Error> for PrepareSession {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        conn.batch_execute(&self.0).map_err(diesel::r2d2::Error::QueryError)?;
+        conn.set_instrumentation(LossWatch::default());
+        Ok(())
+    }
+}
+
+/// Remembers whether a statement on its connection failed because the connection was lost.
+///
+/// diesel marks a connection broken, so that r2d2 discards it when it comes back, after most
+/// failures on a lost connection, but not when a query fails while being prepared (the first
+/// run of a cached query on that connection): such a connection would go back to the pool
+/// and fail every call that gets it. [`checkout`] reads this flag instead.
+#[derive(Debug, Default)]
+struct LossWatch {
+    lost: bool,
+}
+
+impl Instrumentation for LossWatch {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        // diesel reports every error on a connection libpq gave up on as one of these kinds.
+        if let InstrumentationEvent::FinishQuery {
+            error:
+                Some(diesel::result::Error::DatabaseError(
+                    DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                    _,
+                )),
+            ..
+        } = event
+        {
+            self.lost = true;
+        }
+    }
+}
+
+/// A connection checked out of a [`PgPool`].
+pub type PgPooledConnection = diesel::r2d2::PooledConnection<ConnectionManager<PgConnection>>;
+
+/// A connection from `pool` that has not lost its server as far as anyone has seen, without
+/// a round trip to find out: a connection whose last statement found it lost is discarded
+/// instead, and the next one taken. Each connection that dies therefore fails at most the one
+/// call that finds out; every caller of the pool should check out through here.
+///
+/// # Errors
+/// When the pool has no working connection to give within its connection timeout.
+pub fn checkout(pool: &PgPool) -> Result<PgPooledConnection, diesel::r2d2::PoolError> {
+    // Bounded, in case a connection flagged lost cannot be marked broken: at worst it is
+    // handed out once more and its call fails, as it would have anyway.
+    for _ in 0..=pool.max_size() {
+        let mut conn = pool.get()?;
+        let lost =
+            conn.instrumentation().downcast_mut::<LossWatch>().is_some_and(|watch| watch.lost);
+        if !lost {
+            return Ok(conn);
+        }
+        // A statement on a connection libpq gave up on fails at once, without a round trip,
+        // and makes diesel mark the connection broken: r2d2 drops it when it comes back.
+        if conn.batch_execute("").is_ok() {
+            // It answered after all (a lost server came back on the same socket cannot
+            // happen, but a misread error can): keep it.
+            if let Some(watch) = conn.instrumentation().downcast_mut::<LossWatch>() {
+                watch.lost = false;
+            }
+            return Ok(conn);
+        }
+    }
+    pool.get()
+}
+
+/// [`build_pool_with_timeouts`] with [`SessionTimeouts::DEFAULT`].
+///
+/// # Errors
+/// When the URL or settings are unusable.
+pub fn build_pool(database_url: &str, config: &PoolConfig) -> anyhow::Result<PgPool> {
+    build_pool_with_timeouts(database_url, config, SessionTimeouts::DEFAULT)
+}
+
 /// Builds a pool without connecting: a server can start while the database is down and
-/// recovers by itself when it is back.
+/// recovers by itself when it is back. Every connection it opens gets `timeouts`.
 ///
 /// Unless `database_url` sets its own, a `connect_timeout` (at least libpq's minimum of 2
 /// seconds) is added to it: libpq waits forever for an unanswered connection attempt by
 /// default, which would pin the pool's connecting threads to a dead host.
 ///
+/// A checkout does not test its connection (r2d2 would run a `SELECT 1` first, a round trip
+/// on every call). A connection that died meanwhile (the server restarted, an administrator
+/// ended the session) fails the one call that uses it: libpq reports the connection lost,
+/// and the connection is discarded, by r2d2 when diesel marked it broken, else by the next
+/// [`checkout`]. So after an outage each dead connection costs at most one failed call,
+/// answered as unavailable, and the pool refills with fresh ones.
+///
 /// # Errors
 /// When the URL or settings are unusable.
-pub fn build_pool(database_url: &str, config: &PoolConfig) -> anyhow::Result<PgPool> {
+pub fn build_pool_with_timeouts(
+    database_url: &str,
+    config: &PoolConfig,
+    timeouts: SessionTimeouts,
+) -> anyhow::Result<PgPool> {
     anyhow::ensure!(config.max_size > 0, "the pool needs room for at least one connection");
     anyhow::ensure!(!config.connect_timeout.is_zero(), "the connect timeout must be positive");
     let url = with_connect_timeout(database_url, config.connect_timeout);
     let pool = diesel::r2d2::Pool::builder()
         .max_size(config.max_size)
         .connection_timeout(config.connect_timeout)
+        .test_on_check_out(false)
+        .connection_customizer(Box::new(PrepareSession(timeouts.set_sql())))
         .error_handler(Box::new(TracingErrorHandler))
-        // build_unchecked: no connection now; r2d2 keeps trying in the background and each
-        // checkout validates its connection, so the pool heals once the database is back.
+        // build_unchecked: no connection now; r2d2 keeps trying in the background, so the
+        // pool heals once the database is back.
         .build_unchecked(ConnectionManager::new(url));
     Ok(pool)
 }
@@ -112,7 +250,43 @@ impl diesel::r2d2::HandleError<diesel::r2d2::Error> for TracingErrorHandler {
 /// When the database cannot be reached or a migration fails.
 pub fn run_migrations(pool: &PgPool) -> anyhow::Result<()> {
     let mut conn = pool.get().context("cannot reach the database to migrate it")?;
-    migrate(&mut conn)
+    without_session_timeouts(&mut conn, migrate)
+}
+
+/// Runs `work` on `conn` with the pool's [`SessionTimeouts`] lifted, then puts them back:
+/// waiting for another server's migrations and building an index on a large table may both
+/// take longer than any request should.
+fn without_session_timeouts<T>(
+    conn: &mut PgConnection,
+    work: impl FnOnce(&mut PgConnection) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    #[derive(QueryableByName)]
+    struct Settings {
+        #[diesel(sql_type = Text)]
+        statement: String,
+        #[diesel(sql_type = Text)]
+        idle_in_transaction: String,
+    }
+    let saved: Settings = diesel::sql_query(
+        "SELECT current_setting('statement_timeout') AS statement, \
+         current_setting('idle_in_transaction_session_timeout') AS idle_in_transaction",
+    )
+    .get_result(conn)
+    .context("cannot read the session's timeouts")?;
+    conn.batch_execute("SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0")
+        .context("cannot lift the session's timeouts")?;
+    let outcome = work(conn);
+    let restored = diesel::sql_query(
+        "SELECT set_config('statement_timeout', $1, false), \
+         set_config('idle_in_transaction_session_timeout', $2, false)",
+    )
+    .bind::<Text, _>(&saved.statement)
+    .bind::<Text, _>(&saved.idle_in_transaction)
+    .execute(conn);
+    let outcome = outcome?;
+    // Only a broken connection fails here, and the pool discards it.
+    restored.context("cannot restore the session's timeouts")?;
+    Ok(outcome)
 }
 
 /// [`run_migrations`] on one connection: `testing` migrates its template database through a
@@ -215,6 +389,23 @@ mod tests {
         assert_eq!(
             with_connect_timeout("postgres://h/db", Duration::from_millis(5_200)),
             "postgres://h/db?connect_timeout=6"
+        );
+    }
+
+    #[test]
+    fn session_timeouts_are_set_in_whole_milliseconds_rounded_up_and_capped() {
+        let timeouts = SessionTimeouts {
+            statement: Duration::from_micros(1_500),
+            idle_in_transaction: Duration::from_secs(u64::MAX),
+        };
+
+        assert_eq!(
+            timeouts.set_sql(),
+            "SET statement_timeout = 2; SET idle_in_transaction_session_timeout = 2147483647"
+        );
+        assert_eq!(
+            SessionTimeouts::DEFAULT.set_sql(),
+            "SET statement_timeout = 30000; SET idle_in_transaction_session_timeout = 10000"
         );
     }
 

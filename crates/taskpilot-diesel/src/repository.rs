@@ -23,6 +23,7 @@ use crate::PgPool;
 
 mod batch;
 mod live;
+pub(crate) mod retention;
 
 /// The `TaskRepository` on PostgreSQL.
 ///
@@ -48,8 +49,7 @@ impl PgTaskRepository {
     fn conn(&self) -> Result<PooledConnection<ConnectionManager<PgConnection>>, RepoError> {
         // r2d2 only fails after waiting its whole connection timeout without getting a working
         // connection: the database is down, unreachable, or saturated. All are "try later".
-        self.pool
-            .get()
+        crate::checkout(&self.pool)
             .map_err(|e| RepoError::Unavailable(anyhow!(e).context("no database connection")))
     }
 }
@@ -384,6 +384,18 @@ impl TaskRepository for PgTaskRepository {
             .execute(&mut conn)
             .map_err(|e| classify(e, "the database did not answer"))?;
         Ok(())
+    }
+
+    /// One statement (see `retention`): the due tasks locked with `SKIP LOCKED`, their
+    /// events deleted, then they.
+    fn delete_finished(
+        &self,
+        status: TaskStatus,
+        completed_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, RepoError> {
+        let mut conn = self.conn()?;
+        retention::delete_finished(&mut conn, status, completed_before, limit)
     }
 }
 

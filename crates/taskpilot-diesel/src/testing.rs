@@ -325,3 +325,9 @@ impl Drop for TestDatabase {
 pub fn claim_sql(queues: Option<usize>) -> String {
     crate::repository::claim_sql(queues)
 }
+
+/// Retention's statement, which deletes a batch of finished tasks with their history; binds
+/// `$1` status, `$2` finished before, `$3` limit. For tests that EXPLAIN it.
+pub fn delete_finished_sql() -> &'static str {
+    crate::repository::retention::DELETE_FINISHED_SQL
+}

@@ -24,6 +24,7 @@
 //! | `lease` | [`LeaseToken`], [`LeaseDuration`], [`Lease`] |
 //! | `ids` | validated names and ids: [`TaskId`], [`QueueName`], [`TaskName`], [`WorkerId`], [`MaxAttempts`] |
 //! | `ports` | [`Clock`], [`BackoffPolicy`], [`ExponentialBackoff`], and [`FixedClock`] and [`FixedBackoff`] for tests |
+//! | `retention` | [`Retention`] and [`KeepFor`]: which finished task is due for deletion when |
 //! | `storage` | what storage can keep: [`to_micros`], [`check_json`], [`MAX_ERROR_BYTES`] |
 //! | `error` | [`DomainError`], [`StaleLease`], [`ValidationError`], [`RestoreError`] |
 //!
@@ -92,6 +93,7 @@ mod fencing;
 mod ids;
 mod lease;
 mod ports;
+mod retention;
 mod state;
 mod storage;
 mod task;
@@ -105,6 +107,7 @@ pub use fencing::{
 pub use ids::{MaxAttempts, QueueName, TaskId, TaskName, TextRule, WorkerId};
 pub use lease::{Lease, LeaseDuration, LeaseToken};
 pub use ports::{BackoffPolicy, Clock, ExponentialBackoff, FixedBackoff, FixedClock};
+pub use retention::{KeepFor, Retention};
 pub use state::{Action, RetryState, TaskState, TaskStatus};
 pub use storage::{check_json, to_micros, MAX_ERROR_BYTES};
 pub use task::{LiveAttemptGuard, LiveSuccess, NewTask, Task, TaskRecord};

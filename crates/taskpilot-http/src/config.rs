@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use clap::{Parser, Subcommand};
 use taskpilot_app::ServiceDefaults;
-use taskpilot_domain::{ExponentialBackoff, LeaseDuration, MaxAttempts};
+use taskpilot_domain::{ExponentialBackoff, KeepFor, LeaseDuration, MaxAttempts, Retention};
 
 /// The `taskpilot` command line.
 #[derive(Debug, Clone, Parser)]
@@ -94,6 +94,51 @@ pub struct Config {
     #[arg(long, env = "TASKPILOT_DB_CONNECT_TIMEOUT_MS", default_value_t = 2_000, global = true,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub db_connect_timeout_ms: u64,
+
+    /// Longest a statement of the server may run before PostgreSQL cancels it, in
+    /// milliseconds; 0 for no limit. Long-polling claims wait between statements, not in one.
+    #[arg(
+        long,
+        env = "TASKPILOT_DB_STATEMENT_TIMEOUT_MS",
+        default_value_t = 30_000,
+        global = true
+    )]
+    pub db_statement_timeout_ms: u64,
+
+    /// Longest a session of the server may sit idle inside a transaction before PostgreSQL
+    /// ends it, in milliseconds; 0 for no limit. Keeps a stuck request from holding back
+    /// vacuum or holding locks.
+    #[arg(
+        long,
+        env = "TASKPILOT_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub db_idle_in_transaction_timeout_ms: u64,
+
+    /// How long a succeeded task is kept before it is deleted with its history, e.g. `90s`,
+    /// `15m`, `24h`, `14d`; `0` keeps succeeded tasks forever.
+    #[arg(long, env = "TASKPILOT_RETENTION_SUCCEEDED", default_value = "24h", global = true,
+          value_parser = parse_keep_for)]
+    pub retention_succeeded: KeepFor,
+
+    /// How long a failed task is kept before it is deleted with its history (as for
+    /// succeeded tasks); `0` keeps failed tasks forever.
+    #[arg(long, env = "TASKPILOT_RETENTION_FAILED", default_value = "14d", global = true,
+          value_parser = parse_keep_for)]
+    pub retention_failed: KeepFor,
+
+    /// How long a cancelled task is kept before it is deleted with its history (as for
+    /// succeeded tasks); `0` keeps cancelled tasks forever.
+    #[arg(long, env = "TASKPILOT_RETENTION_CANCELLED", default_value = "7d", global = true,
+          value_parser = parse_keep_for)]
+    pub retention_cancelled: KeepFor,
+
+    /// Pause between two passes of the pruner, which deletes the finished tasks retention
+    /// no longer keeps, in milliseconds. It pauses longer while the database is busy or down.
+    #[arg(long, env = "TASKPILOT_PRUNE_INTERVAL_MS", default_value_t = 60_000, global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub prune_interval_ms: u64,
 
     /// Largest accepted request body, in bytes; larger bodies get 413.
     #[arg(long, env = "TASKPILOT_MAX_BODY_BYTES", default_value_t = 1_048_576, global = true)]
@@ -184,6 +229,21 @@ impl Config {
         Duration::from_millis(self.db_connect_timeout_ms)
     }
 
+    /// How long a statement of a pooled database session may run; zero for no limit.
+    pub fn db_statement_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_statement_timeout_ms)
+    }
+
+    /// How long a pooled database session may sit idle in a transaction; zero for no limit.
+    pub fn db_idle_in_transaction_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_idle_in_transaction_timeout_ms)
+    }
+
+    /// How long finished tasks are kept, by status.
+    pub fn retention(&self) -> Retention {
+        Retention::new(self.retention_succeeded, self.retention_failed, self.retention_cancelled)
+    }
+
     /// The HTTP-level part of the configuration.
     pub fn http(&self) -> HttpConfig {
         HttpConfig {
@@ -193,8 +253,40 @@ impl Config {
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
             reaper_interval: Duration::from_millis(self.reaper_interval_ms),
             schedule_poll_interval: DEFAULT_SCHEDULE_POLL_INTERVAL,
+            prune_interval: Duration::from_millis(self.prune_interval_ms),
         }
     }
+}
+
+/// Reads a keep time: a whole number with a unit, `s`, `m`, `h` or `d` (`90s`, `15m`, `24h`,
+/// `14d`), or `0` for forever.
+fn parse_keep_for(raw: &str) -> Result<KeepFor, String> {
+    parse_duration(raw).map(KeepFor::from_duration)
+}
+
+/// A duration written as a whole number and a unit (`s`, `m`, `h`, `d`), or `0`.
+fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let invalid = || {
+        format!(
+            "{raw:?} is not a duration: write a whole number and a unit, s, m, h or d \
+             (90s, 15m, 24h, 14d), or 0 to keep forever"
+        )
+    };
+    if raw == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = raw.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?;
+    let (number, unit) = raw.split_at(split);
+    let number: u64 = number.parse().map_err(|_| invalid())?;
+    let unit_secs: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(invalid()),
+    };
+    number.checked_mul(unit_secs).map(Duration::from_secs).ok_or_else(invalid)
 }
 
 /// How often a server asks the database for the next scheduled run, to wake long-polling
@@ -220,6 +312,8 @@ pub struct HttpConfig {
     /// How often the server asks for the next scheduled run (see
     /// [`DEFAULT_SCHEDULE_POLL_INTERVAL`]).
     pub schedule_poll_interval: Duration,
+    /// Pause between two passes of the pruner (see [`Config::retention`]).
+    pub prune_interval: Duration,
 }
 
 impl Default for HttpConfig {
@@ -231,6 +325,7 @@ impl Default for HttpConfig {
             shutdown_timeout: Duration::from_secs(30),
             reaper_interval: Duration::from_secs(1),
             schedule_poll_interval: DEFAULT_SCHEDULE_POLL_INTERVAL,
+            prune_interval: Duration::from_secs(60),
         }
     }
 }
@@ -311,11 +406,89 @@ mod tests {
             ("--default-lease-secs", "TASKPILOT_DEFAULT_LEASE_SECS", "300"),
             ("--reaper-interval-ms", "TASKPILOT_REAPER_INTERVAL_MS", "1000"),
             ("--clock-refresh-secs", "TASKPILOT_CLOCK_REFRESH_SECS", "5"),
+            ("--retention-succeeded", "TASKPILOT_RETENTION_SUCCEEDED", "24h"),
+            ("--retention-failed", "TASKPILOT_RETENTION_FAILED", "14d"),
+            ("--retention-cancelled", "TASKPILOT_RETENTION_CANCELLED", "7d"),
+            ("--prune-interval-ms", "TASKPILOT_PRUNE_INTERVAL_MS", "60000"),
+            ("--db-statement-timeout-ms", "TASKPILOT_DB_STATEMENT_TIMEOUT_MS", "30000"),
+            (
+                "--db-idle-in-transaction-timeout-ms",
+                "TASKPILOT_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+                "10000",
+            ),
         ] {
             assert!(help.contains(flag), "{flag} missing from --help");
             assert!(help.contains(var), "{var} missing from --help");
             assert!(help.contains(&format!("[default: {default}]")), "{default} missing");
         }
+    }
+
+    #[test]
+    fn retention_defaults_to_a_day_two_weeks_and_a_week_pruned_every_minute() {
+        let cli = Cli::try_parse_from(["taskpilot"]).unwrap();
+
+        assert_eq!(cli.config.retention(), Retention::default());
+        assert_eq!(cli.config.http().prune_interval, Duration::from_secs(60));
+        assert_eq!(cli.config.db_statement_timeout(), Duration::from_secs(30));
+        assert_eq!(cli.config.db_idle_in_transaction_timeout(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn keep_times_take_seconds_minutes_hours_and_days_and_zero_keeps_forever() {
+        let cli = Cli::try_parse_from([
+            "taskpilot",
+            "--retention-succeeded",
+            "90s",
+            "--retention-failed",
+            "0",
+            "--retention-cancelled",
+            "15m",
+        ])
+        .unwrap();
+
+        assert_eq!(
+            cli.config.retention(),
+            Retention::new(
+                KeepFor::Duration(TimeDelta::seconds(90)),
+                KeepFor::Forever,
+                KeepFor::Duration(TimeDelta::minutes(15)),
+            )
+        );
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration(" 14d "), Ok(Duration::from_secs(14 * 86_400)));
+    }
+
+    #[test]
+    fn a_bad_keep_time_fails_start_up_naming_its_flag() {
+        for (flag, value) in [
+            ("--retention-succeeded", "24"),
+            ("--retention-failed", "2w"),
+            ("--retention-cancelled", "-1d"),
+            ("--retention-succeeded", "1.5h"),
+            ("--retention-succeeded", "h"),
+            ("--retention-succeeded", ""),
+            ("--retention-failed", "99999999999999999999d"),
+        ] {
+            let error = Cli::try_parse_from(["taskpilot", flag, value]).unwrap_err().to_string();
+
+            assert!(error.contains(flag), "{flag} {value:?}: {error}");
+            assert!(error.contains("not a duration"), "{flag} {value:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn session_timeouts_are_read_in_milliseconds_and_zero_lifts_them() {
+        let cli = Cli::try_parse_from([
+            "taskpilot",
+            "--db-statement-timeout-ms",
+            "0",
+            "--db-idle-in-transaction-timeout-ms",
+            "2500",
+        ])
+        .unwrap();
+
+        assert_eq!(cli.config.db_statement_timeout(), Duration::ZERO);
+        assert_eq!(cli.config.db_idle_in_transaction_timeout(), Duration::from_millis(2_500));
     }
 
     #[test]

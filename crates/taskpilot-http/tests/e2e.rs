@@ -1563,3 +1563,65 @@ async fn a_waiting_claim_wakes_up_when_a_task_is_released() {
     assert_eq!(body["items"][0]["attempt"], 2);
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn a_finished_task_past_its_retention_is_pruned_and_then_answers_404_like_any_unknown_task() {
+    let db = TestDatabase::new();
+    let retention = taskpilot_domain::Retention::new(
+        taskpilot_domain::KeepFor::Duration(TimeDelta::seconds(1)),
+        taskpilot_domain::KeepFor::Forever,
+        taskpilot_domain::KeepFor::Forever,
+    );
+    let service = service(
+        pool(db.url(), Duration::from_secs(5)),
+        Arc::new(SystemClock),
+        TimeDelta::seconds(1),
+    )
+    .with_retention(retention);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let http = HttpConfig {
+        workers: 2,
+        shutdown_timeout: Duration::from_secs(1),
+        prune_interval: Duration::from_millis(50),
+        ..HttpConfig::default()
+    };
+    let server = run(service, http, listener, None).unwrap();
+    let (handle, hub) = (server.handle(), server.hub());
+    actix_web::rt::spawn(server.into_future());
+    let client = awc::Client::builder().timeout(Duration::from_secs(60)).finish();
+    let app = TestApp { base, client, handle, hub };
+    let done = id_of(&app.create(json!({ "name": "send-receipt" })).await);
+    let waiting = id_of(&app.create(json!({ "name": "send-later" })).await);
+    let cancelled = id_of(&app.create(json!({ "name": "never-mind" })).await);
+    app.transition(&done, "start", Some(json!({ "workerId": "w1" })))
+        .await
+        .assert_status(StatusCode::OK);
+    app.transition(&done, "succeed", Some(json!({ "workerId": "w1" })))
+        .await
+        .assert_status(StatusCode::OK);
+    app.transition(&cancelled, "cancel", None).await.assert_status(StatusCode::OK);
+
+    // Nothing to wait on but the task itself: poll until the pruner has deleted it.
+    let gone = guarded("the pruning of the succeeded task", async {
+        loop {
+            let reply = app.get(&format!("/api/tasks/{done}")).await;
+            if reply.status == StatusCode::NOT_FOUND {
+                return reply;
+            }
+            reply.assert_status(StatusCode::OK);
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+
+    gone.assert_problem(StatusCode::NOT_FOUND, "TASK_NOT_FOUND");
+    app.get(&format!("/api/tasks/{done}/events"))
+        .await
+        .assert_problem(StatusCode::NOT_FOUND, "TASK_NOT_FOUND");
+    let kept = app.get(&format!("/api/tasks/{waiting}")).await;
+    assert_eq!(kept.assert_status(StatusCode::OK)["status"], "PENDING", "not finished: kept");
+    let kept = app.get(&format!("/api/tasks/{cancelled}")).await;
+    assert_eq!(kept.assert_status(StatusCode::OK)["status"], "CANCELLED", "kept forever");
+    app.stop().await;
+}

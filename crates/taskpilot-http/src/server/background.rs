@@ -1,18 +1,19 @@
 //! The work every server does besides answering requests: the lease reaper, the watcher of
-//! scheduled runs and the PostgreSQL listener, all feeding or relying on the [`WakeHub`].
+//! scheduled runs and the PostgreSQL listener, all feeding or relying on the [`WakeHub`], and
+//! the pruner, which deletes the finished tasks retention no longer keeps.
 //!
-//! Part of the server's wiring: the listener is PostgreSQL's (`taskpilot_diesel`), the other
-//! two go through the use cases. Each runs on the server's runtime from the moment the server
+//! Part of the server's wiring: the listener is PostgreSQL's (`taskpilot_diesel`), the others
+//! go through the use cases. Each runs on the server's runtime from the moment the server
 //! is first polled until it stops; [`Background::stop`] ends them.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::rt::task::JoinHandle;
 use actix_web::web;
-use taskpilot_app::{AppError, TaskService};
+use taskpilot_app::{AppError, Pruned, TaskService};
 use taskpilot_diesel::{OnWake, RunnableListener};
-use taskpilot_domain::Task;
+use taskpilot_domain::{Task, TaskStatus};
 use tokio::sync::watch;
 
 use crate::wake::{wake_when_due, WakeHub, SCHEDULE_MARGIN};
@@ -24,6 +25,18 @@ pub const REAP_BATCH: u32 = 100;
 /// stands still (as in tests) cannot make the watcher spin.
 const MIN_SCHEDULE_GAP: Duration = Duration::from_millis(10);
 
+/// Most finished tasks of one status one pruning statement deletes: one short transaction
+/// (about 0.15 s with its history on a small machine).
+pub const PRUNE_BATCH: u32 = 1_000;
+
+/// A pruning batch slower than this means the database is busy: the pruner stops the pass
+/// and pauses longer.
+const SLOW_PRUNE_BATCH: Duration = Duration::from_secs(2);
+
+/// How many times the prune interval the pruner waits at most while the database is busy
+/// or down.
+const MAX_PRUNE_BACKOFF_FACTOR: u32 = 16;
+
 /// What the background tasks need to know.
 #[derive(Debug, Clone)]
 pub struct BackgroundConfig {
@@ -31,6 +44,8 @@ pub struct BackgroundConfig {
     pub reaper_interval: Duration,
     /// How often the watcher asks for the next scheduled run.
     pub schedule_poll_interval: Duration,
+    /// Pause between pruner passes.
+    pub prune_interval: Duration,
     /// The database to LISTEN on for runnable tasks; no listener when `None`.
     pub notify_database_url: Option<String>,
 }
@@ -43,8 +58,8 @@ pub struct Background {
 }
 
 impl Background {
-    /// Starts the reaper, the schedule watcher and, when configured, the listener on the
-    /// current runtime.
+    /// Starts the reaper, the schedule watcher, the pruner and, when configured, the listener
+    /// on the current runtime.
     pub fn start(service: &TaskService, hub: &Arc<WakeHub>, config: &BackgroundConfig) -> Self {
         let (stop, stopped) = watch::channel(false);
         let tasks = vec![
@@ -58,8 +73,9 @@ impl Background {
                 service.clone(),
                 hub.clone(),
                 config.schedule_poll_interval,
-                stopped,
+                stopped.clone(),
             )),
+            actix_web::rt::spawn(prune(service.clone(), config.prune_interval, stopped)),
         ];
         let listener = config.notify_database_url.clone().and_then(|url| start_listener(url, hub));
         Self { stop, tasks, listener }
@@ -155,6 +171,98 @@ async fn reap(
             }
             if reaped.len() < REAP_BATCH as usize || *stopped.borrow() {
                 break;
+            }
+        }
+    }
+}
+
+/// The pruner: every `interval`, deletes the finished tasks that the service's retention no
+/// longer keeps, batch after batch while batches come back full, and logs what it removed.
+///
+/// Safe next to any number of other servers' pruners: each batch is one short statement that
+/// skips rows another holds, so they share the work without waiting for each other. Between
+/// two batches it rests as long as the last one took, so that catching up on a large backlog
+/// takes at most half of one connection. A failed pass or a batch slower than
+/// [`SLOW_PRUNE_BATCH`] doubles the pause, up to [`MAX_PRUNE_BACKOFF_FACTOR`] intervals, until
+/// a pass goes well again; a run of failures is logged once when it starts and once when it
+/// ends.
+async fn prune(service: TaskService, interval: Duration, mut stopped: watch::Receiver<bool>) {
+    let retention = service.retention();
+    if retention.cutoffs(service.now()).is_empty() {
+        tracing::info!("retention keeps every finished task forever; the pruner does not run");
+        return;
+    }
+    tracing::info!(
+        retention.succeeded = %retention.keep(TaskStatus::Succeeded),
+        retention.failed = %retention.keep(TaskStatus::Failed),
+        retention.cancelled = %retention.keep(TaskStatus::Cancelled),
+        "finished tasks are deleted after {} (succeeded), {} (failed), {} (cancelled); \
+         the pruner looks every {interval:?}",
+        retention.keep(TaskStatus::Succeeded),
+        retention.keep(TaskStatus::Failed),
+        retention.keep(TaskStatus::Cancelled),
+    );
+    let longest = interval.saturating_mul(MAX_PRUNE_BACKOFF_FACTOR);
+    let mut totals = Pruned::default();
+    let mut wait = interval;
+    let mut failing_since: Option<Instant> = None;
+    while pause(&mut stopped, wait).await {
+        let mut pass = Pruned::default();
+        let mut outcome = Ok(());
+        loop {
+            let started = Instant::now();
+            let batch = match blocking(&service, |s| s.prune(PRUNE_BATCH)).await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            };
+            pass.add(&batch);
+            let took = started.elapsed();
+            if took > SLOW_PRUNE_BATCH {
+                outcome = Err(AppError::Unavailable(anyhow::anyhow!(
+                    "a batch took {took:?}: the database is busy"
+                )));
+                break;
+            }
+            if !batch.more_due || !pause(&mut stopped, took).await {
+                break;
+            }
+        }
+        if pass.total() > 0 {
+            totals.add(&pass);
+            tracing::info!(
+                pruned.succeeded = pass.succeeded,
+                pruned.failed = pass.failed,
+                pruned.cancelled = pass.cancelled,
+                pruned.total = pass.total(),
+                pruned.since_start = totals.total(),
+                "deleted {} finished tasks with their history ({} succeeded, {} failed, {} \
+                 cancelled); {} since start",
+                pass.total(),
+                pass.succeeded,
+                pass.failed,
+                pass.cancelled,
+                totals.total(),
+            );
+        }
+        match outcome {
+            Ok(()) => {
+                if let Some(since) = failing_since.take() {
+                    tracing::info!("the pruner works again after {:?}", since.elapsed());
+                }
+                wait = interval;
+            }
+            Err(e) => {
+                if failing_since.is_none() {
+                    failing_since = Some(Instant::now());
+                    tracing::warn!(
+                        error = %e,
+                        "the pruner backs off until the database keeps up again: {e}"
+                    );
+                }
+                wait = wait.saturating_mul(2).min(longest);
             }
         }
     }

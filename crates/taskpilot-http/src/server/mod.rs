@@ -43,8 +43,8 @@ pub fn init_tracing(filter: &str) -> anyhow::Result<()> {
 
 /// Starts the HTTP server on `listener` and returns it; await it (or spawn
 /// [`IntoFuture::into_future`]) to serve. While it serves, the lease reaper, the watcher of
-/// scheduled runs and, when `notify_database_url` is given, the PostgreSQL listener run next
-/// to it; they stop with it.
+/// scheduled runs, the pruner of finished tasks and, when `notify_database_url` is given,
+/// the PostgreSQL listener run next to it; they stop with it.
 ///
 /// It stops gracefully on SIGTERM and SIGINT (or [`ServerHandle::stop`]): waiting claims
 /// return at once and in-flight requests get [`HttpConfig::shutdown_timeout`] to finish.
@@ -77,6 +77,7 @@ pub fn run(
     let background = BackgroundConfig {
         reaper_interval: http.reaper_interval,
         schedule_poll_interval: http.schedule_poll_interval,
+        prune_interval: http.prune_interval,
         notify_database_url,
     };
     Ok(Server { http: server, handle, service, hub, background, finished })

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use taskpilot_app::TaskService;
 use taskpilot_diesel::local::LocalCluster;
-use taskpilot_diesel::{PgClock, PgPool, PgTaskRepository, PoolConfig};
+use taskpilot_diesel::{PgClock, PgPool, PgTaskRepository, PoolConfig, SessionTimeouts};
 use taskpilot_domain::Clock;
 
 use crate::config::{redact_url, Config};
@@ -107,9 +107,13 @@ fn probe(url: &str) -> anyhow::Result<()> {
 /// # Errors
 /// When the pool cannot be built or a migration fails.
 pub fn connect_and_migrate(url: &str, config: &Config) -> anyhow::Result<PgPool> {
-    let pool = taskpilot_diesel::build_pool(
+    let pool = taskpilot_diesel::build_pool_with_timeouts(
         url,
         &PoolConfig { max_size: config.db_pool_size, connect_timeout: config.db_connect_timeout() },
+        SessionTimeouts {
+            statement: config.db_statement_timeout(),
+            idle_in_transaction: config.db_idle_in_transaction_timeout(),
+        },
     )
     .with_context(|| format!("cannot build a connection pool for {}", redact_url(url)))?;
     taskpilot_diesel::run_migrations(&pool)
@@ -130,7 +134,7 @@ pub fn database_clock(pool: PgPool, config: &Config) -> anyhow::Result<Arc<dyn C
     Ok(clock)
 }
 
-/// The use cases over PostgreSQL, `clock` and the configured backoff and defaults.
+/// The use cases over PostgreSQL, `clock` and the configured backoff, defaults and retention.
 ///
 /// # Errors
 /// When the backoff, the default attempt budget or the default lease is out of range.
@@ -144,5 +148,6 @@ pub fn task_service(
         clock,
         Arc::new(config.backoff()?),
         config.service_defaults()?,
-    ))
+    )
+    .with_retention(config.retention()))
 }
