@@ -469,7 +469,8 @@ mod tests {
             ("--retention-succeeded", ""),
             ("--retention-failed", "99999999999999999999d"),
         ] {
-            let error = Cli::try_parse_from(["taskpilot", flag, value]).unwrap_err().to_string();
+            let arg = format!("{flag}={value}");
+            let error = Cli::try_parse_from(["taskpilot", &arg]).unwrap_err().to_string();
 
             assert!(error.contains(flag), "{flag} {value:?}: {error}");
             assert!(error.contains("not a duration"), "{flag} {value:?}: {error}");
