@@ -241,14 +241,26 @@ impl diesel::r2d2::HandleError<diesel::r2d2::Error> for TracingErrorHandler {
     }
 }
 
-/// Applies every pending embedded migration.
+/// What [`run_migrations`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MigrationReport {
+    /// The migrations it applied, oldest first, by their full names
+    /// (`2026-11-26-093000_create_tasks`, the folder's name under `migrations/`); empty when
+    /// the schema was up to date.
+    pub applied: Vec<String>,
+    /// How many migrations the database has now, applied by this call or before.
+    pub total: usize,
+}
+
+/// Applies every pending embedded migration and says which.
 ///
 /// Holds a PostgreSQL advisory lock meanwhile, so that several servers starting at once on
 /// one database migrate it one after the other; the later ones find nothing pending.
 ///
 /// # Errors
 /// When the database cannot be reached or a migration fails.
-pub fn run_migrations(pool: &PgPool) -> anyhow::Result<()> {
+pub fn run_migrations(pool: &PgPool) -> anyhow::Result<MigrationReport> {
     let mut conn = pool.get().context("cannot reach the database to migrate it")?;
     without_session_timeouts(&mut conn, migrate)
 }
@@ -291,28 +303,43 @@ fn without_session_timeouts<T>(
 
 /// [`run_migrations`] on one connection: `testing` migrates its template database through a
 /// connection of its own, which it must close before the template can be copied.
-pub(crate) fn migrate(conn: &mut PgConnection) -> anyhow::Result<()> {
+pub(crate) fn migrate(conn: &mut PgConnection) -> anyhow::Result<MigrationReport> {
     diesel::sql_query("SELECT pg_advisory_lock($1)")
         .bind::<BigInt, _>(MIGRATION_LOCK_KEY)
         .execute(conn)
         .context("cannot take the migration lock")?;
-    let applied = conn
-        .run_pending_migrations(MIGRATIONS)
-        .map(|versions| versions.iter().map(ToString::to_string).collect::<Vec<_>>())
-        .map_err(|e| anyhow::anyhow!(e))
-        .context("a migration failed");
+    let report = apply_pending(conn);
     // Release before judging the outcome: the connection goes back to the pool, and a lock
     // left on it would block every other server's migrations for as long as it lives.
     let unlocked = diesel::sql_query("SELECT pg_advisory_unlock($1)")
         .bind::<BigInt, _>(MIGRATION_LOCK_KEY)
         .execute(conn);
-    let applied = applied?;
+    let report = report?;
     // Only a broken connection fails here, and its lock dies with its session.
     unlocked.context("cannot release the migration lock")?;
-    for version in &applied {
-        tracing::info!(migration = %version, "applied migration {version}");
+    Ok(report)
+}
+
+/// What `run_pending_migrations` does, one migration at a time, keeping each one's full name
+/// (diesel returns only the versions, the names' leading timestamps).
+fn apply_pending(conn: &mut PgConnection) -> anyhow::Result<MigrationReport> {
+    // diesel's migration errors are boxed `dyn Error`s, which `anyhow` takes through `msg`.
+    let failed = |e: Box<dyn std::error::Error + Send + Sync>| anyhow::anyhow!(e);
+    let pending = conn
+        .pending_migrations(MIGRATIONS)
+        .map_err(failed)
+        .context("cannot list pending migrations")?;
+    let mut applied = Vec::with_capacity(pending.len());
+    for migration in &pending {
+        let name = migration.name().to_string();
+        conn.run_migration(migration.as_ref())
+            .map_err(failed)
+            .with_context(|| format!("migration {name} failed"))?;
+        applied.push(name);
     }
-    Ok(())
+    let total =
+        conn.applied_migrations().map_err(failed).context("cannot list applied migrations")?.len();
+    Ok(MigrationReport { applied, total })
 }
 
 /// How long [`ensure_database`] waits for each connection.

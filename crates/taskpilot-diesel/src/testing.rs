@@ -259,17 +259,31 @@ impl TestDatabase {
     /// says why and what to do.
     pub fn new() -> Self {
         let server = server();
+        Self::copy_of(server, &server.template)
+    }
+
+    /// Creates an empty database with a unique name: no table, no migration applied (a copy
+    /// of PostgreSQL's pristine `template0`). For tests that migrate step by step, such as
+    /// upgrading a database written by an earlier release; migrate it with [`migrations`].
+    ///
+    /// # Panics
+    /// As [`TestDatabase::new`].
+    pub fn empty() -> Self {
+        Self::copy_of(server(), "template0")
+    }
+
+    fn copy_of(server: &Server, template: &str) -> Self {
         let name = format!("taskpilot_test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = connect(&server.maintenance_url).unwrap_or_else(|e| panic!("{e}"));
         let created = retry_while_in_use(|| {
             admin.batch_execute(&format!(
                 "CREATE DATABASE {} TEMPLATE {}",
                 quote_identifier(&name),
-                quote_identifier(&server.template)
+                quote_identifier(template)
             ))
         });
         if let Err(e) = created {
-            panic!("cannot create test database {name} from {}: {e}", server.template);
+            panic!("cannot create test database {name} from {template}: {e}");
         }
         // After creating it: the pool starts connecting at once, and failed attempts would
         // back off.
@@ -317,6 +331,12 @@ impl Drop for TestDatabase {
             quote_identifier(&self.name)
         ));
     }
+}
+
+/// The migrations [`run_migrations`](crate::run_migrations) applies, for tests that apply
+/// some of them one at a time (through `diesel_migrations::MigrationHarness`) or revert them.
+pub fn migrations() -> diesel_migrations::EmbeddedMigrations {
+    crate::MIGRATIONS
 }
 
 /// The claim statement the repository runs, over every queue (`None`) or over `Some(n)`

@@ -5,7 +5,8 @@ use std::net::TcpListener;
 use anyhow::Context as _;
 use clap::Parser as _;
 use taskpilot_http::startup::{
-    connect_and_migrate, database_clock, resolve_database, task_service,
+    connect_and_migrate, database_clock, log_migrations, migration_lines, resolve_database,
+    task_service,
 };
 use taskpilot_http::{Cli, Command};
 
@@ -20,10 +21,15 @@ fn main() -> anyhow::Result<()> {
 
     // Blocking start-up (probing, maybe starting a cluster, migrating) runs before the runtime.
     let database = resolve_database(&config)?;
-    let pool = connect_and_migrate(&database.url, &config)?;
+    let (pool, migrated) = connect_and_migrate(&database.url, &config)?;
     if cli.subcommand() == Command::Migrate {
+        // What an operator asked for goes to stdout, apart from the logs.
+        for line in migration_lines(&migrated) {
+            println!("{line}");
+        }
         return Ok(());
     }
+    log_migrations(&migrated);
 
     let clock = database_clock(pool.clone(), &config)?;
     let service = task_service(pool, clock, &config)?;

@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use taskpilot_app::TaskService;
 use taskpilot_diesel::local::LocalCluster;
-use taskpilot_diesel::{PgClock, PgPool, PgTaskRepository, PoolConfig, SessionTimeouts};
+use taskpilot_diesel::{
+    MigrationReport, PgClock, PgPool, PgTaskRepository, PoolConfig, SessionTimeouts,
+};
 use taskpilot_domain::Clock;
 
 use crate::config::{redact_url, Config};
@@ -102,11 +104,15 @@ fn probe(url: &str) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("no answer within {} s", PROBE_TIMEOUT.as_secs()))?
 }
 
-/// A pool on `url` sized and timed by `config`, with every migration applied.
+/// A pool on `url` sized and timed by `config`, with every migration applied, and what
+/// migrating did.
 ///
 /// # Errors
 /// When the pool cannot be built or a migration fails.
-pub fn connect_and_migrate(url: &str, config: &Config) -> anyhow::Result<PgPool> {
+pub fn connect_and_migrate(
+    url: &str,
+    config: &Config,
+) -> anyhow::Result<(PgPool, MigrationReport)> {
     let pool = taskpilot_diesel::build_pool_with_timeouts(
         url,
         &PoolConfig { max_size: config.db_pool_size, connect_timeout: config.db_connect_timeout() },
@@ -116,10 +122,26 @@ pub fn connect_and_migrate(url: &str, config: &Config) -> anyhow::Result<PgPool>
         },
     )
     .with_context(|| format!("cannot build a connection pool for {}", redact_url(url)))?;
-    taskpilot_diesel::run_migrations(&pool)
+    let report = taskpilot_diesel::run_migrations(&pool)
         .with_context(|| format!("cannot migrate the database at {}", redact_url(url)))?;
-    tracing::info!("database migrations are up to date");
-    Ok(pool)
+    Ok((pool, report))
+}
+
+/// What migrating did, one line per applied migration (`applied
+/// 2026-11-26-093000_create_tasks`), or `schema is up to date (N migrations)` when nothing was
+/// pending: what `taskpilot migrate` prints and `taskpilot serve` logs.
+pub fn migration_lines(report: &MigrationReport) -> Vec<String> {
+    if report.applied.is_empty() {
+        return vec![format!("schema is up to date ({} migrations)", report.total)];
+    }
+    report.applied.iter().map(|name| format!("applied {name}")).collect()
+}
+
+/// Logs [`migration_lines`], one event each.
+pub fn log_migrations(report: &MigrationReport) {
+    for line in migration_lines(report) {
+        tracing::info!(migrations = report.total, "{line}");
+    }
 }
 
 /// The clock every server shares: PostgreSQL's, followed through an offset re-measured every
