@@ -83,9 +83,11 @@ fn service(repo: MockTaskRepository, clock: Arc<dyn Clock>) -> TaskService {
     )
 }
 
-/// A repository holding `task`: reads return it, writes and recorded refusals succeed.
+/// A repository holding `task`: reads return it, writes and recorded refusals succeed. Its
+/// one-statement success never matches, so every report is judged on the task as read.
 fn repo_returning(task: Task) -> MockTaskRepository {
     let mut repo = MockTaskRepository::new();
+    repo.expect_succeed_live().returning(|_| Ok(Vec::new()));
     repo.expect_get().returning(move |_| Ok(task.clone()));
     repo.expect_update().returning(|_, _, _| Ok(()));
     repo.expect_record_rejection().returning(|_| Ok(()));
@@ -310,12 +312,14 @@ async fn every_refusal_of_a_use_case_answers_its_status_code_headers_and_members
         let task = pending_task(None);
         let mut repo = MockTaskRepository::new();
         let stored = task.clone();
+        repo.expect_succeed_live().returning(|_| Ok(Vec::new()));
         repo.expect_get().returning(move |_| Ok(stored.clone()));
         repo.expect_update().returning(|t, _, _| Err(RepoError::Conflict(t.id())));
         (task.id(), repo)
     };
     let failing = |error: fn() -> RepoError| {
         let mut repo = MockTaskRepository::new();
+        repo.expect_succeed_live().returning(move |_| Err(error()));
         repo.expect_get().returning(move |_| Err(error()));
         repo
     };
@@ -1114,6 +1118,8 @@ async fn a_replayed_report_answers_200_with_the_stored_task_and_writes_nothing()
     for (what, task, action, body, stored) in cases {
         let id = task.id();
         let mut repo = MockTaskRepository::new();
+        // A replay's token no longer holds the task: the one-statement success misses.
+        repo.expect_succeed_live().returning(|_| Ok(Vec::new()));
         repo.expect_get().returning(move |_| Ok(task.clone()));
         repo.expect_update().never();
         repo.expect_record_rejection().never();
@@ -1233,9 +1239,11 @@ async fn batch_bodies_have_their_own_larger_limit() {
     assert_eq!(refused.body["limitBytes"], 4 * BODY_LIMIT);
 }
 
-/// A repository holding `tasks` for batch reads; batch writes succeed and lose nothing.
+/// A repository holding `tasks` for batch reads; batch writes succeed and lose nothing. Its
+/// one-statement success never matches, so every item is judged on the task as read.
 fn repo_holding(tasks: Vec<Task>) -> MockTaskRepository {
     let mut repo = MockTaskRepository::new();
+    repo.expect_succeed_live().returning(|_| Ok(Vec::new()));
     repo.expect_get_many().returning(move |ids| {
         Ok(tasks.iter().filter(|t| ids.contains(&t.id())).cloned().collect())
     });
@@ -1360,6 +1368,8 @@ async fn a_batch_completion_with_nothing_valid_touches_no_storage() {
 #[actix_web::test]
 async fn an_unreachable_database_fails_a_batch_completion_as_a_whole_with_503() {
     let mut repo = MockTaskRepository::new();
+    repo.expect_succeed_live()
+        .returning(|_| Err(RepoError::Unavailable(anyhow::anyhow!("connection refused"))));
     repo.expect_get_many()
         .returning(|_| Err(RepoError::Unavailable(anyhow::anyhow!("connection refused"))));
     let items = json!([{"id": task_id().to_string(), "leaseToken": TOKEN, "outcome": "succeeded"}]);
