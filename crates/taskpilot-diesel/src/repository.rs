@@ -399,13 +399,22 @@ impl TaskRepository for PgTaskRepository {
     }
 }
 
-/// Sorts a diesel error into "the database is unreachable now" and everything else.
+/// Sorts a diesel error into "the database is unreachable or too busy now" and everything
+/// else.
 fn classify(error: DieselError, doing: &'static str) -> RepoError {
-    if is_connection_loss(&error) {
+    if is_connection_loss(&error) || is_timeout(&error) {
         RepoError::Unavailable(anyhow!(error).context(doing))
     } else {
         RepoError::Unexpected(anyhow!(error).context(doing))
     }
+}
+
+/// Whether the server cancelled the statement for running past the session's
+/// `statement_timeout` (57014 query_canceled): the database is too busy to answer in time,
+/// which a caller handles as an outage (try again later), not as a bug.
+fn is_timeout(error: &DieselError) -> bool {
+    matches!(error, DieselError::DatabaseError(_, info)
+        if info.message().contains("canceling statement due to statement timeout"))
 }
 
 /// Whether `error` says the connection or the server went away rather than that the
@@ -422,8 +431,9 @@ fn is_connection_loss(error: &DieselError) -> bool {
         // for many PostgreSQL versions; a server with non-English lc_messages falls back on
         // libpq's verdict above, which catches most of them anyway.
         DieselError::DatabaseError(_, info) => {
-            const SHUTDOWN_MESSAGES: [&str; 5] = [
+            const SHUTDOWN_MESSAGES: [&str; 6] = [
                 "terminating connection due to administrator command",
+                "terminating connection due to idle-in-transaction timeout",
                 "terminating connection due to unexpected postmaster exit",
                 "terminating connection because of crash of another server process",
                 "the database system is shutting down",
@@ -647,7 +657,7 @@ mod tests {
     }
 
     #[test]
-    fn lost_connections_and_server_shutdowns_are_unavailable() {
+    fn lost_connections_server_shutdowns_and_statement_timeouts_are_unavailable() {
         let lost = [
             database_error(DatabaseErrorKind::ClosedConnection, "server closed the connection"),
             database_error(DatabaseErrorKind::UnableToSendCommand, "no connection to the server"),
@@ -656,6 +666,14 @@ mod tests {
                 "terminating connection due to administrator command",
             ),
             database_error(DatabaseErrorKind::Unknown, "the database system is shutting down"),
+            database_error(
+                DatabaseErrorKind::Unknown,
+                "terminating connection due to idle-in-transaction timeout",
+            ),
+            database_error(
+                DatabaseErrorKind::Unknown,
+                "canceling statement due to statement timeout",
+            ),
         ];
 
         for error in lost {
