@@ -67,7 +67,8 @@ impl PgTaskRepository {
 /// `tasks_runnable_queue_idx` in claim order (PostgreSQL 15 cannot walk an index in order
 /// under `= ANY(...)`).
 ///
-/// Binds: $1 now, $2 limit, $3 worker, $4 lease expiry, $5 queues (when filtered).
+/// Binds: $1 now, $2 limit, $3 worker, $4 the lease expiry (`LeaseDuration::expiry_from` of
+/// $1, the domain's arithmetic, not the statement's), $5 queues (when filtered).
 const CLAIM_SQL: &str = "\
 WITH picked AS (
     SELECT id, priority, coalesce(next_run_at, created_at) AS runnable_since
@@ -200,10 +201,10 @@ impl TaskRepository for PgTaskRepository {
         if request.limit == 0 || queues.as_ref().is_some_and(Vec::is_empty) {
             return Ok(Vec::new());
         }
-        // The instants `Task::start` would compute: it truncates `now` to the microsecond.
+        // The instants `Task::start` computes: it truncates `now` to the microsecond, and the
+        // domain alone says when a lease taken then runs out.
         let now = to_micros(request.now);
-        let expires_at =
-            now.checked_add_signed(request.lease.as_delta()).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let expires_at = request.lease.expiry_from(now);
         let query = diesel::sql_query(claim_sql(queues.as_ref().map(Vec::len)))
             .bind::<Timestamptz, _>(now)
             .bind::<BigInt, _>(i64::from(request.limit))

@@ -96,6 +96,16 @@ impl LeaseDuration {
     pub fn as_delta(self) -> TimeDelta {
         TimeDelta::seconds(i64::from(self.0))
     }
+
+    /// When a lease of this length taken or extended at `now` runs out: `now` plus the
+    /// length, or the last instant of the calendar when that is past it.
+    ///
+    /// [`Task::start`](crate::Task::start) and [`Task::heartbeat`](crate::Task::heartbeat)
+    /// compute expiries with it, and so does storage when it starts tasks without loading
+    /// them, so that every path agrees to the microsecond.
+    pub fn expiry_from(self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now.checked_add_signed(self.as_delta()).unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
 }
 
 /// The lease of a running attempt.
@@ -123,6 +133,19 @@ mod tests {
             assert_eq!(lease.as_ref().map(|l| l.secs()), Ok(u32::try_from(secs).unwrap()));
             assert_eq!(lease.map(LeaseDuration::as_delta), Ok(TimeDelta::seconds(secs)));
         }
+    }
+
+    #[test]
+    fn a_lease_expires_its_length_after_now_and_at_the_latest_at_the_end_of_the_calendar() {
+        let now = DateTime::<Utc>::UNIX_EPOCH + TimeDelta::microseconds(123_456);
+        let minute = LeaseDuration::from_secs(60).unwrap();
+        let day = LeaseDuration::from_secs(86_400).unwrap();
+        let near_the_end = DateTime::<Utc>::MAX_UTC - TimeDelta::seconds(30);
+
+        assert_eq!(minute.expiry_from(now), now + TimeDelta::seconds(60));
+        assert_eq!(day.expiry_from(now), now + TimeDelta::days(1));
+        assert_eq!(minute.expiry_from(near_the_end), DateTime::<Utc>::MAX_UTC);
+        assert_eq!(minute.expiry_from(DateTime::<Utc>::MAX_UTC), DateTime::<Utc>::MAX_UTC);
     }
 
     #[test]

@@ -166,7 +166,7 @@ impl Task {
         self.state = TaskState::Running {
             worker_id: worker.clone(),
             started_at: now,
-            lease: Lease { token, expires_at: lease_end(now, lease) },
+            lease: Lease { token, expires_at: lease.expiry_from(now) },
         };
         self.touch(now);
         Ok(())
@@ -197,7 +197,7 @@ impl Task {
         if let TaskState::Running { lease: current, .. } = &mut self.state {
             // A heartbeat extends, never shortens: a clock that stepped back, or a shorter
             // lease asked for, leaves the expiry where it was.
-            current.expires_at = current.expires_at.max(lease_end(now, lease));
+            current.expires_at = current.expires_at.max(lease.expiry_from(now));
         }
         self.touch(now);
         Ok(())
@@ -548,10 +548,6 @@ impl Task {
         self.updated_at = now.max(self.created_at);
         self.version += 1;
     }
-}
-
-fn lease_end(now: DateTime<Utc>, lease: LeaseDuration) -> DateTime<Utc> {
-    now.checked_add_signed(lease.as_delta()).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 #[cfg(test)]
