@@ -88,6 +88,8 @@
 //! `testing` enables nothing: [`FixedClock`] and [`FixedBackoff`] are always exported; the
 //! feature is kept so that crates that ask for it still build.
 
+#[cfg(feature = "proptest")]
+pub mod arbitrary;
 mod error;
 mod fencing;
 mod ids;

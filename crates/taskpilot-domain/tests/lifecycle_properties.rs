@@ -4,128 +4,16 @@
 //! live attempt's success is [`Task::succeed`] wherever its guard matches.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
-use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use chrono::TimeDelta;
 use proptest::prelude::*;
 use serde_json::json;
-use taskpilot_domain::{
-    Applied, AttemptEnd, AttemptHistory, BackoffPolicy, DomainError, EndedAttempt,
-    ExponentialBackoff, FencedCall, LeaseDuration, LeaseToken, MaxAttempts, NewTask, QueueName,
-    Refusal, Reporter, RetryState, StaleLease, Task, TaskId, TaskName, TaskStatus, Verdict,
-    WorkerId,
+use taskpilot_domain::arbitrary::{
+    lifecycle, t0, token_for, token_of_attempt, worker_for, Lifecycle, Op, Token, Who,
 };
-use uuid::Uuid;
-
-/// Who calls about the running attempt.
-#[derive(Debug, Clone, Copy)]
-enum Who {
-    /// The worker that holds the task (or the first worker when nobody does).
-    Holder,
-    /// A worker of the pool that does not hold the task.
-    Other,
-    /// No worker id at all: the worker is not checked.
-    Nobody,
-}
-
-/// Which lease token a call carries.
-#[derive(Debug, Clone, Copy)]
-enum Token {
-    /// The token of the task's current (or last) attempt.
-    Live,
-    /// The token of an earlier attempt, picked by the index modulo the attempts before.
-    Stale(usize),
-    /// A token the task never handed out.
-    Unknown,
-    /// None: an unfenced report, as clients that predate leases send.
-    Without,
-}
-
-#[derive(Debug, Clone)]
-enum Op {
-    /// Start for a worker of the pool, under a lease of that many seconds.
-    Start(usize, i64),
-    Heartbeat(Who, Token, i64),
-    Succeed(Who, Token, bool),
-    Fail(Who, Token, String),
-    /// A failure no retry can fix: `fail` with `retryable: false`.
-    FailPermanently(Who, Token, String),
-    /// A worker handing the task back unfinished: runnable again at once, no failure counted.
-    Release(Who, Token),
-    ExpireLease,
-    Cancel,
-    Rerun,
-    Advance(i64),
-    /// Moves the clock to the running lease's expiry plus that many seconds (never back).
-    ToLeaseEnd(i64),
-}
-
-fn who() -> impl Strategy<Value = Who> {
-    prop_oneof![Just(Who::Holder), Just(Who::Other), Just(Who::Nobody)]
-}
-
-fn token() -> impl Strategy<Value = Token> {
-    prop_oneof![
-        3 => Just(Token::Live),
-        2 => any::<usize>().prop_map(Token::Stale),
-        1 => Just(Token::Unknown),
-        2 => Just(Token::Without),
-    ]
-}
-
-fn lease_secs() -> impl Strategy<Value = i64> {
-    5..=90_i64
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        3 => (0..3_usize, lease_secs()).prop_map(|(w, s)| Op::Start(w, s)),
-        2 => (who(), token(), lease_secs()).prop_map(|(w, t, s)| Op::Heartbeat(w, t, s)),
-        2 => (who(), token(), any::<bool>()).prop_map(|(w, t, r)| Op::Succeed(w, t, r)),
-        3 => (who(), token(), "[a-z ]{0,12}").prop_map(|(w, t, e)| Op::Fail(w, t, e)),
-        1 => (who(), token(), "[a-z ]{0,12}").prop_map(|(w, t, e)| Op::FailPermanently(w, t, e)),
-        2 => (who(), token()).prop_map(|(w, t)| Op::Release(w, t)),
-        2 => Just(Op::ExpireLease),
-        1 => Just(Op::Cancel),
-        1 => Just(Op::Rerun),
-        // Often short of the backoff or the lease, sometimes well past both.
-        3 => (0..120_i64).prop_map(Op::Advance),
-        // Just short of, exactly at, or just past the lease.
-        2 => (-1..=1_i64).prop_map(Op::ToLeaseEnd),
-    ]
-}
-
-fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap()
-}
-
-/// The token this test hands to attempt `n` (1-based).
-fn token_of_attempt(n: u32) -> LeaseToken {
-    LeaseToken::from_uuid(Uuid::from_u128((1 << 100) + u128::from(n)))
-}
-
-fn worker_for(pool: &[WorkerId], task: &Task, who: Who) -> Option<WorkerId> {
-    let holder = task.worker_id();
-    match who {
-        Who::Holder => Some(holder.unwrap_or(&pool[0]).clone()),
-        Who::Other => pool.iter().find(|w| Some(*w) != holder).cloned(),
-        Who::Nobody => None,
-    }
-}
-
-fn token_for(task: &Task, which: Token) -> Option<LeaseToken> {
-    let attempt = task.attempt();
-    match which {
-        Token::Live => Some(token_of_attempt(attempt.max(1))),
-        Token::Stale(i) if attempt > 1 => {
-            let earlier = u32::try_from(i % (attempt as usize - 1)).unwrap() + 1;
-            Some(token_of_attempt(earlier))
-        }
-        // With no earlier attempt, an old token is one never seen.
-        Token::Stale(_) | Token::Unknown => {
-            Some(LeaseToken::from_uuid(Uuid::from_u128(0xdead_beef)))
-        }
-        Token::Without => None,
-    }
-}
+use taskpilot_domain::{
+    Applied, AttemptEnd, AttemptHistory, BackoffPolicy, DomainError, EndedAttempt, FencedCall,
+    Refusal, Reporter, RetryState, StaleLease, Task, TaskStatus, Verdict,
+};
 
 /// The refusal a domain error stands for, if it is one the fencing table gives.
 fn refusal_of(error: &DomainError) -> Option<Refusal> {
@@ -171,25 +59,12 @@ fn ended_as(before: &Task, end: AttemptEnd) -> Option<EndedAttempt> {
 proptest! {
     #[test]
     fn random_operations_never_break_the_invariants(
-        id in any::<u128>(),
-        max_attempts in 1..=6_i64,
-        workers in 2..=3_usize,
-        ops in prop::collection::vec(op(), 1..80),
+        life in lifecycle(1..80),
     ) {
-        let pool: Vec<WorkerId> =
-            (0..workers).map(|i| WorkerId::parse(&format!("worker-{i}")).unwrap()).collect();
-        let backoff = ExponentialBackoff::new(TimeDelta::seconds(1), TimeDelta::seconds(60)).unwrap();
-        let spec = NewTask {
-            queue: QueueName::default(),
-            name: TaskName::parse("prop").unwrap(),
-            payload: json!({"n": 1}),
-            priority: 0,
-            max_attempts: MaxAttempts::new(max_attempts).unwrap(),
-            run_at: None,
-        };
+        let Lifecycle { mut task, pool, backoff, ops } = life;
+        let workers = pool.len();
         let mut now = t0();
-        let mut task = Task::new(TaskId::from_uuid(Uuid::from_u128(id)), spec, now);
-        let max = u32::try_from(max_attempts).unwrap();
+        let max = task.max_attempts().get();
 
         for op in ops {
             let before = task.clone();
@@ -204,11 +79,10 @@ proptest! {
                     }
                     None
                 }
-                Op::Start(i, secs) => {
+                Op::Start(i, lease) => {
                     let worker = &pool[i % workers];
                     let token = token_of_attempt(before.attempt() + 1);
-                    let lease = LeaseDuration::from_secs(*secs).unwrap();
-                    let outcome = task.start(worker, token, lease, now);
+                    let outcome = task.start(worker, token, *lease, now);
                     // The oracle: only a pending task whose time has come starts.
                     match before.next_run_at().filter(|at| *at > now) {
                         Some(runnable_at) if before.status() == TaskStatus::Pending => {
@@ -227,21 +101,20 @@ proptest! {
                         prop_assert_eq!(task.lease().map(|l| l.token), Some(token));
                         prop_assert_eq!(
                             task.lease().map(|l| l.expires_at),
-                            Some(now + TimeDelta::seconds(*secs))
+                            Some(now + lease.as_delta())
                         );
                     }
                     Some(outcome.map(|()| Applied::Changed))
                 }
-                Op::Heartbeat(who, which, secs) => {
+                Op::Heartbeat(who, which, lease) => {
                     let caller = worker_for(&pool, &task, *who);
                     let token = token_for(&task, *which).unwrap_or(token_of_attempt(task.attempt().max(1)));
-                    let lease = LeaseDuration::from_secs(*secs).unwrap();
-                    let outcome = task.heartbeat(caller.as_ref(), token, lease, now);
+                    let outcome = task.heartbeat(caller.as_ref(), token, *lease, now);
                     let outcome = outcome.map(|()| Applied::Changed);
                     let reporter = Reporter::lease(caller, token);
                     if check_fenced(&before, &reporter, FencedCall::Heartbeat, &outcome)? == Verdict::Apply {
                         // Extended to now + lease, never shortened.
-                        let asked = now + TimeDelta::seconds(*secs);
+                        let asked = now + lease.as_delta();
                         let held = before.lease().map(|l| l.expires_at);
                         prop_assert_eq!(task.lease().map(|l| l.expires_at), held.map(|h| h.max(asked)));
                         prop_assert_eq!(task.lease().map(|l| l.token), Some(token));
@@ -439,53 +312,6 @@ proptest! {
     }
 }
 
-/// Applies `op` as a caller would, whatever the task answers: a random lifecycle.
-fn drive(task: &mut Task, op: &Op, now: &mut DateTime<Utc>, pool: &[WorkerId]) {
-    let backoff = ExponentialBackoff::new(TimeDelta::seconds(1), TimeDelta::seconds(60)).unwrap();
-    let reporter = |task: &Task, who: Who, which: Token| Reporter {
-        worker_id: worker_for(pool, task, who),
-        lease_token: token_for(task, which),
-    };
-    // Refusals are part of a random lifecycle: only what the task becomes matters here.
-    let _ = match op {
-        Op::Advance(s) => {
-            *now += TimeDelta::seconds(*s);
-            Ok(Applied::Changed)
-        }
-        Op::ToLeaseEnd(s) => {
-            if let Some(lease) = task.lease() {
-                *now = (*now).max(lease.expires_at + TimeDelta::seconds(*s));
-            }
-            Ok(Applied::Changed)
-        }
-        Op::Start(i, secs) => {
-            let token = token_of_attempt(task.attempt() + 1);
-            let lease = LeaseDuration::from_secs(*secs).unwrap();
-            task.start(&pool[i % pool.len()], token, lease, *now).map(|()| Applied::Changed)
-        }
-        Op::Heartbeat(who, which, secs) => {
-            let caller = worker_for(pool, task, *who);
-            let token = token_for(task, *which).unwrap_or(token_of_attempt(task.attempt().max(1)));
-            let lease = LeaseDuration::from_secs(*secs).unwrap();
-            task.heartbeat(caller.as_ref(), token, lease, *now).map(|()| Applied::Changed)
-        }
-        Op::Succeed(who, which, with_result) => {
-            let result = with_result.then(|| json!({"ok": true}));
-            task.succeed(&reporter(task, *who, *which), result, *now)
-        }
-        Op::Fail(who, which, error) => {
-            task.fail_and_schedule_retry(&reporter(task, *who, *which), error, *now, &backoff)
-        }
-        Op::FailPermanently(who, which, error) => {
-            task.fail_permanently(&reporter(task, *who, *which), error, *now)
-        }
-        Op::Release(who, which) => task.release(&reporter(task, *who, *which), *now),
-        Op::ExpireLease => task.expire_lease(*now, &backoff).map(|()| Applied::Changed),
-        Op::Cancel => task.cancel(*now).map(|()| Applied::Changed),
-        Op::Rerun => task.rerun(*now).map(|()| Applied::Changed),
-    };
-}
-
 proptest! {
     /// The guarded patch that storage applies without reading the task
     /// ([`Task::success_for_live_attempt`]) is the domain's success: on every task a random lifecycle reaches and for every
@@ -493,35 +319,21 @@ proptest! {
     /// leaves the record field for field as [`Task::succeed`] does.
     #[test]
     fn the_live_success_patch_is_what_succeed_does_wherever_its_guard_matches(
-        id in any::<u128>(),
-        max_attempts in 1..=6_i64,
-        ops in prop::collection::vec(op(), 1..60),
+        life in lifecycle(1..60),
         stale in any::<usize>(),
         report_at in -5..=120_i64,
     ) {
-        let pool: Vec<WorkerId> =
-            (0..3).map(|i| WorkerId::parse(&format!("worker-{i}")).unwrap()).collect();
-        let spec = NewTask {
-            queue: QueueName::default(),
-            name: TaskName::parse("prop").unwrap(),
-            payload: json!({"n": 1}),
-            priority: 0,
-            max_attempts: MaxAttempts::new(max_attempts).unwrap(),
-            run_at: None,
-        };
-        let mut now = t0();
-        let mut task = Task::new(TaskId::from_uuid(Uuid::from_u128(id)), spec, now);
+        let pool = &life.pool;
         let whos = [Who::Holder, Who::Other, Who::Nobody];
         let tokens = [Token::Live, Token::Stale(stale), Token::Unknown];
 
-        for op in &ops {
-            drive(&mut task, op, &mut now, &pool);
+        for (task, now) in life.states().into_iter().skip(1) {
             // Sometimes before the task's creation or its attempt's start: a clock that
             // stepped back.
             let at = now + TimeDelta::seconds(report_at);
             for (who, which) in whos.iter().flat_map(|w| tokens.iter().map(move |t| (*w, *t))) {
                 let reporter = Reporter {
-                    worker_id: worker_for(&pool, &task, who),
+                    worker_id: worker_for(pool, &task, who),
                     lease_token: token_for(&task, which),
                 };
                 let result = Some(json!({"ok": who as u8}));
