@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
@@ -14,11 +15,14 @@ use common::*;
 use diesel::connection::SimpleConnection as _;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Text, Timestamptz};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use taskpilot_app::{Actor, ClaimRequest, TaskEvent, TaskRepository};
 use taskpilot_diesel::testing::{claim_sql, TestDatabase};
 use taskpilot_diesel::{build_pool, PgTaskRepository, PoolConfig};
+use taskpilot_domain::arbitrary::{lifecycle, Lifecycle};
 use taskpilot_domain::{
-    to_micros, FixedBackoff, LeaseDuration, NewTask, QueueName, Reporter, Task, TaskId, WorkerId,
+    FixedBackoff, LeaseDuration, NewTask, QueueName, Reporter, Task, TaskId, WorkerId,
 };
 use uuid::Uuid;
 
@@ -51,115 +55,92 @@ fn new_task(
     )
 }
 
-/// Tasks in every situation a claim must judge, stored, with a label each. `now` is the
-/// claim's instant.
-fn variety(repo: &PgTaskRepository, now: DateTime<Utc>) -> Vec<(&'static str, Task)> {
-    let w = worker("earlier-worker");
-    let micros_now = to_micros(now);
-    let mut tasks = vec![
-        ("fresh", new_task("default", 0, None, t0())),
-        ("fresh in a", new_task("a", 3, None, t0() + secs(1))),
-        ("fresh in b", new_task("b", -2, None, t0() + secs(2))),
-        ("fresh in c", new_task("c", 9, None, t0() + secs(3))),
-        (
-            "delayed a microsecond past now",
-            new_task("a", 0, Some(micros_now + TimeDelta::microseconds(1)), t0()),
-        ),
-        ("delayed to exactly now", new_task("b", 0, Some(micros_now), t0())),
-        ("delayed into the past", new_task("a", 1, Some(t0() + secs(50)), t0())),
-        ("delayed far ahead", new_task("default", 100, Some(now + TimeDelta::days(3)), t0())),
-        // A server whose clock lagged created it "after" the claim: still runnable, and its
-        // updatedAt must not go back before its creation.
-        ("created after now", new_task("b", 0, None, now + secs(5))),
-    ];
-    for (_, task) in &tasks {
-        store(repo, task);
+/// The queues the drawn tasks are spread over; the claims name some of them.
+const QUEUES: [&str; 4] = ["a", "b", "c", "default"];
+
+/// Every distinct task `life` reaches, each under an id of its own and in one of [`QUEUES`],
+/// and the instants a claim is most worth judging at: the lifecycle's clock at every step and
+/// each pending task's next run.
+fn reached(life: &Lifecycle) -> (Vec<Task>, Vec<DateTime<Utc>>) {
+    let mut tasks: Vec<Task> = Vec::new();
+    let mut instants = Vec::new();
+    let mut last = None;
+    for (i, (task, now)) in life.states().into_iter().enumerate() {
+        instants.push(now);
+        if last.as_ref() == Some(&task) {
+            continue;
+        }
+        last = Some(task.clone());
+        let mut record = task.to_record();
+        record.id = TaskId::from_uuid(Uuid::now_v7());
+        record.queue = queue(QUEUES[i % QUEUES.len()]);
+        instants.extend(record.next_run_at);
+        tasks.push(Task::restore(record).unwrap());
     }
-    let mut derived = |label, mut task: Task, steps: &dyn Fn(&mut Task, &PgTaskRepository)| {
-        store(repo, &task);
-        steps(&mut task, repo);
-        tasks.push((label, task));
-    };
-    let start = |t: &mut Task, repo: &PgTaskRepository, at: DateTime<Utc>| {
-        transition(repo, t, |t| t.start(&w, token(), lease(60), at));
-    };
-    let fail = |t: &mut Task, repo: &PgTaskRepository, at: DateTime<Utc>, delay: TimeDelta| {
-        transition(repo, t, |t| {
-            t.fail_and_schedule_retry(&Reporter::anyone(), "boom", at, &FixedBackoff(delay))
-        });
-    };
-    derived("retry due", new_task("a", 2, None, t0()), &|t, r| {
-        start(t, r, t0() + secs(1));
-        fail(t, r, t0() + secs(2), secs(10));
-    });
-    derived("retry later", new_task("default", 50, None, t0()), &|t, r| {
-        start(t, r, t0() + secs(1));
-        fail(t, r, now, secs(30));
-    });
-    derived("running", new_task("default", 70, None, t0()), &|t, r| start(t, r, t0() + secs(1)));
-    derived("running with an expired lease", new_task("a", 70, None, t0()), &|t, r| {
-        start(t, r, t0() + secs(1));
-    });
-    derived("succeeded", new_task("b", 70, None, t0()), &|t, r| {
-        start(t, r, t0() + secs(1));
-        transition(r, t, |t| t.succeed(&Reporter::anyone(), None, t0() + secs(2)));
-    });
-    derived(
-        "failed",
-        Task::new(
-            TaskId::from_uuid(Uuid::now_v7()),
-            NewTask { priority: 70, ..spec("job", 1) },
-            t0(),
-        ),
-        &|t, r| {
-            start(t, r, t0() + secs(1));
-            fail(t, r, t0() + secs(2), secs(1));
-        },
-    );
-    derived("cancelled while pending", new_task("default", 70, None, t0()), &|t, r| {
-        transition(r, t, |t| t.cancel(t0() + secs(1)));
-    });
-    derived("cancelled while running", new_task("a", 70, None, t0()), &|t, r| {
-        start(t, r, t0() + secs(1));
-        transition(r, t, |t| t.cancel(t0() + secs(2)));
-    });
-    derived("rerun after failing", new_task("b", 4, None, t0()), &|t, r| {
-        start(t, r, t0() + secs(1));
-        fail(t, r, t0() + secs(2), secs(1));
-        start(t, r, t0() + secs(3));
-        fail(t, r, t0() + secs(4), secs(1));
-        start(t, r, t0() + secs(5));
-        fail(t, r, t0() + secs(6), secs(1));
-        transition(r, t, |t| t.rerun(t0() + secs(7)));
-    });
-    tasks
+    (tasks, instants)
 }
 
-/// Claims everything the request can get and checks every task against the domain.
-fn claim_matches_the_domain(queues: Option<&[&str]>) {
-    let db = TestDatabase::new();
-    let repo = repo(&db);
-    // Nanoseconds the database cannot keep: the claim must cut them as `Task::start` does.
-    let now = t0() + secs(100) + TimeDelta::nanoseconds(456_789);
-    let tasks = variety(&repo, now);
+/// One drawn case: the tasks a lifecycle reaches, a claim at an instant near one of its
+/// interesting instants (nanoseconds the database cannot keep included), over the queues
+/// asked for.
+#[derive(Debug, Clone)]
+struct Case {
+    life: Lifecycle,
+    anchor: usize,
+    offset: TimeDelta,
+    queues: Option<Vec<&'static str>>,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    let offset = prop_oneof![
+        Just(-TimeDelta::microseconds(1)),
+        Just(TimeDelta::zero()),
+        Just(TimeDelta::nanoseconds(999)),
+        Just(TimeDelta::nanoseconds(456_789)),
+        (-90..=90_i64).prop_map(secs),
+    ];
+    let queues = prop_oneof![Just(None), Just(Some(vec!["a"])), Just(Some(vec!["a", "b"]))];
+    (lifecycle(1..30), any::<usize>(), offset, queues)
+        .prop_map(|(life, anchor, offset, queues)| Case { life, anchor, offset, queues })
+}
+
+/// Stores the case's tasks, claims, and checks every task against `Task::start` at the same
+/// instant: claimed exactly when the domain starts it (and the queues asked for hold it),
+/// then field for field as the domain starts it, stored as returned and logged once; left
+/// alone otherwise. Returns how many were claimed and how many left.
+fn claim_matches_the_domain(db: &TestDatabase, case: &Case) -> (usize, usize) {
+    execute(&db.pool(), "TRUNCATE task_events, tasks");
+    let repo = repo(db);
+    let (tasks, instants) = reached(&case.life);
+    let now = instants[case.anchor % instants.len()] + case.offset;
+    let events: Vec<TaskEvent> =
+        tasks.iter().map(|t| TaskEvent::transition(None, t, Actor::Client)).collect();
+    repo.insert_many(&tasks, &events).unwrap();
     let w = worker("claimer");
     let duration = lease(45);
-    let wanted = |task: &Task| {
-        task.is_runnable_at(now) && queues.is_none_or(|qs| qs.contains(&task.queue().as_str()))
-    };
+    let queues = case.queues.as_deref();
+    let limit = u32::try_from(tasks.len()).unwrap() + 1;
 
-    let claimed = repo.claim(&request(&w, queues, 100, duration, now)).unwrap();
+    let claimed = repo.claim(&request(&w, queues, limit, duration, now)).unwrap();
 
     let claimed_by_id: HashMap<TaskId, &Task> = claimed.iter().map(|t| (t.id(), t)).collect();
-    let mut verdicts = Vec::new();
-    for (label, before) in &tasks {
+    for before in &tasks {
+        let label = format!("{before:?} claimed at {now:?} over {queues:?}");
         let stored = repo.get(before.id()).unwrap();
         let events = repo.events(before.id()).unwrap();
+        let asked_for = queues.is_none_or(|qs| qs.contains(&before.queue().as_str()));
+        let mut expected = before.clone();
+        let token =
+            claimed_by_id.get(&before.id()).map_or_else(token, |t| t.lease().unwrap().token);
+        let started = asked_for && expected.start(&w, token, duration, now).is_ok();
+        assert_eq!(
+            claimed_by_id.contains_key(&before.id()),
+            started,
+            "{label}: claimed iff the domain starts it and it is in the queues asked for"
+        );
+        assert_eq!(started, asked_for && before.is_runnable_at(now), "{label}: runnable");
         match claimed_by_id.get(&before.id()) {
             Some(got) => {
-                let mut expected = before.clone();
-                let token = got.lease().unwrap().token;
-                expected.start(&w, token, duration, now).unwrap();
                 assert_eq!(got.to_record(), expected.to_record(), "{label}: claimed as started");
                 assert_eq!(stored, **got, "{label}: stored as returned");
                 assert_eq!(
@@ -167,31 +148,42 @@ fn claim_matches_the_domain(queues: Option<&[&str]>) {
                     Some(&TaskEvent::transition(Some(before), got, Actor::Worker)),
                     "{label}: start event"
                 );
+                assert_eq!(events.len(), 2, "{label}: one start event");
             }
             None => {
                 assert_eq!(&stored, before, "{label}: left alone");
-                assert_eq!(events.last().map(|e| e.to), Some(before.status()), "{label}: no event");
+                assert_eq!(events.len(), 1, "{label}: no event");
             }
         }
-        verdicts.push((*label, claimed_by_id.contains_key(&before.id()), wanted(before)));
-    }
-    for (label, got, wanted) in &verdicts {
-        assert_eq!(got, wanted, "{label}: claimed iff runnable and in the queues asked for");
     }
     let tokens: BTreeSet<Uuid> =
         claimed.iter().map(|t| t.lease().unwrap().token.as_uuid()).collect();
     assert_eq!(tokens.len(), claimed.len(), "a token of its own per attempt");
-    assert!(claimed.len() >= 3, "the variety has runnable tasks: {verdicts:?}");
+    (claimed.len(), tasks.len() - claimed.len())
 }
 
 #[test]
-fn a_claim_over_every_queue_starts_exactly_the_runnable_tasks_as_the_domain_starts_them() {
-    claim_matches_the_domain(None);
-}
+fn a_claim_starts_exactly_the_runnable_tasks_of_its_queues_as_the_domain_starts_them() {
+    let db = TestDatabase::new();
+    // A fixed seed: the same 64 cases every run, each a lifecycle's every task against a
+    // real database, which keeps the test to a few seconds.
+    let config = Config { cases: 64, failure_persistence: None, ..Config::default() };
+    let mut runner =
+        TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    let (claimed, left) = (Cell::new(0), Cell::new(0));
 
-#[test]
-fn a_claim_over_some_queues_starts_exactly_their_runnable_tasks_as_the_domain_starts_them() {
-    claim_matches_the_domain(Some(&["a", "b"]));
+    runner
+        .run(&case(), |case| {
+            let (c, l) = claim_matches_the_domain(&db, &case);
+            claimed.set(claimed.get() + c);
+            left.set(left.get() + l);
+            Ok(())
+        })
+        .unwrap();
+
+    let (claimed, left) = (claimed.get(), left.get());
+    assert!(claimed >= 64, "the cases claim tasks: {claimed}");
+    assert!(left >= 64, "the cases leave tasks alone: {left}");
 }
 
 /// Tasks whose claim order is known, and that order.
