@@ -1,6 +1,6 @@
 //! Wake-ups for long-polling claims: a dedicated connection LISTENs on
-//! [`RUNNABLE_CHANNEL`], where the `tasks` trigger NOTIFYs whenever a task becomes runnable
-//! now (created, rerun), on any server.
+//! [`RUNNABLE_CHANNEL`], where the `tasks` triggers NOTIFY once per statement and queue
+//! whenever tasks become runnable now (created, rerun), on any server.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use diesel::prelude::*;
 use crate::database_url::with_default_param;
 use crate::with_connect_timeout;
 
-/// The channel the `tasks` trigger notifies; the payload is the task's queue.
+/// The channel the `tasks` triggers notify; the payload is a queue that got runnable tasks.
 pub const RUNNABLE_CHANNEL: &str = "taskpilot_runnable";
 
 /// How often the listener looks for notifications. Looking costs no query: libpq only

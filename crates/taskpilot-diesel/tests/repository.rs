@@ -700,7 +700,15 @@ fn deleting_a_task_deletes_its_history() {
 fn rows_written_before_leases_existed_are_migrated_into_tasks_the_domain_accepts() {
     let db = TestDatabase::new();
     let repo = repo(&db);
-    // Undo the second migration, write rows as the first schema had them, and migrate again.
+    // Undo the second migration (after the later ones that reshape what it created), write
+    // rows as the first schema had them, and migrate again.
+    for down in [
+        include_str!("../../../migrations/2026-12-01-110000_trim_list_indexes/down.sql"),
+        include_str!("../../../migrations/2026-12-01-105000_notify_per_statement/down.sql"),
+        include_str!("../../../migrations/2026-12-01-100000_drop_history_foreign_key/down.sql"),
+    ] {
+        execute(&db.pool(), down);
+    }
     let down =
         include_str!("../../../migrations/2026-11-26-100000_add_leases_queues_events/down.sql");
     let up = include_str!("../../../migrations/2026-11-26-100000_add_leases_queues_events/up.sql");
