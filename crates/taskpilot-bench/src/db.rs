@@ -237,6 +237,9 @@ pub struct PgSettings {
     pub wal_level: String,
     /// `SHOW work_mem`.
     pub work_mem: String,
+    /// `SHOW autovacuum`: with it off, nothing reclaims dead tuples during a run but the
+    /// set-up's own `VACUUM`, so sustained figures decay.
+    pub autovacuum: String,
 }
 
 /// Reads [`PgSettings`].
@@ -261,6 +264,7 @@ pub fn settings(conn: &mut PgConnection) -> anyhow::Result<PgSettings> {
         max_connections: show("max_connections")?,
         wal_level: show("wal_level")?,
         work_mem: show("work_mem")?,
+        autovacuum: show("autovacuum")?,
     })
 }
 

@@ -206,7 +206,7 @@ impl Report {
         let _ = writeln!(
             out,
             "machine: {} cores ({}), {} MiB, Linux {}; PostgreSQL {} (shared_buffers {}, \
-             synchronous_commit {}, fsync {}, max_connections {}, wal_level {}); \
+             synchronous_commit {}, fsync {}, max_connections {}, wal_level {}, autovacuum {}); \
              {} s measured after {} s warm-up; server log level {}; load average at start {}",
             m.cores,
             m.cpu,
@@ -218,6 +218,7 @@ impl Report {
             pg.fsync,
             pg.max_connections,
             pg.wal_level,
+            pg.autovacuum,
             self.settings.duration_secs,
             self.settings.warmup_secs,
             self.settings.server_log,
