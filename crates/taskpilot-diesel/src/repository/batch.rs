@@ -18,6 +18,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{
     Array, BigInt, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid,
 };
+use diesel::Column;
 use serde_json::Value;
 use taskpilot_app::{RepoError, TaskEvent, TaskWrite};
 use taskpilot_domain::{Task, TaskId};
@@ -26,33 +27,28 @@ use uuid::Uuid;
 use super::{classify, TaskEventRow, TaskRow};
 use crate::schema::tasks;
 
-/// The columns of `tasks`, in the order [`TaskColumns::bind`] binds them.
-const TASK_COLUMNS: [&str; 24] = [
-    "id",
-    "queue",
-    "name",
-    "payload",
-    "priority",
-    "status",
-    "retry_state",
-    "attempt",
-    "lease_token",
-    "lease_expires_at",
-    "ended_attempt",
-    "ended_attempt_token",
-    "ended_attempt_end",
-    "attempt_count",
-    "max_attempts",
-    "next_run_at",
-    "last_error",
-    "worker_id",
-    "processing_started_at",
-    "result",
-    "completed_at",
-    "created_at",
-    "updated_at",
-    "version",
-];
+/// The names of a tuple of columns, in order.
+trait ColumnNames {
+    const NAMES: &'static [&'static str];
+}
+
+/// Implemented for the arity of `tasks` only: a column added to `schema::tasks` makes
+/// [`TASK_COLUMNS`] fail to compile until it is named here, beside [`TaskColumns`].
+macro_rules! column_names {
+    ($($column:ident),*) => {
+        impl<$($column: Column),*> ColumnNames for ($($column,)*) {
+            const NAMES: &'static [&'static str] = &[$($column::NAME),*];
+        }
+    };
+}
+column_names!(
+    C01, C02, C03, C04, C05, C06, C07, C08, C09, C10, C11, C12, C13, C14, C15, C16, C17, C18, C19,
+    C20, C21, C22, C23, C24
+);
+
+/// The columns of `tasks` as the schema declares them, which is the order [`TaskRow`]'s
+/// fields (checked against the schema at compile time) and [`TaskColumns::bind`] follow.
+const TASK_COLUMNS: &[&str] = <<tasks::table as Table>::AllColumns as ColumnNames>::NAMES;
 
 /// The written columns of `task_events`, in the order [`EventColumns::bind`] binds them.
 const EVENT_COLUMNS: [&str; 10] = [
@@ -73,8 +69,9 @@ fn params(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
-/// Tasks and their events in one statement. The events' foreign key is checked at the end of
-/// the statement, when the tasks of the CTE are in place. `WITH ORDINALITY` and the `ORDER BY`
+/// Tasks and their events in one statement (`task_events` has no foreign key: history is
+/// only ever written with its task, so the check would cost every history row and prove
+/// nothing). `WITH ORDINALITY` and the `ORDER BY`
 /// keep the events' ids (their order in a history) in the order they were given.
 ///
 /// Binds: $1..$24 the task columns, $25..$34 the event columns, all arrays.
@@ -104,8 +101,8 @@ ORDER BY e.seq",
 ///   is written, so that two batches over overlapping tasks wait for each other instead of
 ///   deadlocking, whatever order the plan of the update would visit rows in (a hash join
 ///   probing a scan of `tasks` visits them in heap order, which differs between snapshots).
-///   `NO KEY UPDATE`, the lock the update itself takes, so that events referencing these
-///   tasks from other statements (their foreign-key `KEY SHARE` locks) are not held up.
+///   `NO KEY UPDATE`, the lock the update itself takes, and no stronger: nothing that only
+///   reads these rows' keys is held up.
 ///   The update reads only this CTE, which PostgreSQL plans as a nested loop over the
 ///   primary key (joining `input` to a separate lock list compared every pair instead).
 /// - `written`: the update, only where the stored version is still the expected one.
@@ -185,60 +182,114 @@ struct TaskColumns {
 }
 
 impl TaskColumns {
-    fn push(&mut self, r: TaskRow) {
-        self.id.push(r.id);
-        self.queue.push(r.queue);
-        self.name.push(r.name);
-        self.payload.push(r.payload);
-        self.priority.push(r.priority);
-        self.status.push(r.status);
-        self.retry_state.push(r.retry_state);
-        self.attempt.push(r.attempt);
-        self.lease_token.push(r.lease_token);
-        self.lease_expires_at.push(r.lease_expires_at);
-        self.ended_attempt.push(r.ended_attempt);
-        self.ended_attempt_token.push(r.ended_attempt_token);
-        self.ended_attempt_end.push(r.ended_attempt_end);
-        self.attempt_count.push(r.attempt_count);
-        self.max_attempts.push(r.max_attempts);
-        self.next_run_at.push(r.next_run_at);
-        self.last_error.push(r.last_error);
-        self.worker_id.push(r.worker_id);
-        self.processing_started_at.push(r.processing_started_at);
-        self.result.push(r.result);
-        self.completed_at.push(r.completed_at);
-        self.created_at.push(r.created_at);
-        self.updated_at.push(r.updated_at);
-        self.version.push(r.version);
+    /// Every column by name, no `..`: a column added to the row fails to compile here.
+    fn push(&mut self, row: TaskRow) {
+        let TaskRow {
+            id,
+            queue,
+            name,
+            payload,
+            priority,
+            status,
+            retry_state,
+            attempt,
+            lease_token,
+            lease_expires_at,
+            ended_attempt,
+            ended_attempt_token,
+            ended_attempt_end,
+            attempt_count,
+            max_attempts,
+            next_run_at,
+            last_error,
+            worker_id,
+            processing_started_at,
+            result,
+            completed_at,
+            created_at,
+            updated_at,
+            version,
+        } = row;
+        self.id.push(id);
+        self.queue.push(queue);
+        self.name.push(name);
+        self.payload.push(payload);
+        self.priority.push(priority);
+        self.status.push(status);
+        self.retry_state.push(retry_state);
+        self.attempt.push(attempt);
+        self.lease_token.push(lease_token);
+        self.lease_expires_at.push(lease_expires_at);
+        self.ended_attempt.push(ended_attempt);
+        self.ended_attempt_token.push(ended_attempt_token);
+        self.ended_attempt_end.push(ended_attempt_end);
+        self.attempt_count.push(attempt_count);
+        self.max_attempts.push(max_attempts);
+        self.next_run_at.push(next_run_at);
+        self.last_error.push(last_error);
+        self.worker_id.push(worker_id);
+        self.processing_started_at.push(processing_started_at);
+        self.result.push(result);
+        self.completed_at.push(completed_at);
+        self.created_at.push(created_at);
+        self.updated_at.push(updated_at);
+        self.version.push(version);
     }
 
-    /// Binds the columns in [`TASK_COLUMNS`] order.
+    /// Binds the columns in [`TASK_COLUMNS`] order. Every field by name, no `..`: a field
+    /// added and not bound is an unused variable.
     fn bind(self, query: Query) -> Query {
+        let Self {
+            id,
+            queue,
+            name,
+            payload,
+            priority,
+            status,
+            retry_state,
+            attempt,
+            lease_token,
+            lease_expires_at,
+            ended_attempt,
+            ended_attempt_token,
+            ended_attempt_end,
+            attempt_count,
+            max_attempts,
+            next_run_at,
+            last_error,
+            worker_id,
+            processing_started_at,
+            result,
+            completed_at,
+            created_at,
+            updated_at,
+            version,
+        } = self;
         query
-            .bind::<Array<SqlUuid>, _>(self.id)
-            .bind::<Array<Text>, _>(self.queue)
-            .bind::<Array<Text>, _>(self.name)
-            .bind::<Array<Jsonb>, _>(self.payload)
-            .bind::<Array<Integer>, _>(self.priority)
-            .bind::<Array<Text>, _>(self.status)
-            .bind::<Array<Text>, _>(self.retry_state)
-            .bind::<Array<Integer>, _>(self.attempt)
-            .bind::<Array<Nullable<SqlUuid>>, _>(self.lease_token)
-            .bind::<Array<Nullable<Timestamptz>>, _>(self.lease_expires_at)
-            .bind::<Array<Nullable<Integer>>, _>(self.ended_attempt)
-            .bind::<Array<Nullable<SqlUuid>>, _>(self.ended_attempt_token)
-            .bind::<Array<Nullable<Text>>, _>(self.ended_attempt_end)
-            .bind::<Array<Integer>, _>(self.attempt_count)
-            .bind::<Array<Integer>, _>(self.max_attempts)
-            .bind::<Array<Nullable<Timestamptz>>, _>(self.next_run_at)
-            .bind::<Array<Nullable<Text>>, _>(self.last_error)
-            .bind::<Array<Nullable<Text>>, _>(self.worker_id)
-            .bind::<Array<Nullable<Timestamptz>>, _>(self.processing_started_at)
-            .bind::<Array<Nullable<Jsonb>>, _>(self.result)
-            .bind::<Array<Nullable<Timestamptz>>, _>(self.completed_at)
-            .bind::<Array<Timestamptz>, _>(self.created_at)
-            .bind::<Array<Timestamptz>, _>(self.updated_at)
-            .bind::<Array<BigInt>, _>(self.version)
+            .bind::<Array<SqlUuid>, _>(id)
+            .bind::<Array<Text>, _>(queue)
+            .bind::<Array<Text>, _>(name)
+            .bind::<Array<Jsonb>, _>(payload)
+            .bind::<Array<Integer>, _>(priority)
+            .bind::<Array<Text>, _>(status)
+            .bind::<Array<Text>, _>(retry_state)
+            .bind::<Array<Integer>, _>(attempt)
+            .bind::<Array<Nullable<SqlUuid>>, _>(lease_token)
+            .bind::<Array<Nullable<Timestamptz>>, _>(lease_expires_at)
+            .bind::<Array<Nullable<Integer>>, _>(ended_attempt)
+            .bind::<Array<Nullable<SqlUuid>>, _>(ended_attempt_token)
+            .bind::<Array<Nullable<Text>>, _>(ended_attempt_end)
+            .bind::<Array<Integer>, _>(attempt_count)
+            .bind::<Array<Integer>, _>(max_attempts)
+            .bind::<Array<Nullable<Timestamptz>>, _>(next_run_at)
+            .bind::<Array<Nullable<Text>>, _>(last_error)
+            .bind::<Array<Nullable<Text>>, _>(worker_id)
+            .bind::<Array<Nullable<Timestamptz>>, _>(processing_started_at)
+            .bind::<Array<Nullable<Jsonb>>, _>(result)
+            .bind::<Array<Nullable<Timestamptz>>, _>(completed_at)
+            .bind::<Array<Timestamptz>, _>(created_at)
+            .bind::<Array<Timestamptz>, _>(updated_at)
+            .bind::<Array<BigInt>, _>(version)
     }
 }
 
@@ -404,6 +455,21 @@ pub(super) fn write_many(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_batch_column_list_is_the_tables_column_list_in_the_rows_order() {
+        let shown = diesel::debug_query::<Pg, _>(&TaskRow::as_select()).to_string();
+        let names: Vec<String> = shown
+            .split(" -- binds")
+            .next()
+            .unwrap_or_default()
+            .split(", ")
+            .map(|c| c.rsplit('.').next().unwrap_or_default().trim_matches('"').to_owned())
+            .collect();
+
+        assert_eq!(TASK_COLUMNS, names);
+        assert_eq!(TASK_COLUMNS.len(), 24);
+    }
 
     #[test]
     fn placeholders_are_numbered_from_the_first() {
