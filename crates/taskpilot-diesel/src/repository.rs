@@ -479,40 +479,71 @@ pub(crate) struct TaskRow {
     version: i64,
 }
 
+// The row selects exactly the table's columns, in the table's order: a column added to
+// `schema::tasks` and not to `TaskRow` (or the other way round) fails to compile here.
+const _: <TaskRow as Selectable<diesel::pg::Pg>>::SelectExpression = tasks::all_columns;
+
 impl TryFrom<&Task> for TaskRow {
     type Error = anyhow::Error;
 
     fn try_from(task: &Task) -> anyhow::Result<Self> {
-        let r = task.to_record();
+        // Every field by name, no `..`: a field added to the record fails to compile here
+        // until the row stores it (and the row's struct literal below until it has a column).
+        let TaskRecord {
+            id,
+            queue,
+            name,
+            payload,
+            priority,
+            status,
+            attempt,
+            lease_token,
+            lease_expires_at,
+            ended_attempt,
+            ended_attempt_token,
+            ended_attempt_end,
+            retry_state,
+            attempt_count,
+            max_attempts,
+            next_run_at,
+            last_error,
+            worker_id,
+            processing_started_at,
+            result,
+            completed_at,
+            created_at,
+            updated_at,
+            version,
+        } = task.to_record();
         let int = |n: u32, what: &str| {
-            i32::try_from(n).with_context(|| format!("task {}: {what} out of range", r.id))
+            i32::try_from(n).with_context(|| format!("task {id}: {what} out of range"))
         };
         Ok(Self {
-            id: r.id.as_uuid(),
-            queue: r.queue.as_str().to_owned(),
-            name: r.name.as_str().to_owned(),
-            payload: r.payload.clone(),
-            priority: r.priority,
-            status: r.status.as_str().to_owned(),
-            retry_state: r.retry_state.as_str().to_owned(),
-            attempt: int(r.attempt, "attempt")?,
-            lease_token: r.lease_token.map(|t| t.as_uuid()),
-            lease_expires_at: r.lease_expires_at,
-            ended_attempt: r.ended_attempt.map(|n| int(n, "ended attempt")).transpose()?,
-            ended_attempt_token: r.ended_attempt_token.map(|t| t.as_uuid()),
-            ended_attempt_end: r.ended_attempt_end.map(|e| e.as_str().to_owned()),
-            attempt_count: int(r.attempt_count, "attemptCount")?,
-            max_attempts: int(r.max_attempts.get(), "maxAttempts")?,
-            next_run_at: r.next_run_at,
-            last_error: r.last_error.clone(),
-            worker_id: r.worker_id.as_ref().map(|w| w.as_str().to_owned()),
-            processing_started_at: r.processing_started_at,
-            result: r.result.clone(),
-            completed_at: r.completed_at,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-            version: i64::try_from(r.version)
-                .with_context(|| format!("task {}: version out of range", r.id))?,
+            id: id.as_uuid(),
+            queue: queue.as_str().to_owned(),
+            name: name.as_str().to_owned(),
+            payload,
+            priority,
+            status: status.as_str().to_owned(),
+            retry_state: retry_state.as_str().to_owned(),
+            attempt: int(attempt, "attempt")?,
+            lease_token: lease_token.map(|t| t.as_uuid()),
+            lease_expires_at,
+            ended_attempt: ended_attempt.map(|n| int(n, "ended attempt")).transpose()?,
+            ended_attempt_token: ended_attempt_token.map(|t| t.as_uuid()),
+            ended_attempt_end: ended_attempt_end.map(|e| e.as_str().to_owned()),
+            attempt_count: int(attempt_count, "attemptCount")?,
+            max_attempts: int(max_attempts.get(), "maxAttempts")?,
+            next_run_at,
+            last_error,
+            worker_id: worker_id.as_ref().map(|w| w.as_str().to_owned()),
+            processing_started_at,
+            result,
+            completed_at,
+            created_at,
+            updated_at,
+            version: i64::try_from(version)
+                .with_context(|| format!("task {id}: version out of range"))?,
         })
     }
 }
@@ -522,50 +553,76 @@ impl TryFrom<TaskRow> for Task {
     // `RepoError::Unexpected` and the message names the task and the broken rule.
     type Error = anyhow::Error;
 
-    fn try_from(r: TaskRow) -> anyhow::Result<Task> {
-        let id = TaskId::from_uuid(r.id);
+    fn try_from(row: TaskRow) -> anyhow::Result<Task> {
+        // Every column by name, no `..`: a column added to the row fails to compile here
+        // until the record gets it.
+        let TaskRow {
+            id,
+            queue,
+            name,
+            payload,
+            priority,
+            status,
+            retry_state,
+            attempt,
+            lease_token,
+            lease_expires_at,
+            ended_attempt,
+            ended_attempt_token,
+            ended_attempt_end,
+            attempt_count,
+            max_attempts,
+            next_run_at,
+            last_error,
+            worker_id,
+            processing_started_at,
+            result,
+            completed_at,
+            created_at,
+            updated_at,
+            version,
+        } = row;
+        let id = TaskId::from_uuid(id);
         let broken = |what: &str| format!("task {id}: stored {what} is invalid");
         let count = |n: i32, what: &str| u32::try_from(n).with_context(|| broken(what));
         let record = TaskRecord {
             id,
-            queue: QueueName::parse(&r.queue).with_context(|| broken("queue"))?,
-            name: TaskName::parse(&r.name).with_context(|| broken("name"))?,
-            payload: r.payload,
-            priority: r.priority,
-            status: TaskStatus::parse(&r.status)
-                .filter(|s| s.as_str() == r.status)
-                .ok_or_else(|| anyhow!("{}: {:?}", broken("status"), r.status))?,
-            attempt: count(r.attempt, "attempt")?,
-            lease_token: r.lease_token.map(LeaseToken::from_uuid),
-            lease_expires_at: r.lease_expires_at,
-            ended_attempt: r.ended_attempt.map(|n| count(n, "ended attempt")).transpose()?,
-            ended_attempt_token: r.ended_attempt_token.map(LeaseToken::from_uuid),
-            ended_attempt_end: r
-                .ended_attempt_end
+            queue: QueueName::parse(&queue).with_context(|| broken("queue"))?,
+            name: TaskName::parse(&name).with_context(|| broken("name"))?,
+            payload,
+            priority,
+            status: TaskStatus::parse(&status)
+                .filter(|s| s.as_str() == status)
+                .ok_or_else(|| anyhow!("{}: {:?}", broken("status"), status))?,
+            attempt: count(attempt, "attempt")?,
+            lease_token: lease_token.map(LeaseToken::from_uuid),
+            lease_expires_at,
+            ended_attempt: ended_attempt.map(|n| count(n, "ended attempt")).transpose()?,
+            ended_attempt_token: ended_attempt_token.map(LeaseToken::from_uuid),
+            ended_attempt_end: ended_attempt_end
                 .as_deref()
                 .map(|e| {
                     AttemptEnd::parse(e).ok_or_else(|| anyhow!("{}: {e:?}", broken("attempt end")))
                 })
                 .transpose()?,
-            retry_state: RetryState::parse(&r.retry_state)
-                .ok_or_else(|| anyhow!("{}: {:?}", broken("retry state"), r.retry_state))?,
-            attempt_count: count(r.attempt_count, "attempt count")?,
-            max_attempts: MaxAttempts::new(i64::from(r.max_attempts))
+            retry_state: RetryState::parse(&retry_state)
+                .ok_or_else(|| anyhow!("{}: {:?}", broken("retry state"), retry_state))?,
+            attempt_count: count(attempt_count, "attempt count")?,
+            max_attempts: MaxAttempts::new(i64::from(max_attempts))
                 .with_context(|| broken("max attempts"))?,
-            next_run_at: r.next_run_at,
-            last_error: r.last_error,
-            worker_id: r
-                .worker_id
+            next_run_at,
+            last_error,
+            worker_id: worker_id
                 .as_deref()
                 .map(WorkerId::parse)
                 .transpose()
                 .with_context(|| broken("worker id"))?,
-            processing_started_at: r.processing_started_at,
-            result: r.result,
-            completed_at: r.completed_at,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-            version: u64::try_from(r.version).with_context(|| broken("version"))?,
+            processing_started_at,
+            result,
+            completed_at,
+            created_at,
+            updated_at,
+            version: u64::try_from(version).with_context(|| broken("version"))?,
         };
         Ok(Task::restore(record)?)
     }

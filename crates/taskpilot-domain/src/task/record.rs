@@ -53,19 +53,45 @@ impl Task {
     /// # Errors
     /// [`RestoreError`] naming the first invariant the record breaks.
     pub fn restore(r: TaskRecord) -> Result<Self, RestoreError> {
-        let bad = |reason: &str| RestoreError { task: r.id, reason: reason.to_owned() };
-        let state = match (r.status, r.worker_id, r.processing_started_at, r.completed_at) {
-            (TaskStatus::Pending, None, None, None) => {
-                TaskState::Pending { next_run_at: r.next_run_at }
-            }
+        // Every field by name, no `..`: a field added to the record fails to compile here
+        // until restoring reads it.
+        let TaskRecord {
+            id,
+            queue,
+            name,
+            payload,
+            priority,
+            status,
+            attempt,
+            lease_token,
+            lease_expires_at,
+            ended_attempt,
+            ended_attempt_token,
+            ended_attempt_end,
+            retry_state,
+            attempt_count,
+            max_attempts,
+            next_run_at,
+            last_error,
+            worker_id,
+            processing_started_at,
+            result,
+            completed_at,
+            created_at,
+            updated_at,
+            version,
+        } = r;
+        let bad = |reason: &str| RestoreError { task: id, reason: reason.to_owned() };
+        let state = match (status, worker_id, processing_started_at, completed_at) {
+            (TaskStatus::Pending, None, None, None) => TaskState::Pending { next_run_at },
             (TaskStatus::Running, Some(worker_id), Some(started_at), None) => {
-                let (Some(token), Some(expires_at)) = (r.lease_token, r.lease_expires_at) else {
+                let (Some(token), Some(expires_at)) = (lease_token, lease_expires_at) else {
                     return Err(bad("a running task has a lease token and expiry"));
                 };
                 TaskState::Running { worker_id, started_at, lease: Lease { token, expires_at } }
             }
             (TaskStatus::Succeeded, None, None, Some(completed_at)) => {
-                TaskState::Succeeded { completed_at, result: r.result.clone() }
+                TaskState::Succeeded { completed_at, result: result.clone() }
             }
             (TaskStatus::Failed, None, None, Some(completed_at)) => {
                 TaskState::Failed { completed_at }
@@ -79,37 +105,35 @@ impl Task {
                 )))
             }
         };
-        if r.status != TaskStatus::Running
-            && (r.lease_token.is_some() || r.lease_expires_at.is_some())
-        {
+        if status != TaskStatus::Running && (lease_token.is_some() || lease_expires_at.is_some()) {
             return Err(bad("only a running task has a lease"));
         }
-        let last_ended = match (r.ended_attempt, r.ended_attempt_token, r.ended_attempt_end) {
+        let last_ended = match (ended_attempt, ended_attempt_token, ended_attempt_end) {
             (None, None, None) => None,
             (Some(attempt), Some(token), Some(end)) => Some(EndedAttempt { attempt, token, end }),
             _ => return Err(bad("the last ended attempt is recorded whole or not at all")),
         };
         let task = Self {
-            id: r.id,
-            queue: r.queue,
-            name: r.name,
-            payload: r.payload,
-            priority: r.priority,
-            max_attempts: r.max_attempts,
-            attempt_count: r.attempt_count,
+            id,
+            queue,
+            name,
+            payload,
+            priority,
+            max_attempts,
+            attempt_count,
             state,
-            retry_state: r.retry_state,
-            last_error: r.last_error,
-            attempt: r.attempt,
+            retry_state,
+            last_error,
+            attempt,
             last_ended,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-            version: r.version,
+            created_at,
+            updated_at,
+            version,
         };
-        if r.result.is_some() && task.status() != TaskStatus::Succeeded {
+        if result.is_some() && task.status() != TaskStatus::Succeeded {
             return Err(bad("only a succeeded task has a result"));
         }
-        if r.next_run_at.is_some() && task.status() != TaskStatus::Pending {
+        if next_run_at.is_some() && task.status() != TaskStatus::Pending {
             return Err(bad("only a pending task has a nextRunAt"));
         }
         task.check_invariants().map_err(bad)?;
