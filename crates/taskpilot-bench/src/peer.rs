@@ -148,7 +148,10 @@ impl Peer {
             std::fs::write(dir.join(name), text)
                 .with_context(|| format!("cannot write {}/{name}", dir.display()))?;
         }
-        Ok(Self { node, dir: dir.to_owned() })
+        // Absolute, because graphile-worker runs with the folder as its working directory.
+        let dir = std::fs::canonicalize(dir)
+            .with_context(|| format!("cannot resolve {}", dir.display()))?;
+        Ok(Self { node, dir })
     }
 
     fn command(&self, database_url: &str, config: &str) -> Command {
