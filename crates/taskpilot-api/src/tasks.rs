@@ -322,6 +322,9 @@ pub struct ClaimResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskEventResponse {
+    /// What it records: `CREATED`, `STARTED`, `SUCCEEDED`, `FAILED`, `RETRY_SCHEDULED`,
+    /// `RELEASED`, `LEASE_EXPIRED`, `CANCELLED`, `RERUN` or `REFUSED_CALL`.
+    pub kind: String,
     /// The attempt it belongs to (0 before the first start).
     pub attempt: u32,
     /// The status before; `null` for creation.
@@ -589,6 +592,7 @@ pub(crate) mod tests {
             &TaskEventListResponse {
                 items: vec![
                     TaskEventResponse {
+                        kind: "CREATED".into(),
                         attempt: 0,
                         from: None,
                         to: TaskStatus::Pending,
@@ -600,6 +604,7 @@ pub(crate) mod tests {
                         at: at(0),
                     },
                     TaskEventResponse {
+                        kind: "REFUSED_CALL".into(),
                         attempt: 1,
                         from: Some(TaskStatus::Running),
                         to: TaskStatus::Running,
@@ -613,10 +618,10 @@ pub(crate) mod tests {
                 ],
             },
             &json!({"items": [
-                {"attempt": 0, "from": null, "to": "PENDING", "workerId": null, "error": null,
+                {"kind": "CREATED", "attempt": 0, "from": null, "to": "PENDING", "workerId": null, "error": null,
                  "actor": "CLIENT", "rejectedCode": null, "rejectedCall": null,
                  "at": "2026-11-26T10:00:00.000000Z"},
-                {"attempt": 1, "from": "RUNNING", "to": "RUNNING", "workerId": "w",
+                {"kind": "REFUSED_CALL", "attempt": 1, "from": "RUNNING", "to": "RUNNING", "workerId": "w",
                  "error": "stale", "actor": "WORKER", "rejectedCode": "LEASE_EXPIRED",
                  "rejectedCall": "SUCCEED", "at": "2026-11-26T10:00:00.000007Z"},
             ]}),

@@ -62,6 +62,49 @@ impl StaleCall {
     }
 }
 
+/// What an entry of a task's history records, read from what it stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// The task was created.
+    Created,
+    /// An attempt started (a claim or a start).
+    Started,
+    /// The attempt succeeded.
+    Succeeded,
+    /// The attempt failed and the task failed for good (no attempts left, or not retryable).
+    Failed,
+    /// The attempt failed and another is scheduled.
+    RetryScheduled,
+    /// The worker handed the task back unfinished.
+    Released,
+    /// The attempt's lease ran out and the reaper ended it (a retry, or failed for good).
+    LeaseExpired,
+    /// The task was cancelled.
+    Cancelled,
+    /// A failed or cancelled task was put back with a fresh budget.
+    Rerun,
+    /// A call from a stale attempt was refused; the task did not change.
+    RefusedCall,
+}
+
+impl EventKind {
+    /// The spelling the API uses.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "CREATED",
+            Self::Started => "STARTED",
+            Self::Succeeded => "SUCCEEDED",
+            Self::Failed => "FAILED",
+            Self::RetryScheduled => "RETRY_SCHEDULED",
+            Self::Released => "RELEASED",
+            Self::LeaseExpired => "LEASE_EXPIRED",
+            Self::Cancelled => "CANCELLED",
+            Self::Rerun => "RERUN",
+            Self::RefusedCall => "REFUSED_CALL",
+        }
+    }
+}
+
 /// A refused stale call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
@@ -95,6 +138,30 @@ pub struct TaskEvent {
 }
 
 impl TaskEvent {
+    /// What this entry records. One table over what every entry stores (the statuses before
+    /// and after, who acted, whether a failure was recorded, whether it was a refusal), so
+    /// that history written before kinds existed reads the same as new history.
+    pub fn kind(&self) -> EventKind {
+        use TaskStatus::{Cancelled, Failed, Pending, Running, Succeeded};
+        if self.rejected.is_some() {
+            return EventKind::RefusedCall;
+        }
+        match (self.from, self.to, self.actor) {
+            (None, _, _) => EventKind::Created,
+            (Some(_), Running, _) => EventKind::Started,
+            (Some(_), Succeeded, _) => EventKind::Succeeded,
+            (Some(Running), Pending | Failed, Actor::Reaper) => EventKind::LeaseExpired,
+            (Some(_), Failed, _) => EventKind::Failed,
+            (Some(Running), Pending, _) if self.error.is_some() => EventKind::RetryScheduled,
+            (Some(Running), Pending, _) => EventKind::Released,
+            (Some(_), Cancelled, _) => EventKind::Cancelled,
+            (Some(Failed | Cancelled), Pending, _) => EventKind::Rerun,
+            // No transition ends here (a pending or finished task is never put back to
+            // pending but by a rerun); a stored row that does reads as the nearest kind.
+            (Some(Pending | Succeeded), Pending, _) => EventKind::Rerun,
+        }
+    }
+
     /// The transition that turned `before` into `after`.
     pub fn transition(before: Option<&Task>, after: &Task, actor: Actor) -> Self {
         let worker_id = after.worker_id().or_else(|| before.and_then(Task::worker_id)).cloned();
@@ -188,6 +255,139 @@ mod tests {
         let lease = LeaseDuration::from_secs(60).unwrap();
         task.start(&WorkerId::parse("w1").unwrap(), token, lease, t0()).unwrap();
         task
+    }
+
+    #[test]
+    fn every_transition_is_read_back_as_its_kind() {
+        let backoff = FixedBackoff(TimeDelta::seconds(30));
+        let lease = LeaseDuration::from_secs(60).unwrap();
+        let w1 = WorkerId::parse("w1").unwrap();
+        let token = |n| LeaseToken::from_uuid(Uuid::from_u128(n));
+        let holder = |n| Reporter::lease(Some(w1.clone()), token(n));
+        let later = |s| t0() + TimeDelta::seconds(s);
+        // Each step: the change, who made it, the kind its event must read as.
+        type Step<'a> = (&'a str, Box<dyn Fn(&mut Task) + 'a>, Actor, EventKind);
+        let steps: Vec<Step<'_>> = vec![
+            (
+                "fail with attempts left",
+                Box::new(|t| {
+                    t.fail_and_schedule_retry(&holder(0xa1), "smtp", later(1), &backoff).unwrap();
+                }),
+                Actor::Worker,
+                EventKind::RetryScheduled,
+            ),
+            (
+                "start the retry",
+                Box::new(|t| t.start(&w1, token(2), lease, later(60)).unwrap()),
+                Actor::Worker,
+                EventKind::Started,
+            ),
+            (
+                "release",
+                Box::new(|t| {
+                    t.release(&holder(2), later(61)).unwrap();
+                }),
+                Actor::Worker,
+                EventKind::Released,
+            ),
+            (
+                "start again",
+                Box::new(|t| t.start(&w1, token(3), lease, later(62)).unwrap()),
+                Actor::Worker,
+                EventKind::Started,
+            ),
+            (
+                "the lease runs out",
+                Box::new(|t| t.expire_lease(later(200), &backoff).unwrap()),
+                Actor::Reaper,
+                EventKind::LeaseExpired,
+            ),
+            (
+                "start the last attempt",
+                Box::new(|t| t.start(&w1, token(4), lease, later(300)).unwrap()),
+                Actor::Worker,
+                EventKind::Started,
+            ),
+            (
+                "the last lease runs out",
+                Box::new(|t| t.expire_lease(later(400), &backoff).unwrap()),
+                Actor::Reaper,
+                EventKind::LeaseExpired,
+            ),
+            ("rerun", Box::new(|t| t.rerun(later(401)).unwrap()), Actor::Client, EventKind::Rerun),
+            (
+                "start after the rerun",
+                Box::new(|t| t.start(&w1, token(5), lease, later(402)).unwrap()),
+                Actor::Worker,
+                EventKind::Started,
+            ),
+            (
+                "fail for good",
+                Box::new(|t| {
+                    t.fail_permanently(&holder(5), "bad", later(403)).unwrap();
+                }),
+                Actor::Worker,
+                EventKind::Failed,
+            ),
+            (
+                "rerun again",
+                Box::new(|t| t.rerun(later(404)).unwrap()),
+                Actor::Client,
+                EventKind::Rerun,
+            ),
+            (
+                "cancel while pending",
+                Box::new(|t| t.cancel(later(405)).unwrap()),
+                Actor::Client,
+                EventKind::Cancelled,
+            ),
+            (
+                "rerun the cancelled",
+                Box::new(|t| t.rerun(later(406)).unwrap()),
+                Actor::Client,
+                EventKind::Rerun,
+            ),
+            (
+                "start once more",
+                Box::new(|t| t.start(&w1, token(6), lease, later(407)).unwrap()),
+                Actor::Worker,
+                EventKind::Started,
+            ),
+            (
+                "succeed",
+                Box::new(|t| {
+                    t.succeed(&holder(6), None, later(408)).unwrap();
+                }),
+                Actor::Worker,
+                EventKind::Succeeded,
+            ),
+        ];
+        let mut task = running();
+        let created = TaskEvent::transition(None, &task, Actor::Client);
+        assert_eq!(created.kind(), EventKind::Created);
+
+        for (what, change, actor, kind) in &steps {
+            let before = task.clone();
+            change(&mut task);
+
+            let event = TaskEvent::transition(Some(&before), &task, *actor);
+
+            assert_eq!(event.kind(), *kind, "{what}");
+        }
+        let stale = StaleLease::AttemptSuperseded { task: task.id(), current: task.attempt() };
+        let refused = TaskEvent::rejection(&task, None, StaleCall::Succeed, &stale, later(500));
+        assert_eq!(refused.kind(), EventKind::RefusedCall);
+    }
+
+    #[test]
+    fn a_cancel_while_running_reads_as_cancelled() {
+        let mut task = running();
+        let before = task.clone();
+        task.cancel(t0()).unwrap();
+
+        let event = TaskEvent::transition(Some(&before), &task, Actor::Client);
+
+        assert_eq!(event.kind(), EventKind::Cancelled);
     }
 
     #[test]

@@ -227,7 +227,7 @@ mod service;
 
 pub use clock::SystemClock;
 pub use error::AppError;
-pub use events::{Actor, Rejection, RejectionCount, StaleCall, TaskEvent};
+pub use events::{Actor, EventKind, Rejection, RejectionCount, StaleCall, TaskEvent};
 #[cfg(any(test, feature = "mocks"))]
 pub use repository::MockTaskRepository;
 pub use repository::{ClaimRequest, Cursor, RepoError, TaskFilter, TaskRepository, TaskWrite};

@@ -420,6 +420,7 @@ pub fn claim_response(tasks: &[Task]) -> ClaimResponse {
 /// One entry of a task's history.
 pub fn event_response(event: &TaskEvent) -> TaskEventResponse {
     TaskEventResponse {
+        kind: event.kind().as_str().to_owned(),
         attempt: event.attempt,
         from: event.from.map(status),
         to: status(event.to),

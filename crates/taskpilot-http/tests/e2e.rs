@@ -851,6 +851,7 @@ async fn the_events_of_a_full_lifecycle_come_back_oldest_first() {
         .iter()
         .map(|e| {
             (
+                e["kind"].as_str().unwrap(),
                 e["attempt"].as_u64().unwrap(),
                 e["from"].as_str().unwrap_or("-"),
                 e["to"].as_str().unwrap(),
@@ -862,11 +863,11 @@ async fn the_events_of_a_full_lifecycle_come_back_oldest_first() {
     assert_eq!(
         story,
         [
-            (0, "-", "PENDING", "-", "CLIENT"),
-            (1, "PENDING", "RUNNING", "w1", "WORKER"),
-            (1, "RUNNING", "PENDING", "w1", "WORKER"),
-            (2, "PENDING", "RUNNING", "w2", "WORKER"),
-            (2, "RUNNING", "SUCCEEDED", "w2", "WORKER"),
+            ("CREATED", 0, "-", "PENDING", "-", "CLIENT"),
+            ("STARTED", 1, "PENDING", "RUNNING", "w1", "WORKER"),
+            ("RETRY_SCHEDULED", 1, "RUNNING", "PENDING", "w1", "WORKER"),
+            ("STARTED", 2, "PENDING", "RUNNING", "w2", "WORKER"),
+            ("SUCCEEDED", 2, "RUNNING", "SUCCEEDED", "w2", "WORKER"),
         ]
     );
     assert_eq!(events[2]["error"], "flaky");
