@@ -1013,6 +1013,7 @@ async fn events_come_back_oldest_first_in_the_documented_shape() {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     let items = reply.body["items"].as_array().unwrap();
     assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["kind"], "CREATED");
     assert_eq!(items[0]["from"], Value::Null);
     assert_eq!(items[0]["to"], "PENDING");
     assert_eq!(items[0]["actor"], "CLIENT");
@@ -1024,9 +1025,11 @@ async fn events_come_back_oldest_first_in_the_documented_shape() {
     assert_eq!(items[1]["actor"], "WORKER");
     assert_eq!(items[1]["rejectedCode"], "ATTEMPT_SUPERSEDED");
     assert_eq!(items[1]["rejectedCall"], "SUCCEED");
+    assert_eq!(items[1]["kind"], "REFUSED_CALL");
     assert!(items[1]["error"].is_string());
     let keys: Vec<&str> = items[1].as_object().unwrap().keys().map(String::as_str).collect();
     let mut expected = vec![
+        "kind",
         "attempt",
         "from",
         "to",
