@@ -223,6 +223,18 @@ pub fn build_pool_with_timeouts(
     Ok(pool)
 }
 
+/// Waits, at most `within`, until `pool` has opened every connection it is filling in the
+/// background. A short-lived process (`taskpilot migrate`) calls this before it exits: r2d2
+/// opens connections on threads of its own, and a process that exits while one of them is
+/// inside libpq runs libpq's and OpenSSL's exit handlers under it, which can crash the
+/// process after its work is done.
+pub fn settle_pool(pool: &PgPool, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    while pool.state().connections < pool.max_size() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// `database_url` with libpq's `connect_timeout` set from `timeout`, unless already set.
 fn with_connect_timeout(database_url: &str, timeout: Duration) -> String {
     // libpq takes whole seconds and treats anything below 2 as 2.

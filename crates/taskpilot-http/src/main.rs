@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use taskpilot_http::startup::{
     connect_and_migrate, database_clock, log_migrations, migration_lines, resolve_database,
-    task_service,
+    settle_pool, task_service,
 };
 use taskpilot_http::{Cli, Command};
 
@@ -27,6 +27,9 @@ fn main() -> anyhow::Result<()> {
         for line in migration_lines(&migrated) {
             println!("{line}");
         }
+        // Exiting while the pool still opens connections in the background can crash the
+        // process in libpq's exit handlers: let it finish first.
+        settle_pool(&pool, &config);
         return Ok(());
     }
     log_migrations(&migrated);

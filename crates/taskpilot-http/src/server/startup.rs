@@ -127,6 +127,12 @@ pub fn connect_and_migrate(
     Ok((pool, report))
 }
 
+/// Lets `pool` finish opening the connections it fills in the background (at most twice the
+/// connect timeout), for a process about to exit: see [`taskpilot_diesel::settle_pool`].
+pub fn settle_pool(pool: &PgPool, config: &Config) {
+    taskpilot_diesel::settle_pool(pool, config.db_connect_timeout() * 2);
+}
+
 /// What migrating did, one line per applied migration (`applied
 /// 2026-11-26-093000_create_tasks`), or `schema is up to date (N migrations)` when nothing was
 /// pending: what `taskpilot migrate` prints and `taskpilot serve` logs.
