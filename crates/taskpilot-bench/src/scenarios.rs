@@ -227,7 +227,7 @@ pub async fn drain(
 }
 
 /// Scenario 2 as a user would write it: `workers` instances of `taskpilot-client`'s `Worker`
-/// with their defaults (10 slots each, claims for as many free slots, outcomes flushed through
+/// with their defaults (100 slots each, claims for as many free slots, outcomes flushed through
 /// batch completion every few milliseconds), running a handler that succeeds at once. Counted
 /// when the handler runs; the outcomes follow within milliseconds.
 pub async fn drain_runtime(
@@ -273,7 +273,8 @@ pub async fn drain_runtime(
     let mut outcome = Outcome::throughput(
         "drain/worker-runtime",
         format!(
-            "drain: taskpilot-client Worker runtime, {workers} workers × 10 slots, defaults (jobs/s)"
+            "drain: taskpilot-client Worker runtime, {workers} workers × {} slots, defaults (jobs/s)",
+            taskpilot_client::DEFAULT_CONCURRENCY
         ),
         window?,
         Latencies::new(),

@@ -43,7 +43,10 @@ pub use taskpilot_api::{
     FailTaskRequest, HeartbeatRequest, ListTasksQuery, ProblemCode, ReleaseTaskRequest,
     StartTaskRequest, SucceedTaskRequest, TaskResponse, TaskStatus,
 };
-pub use worker::{CancelReason, Cancellation, Handler, Outcome, TaskContext, Worker, WorkerReport};
+pub use worker::{
+    CancelReason, Cancellation, Handler, Outcome, TaskContext, Worker, WorkerReport,
+    DEFAULT_CONCURRENCY,
+};
 
 #[cfg(test)]
 mod tests {

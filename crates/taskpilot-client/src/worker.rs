@@ -23,6 +23,12 @@ use crate::{Client, ClientError};
 /// Most tasks one claim may ask for (the server's limit).
 const MAX_CLAIM: usize = MAX_CLAIM_BATCH as usize;
 
+/// Slots of a worker built with [`Worker::new`]: as many as one claim can fill, so that a busy
+/// worker claims in batches of up to 100 rather than one task per freed slot. A slot is a
+/// tokio task, cheap while it waits on I/O; handlers that burn CPU want
+/// [`Worker::concurrency`] near the number of cores instead.
+pub const DEFAULT_CONCURRENCY: usize = MAX_CLAIM;
+
 /// How a handler's attempt ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -262,7 +268,7 @@ pub struct Worker<H> {
 }
 
 impl<H: Handler> Worker<H> {
-    /// A worker over `client` running tasks through `handler`, with 10 slots, a 60 s lease,
+    /// A worker over `client` running tasks through `handler`, with 100 slots, a 60 s lease,
     /// 10 s claim waits, a 30 s grace period and a generated worker id.
     pub fn new(client: Client, handler: H) -> Self {
         Self {
@@ -271,7 +277,7 @@ impl<H: Handler> Worker<H> {
             settings: Settings {
                 worker_id: default_worker_id(),
                 queues: None,
-                concurrency: 10,
+                concurrency: DEFAULT_CONCURRENCY,
                 lease: Duration::from_secs(60),
                 claim_wait: Duration::from_secs(10),
                 claim_linger: Duration::ZERO,
