@@ -27,6 +27,7 @@ pub mod limits;
 mod problem;
 mod tasks;
 pub mod time;
+mod tokens;
 
 pub use batch::{
     CompleteTasksRequest, CompleteTasksResponse, CompletionItem, CompletionOutcome,
@@ -38,4 +39,7 @@ pub use tasks::{
     ListTasksQuery, RejectionCountResponse, RejectionStatsResponse, ReleaseTaskRequest, RetryState,
     StartTaskRequest, SucceedTaskRequest, TaskEventListResponse, TaskEventResponse,
     TaskListResponse, TaskResponse, TaskStatus,
+};
+pub use tokens::{
+    CreateTokenRequest, CreatedTokenResponse, TokenKind, TokenListResponse, TokenResponse,
 };

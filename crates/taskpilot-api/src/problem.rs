@@ -17,8 +17,15 @@ pub enum ProblemCode {
     MalformedRequest,
     /// 400: a value out of range; batches name the bad item's index.
     ValidationFailed,
+    /// 401: no bearer token, or one that is malformed, unknown, expired or revoked; comes
+    /// with `WWW-Authenticate: Bearer`.
+    Unauthenticated,
+    /// 403: the token's kind does not allow this, or the queue is outside its list.
+    Forbidden,
     /// 404: no task has this id.
     TaskNotFound,
+    /// 404: no API token has this id.
+    TokenNotFound,
     /// 404: no such endpoint.
     RouteNotFound,
     /// 405: the endpoint exists but not with this method.
@@ -51,10 +58,13 @@ pub enum ProblemCode {
 
 impl ProblemCode {
     /// Every code, in the README's order.
-    pub const ALL: [ProblemCode; 17] = [
+    pub const ALL: [ProblemCode; 20] = [
         Self::MalformedRequest,
         Self::ValidationFailed,
+        Self::Unauthenticated,
+        Self::Forbidden,
         Self::TaskNotFound,
+        Self::TokenNotFound,
         Self::RouteNotFound,
         Self::MethodNotAllowed,
         Self::InvalidTransition,
@@ -76,7 +86,10 @@ impl ProblemCode {
         match self {
             Self::MalformedRequest => "MALFORMED_REQUEST",
             Self::ValidationFailed => "VALIDATION_FAILED",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::Forbidden => "FORBIDDEN",
             Self::TaskNotFound => "TASK_NOT_FOUND",
+            Self::TokenNotFound => "TOKEN_NOT_FOUND",
             Self::RouteNotFound => "ROUTE_NOT_FOUND",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::InvalidTransition => "INVALID_TRANSITION",
@@ -103,7 +116,9 @@ impl ProblemCode {
     pub const fn status(self) -> u16 {
         match self {
             Self::MalformedRequest | Self::ValidationFailed => 400,
-            Self::TaskNotFound | Self::RouteNotFound => 404,
+            Self::Unauthenticated => 401,
+            Self::Forbidden => 403,
+            Self::TaskNotFound | Self::TokenNotFound | Self::RouteNotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::InvalidTransition
             | Self::NotYetRunnable

@@ -1,7 +1,7 @@
 //! What a use case can fail with.
 
 use taskpilot_api::limits::{MAX_BATCH, MAX_CLAIM_BATCH, MAX_PAGE_SIZE};
-use taskpilot_domain::{DomainError, TaskId, ValidationError};
+use taskpilot_domain::{DomainError, Forbidden, TaskId, TokenId, ValidationError};
 
 use crate::RepoError;
 
@@ -35,6 +35,12 @@ pub enum AppError {
     /// A listing's cursor is not one this server handed out.
     #[error("cursor is not valid")]
     InvalidCursor,
+    /// The caller's token does not allow this, or not in this queue.
+    #[error(transparent)]
+    Forbidden(#[from] Forbidden),
+    /// No token has this id.
+    #[error("token {0} not found")]
+    TokenNotFound(TokenId),
     /// The task kept changing under us; the caller may try again.
     #[error("task {0} is being modified concurrently; try again")]
     ConcurrentModification(TaskId),

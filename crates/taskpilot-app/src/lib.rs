@@ -219,12 +219,16 @@
 //! # }
 //! ```
 
+mod access;
 mod clock;
 mod error;
 mod events;
 mod repository;
 mod service;
 
+#[cfg(any(test, feature = "mocks"))]
+pub use access::MockTokenRepository;
+pub use access::{AccessService, AuthError, IssuedToken, NewToken, SecretHash, TokenRepository};
 pub use clock::SystemClock;
 pub use error::AppError;
 pub use events::{Actor, EventKind, Rejection, RejectionCount, StaleCall, TaskEvent};
@@ -232,5 +236,5 @@ pub use events::{Actor, EventKind, Rejection, RejectionCount, StaleCall, TaskEve
 pub use repository::MockTaskRepository;
 pub use repository::{ClaimRequest, Cursor, RepoError, TaskFilter, TaskRepository, TaskWrite};
 pub use service::{
-    Completion, CreateTask, Pruned, ReportedOutcome, ServiceDefaults, TaskPage, TaskService,
+    Acting, Completion, CreateTask, Pruned, ReportedOutcome, ServiceDefaults, TaskPage, TaskService,
 };

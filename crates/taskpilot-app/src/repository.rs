@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use taskpilot_domain::{
-    LeaseDuration, LiveSuccess, QueueName, Task, TaskId, TaskName, TaskStatus, WorkerId,
+    LeaseDuration, LiveSuccess, QueueName, Task, TaskId, TaskName, TaskStatus, TokenId, WorkerId,
 };
 
 use crate::{RejectionCount, TaskEvent};
@@ -85,6 +85,10 @@ pub struct TaskFilter {
     pub status: Option<TaskStatus>,
     /// Only tasks of this name.
     pub name: Option<TaskName>,
+    /// Only tasks in one of these queues (a token's reach); every queue when `None`.
+    pub queues: Option<Vec<QueueName>>,
+    /// Only tasks created by this token.
+    pub created_by: Option<TokenId>,
 }
 
 /// One compare-and-swap write of a batch: see [`TaskRepository::write_many`].

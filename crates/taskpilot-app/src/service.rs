@@ -4,6 +4,7 @@
 //! that take many tasks in one round trip in `batch`, the deletion of finished tasks in
 //! `retention`.
 
+mod acting;
 mod batch;
 mod retention;
 mod transitions;
@@ -18,10 +19,11 @@ use serde_json::Value;
 use taskpilot_api::limits::{DEFAULT_PAGE_SIZE, MAX_CLAIM_BATCH, MAX_PAGE_SIZE};
 use taskpilot_domain::{
     BackoffPolicy, Clock, LeaseDuration, MaxAttempts, NewTask, QueueName, Retention, Task, TaskId,
-    TaskName, WorkerId,
+    TaskName, TokenId, WorkerId,
 };
 use uuid::Uuid;
 
+pub use acting::Acting;
 pub use batch::{Completion, ReportedOutcome};
 pub use retention::Pruned;
 
@@ -107,7 +109,15 @@ impl TaskService {
     /// # Errors
     /// [`AppError::Unavailable`] or [`AppError::Unexpected`] from storage.
     pub fn create(&self, request: CreateTask) -> Result<Task, AppError> {
-        let task = self.new_task(request, self.clock.now());
+        self.create_by(request, None)
+    }
+
+    /// Creates a pending task recorded as created by `token` ([`Task::created_by`]).
+    ///
+    /// # Errors
+    /// As [`TaskService::create`].
+    pub fn create_by(&self, request: CreateTask, token: Option<TokenId>) -> Result<Task, AppError> {
+        let task = self.new_task(request, self.clock.now()).with_creator(token);
         self.repo.insert(&task, &TaskEvent::transition(None, &task, Actor::Client))?;
         Ok(task)
     }
@@ -447,6 +457,7 @@ mod tests {
             queue: Some(queue("emails")),
             status: Some(TaskStatus::Failed),
             name: Some(TaskName::parse("send-email").unwrap()),
+            ..TaskFilter::default()
         };
         let expected_filter = filter.clone();
         let mut repo = MockTaskRepository::new();

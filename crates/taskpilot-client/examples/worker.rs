@@ -10,7 +10,10 @@
 //! It sends pretend e-mails: a `send-email` task sleeps a little and succeeds, except that
 //! about one attempt in ten fails retryably (the server retries it with backoff). Tasks of any
 //! other name fail for good: there is no handler for them. `TASKPILOT_URL` points it
-//! elsewhere than `http://127.0.0.1:8080`; `RUST_LOG` sets the log filter (`info` by default).
+//! elsewhere than `http://127.0.0.1:8080`; `TASKPILOT_TOKEN` is the API token it sends (a
+//! worker token to work, an admin token to `--enqueue` too; none while the server runs
+//! open);
+//! `RUST_LOG` sets the log filter (`info` by default).
 
 use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
@@ -28,7 +31,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let url = std::env::var("TASKPILOT_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".into());
-    let client = Client::try_new(&url)?;
+    // TASKPILOT_TOKEN, when set, authenticates every call (a worker token, `tp_worker_…`).
+    let client = Client::builder(&url).token_from_env().build()?;
 
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {

@@ -57,6 +57,19 @@ pub struct Client {
     base: Url,
     retry: RetryPolicy,
     timeout: Duration,
+    token: Option<Token>,
+}
+
+/// An API token's secret; its `Debug` shows only its kind prefix, so that no log of a
+/// client or builder leaks it.
+#[derive(Clone)]
+struct Token(String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = self.0.match_indices('_').nth(1).map_or("", |(i, _)| &self.0[..=i]);
+        write!(f, "Token({kind}…)")
+    }
 }
 
 /// Configures a [`Client`].
@@ -67,9 +80,30 @@ pub struct ClientBuilder {
     timeout: Duration,
     connect_timeout: Duration,
     http: Option<reqwest::Client>,
+    token: Option<Token>,
 }
 
+/// The environment variable [`ClientBuilder::token_from_env`] reads.
+pub const TOKEN_ENV: &str = "TASKPILOT_TOKEN";
+
 impl ClientBuilder {
+    /// Sends this API token (`tp_<kind>_…`) as `Authorization: Bearer` with every call.
+    #[must_use]
+    pub fn token(mut self, secret: impl Into<String>) -> Self {
+        self.token = Some(Token(secret.into()));
+        self
+    }
+
+    /// Sends the token in `TASKPILOT_TOKEN`, when it is set and not empty; no token
+    /// otherwise (a server running open on a loopback address needs none).
+    #[must_use]
+    pub fn token_from_env(self) -> Self {
+        match std::env::var(TOKEN_ENV) {
+            Ok(secret) if !secret.trim().is_empty() => self.token(secret.trim()),
+            _ => self,
+        }
+    }
+
     /// How transient failures are repeated; [`RetryPolicy::default`] unless set.
     #[must_use]
     pub fn retry(mut self, retry: RetryPolicy) -> Self {
@@ -132,7 +166,7 @@ impl ClientBuilder {
                 .build()
                 .map_err(ClientError::Build)?,
         };
-        Ok(Client { http, base, retry: self.retry, timeout: self.timeout })
+        Ok(Client { http, base, retry: self.retry, timeout: self.timeout, token: self.token })
     }
 }
 
@@ -145,6 +179,7 @@ impl Client {
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             http: None,
+            token: None,
         }
     }
 
@@ -520,6 +555,10 @@ impl Client {
         extra_timeout: Duration,
     ) -> Result<Response, ClientError> {
         let mut request = self.http.request(method, url).timeout(self.timeout + extra_timeout);
+        if let Some(Token(secret)) = &self.token {
+            // reqwest marks the header sensitive.
+            request = request.bearer_auth(secret);
+        }
         if let Some(body) = body {
             request = request.json(body);
         }

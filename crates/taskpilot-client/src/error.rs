@@ -126,9 +126,15 @@ impl ClientError {
         self.code().is_some_and(ProblemCode::attempt_is_over)
     }
 
-    /// The request was refused as invalid (400 `VALIDATION_FAILED` or `MALFORMED_REQUEST`).
+    /// The request was refused as invalid (400 `VALIDATION_FAILED` or `MALFORMED_REQUEST`),
+    /// or its token was (401 `UNAUTHENTICATED`, 403 `FORBIDDEN`): repeating it cannot help.
     pub fn is_invalid(&self) -> bool {
-        self.has_code(&[ProblemCode::ValidationFailed, ProblemCode::MalformedRequest])
+        self.has_code(&[
+            ProblemCode::ValidationFailed,
+            ProblemCode::MalformedRequest,
+            ProblemCode::Unauthenticated,
+            ProblemCode::Forbidden,
+        ])
     }
 
     /// The task's state refused the call (409, any code).

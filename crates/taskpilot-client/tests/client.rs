@@ -282,3 +282,24 @@ async fn a_long_polling_claim_returns_the_task_created_while_it_waits() {
     assert_eq!(claimed.iter().map(|t| t.id).collect::<Vec<_>>(), [task.id]);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_sends_its_token_and_without_one_is_refused_for_good() {
+    let server = TestServer::start(TimeDelta::seconds(1));
+    let secret = server.create_token(taskpilot_domain::TokenKind::Admin);
+    let anonymous = server.client();
+    let holder = taskpilot_client::Client::builder(&server.base).token(&secret).build().unwrap();
+
+    // Within the server's cache time of "no token exists", then for good.
+    let refused = loop {
+        match anonymous.create(&CreateTaskRequest::new("x")).await {
+            Err(e) => break e,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert_eq!(refused.code(), Some(ProblemCode::Unauthenticated), "{refused}");
+    assert!(refused.is_invalid(), "repeating it cannot help");
+    let created = holder.create(&CreateTaskRequest::new("x")).await.unwrap();
+    assert_eq!(holder.get(created.id).await.unwrap().id, created.id);
+    assert!(!format!("{holder:?}").contains(&secret), "Debug never shows the secret");
+}

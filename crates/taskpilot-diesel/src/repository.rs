@@ -14,7 +14,7 @@ use taskpilot_app::{
 };
 use taskpilot_domain::{
     to_micros, AttemptEnd, LeaseToken, LiveSuccess, MaxAttempts, QueueName, RetryState, Task,
-    TaskId, TaskName, TaskRecord, TaskStatus, WorkerId,
+    TaskId, TaskName, TaskRecord, TaskStatus, TokenId, WorkerId,
 };
 use uuid::Uuid;
 
@@ -24,6 +24,7 @@ use crate::PgPool;
 mod batch;
 mod live;
 pub(crate) mod retention;
+mod tokens;
 
 /// The `TaskRepository` on PostgreSQL.
 ///
@@ -363,6 +364,13 @@ impl TaskRepository for PgTaskRepository {
         if let Some(name) = &filter.name {
             query = query.filter(tasks::name.eq(name.as_str().to_owned()));
         }
+        if let Some(queues) = &filter.queues {
+            let queues: Vec<String> = queues.iter().map(|q| q.as_str().to_owned()).collect();
+            query = query.filter(tasks::queue.eq_any(queues));
+        }
+        if let Some(token) = filter.created_by {
+            query = query.filter(tasks::created_by.eq(token.as_uuid()));
+        }
         if let Some(cursor) = after {
             // A row comparison, which PostgreSQL turns into one range condition on the
             // (created_at DESC, id DESC) index; diesel has no operator for it.
@@ -477,6 +485,7 @@ pub(crate) struct TaskRow {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     version: i64,
+    created_by: Option<Uuid>,
 }
 
 // The row selects exactly the table's columns, in the table's order: a column added to
@@ -514,6 +523,7 @@ impl TryFrom<&Task> for TaskRow {
             created_at,
             updated_at,
             version,
+            created_by,
         } = task.to_record();
         let int = |n: u32, what: &str| {
             i32::try_from(n).with_context(|| format!("task {id}: {what} out of range"))
@@ -544,6 +554,7 @@ impl TryFrom<&Task> for TaskRow {
             updated_at,
             version: i64::try_from(version)
                 .with_context(|| format!("task {id}: version out of range"))?,
+            created_by: created_by.map(|t| t.as_uuid()),
         })
     }
 }
@@ -581,6 +592,7 @@ impl TryFrom<TaskRow> for Task {
             created_at,
             updated_at,
             version,
+            created_by,
         } = row;
         let id = TaskId::from_uuid(id);
         let broken = |what: &str| format!("task {id}: stored {what} is invalid");
@@ -623,6 +635,7 @@ impl TryFrom<TaskRow> for Task {
             created_at,
             updated_at,
             version: u64::try_from(version).with_context(|| broken("version"))?,
+            created_by: created_by.map(TokenId::from_uuid),
         };
         Ok(Task::restore(record)?)
     }

@@ -56,6 +56,8 @@ diesel::table! {
         updated_at -> Timestamptz,
         /// Bumped by every transition; updates compare and swap on it.
         version -> Int8,
+        /// The API token that created the task; see `migrations/*_add_api_tokens/up.sql`.
+        created_by -> Nullable<Uuid>,
     }
 }
 
@@ -87,5 +89,29 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// API tokens, by the SHA-256 of their secret; see `migrations/*_add_api_tokens/up.sql`.
+    api_tokens (id) {
+        /// The token id (UUID v7).
+        id -> Uuid,
+        /// Its name.
+        name -> Text,
+        /// `producer`, `worker`, `viewer`, `operator`, `admin` or `metrics`.
+        kind -> Text,
+        /// SHA-256 of the secret.
+        secret_sha256 -> Bytea,
+        /// The queues it reaches; NULL for every queue.
+        queues -> Nullable<Array<Text>>,
+        /// When it was created.
+        created_at -> Timestamptz,
+        /// When it stops working.
+        expires_at -> Nullable<Timestamptz>,
+        /// When it last authenticated a request (to within a minute).
+        last_used_at -> Nullable<Timestamptz>,
+        /// When it was revoked.
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
 diesel::joinable!(task_events -> tasks (task_id));
-diesel::allow_tables_to_appear_in_same_query!(tasks, task_events);
+diesel::allow_tables_to_appear_in_same_query!(tasks, task_events, api_tokens);

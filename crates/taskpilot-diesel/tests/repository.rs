@@ -314,6 +314,7 @@ fn listing_is_newest_first_and_filters_by_status_and_name() {
         queue: None,
         status,
         name: name.map(|n| TaskName::parse(n).unwrap()),
+        ..TaskFilter::default()
     };
 
     let all = ids(repo.list(&TaskFilter::default(), None, 100).unwrap());
@@ -542,7 +543,7 @@ fn listing_filters_by_queue() {
         store(&repo, task);
     }
     let list = |q: &str, status: Option<TaskStatus>| {
-        let filter = TaskFilter { queue: Some(queue(q)), status, name: None };
+        let filter = TaskFilter { queue: Some(queue(q)), status, ..TaskFilter::default() };
         repo.list(&filter, None, 10).unwrap().iter().map(Task::id).collect::<Vec<_>>()
     };
 

@@ -218,6 +218,7 @@ fn created(n: u128, name: &str, payload: serde_json::Value, created: i64) -> Tas
         created_at: t(created),
         updated_at: t(created),
         version: 1,
+        created_by: None,
     }
 }
 

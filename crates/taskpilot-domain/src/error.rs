@@ -31,6 +31,15 @@ pub enum ValidationError {
     /// keep.
     #[error("{0} must not contain NUL characters (\\u0000)")]
     NulInJson(&'static str),
+    /// The token name broke a [`TextRule`].
+    #[error("name {0}")]
+    TokenName(TextRule),
+    /// Not one of the token kinds.
+    #[error("kind must be one of producer, worker, viewer, operator, admin, metrics, got {0:?}")]
+    TokenKind(String),
+    /// A token's queue list is empty (leave it out for every queue).
+    #[error("queues must name at least one queue, or be left out for every queue")]
+    TokenQueues,
     /// A backoff policy whose base delay is not positive or whose cap is below its base.
     #[error("backoff needs a positive base delay and a cap at least as long as the base")]
     Backoff,

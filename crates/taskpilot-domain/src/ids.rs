@@ -116,7 +116,7 @@ impl fmt::Display for TextRule {
     }
 }
 
-fn check_text(raw: &str, max_chars: usize) -> Result<(), TextRule> {
+pub(crate) fn check_text(raw: &str, max_chars: usize) -> Result<(), TextRule> {
     if raw.trim().is_empty() {
         return Err(TextRule::Blank);
     }

@@ -26,6 +26,7 @@
 //! | `ports` | [`Clock`], [`BackoffPolicy`], [`ExponentialBackoff`], and [`FixedClock`] and [`FixedBackoff`] for tests |
 //! | `retention` | [`Retention`] and [`KeepFor`]: which finished task is due for deletion when |
 //! | `storage` | what storage can keep: [`to_micros`], [`check_json`], [`MAX_ERROR_BYTES`] |
+//! | `access` | who may do what: [`TokenKind`] and its grants ([`TokenKind::grants`], one table), [`Caller`], [`QueueScope`], [`ApiToken`] |
 //! | `error` | [`DomainError`], [`StaleLease`], [`ValidationError`], [`RestoreError`] |
 //!
 //! A task through its life, with the fixed clock a use case would ask once per operation:
@@ -88,6 +89,7 @@
 //! `testing` enables nothing: [`FixedClock`] and [`FixedBackoff`] are always exported; the
 //! feature is kept so that crates that ask for it still build.
 
+mod access;
 #[cfg(feature = "proptest")]
 pub mod arbitrary;
 mod error;
@@ -102,6 +104,10 @@ mod task;
 #[cfg(test)]
 mod test_support;
 
+pub use access::{
+    ApiToken, Caller, Forbidden, Grant, Operation, QueueScope, TokenId, TokenKind, TokenName,
+    Unusable,
+};
 pub use error::{DomainError, RestoreError, StaleLease, ValidationError};
 pub use fencing::{
     Applied, AttemptEnd, AttemptHistory, EndedAttempt, FencedCall, Refusal, Reporter, Verdict,

@@ -14,7 +14,7 @@ use crate::storage::truncate_error;
 use crate::{
     to_micros, Action, Applied, AttemptEnd, BackoffPolicy, DomainError, EndedAttempt, FencedCall,
     Lease, LeaseDuration, LeaseToken, MaxAttempts, QueueName, Reporter, RetryState, TaskId,
-    TaskName, TaskState, TaskStatus, WorkerId,
+    TaskName, TaskState, TaskStatus, TokenId, WorkerId,
 };
 
 /// What a client asks for when it creates a task; every field already validated.
@@ -114,6 +114,7 @@ pub struct Task {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     version: u64,
+    created_by: Option<TokenId>,
 }
 
 impl Task {
@@ -137,7 +138,15 @@ impl Task {
             created_at: now,
             updated_at: now,
             version: 1,
+            created_by: None,
         }
+    }
+
+    /// The same new task, recorded as created by `token` (see [`Task::created_by`]).
+    #[must_use]
+    pub fn with_creator(mut self, token: Option<TokenId>) -> Self {
+        self.created_by = token;
+        self
     }
 
     /// Hands a runnable pending task to `worker`, opening a new attempt under a lease.
@@ -507,6 +516,12 @@ impl Task {
     /// Starts at 1 and grows by one with every transition.
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// The API token that created the task, if one did: a producer token reads and cancels
+    /// only the tasks it created.
+    pub fn created_by(&self) -> Option<TokenId> {
+        self.created_by
     }
 
     /// Remembers how the running attempt, if any, ended.

@@ -28,17 +28,61 @@ pub struct Cli {
 impl Cli {
     /// The subcommand to run, `serve` when none was given.
     pub fn subcommand(&self) -> Command {
-        self.command.unwrap_or(Command::Serve)
+        self.command.clone().unwrap_or(Command::Serve)
     }
 }
 
 /// What the binary does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Apply pending migrations, then serve the REST API (the default).
     Serve,
     /// Apply pending migrations and exit.
     Migrate,
+    /// Create, list or revoke API tokens, straight in the database.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+}
+
+/// `taskpilot tokens …`.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum TokensCommand {
+    /// Create a token and print its secret, once.
+    Create {
+        /// What it may do: producer, worker, viewer, operator, admin or metrics.
+        #[arg(long)]
+        kind: String,
+        /// Its name (1 to 64 characters), recorded in history for what it does.
+        #[arg(long)]
+        name: String,
+        /// A queue it may touch; repeat for several. Every queue when left out.
+        #[arg(long = "queue")]
+        queues: Vec<String>,
+        /// How long until it stops working, e.g. `90d` or `12h`; never when left out.
+        #[arg(long, value_parser = parse_duration)]
+        expires_in: Option<Duration>,
+    },
+    /// List every token (never their secrets).
+    List,
+    /// Revoke a token by id; every server refuses it within a few seconds.
+    Revoke {
+        /// The token's id, as `tokens list` shows it.
+        id: uuid::Uuid,
+    },
+}
+
+/// When requests must carry an API token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum AuthMode {
+    /// Tokens are required once any exists; until then a server bound to a loopback address
+    /// runs open (every request acts as admin), and one bound elsewhere refuses to start.
+    #[default]
+    Auto,
+    /// Tokens are always required.
+    On,
+    /// No token is ever asked for: every request acts as admin. Only behind something else
+    /// that authenticates.
+    Off,
 }
 
 /// Every setting of the server. Flags win over environment variables, which win over defaults.
@@ -52,6 +96,13 @@ pub struct Config {
     /// Address the HTTP server listens on.
     #[arg(long, env = "TASKPILOT_BIND", default_value = "127.0.0.1:8080", global = true)]
     pub bind: SocketAddr,
+
+    /// When requests must carry an API token: `auto` (once any token exists; until then a
+    /// server on a loopback address runs open and one on any other address refuses to
+    /// start), `on` (always), or `off` (never: only behind something else that
+    /// authenticates).
+    #[arg(long, env = "TASKPILOT_AUTH", value_enum, default_value_t = AuthMode::Auto, global = true)]
+    pub auth: AuthMode,
 
     /// Delay before the first retry of a failed task, in milliseconds; doubles with each failure.
     #[arg(long, env = "TASKPILOT_BACKOFF_BASE_MS", default_value_t = 1_000, global = true,

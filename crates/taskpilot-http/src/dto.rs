@@ -225,7 +225,11 @@ pub fn list_request(query: ListTasksQuery) -> Result<ListRequest, ApiError> {
         })
         .transpose()?;
     let cursor = present(query.cursor);
-    Ok(ListRequest { filter: TaskFilter { queue, status, name }, cursor, limit })
+    Ok(ListRequest {
+        filter: TaskFilter { queue, status, name, ..TaskFilter::default() },
+        cursor,
+        limit,
+    })
 }
 
 /// A claim, validated.

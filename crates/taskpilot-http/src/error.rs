@@ -17,6 +17,10 @@ use taskpilot_api::{ProblemBody, ProblemCode, PROBLEM_JSON};
 use taskpilot_app::AppError;
 use taskpilot_domain::{DomainError, StaleLease, TaskId, ValidationError};
 
+/// The detail of a request that carries no bearer token at all.
+pub(crate) const MISSING_TOKEN: &str =
+    "this endpoint needs a bearer token: send Authorization: Bearer <token>";
+
 /// Seconds a client should wait before retrying while the database is unreachable.
 const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 2;
 
@@ -75,9 +79,30 @@ pub enum ApiError {
         /// The methods the path accepts, comma-separated.
         allow: &'static str,
     },
+    /// The request carries no usable bearer token (UNAUTHENTICATED, 401, with
+    /// `WWW-Authenticate: Bearer`).
+    #[error("{0}")]
+    Unauthenticated(&'static str),
     /// A bug or an environment failure; the client learns nothing more (INTERNAL_ERROR).
     #[error(transparent)]
     Internal(anyhow::Error),
+}
+
+impl From<taskpilot_app::AuthError> for ApiError {
+    fn from(e: taskpilot_app::AuthError) -> Self {
+        use taskpilot_app::AuthError as A;
+        use taskpilot_domain::Unusable;
+        match e {
+            A::Malformed => Self::Unauthenticated(
+                "the bearer token is malformed: TaskPilot tokens look like tp_<kind>_<64 hex digits>",
+            ),
+            A::Unknown => Self::Unauthenticated("the bearer token is not known"),
+            A::Unusable(Unusable::Revoked) => Self::Unauthenticated("the bearer token was revoked"),
+            A::Unusable(Unusable::Expired) => Self::Unauthenticated("the bearer token has expired"),
+            A::Unavailable(e) => Self::App(AppError::Unavailable(e)),
+            other => Self::Internal(anyhow::Error::new(other)),
+        }
+    }
 }
 
 impl From<ValidationError> for ApiError {
@@ -155,7 +180,10 @@ fn title(code: ProblemCode) -> &'static str {
     match code {
         ProblemCode::MalformedRequest => "Malformed request",
         ProblemCode::ValidationFailed => "Validation failed",
+        ProblemCode::Unauthenticated => "Unauthenticated",
+        ProblemCode::Forbidden => "Forbidden",
         ProblemCode::TaskNotFound => "Task not found",
+        ProblemCode::TokenNotFound => "Token not found",
         ProblemCode::RouteNotFound => "Route not found",
         ProblemCode::MethodNotAllowed => "Method not allowed",
         ProblemCode::InvalidTransition => "Invalid transition",
@@ -210,6 +238,7 @@ impl ApiError {
                 problem.allow = Some(allow);
                 problem
             }
+            Self::Unauthenticated(detail) => Problem::new(ProblemCode::Unauthenticated, *detail),
             Self::Internal(_) => internal(),
         }
     }
@@ -266,6 +295,16 @@ fn refusal(e: &AppError) -> Problem {
     match e {
         AppError::NotFound(id) => {
             Problem::new(C::TaskNotFound, format!("no task has id {id}")).task(*id)
+        }
+        AppError::TokenNotFound(id) => {
+            Problem::new(C::TokenNotFound, format!("no token has id {id}"))
+                .with("tokenId", id.to_string())
+        }
+        AppError::Forbidden(taskpilot_domain::Forbidden::Operation { kind }) => {
+            Problem::new(C::Forbidden, e.to_string()).with("tokenKind", kind.as_str())
+        }
+        AppError::Forbidden(taskpilot_domain::Forbidden::Queue(queue)) => {
+            Problem::new(C::Forbidden, e.to_string()).with("queue", queue.as_str())
         }
         AppError::Conflict(D::InvalidTransition { task, from, action }) => {
             Problem::new(C::InvalidTransition, e.to_string())
@@ -390,6 +429,15 @@ impl ResponseError for ApiError {
         }
         if let Some(allow) = problem.allow {
             response.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
+        }
+        if problem.code == ProblemCode::Unauthenticated {
+            // RFC 6750: a request without a token gets the bare challenge, a bad token the
+            // error code too.
+            let challenge = match self {
+                Self::Unauthenticated(MISSING_TOKEN) => "Bearer realm=\"taskpilot\"",
+                _ => "Bearer realm=\"taskpilot\", error=\"invalid_token\"",
+            };
+            response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge)));
         }
         response.body(serde_json::to_string(&problem.body()).unwrap_or_default())
     }

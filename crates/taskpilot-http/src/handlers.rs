@@ -19,6 +19,7 @@ use taskpilot_domain::{Task, WorkerId};
 use tokio::time::Instant;
 use tracing::Span;
 
+use crate::auth::Authenticated;
 use crate::dto;
 use crate::error::ApiError;
 use crate::wake::{wake_when_due, Wake, WakeHub};
@@ -50,10 +51,11 @@ fn holder_ok(task: &Task) -> HttpResponse {
 /// `POST /api/tasks`: 201 with the task and its Location.
 pub async fn create_task(
     service: web::Data<TaskService>,
+    Authenticated(caller): Authenticated,
     body: web::Json<CreateTaskRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let request = dto::create_task(body.into_inner())?;
-    let task = run(&service, move |s| s.create(request)).await?;
+    let task = run(&service, move |s| s.acting_as(&caller).create(request)).await?;
     Span::current().record("task_id", tracing::field::display(task.id()));
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/tasks/{}", task.id())))
@@ -64,10 +66,11 @@ pub async fn create_task(
 /// an invalid task fails the whole batch with 400 VALIDATION_FAILED naming its index.
 pub async fn create_task_batch(
     service: web::Data<TaskService>,
+    Authenticated(caller): Authenticated,
     body: web::Json<CreateTaskBatchRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let requests = dto::create_batch(body.into_inner())?;
-    let tasks = run(&service, move |s| s.create_batch(requests)).await?;
+    let tasks = run(&service, move |s| s.acting_as(&caller).create_batch(requests)).await?;
     tracing::info!(tasks = tasks.len(), "{} tasks created in one batch", tasks.len());
     Ok(HttpResponse::Created().json(dto::batch_response(&tasks)))
 }
@@ -80,6 +83,7 @@ pub async fn create_task_batch(
 /// or too many, fails the whole request.
 pub async fn complete_tasks(
     service: web::Data<TaskService>,
+    Authenticated(caller): Authenticated,
     hub: web::Data<WakeHub>,
     body: web::Json<CompleteTasksRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -102,7 +106,7 @@ pub async fn complete_tasks(
     let results = if completions.is_empty() {
         Vec::new()
     } else {
-        run(&service, move |s| s.complete_batch(completions)).await?
+        run(&service, move |s| s.acting_as(&caller).complete_batch(completions)).await?
     };
     let now = service.now();
     let hub = hub.into_inner();
@@ -135,20 +139,23 @@ pub async fn complete_tasks(
 /// `GET /api/tasks/{id}`.
 pub async fn get_task(
     service: web::Data<TaskService>,
+    Authenticated(caller): Authenticated,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = dto::task_id(&path)?;
-    let task = run(&service, move |s| s.get(id)).await?;
+    let task = run(&service, move |s| s.acting_as(&caller).get(id)).await?;
     Ok(task_ok(&task))
 }
 
 /// `GET /api/tasks?queue=&status=&name=&limit=&cursor=`: one page, newest first.
 pub async fn list_tasks(
     service: web::Data<TaskService>,
+    Authenticated(caller): Authenticated,
     query: web::Query<ListTasksQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let dto::ListRequest { filter, cursor, limit } = dto::list_request(query.into_inner())?;
-    let page = run(&service, move |s| s.list(&filter, cursor.as_deref(), limit)).await?;
+    let page = run(&service, move |s| s.acting_as(&caller).list(&filter, cursor.as_deref(), limit))
+        .await?;
     Ok(HttpResponse::Ok().json(dto::list_response(&page)))
 }
 
@@ -159,6 +166,7 @@ pub async fn list_tasks(
 /// query while it waits), claims again whenever woken, and gives up when the time is up.
 pub async fn claim_tasks(
     service: web::Data<TaskService>,
+    Authenticated(caller): Authenticated,
     hub: web::Data<WakeHub>,
     body: web::Json<ClaimTasksRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -169,8 +177,10 @@ pub async fn claim_tasks(
         // Subscribe before looking, so that a task made runnable between the look and the
         // wait still wakes this claim.
         let mut waiter = hub.waiter();
-        let (claimer, queues) = (worker.clone(), queues.clone());
-        let tasks = run(&service, move |s| s.claim(&claimer, queues, limit, lease)).await?;
+        let (claimer, queues, caller) = (worker.clone(), queues.clone(), caller.clone());
+        let tasks =
+            run(&service, move |s| s.acting_as(&caller).claim(&claimer, queues, limit, lease))
+                .await?;
         if !tasks.is_empty() || Instant::now() >= deadline {
             return Ok(claimed(&worker, &tasks));
         }
@@ -197,12 +207,13 @@ fn claimed(worker: &WorkerId, tasks: &[Task]) -> HttpResponse {
 /// `PUT /api/tasks/{id}/start`: PENDING to RUNNING under a fresh lease.
 pub async fn start_task(
     service: web::Data<TaskService>,
+    Authenticated(caller): Authenticated,
     path: web::Path<String>,
     body: web::Json<StartTaskRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = dto::task_id(&path)?;
     let (worker, lease) = dto::start(&body)?;
-    let task = run(&service, move |s| s.start(id, &worker, lease)).await?;
+    let task = run(&service, move |s| s.acting_as(&caller).start(id, &worker, lease)).await?;
     Ok(holder_ok(&task))
 }
 
@@ -210,12 +221,15 @@ pub async fn start_task(
 /// was cancelled learns it here (409 TASK_CANCELLED) and should stop.
 pub async fn heartbeat_task(
     service: web::Data<TaskService>,
+    Authenticated(caller): Authenticated,
     path: web::Path<String>,
     body: web::Json<HeartbeatRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = dto::task_id(&path)?;
     let (worker, token, lease) = dto::heartbeat(&body)?;
-    let task = run(&service, move |s| s.heartbeat(id, Some(&worker), token, lease)).await?;
+    let task =
+        run(&service, move |s| s.acting_as(&caller).heartbeat(id, Some(&worker), token, lease))
+            .await?;
     Ok(holder_ok(&task))
 }
 
@@ -223,12 +237,13 @@ pub async fn heartbeat_task(
 /// an accepted report (same token, same outcome) answers 200 with the stored task.
 pub async fn succeed_task(
     service: web::Data<TaskService>,
+    Authenticated(caller): Authenticated,
     path: web::Path<String>,
     body: JsonOrEmpty<SucceedTaskRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = dto::task_id(&path)?;
     let (reporter, result) = dto::success(body.0)?;
-    let task = run(&service, move |s| s.succeed(id, &reporter, result)).await?;
+    let task = run(&service, move |s| s.acting_as(&caller).succeed(id, &reporter, result)).await?;
     Ok(task_ok(&task))
 }
 
@@ -236,6 +251,7 @@ pub async fn succeed_task(
 /// `retryable: false`, FAILED at once (retry state NON_RETRYABLE).
 pub async fn fail_task(
     service: web::Data<TaskService>,
+    Authenticated(caller): Authenticated,
     hub: web::Data<WakeHub>,
     path: web::Path<String>,
     body: web::Json<FailTaskRequest>,
@@ -243,9 +259,10 @@ pub async fn fail_task(
     let id = dto::task_id(&path)?;
     let dto::Failure { reporter, message, retryable } = dto::failure(body.into_inner())?;
     let task = if retryable {
-        run(&service, move |s| s.fail(id, &reporter, &message)).await?
+        run(&service, move |s| s.acting_as(&caller).fail(id, &reporter, &message)).await?
     } else {
-        run(&service, move |s| s.fail_permanently(id, &reporter, &message)).await?
+        run(&service, move |s| s.acting_as(&caller).fail_permanently(id, &reporter, &message))
+            .await?
     };
     if let Some(next_run_at) = task.next_run_at() {
         wake_when_due(&hub.into_inner(), next_run_at, service.now());
@@ -259,13 +276,14 @@ pub async fn fail_task(
 /// with the stored task, a late success or failure with it 409 OUTCOME_CONFLICT.
 pub async fn release_task(
     service: web::Data<TaskService>,
+    Authenticated(caller): Authenticated,
     hub: web::Data<WakeHub>,
     path: web::Path<String>,
     body: web::Json<ReleaseTaskRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = dto::task_id(&path)?;
     let reporter = dto::release(&body)?;
-    let task = run(&service, move |s| s.release(id, &reporter)).await?;
+    let task = run(&service, move |s| s.acting_as(&caller).release(id, &reporter)).await?;
     // A released retry keeps a nextRunAt (now): wake this server's waiting claims for it too.
     if let Some(next_run_at) = task.next_run_at() {
         wake_when_due(&hub.into_inner(), next_run_at, service.now());
@@ -276,37 +294,43 @@ pub async fn release_task(
 /// `PUT /api/tasks/{id}/cancel`: PENDING or RUNNING to CANCELLED.
 pub async fn cancel_task(
     service: web::Data<TaskService>,
+    Authenticated(caller): Authenticated,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = dto::task_id(&path)?;
-    let task = run(&service, move |s| s.cancel(id)).await?;
+    let task = run(&service, move |s| s.acting_as(&caller).cancel(id)).await?;
     Ok(task_ok(&task))
 }
 
 /// `PUT /api/tasks/{id}/rerun`: FAILED or CANCELLED back to PENDING with a fresh budget.
 pub async fn rerun_task(
     service: web::Data<TaskService>,
+    Authenticated(caller): Authenticated,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = dto::task_id(&path)?;
-    let task = run(&service, move |s| s.rerun(id)).await?;
+    let task = run(&service, move |s| s.acting_as(&caller).rerun(id)).await?;
     Ok(task_ok(&task))
 }
 
 /// `GET /api/tasks/{id}/events`: the task's history, oldest first.
 pub async fn task_events(
     service: web::Data<TaskService>,
+    Authenticated(caller): Authenticated,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = dto::task_id(&path)?;
-    let events = run(&service, move |s| s.events(id)).await?;
+    let events = run(&service, move |s| s.acting_as(&caller).events(id)).await?;
     Ok(HttpResponse::Ok().json(dto::events_response(&events)))
 }
 
 /// `GET /api/stats/rejections`: refused stale calls by code and call, and how many of them
 /// were success reports (`staleSuccesses`: tasks that ran twice).
-pub async fn rejection_stats(service: web::Data<TaskService>) -> Result<HttpResponse, ApiError> {
-    let counts = run(&service, TaskService::rejection_counts).await?;
+pub async fn rejection_stats(
+    service: web::Data<TaskService>,
+    Authenticated(caller): Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    let counts = run(&service, move |s| s.acting_as(&caller).rejection_counts()).await?;
     Ok(HttpResponse::Ok().json(dto::rejection_stats_response(&counts)))
 }
 

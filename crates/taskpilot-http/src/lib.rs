@@ -21,6 +21,7 @@
 //!
 //! Must never import: the storage adapter outside [`server`] and `main.rs`; the client crate.
 
+pub mod auth;
 pub mod config;
 pub mod dto;
 pub mod error;
@@ -28,9 +29,11 @@ pub mod handlers;
 pub mod request_log;
 pub mod routes;
 pub mod server;
+pub mod tokens;
 pub mod wake;
 
-pub use config::{Cli, Command, Config, HttpConfig};
+pub use auth::Gate;
+pub use config::{AuthMode, Cli, Command, Config, HttpConfig, TokensCommand};
 pub use error::ApiError;
 pub use routes::build_app;
 // The wiring's modules under their short paths too, as the binary and the tests name them.

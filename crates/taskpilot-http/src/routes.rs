@@ -12,16 +12,19 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App};
 use taskpilot_app::TaskService;
 
+use crate::auth::{self, Gate};
 use crate::config::HttpConfig;
 use crate::error::{self, ApiError};
 use crate::handlers;
 use crate::request_log;
+use crate::tokens;
 use crate::wake::WakeHub;
 
-/// The whole application: routes, extractor settings, error mapping and request logging.
-/// Long-polling claims wait on `hub`; `http` gives the body limits.
+/// The whole application: routes, extractor settings, error mapping, authentication through
+/// `gate` and request logging. Long-polling claims wait on `hub`; `http` gives the body limits.
 pub fn build_app(
     service: TaskService,
+    gate: Gate,
     hub: Arc<WakeHub>,
     http: &HttpConfig,
 ) -> App<
@@ -36,6 +39,7 @@ pub fn build_app(
     let limit = http.max_body_bytes;
     App::new()
         .app_data(web::Data::new(service))
+        .app_data(web::Data::new(gate))
         .app_data(web::Data::from(hub))
         .app_data(
             web::JsonConfig::default().limit(limit).error_handler(error::json_error_handler(limit)),
@@ -51,6 +55,7 @@ pub fn build_app(
         )
         .configure(|cfg| routes(cfg, http.max_batch_body_bytes))
         .default_service(web::to(handlers::route_not_found))
+        .wrap(from_fn(auth::authenticate))
         .wrap(from_fn(request_log::request_span))
 }
 
@@ -107,6 +112,17 @@ fn routes(cfg: &mut web::ServiceConfig, batch_limit: usize) {
         web::resource("/api/tasks/{id}/events")
             .route(web::get().to(task_events))
             .default_service(method_not_allowed("GET")),
+    )
+    .service(
+        web::resource("/api/tokens")
+            .route(web::post().to(tokens::create_token))
+            .route(web::get().to(tokens::list_tokens))
+            .default_service(method_not_allowed("GET, POST")),
+    )
+    .service(
+        web::resource("/api/tokens/{id}")
+            .route(web::delete().to(tokens::revoke_token))
+            .default_service(method_not_allowed("DELETE")),
     )
     .service(
         web::resource("/api/stats/rejections")

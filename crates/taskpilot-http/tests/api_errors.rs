@@ -18,6 +18,7 @@ use actix_web::http::StatusCode;
 use actix_web::test::{self, TestRequest};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{json, Value};
+use taskpilot_app::{AccessService, MockTokenRepository};
 use taskpilot_app::{
     Actor, MockTaskRepository, RejectionCount, RepoError, ServiceDefaults, StaleCall, SystemClock,
     TaskEvent, TaskService,
@@ -27,7 +28,7 @@ use taskpilot_domain::{
     Reporter, Task, TaskId, TaskName, TaskStatus, WorkerId,
 };
 use taskpilot_http::wake::Waiting;
-use taskpilot_http::{build_app, HttpConfig, WakeHub};
+use taskpilot_http::{build_app, AuthMode, Gate, HttpConfig, WakeHub};
 
 use common::{guarded, LONG_POLL_MS};
 
@@ -229,7 +230,10 @@ async fn call(
     http: &HttpConfig,
     request: TestRequest,
 ) -> Reply {
-    let app = test::init_service(build_app(service, hub, http)).await;
+    // Authentication is off: these tests are about bodies and refusals, not tokens.
+    let access = AccessService::new(Arc::new(MockTokenRepository::new()), Arc::new(SystemClock));
+    let gate = Gate::new(access, AuthMode::Off, true);
+    let app = test::init_service(build_app(service, gate, hub, http)).await;
     let response = test::call_service(&app, request.to_request()).await;
     let status = response.status();
     let headers = response.headers().clone();

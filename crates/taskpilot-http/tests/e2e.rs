@@ -19,12 +19,14 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::rt::task::JoinHandle;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{json, Value};
-use taskpilot_app::{ServiceDefaults, SystemClock, TaskService};
+use taskpilot_app::{
+    AccessService, MockTokenRepository, ServiceDefaults, SystemClock, TaskService,
+};
 use taskpilot_diesel::local::LocalCluster;
 use taskpilot_diesel::testing::TestDatabase;
 use taskpilot_diesel::{PgPool, PgTaskRepository, PoolConfig};
 use taskpilot_domain::{Clock, ExponentialBackoff, FixedClock, LeaseDuration, MaxAttempts};
-use taskpilot_http::{run, HttpConfig, ServerHandle, WakeHub};
+use taskpilot_http::{run, AuthMode, Gate, HttpConfig, ServerHandle, WakeHub};
 
 use common::{guarded, LONG_POLL_MS};
 
@@ -80,8 +82,13 @@ fn service(pool: PgPool, clock: Arc<dyn Clock>, backoff_base: TimeDelta) -> Task
 }
 
 impl TestApp {
-    /// The real server over `service`, LISTENing on `notify_url` when given.
-    fn spawn(service: TaskService, notify_url: Option<&str>) -> Self {
+    /// The real server over `service`, LISTENing on `notify_url` when given; authentication
+    /// as `taskpilot serve` on a loopback address does it by default (open until a token
+    /// exists in `pool`'s database).
+    fn spawn(service: TaskService, pool: PgPool, notify_url: Option<&str>) -> Self {
+        let access =
+            AccessService::new(Arc::new(PgTaskRepository::new(pool)), Arc::new(SystemClock));
+        let gate = Gate::new(access, AuthMode::Auto, true);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let http = HttpConfig {
@@ -91,7 +98,7 @@ impl TestApp {
             reaper_interval: REAPER_INTERVAL,
             ..HttpConfig::default()
         };
-        let server = run(service, http, listener, notify_url.map(str::to_owned)).unwrap();
+        let server = run(service, gate, http, listener, notify_url.map(str::to_owned)).unwrap();
         let (handle, hub) = (server.handle(), server.hub());
         actix_web::rt::spawn(server.into_future());
         let client = awc::Client::builder().timeout(Duration::from_secs(60)).finish();
@@ -101,14 +108,22 @@ impl TestApp {
     /// A server over `db` with the system clock and a backoff starting at `backoff_base`.
     fn on(db: &TestDatabase, backoff_base: TimeDelta) -> Self {
         let pool = pool(db.url(), Duration::from_secs(5));
-        Self::spawn(service(pool, Arc::new(SystemClock), backoff_base), Some(db.url()))
+        Self::spawn(
+            service(pool.clone(), Arc::new(SystemClock), backoff_base),
+            pool,
+            Some(db.url()),
+        )
     }
 
     /// A server over `db` whose clock the test moves, with a 10 s backoff base.
     fn with_clock(db: &TestDatabase) -> (Self, Arc<FixedClock>) {
         let clock = Arc::new(FixedClock::new(SystemClock.now()));
         let pool = pool(db.url(), Duration::from_secs(5));
-        let app = Self::spawn(service(pool, clock.clone(), TimeDelta::seconds(10)), Some(db.url()));
+        let app = Self::spawn(
+            service(pool.clone(), clock.clone(), TimeDelta::seconds(10)),
+            pool,
+            Some(db.url()),
+        );
         (app, clock)
     }
 
@@ -534,7 +549,8 @@ async fn the_server_answers_503_while_the_database_is_down_and_recovers_by_itsel
     let pool = pool(&url, Duration::from_millis(500));
     taskpilot_diesel::run_migrations(&pool).unwrap();
     let app = TestApp::spawn(
-        service(pool, Arc::new(SystemClock), TimeDelta::seconds(1)),
+        service(pool.clone(), Arc::new(SystemClock), TimeDelta::seconds(1)),
+        pool,
         Some(url.as_str()),
     );
     let id = id_of(&app.create(json!({ "name": "survivor" })).await);
@@ -1026,12 +1042,9 @@ async fn a_stopped_server_leaves_no_reaper_and_no_listener_behind() {
     // A server of the same reaper interval and clock on a database of its own: its reaps
     // show when a reaper left running would have acted.
     let witness_db = TestDatabase::new();
-    let witness_service = service(
-        pool(witness_db.url(), Duration::from_secs(5)),
-        clock.clone(),
-        TimeDelta::seconds(1),
-    );
-    let witness = TestApp::spawn(witness_service, None);
+    let witness_pool = pool(witness_db.url(), Duration::from_secs(5));
+    let witness_service = service(witness_pool.clone(), clock.clone(), TimeDelta::seconds(1));
+    let witness = TestApp::spawn(witness_service, witness_pool, None);
     let id = id_of(&app.create(json!({ "name": "orphan" })).await);
     app.claim(json!({ "workerId": "w", "leaseSeconds": 5 })).await;
     until_listening(&db, 1).await;
@@ -1129,7 +1142,7 @@ async fn with_the_database_clock_wired_the_service_tells_postgresql_time() {
         taskpilot_http::Cli::try_parse_from(["taskpilot", "--clock-refresh-secs", "1"]).unwrap();
     let clock = taskpilot_http::startup::database_clock(db.pool(), &cli.config).unwrap();
     let service = taskpilot_http::startup::task_service(db.pool(), clock, &cli.config).unwrap();
-    let app = TestApp::spawn(service.clone(), Some(db.url()));
+    let app = TestApp::spawn(service.clone(), db.pool(), Some(db.url()));
 
     let before = database_now(&db);
     let service_now = service.now();
@@ -1587,7 +1600,9 @@ async fn a_finished_task_past_its_retention_is_pruned_and_then_answers_404_like_
         prune_interval: Duration::from_millis(50),
         ..HttpConfig::default()
     };
-    let server = run(service, http, listener, None).unwrap();
+    let access = AccessService::new(Arc::new(MockTokenRepository::new()), Arc::new(SystemClock));
+    let server =
+        run(service, Gate::new(access, AuthMode::Off, true), http, listener, None).unwrap();
     let (handle, hub) = (server.handle(), server.hub());
     actix_web::rt::spawn(server.into_future());
     let client = awc::Client::builder().timeout(Duration::from_secs(60)).finish();

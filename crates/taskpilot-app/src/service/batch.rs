@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use taskpilot_api::limits::MAX_BATCH;
-use taskpilot_domain::{Applied, DomainError, LiveSuccess, Reporter, Task, TaskId};
+use taskpilot_domain::{Applied, DomainError, LiveSuccess, Reporter, Task, TaskId, TokenId};
 
 use super::{CreateTask, TaskService};
 use crate::{Actor, AppError, StaleCall, TaskEvent, TaskWrite};
@@ -59,11 +59,24 @@ impl TaskService {
     /// # Errors
     /// [`AppError::InvalidBatchSize`]; storage errors.
     pub fn create_batch(&self, requests: Vec<CreateTask>) -> Result<Vec<Task>, AppError> {
+        self.create_batch_by(requests, None)
+    }
+
+    /// Creates a batch recorded as created by `token` ([`Task::created_by`]).
+    ///
+    /// # Errors
+    /// As [`TaskService::create_batch`].
+    pub fn create_batch_by(
+        &self,
+        requests: Vec<CreateTask>,
+        token: Option<TokenId>,
+    ) -> Result<Vec<Task>, AppError> {
         if requests.is_empty() || requests.len() > MAX_BATCH {
             return Err(AppError::InvalidBatchSize(requests.len()));
         }
         let now = self.clock.now();
-        let tasks: Vec<Task> = requests.into_iter().map(|r| self.new_task(r, now)).collect();
+        let tasks: Vec<Task> =
+            requests.into_iter().map(|r| self.new_task(r, now).with_creator(token)).collect();
         let events: Vec<TaskEvent> =
             tasks.iter().map(|t| TaskEvent::transition(None, t, Actor::Client)).collect();
         self.repo.insert_many(&tasks, &events)?;

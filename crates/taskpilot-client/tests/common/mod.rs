@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use taskpilot_app::{ServiceDefaults, SystemClock, TaskService};
+use taskpilot_app::{AccessService, NewToken, ServiceDefaults, SystemClock, TaskService};
 use taskpilot_client::{Client, RetryPolicy, TaskResponse, TaskStatus};
 use taskpilot_diesel::testing::TestDatabase;
 use taskpilot_diesel::{PgTaskRepository, PoolConfig};
 use taskpilot_domain::{ExponentialBackoff, LeaseDuration, MaxAttempts};
-use taskpilot_http::{run, HttpConfig, ServerHandle};
+use taskpilot_http::{run, AuthMode, Gate, HttpConfig, ServerHandle};
 
 /// A running server and its database.
 pub struct TestServer {
@@ -45,6 +45,12 @@ impl TestServer {
                     &PoolConfig { max_size: 8, connect_timeout: Duration::from_secs(5) },
                 )
                 .unwrap();
+                // As `taskpilot serve` on a loopback address: open until a token exists.
+                let access = AccessService::new(
+                    Arc::new(PgTaskRepository::new(pool.clone())),
+                    Arc::new(SystemClock),
+                );
+                let gate = Gate::new(access, AuthMode::Auto, true);
                 let service = TaskService::new(
                     Arc::new(PgTaskRepository::new(pool)),
                     Arc::new(SystemClock),
@@ -60,13 +66,29 @@ impl TestServer {
                     reaper_interval: Duration::from_millis(100),
                     ..HttpConfig::default()
                 };
-                let server = run(service, http, listener, Some(url)).unwrap();
+                let server = run(service, gate, http, listener, Some(url)).unwrap();
                 handle_tx.send(server.handle()).unwrap();
                 server.into_future().await.unwrap();
             });
         });
         let handle = handle_rx.recv().expect("the server thread failed to start the server");
         Self { base, handle, thread: Some(thread), _db: db }
+    }
+
+    /// Creates an API token of `kind` in the server's database (which from then on wants a
+    /// token with every request); its secret.
+    pub fn create_token(&self, kind: taskpilot_domain::TokenKind) -> String {
+        let access = AccessService::new(
+            Arc::new(PgTaskRepository::new(self._db.pool())),
+            Arc::new(SystemClock),
+        );
+        let request = NewToken {
+            name: taskpilot_domain::TokenName::parse("test").unwrap(),
+            kind,
+            queues: taskpilot_domain::QueueScope::All,
+            expires_at: None,
+        };
+        access.create_token(request).unwrap().secret
     }
 
     /// A client of this server that gives up quickly.

@@ -43,7 +43,7 @@ macro_rules! column_names {
 }
 column_names!(
     C01, C02, C03, C04, C05, C06, C07, C08, C09, C10, C11, C12, C13, C14, C15, C16, C17, C18, C19,
-    C20, C21, C22, C23, C24
+    C20, C21, C22, C23, C24, C25
 );
 
 /// The columns of `tasks` as the schema declares them, which is the order [`TaskRow`]'s
@@ -179,6 +179,7 @@ struct TaskColumns {
     created_at: Vec<DateTime<Utc>>,
     updated_at: Vec<DateTime<Utc>>,
     version: Vec<i64>,
+    created_by: Vec<Option<Uuid>>,
 }
 
 impl TaskColumns {
@@ -209,6 +210,7 @@ impl TaskColumns {
             created_at,
             updated_at,
             version,
+            created_by,
         } = row;
         self.id.push(id);
         self.queue.push(queue);
@@ -234,6 +236,7 @@ impl TaskColumns {
         self.created_at.push(created_at);
         self.updated_at.push(updated_at);
         self.version.push(version);
+        self.created_by.push(created_by);
     }
 
     /// Binds the columns in [`TASK_COLUMNS`] order. Every field by name, no `..`: a field
@@ -264,6 +267,7 @@ impl TaskColumns {
             created_at,
             updated_at,
             version,
+            created_by,
         } = self;
         query
             .bind::<Array<SqlUuid>, _>(id)
@@ -290,6 +294,7 @@ impl TaskColumns {
             .bind::<Array<Timestamptz>, _>(created_at)
             .bind::<Array<Timestamptz>, _>(updated_at)
             .bind::<Array<BigInt>, _>(version)
+            .bind::<Array<Nullable<SqlUuid>>, _>(created_by)
     }
 }
 
@@ -468,7 +473,7 @@ mod tests {
             .collect();
 
         assert_eq!(TASK_COLUMNS, names);
-        assert_eq!(TASK_COLUMNS.len(), 24);
+        assert_eq!(TASK_COLUMNS.len(), 25);
     }
 
     #[test]

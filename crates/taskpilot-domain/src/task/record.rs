@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::Task;
 use crate::{
     AttemptEnd, EndedAttempt, Lease, LeaseToken, MaxAttempts, QueueName, RestoreError, RetryState,
-    TaskId, TaskName, TaskState, TaskStatus, WorkerId,
+    TaskId, TaskName, TaskState, TaskStatus, TokenId, WorkerId,
 };
 
 /// Every field of a task, flat, as storage keeps it. [`Task::restore`] checks it.
@@ -45,6 +45,8 @@ pub struct TaskRecord {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: u64,
+    /// The API token that created the task; `None` for tasks created without one.
+    pub created_by: Option<TokenId>,
 }
 
 impl Task {
@@ -80,6 +82,7 @@ impl Task {
             created_at,
             updated_at,
             version,
+            created_by,
         } = r;
         let bad = |reason: &str| RestoreError { task: id, reason: reason.to_owned() };
         let state = match (status, worker_id, processing_started_at, completed_at) {
@@ -129,6 +132,7 @@ impl Task {
             created_at,
             updated_at,
             version,
+            created_by,
         };
         if result.is_some() && task.status() != TaskStatus::Succeeded {
             return Err(bad("only a succeeded task has a result"));
@@ -167,6 +171,7 @@ impl Task {
             created_at: self.created_at,
             updated_at: self.updated_at,
             version: self.version,
+            created_by: self.created_by,
         }
     }
 
@@ -369,6 +374,7 @@ mod tests {
                 created_at: t0(),
                 updated_at: t0() + secs(30),
                 version: 4,
+                created_by: None,
             }
         );
     }

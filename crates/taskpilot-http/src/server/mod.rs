@@ -22,6 +22,7 @@ use taskpilot_app::TaskService;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
+use crate::auth::Gate;
 use crate::config::HttpConfig;
 use crate::routes::build_app;
 use crate::wake::WakeHub;
@@ -53,6 +54,7 @@ pub fn init_tracing(filter: &str) -> anyhow::Result<()> {
 /// When the listener cannot be used.
 pub fn run(
     service: TaskService,
+    gate: Gate,
     http: HttpConfig,
     listener: TcpListener,
     notify_database_url: Option<String>,
@@ -61,17 +63,19 @@ pub fn run(
     let app_service = service.clone();
     let app_hub = hub.clone();
     let signal_hub = hub.clone();
-    let server = HttpServer::new(move || build_app(app_service.clone(), app_hub.clone(), &http))
-        .workers(http.workers)
-        .shutdown_timeout(http.shutdown_timeout.as_secs())
-        // Our own signal handling, so that waiting claims are released before the graceful
-        // stop waits for in-flight requests.
-        .shutdown_signal(async move {
-            shutdown_requested().await;
-            signal_hub.close();
-        })
-        .listen(listener)?
-        .run();
+    let server = HttpServer::new(move || {
+        build_app(app_service.clone(), gate.clone(), app_hub.clone(), &http)
+    })
+    .workers(http.workers)
+    .shutdown_timeout(http.shutdown_timeout.as_secs())
+    // Our own signal handling, so that waiting claims are released before the graceful
+    // stop waits for in-flight requests.
+    .shutdown_signal(async move {
+        shutdown_requested().await;
+        signal_hub.close();
+    })
+    .listen(listener)?
+    .run();
     let (finished, done) = watch::channel(false);
     let handle = ServerHandle { http: server.handle(), hub: hub.clone(), done };
     let background = BackgroundConfig {

@@ -2,19 +2,21 @@
 //! [`TaskService`] over PostgreSQL (`taskpilot_diesel`). Part of the server's wiring, with
 //! [`background`](super::background) one of the two modules that name the storage adapter.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use taskpilot_app::TaskService;
+use taskpilot_app::{AccessService, NewToken, TaskService};
 use taskpilot_diesel::local::LocalCluster;
 use taskpilot_diesel::{
     MigrationReport, PgClock, PgPool, PgTaskRepository, PoolConfig, SessionTimeouts,
 };
-use taskpilot_domain::Clock;
+use taskpilot_domain::{Clock, QueueName, QueueScope, TokenId, TokenKind, TokenName};
 
-use crate::config::{redact_url, Config};
+use crate::auth::Gate;
+use crate::config::{redact_url, AuthMode, Config, TokensCommand};
 
 /// Tried when `DATABASE_URL` is unset: a local PostgreSQL with trust auth.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/taskpilot";
@@ -178,4 +180,135 @@ pub fn task_service(
         config.service_defaults()?,
     )
     .with_retention(config.retention()))
+}
+
+/// The token use cases over PostgreSQL, judged by `clock`.
+pub fn access_service(pool: PgPool, clock: Arc<dyn Clock>) -> AccessService {
+    AccessService::new(Arc::new(PgTaskRepository::new(pool)), clock)
+}
+
+/// Whether every address `bind` listens on is a loopback one (`127.0.0.0/8`, `::1`).
+pub fn is_loopback(bind: SocketAddr) -> bool {
+    bind.ip().is_loopback()
+}
+
+/// The authentication gate for a server with these settings, after checking that it may
+/// start: with [`AuthMode::Auto`], a server on a non-loopback address and no token at all
+/// would be open to anyone who can reach it, so it refuses to start. Logs, once, how the
+/// server authenticates.
+///
+/// # Errors
+/// That refusal, or storage errors while looking for tokens.
+pub fn auth_gate(access: AccessService, config: &Config) -> anyhow::Result<Gate> {
+    let loopback = is_loopback(config.bind);
+    match config.auth {
+        AuthMode::Off => tracing::warn!(
+            "authentication is off (--auth=off): every request acts as admin; run this only \
+             behind something else that authenticates"
+        ),
+        AuthMode::On => tracing::info!("every request needs an API token (--auth=on)"),
+        AuthMode::Auto => {
+            let any = access.any_token().context("cannot look for API tokens")?;
+            match (any, loopback) {
+                (true, _) => tracing::info!("every request needs an API token"),
+                (false, true) => tracing::warn!(
+                    "no API token exists, so this server, on the loopback address {}, runs \
+                     open: every request acts as admin. `taskpilot tokens create --kind admin \
+                     --name <name>` creates the first token and closes it",
+                    config.bind
+                ),
+                (false, false) => anyhow::bail!(
+                    "refusing to listen on {} with no API token: anyone who can reach it could \
+                     create, claim and cancel every task. Create a token first (`taskpilot \
+                     tokens create --kind admin --name <name>`), or pass --auth=off if \
+                     something in front of TaskPilot authenticates",
+                    config.bind
+                ),
+            }
+        }
+    }
+    Ok(Gate::new(access, config.auth, loopback))
+}
+
+/// `taskpilot tokens …`: what the operator asked, straight in the database, printed to
+/// stdout.
+///
+/// # Errors
+/// Invalid values, storage errors.
+pub fn run_tokens_command(
+    command: &TokensCommand,
+    access: &AccessService,
+) -> anyhow::Result<Vec<String>> {
+    match command {
+        TokensCommand::Create { kind, name, queues, expires_in } => {
+            let queues = if queues.is_empty() {
+                None
+            } else {
+                Some(queues.iter().map(|q| QueueName::parse(q)).collect::<Result<Vec<_>, _>>()?)
+            };
+            let expires_at = expires_in
+                .map(|d| {
+                    let d = chrono::TimeDelta::from_std(d)
+                        .ok()
+                        .filter(|d| *d > chrono::TimeDelta::zero())
+                        .context("--expires-in must be a positive duration such as 90d")?;
+                    chrono::Utc::now()
+                        .checked_add_signed(d)
+                        .context("--expires-in is too far in the future")
+                })
+                .transpose()?;
+            let issued = access.create_token(NewToken {
+                name: TokenName::parse(name)?,
+                kind: TokenKind::parse(kind)?,
+                queues: QueueScope::from_list(queues)?,
+                expires_at,
+            })?;
+            Ok(vec![
+                format!(
+                    "created {} token {:?} ({}); its secret, shown only now:",
+                    issued.token.kind,
+                    issued.token.name.as_str(),
+                    issued.token.id
+                ),
+                issued.secret,
+            ])
+        }
+        TokensCommand::List => {
+            let tokens = access.tokens()?;
+            if tokens.is_empty() {
+                return Ok(vec!["no tokens".to_owned()]);
+            }
+            let at = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                t.map_or_else(|| "-".to_owned(), taskpilot_api::time::format)
+            };
+            let mut lines =
+                vec!["id\tkind\tname\tqueues\tcreated\texpires\tlast used\trevoked".to_owned()];
+            lines.extend(tokens.iter().map(|t| {
+                let queues = t.queues.to_list().map_or_else(
+                    || "*".to_owned(),
+                    |l| l.iter().map(QueueName::as_str).collect::<Vec<_>>().join(","),
+                );
+                format!(
+                    "{}\t{}\t{}\t{queues}\t{}\t{}\t{}\t{}",
+                    t.id,
+                    t.kind,
+                    t.name,
+                    taskpilot_api::time::format(t.created_at),
+                    at(t.expires_at),
+                    at(t.last_used_at),
+                    at(t.revoked_at)
+                )
+            }));
+            Ok(lines)
+        }
+        TokensCommand::Revoke { id } => {
+            let token = access.revoke(TokenId::from_uuid(*id))?;
+            Ok(vec![format!(
+                "revoked {} token {:?} ({})",
+                token.kind,
+                token.name.as_str(),
+                token.id
+            )])
+        }
+    }
 }

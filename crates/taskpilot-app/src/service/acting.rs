@@ -1,0 +1,369 @@
+//! The use cases as a caller may run them: every call first asks the domain's access rules
+//! ([`Caller::may`], [`Caller::sees`]) whether this caller may do it, then runs the use case.
+//! A task the caller may not see answers [`AppError::NotFound`], exactly as an unknown id
+//! does, so that no caller learns which tasks exist outside its reach.
+
+use taskpilot_domain::{
+    Caller, Grant, LeaseDuration, LeaseToken, Operation, QueueName, QueueScope, Reporter, Task,
+    TaskId, WorkerId,
+};
+
+use super::{Completion, CreateTask, TaskPage, TaskService};
+use crate::{AppError, RejectionCount, TaskEvent, TaskFilter};
+
+/// [`TaskService`] acting for one [`Caller`]; see [`TaskService::acting_as`].
+#[derive(Clone, Copy)]
+pub struct Acting<'a> {
+    service: &'a TaskService,
+    caller: &'a Caller,
+}
+
+impl TaskService {
+    /// The use cases as `caller` may run them.
+    pub fn acting_as<'a>(&'a self, caller: &'a Caller) -> Acting<'a> {
+        Acting { service: self, caller }
+    }
+}
+
+impl Acting<'_> {
+    /// What the caller may do with `operation`.
+    fn may(&self, operation: Operation) -> Result<Grant, AppError> {
+        Ok(self.caller.may(operation)?)
+    }
+
+    /// Loads the task when the caller's grant or queues could hide it, and answers
+    /// [`AppError::NotFound`] when they do. Unrestricted callers skip the read.
+    fn check_visible(&self, id: TaskId, grant: Grant) -> Result<Option<Task>, AppError> {
+        if grant == Grant::Any && *self.caller.queues() == QueueScope::All {
+            return Ok(None);
+        }
+        let task = self.service.get(id)?;
+        if self.caller.sees(&task, grant) {
+            Ok(Some(task))
+        } else {
+            Err(AppError::NotFound(id))
+        }
+    }
+
+    /// Creates a task, recorded as created by the caller's token.
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`] for a caller that may not create tasks or not in this queue;
+    /// as [`TaskService::create`].
+    pub fn create(&self, request: CreateTask) -> Result<Task, AppError> {
+        self.may(Operation::CreateTask)?;
+        self.caller.may_use_queue(request.queue.as_ref().unwrap_or(&QueueName::default()))?;
+        self.service.create_by(request, self.caller.token_id())
+    }
+
+    /// Creates a batch, each task recorded as created by the caller's token.
+    ///
+    /// # Errors
+    /// As [`Acting::create`], for any item; as [`TaskService::create_batch`].
+    pub fn create_batch(&self, requests: Vec<CreateTask>) -> Result<Vec<Task>, AppError> {
+        self.may(Operation::CreateTask)?;
+        for request in &requests {
+            self.caller.may_use_queue(request.queue.as_ref().unwrap_or(&QueueName::default()))?;
+        }
+        self.service.create_batch_by(requests, self.caller.token_id())
+    }
+
+    /// Loads one task the caller may see.
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`]; [`AppError::NotFound`] also for a task out of reach.
+    pub fn get(&self, id: TaskId) -> Result<Task, AppError> {
+        let grant = self.may(Operation::ReadTask)?;
+        match self.check_visible(id, grant)? {
+            Some(task) => Ok(task),
+            None => self.service.get(id),
+        }
+    }
+
+    /// The history of a task the caller may see.
+    ///
+    /// # Errors
+    /// As [`Acting::get`]; as [`TaskService::events`].
+    pub fn events(&self, id: TaskId) -> Result<Vec<TaskEvent>, AppError> {
+        let grant = self.may(Operation::ReadTask)?;
+        self.check_visible(id, grant)?;
+        self.service.events(id)
+    }
+
+    /// One page of the tasks the caller may see: a producer's own, within its queues.
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`], also for a queue filter outside the caller's queues; as
+    /// [`TaskService::list`].
+    pub fn list(
+        &self,
+        filter: &TaskFilter,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<TaskPage, AppError> {
+        let grant = self.may(Operation::ListTasks)?;
+        let mut filter = filter.clone();
+        if let Some(queue) = &filter.queue {
+            self.caller.may_use_queue(queue)?;
+        }
+        filter.queues = self.caller.queues().to_list();
+        if grant == Grant::Own {
+            // A token-less caller never holds a producer's grant: open access is an admin.
+            filter.created_by = self.caller.token_id();
+        }
+        self.service.list(&filter, cursor, limit)
+    }
+
+    /// Claims for the caller, from the queues asked for within its reach (its own list
+    /// when it asks for none).
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`]; as [`TaskService::claim`].
+    pub fn claim(
+        &self,
+        worker: &WorkerId,
+        queues: Option<Vec<QueueName>>,
+        limit: u32,
+        lease: Option<LeaseDuration>,
+    ) -> Result<Vec<Task>, AppError> {
+        self.may(Operation::Claim)?;
+        let queues = self.caller.queues().claimable(queues)?;
+        self.service.claim(worker, queues, limit, lease)
+    }
+
+    /// Starts a pending task by id, if it is within the caller's queues.
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`]; [`AppError::NotFound`] also for a task out of reach; as
+    /// [`TaskService::start`].
+    pub fn start(
+        &self,
+        id: TaskId,
+        worker: &WorkerId,
+        lease: Option<LeaseDuration>,
+    ) -> Result<Task, AppError> {
+        let grant = self.may(Operation::LeaseCall)?;
+        self.check_visible(id, grant)?;
+        self.service.start(id, worker, lease)
+    }
+
+    /// Heartbeats an attempt; the lease token is the proof of the claim.
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`]; as [`TaskService::heartbeat`].
+    pub fn heartbeat(
+        &self,
+        id: TaskId,
+        worker: Option<&WorkerId>,
+        token: LeaseToken,
+        lease: Option<LeaseDuration>,
+    ) -> Result<Task, AppError> {
+        self.may(Operation::LeaseCall)?;
+        self.service.heartbeat(id, worker, token, lease)
+    }
+
+    /// Reports a success.
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`]; as [`TaskService::succeed`].
+    pub fn succeed(
+        &self,
+        id: TaskId,
+        reporter: &Reporter,
+        result: Option<serde_json::Value>,
+    ) -> Result<Task, AppError> {
+        self.may(Operation::LeaseCall)?;
+        self.service.succeed(id, reporter, result)
+    }
+
+    /// Reports a failure that may be retried.
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`]; as [`TaskService::fail`].
+    pub fn fail(&self, id: TaskId, reporter: &Reporter, error: &str) -> Result<Task, AppError> {
+        self.may(Operation::LeaseCall)?;
+        self.service.fail(id, reporter, error)
+    }
+
+    /// Reports a failure that must not be retried.
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`]; as [`TaskService::fail_permanently`].
+    pub fn fail_permanently(
+        &self,
+        id: TaskId,
+        reporter: &Reporter,
+        error: &str,
+    ) -> Result<Task, AppError> {
+        self.may(Operation::LeaseCall)?;
+        self.service.fail_permanently(id, reporter, error)
+    }
+
+    /// Gives a claimed task back.
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`]; as [`TaskService::release`].
+    pub fn release(&self, id: TaskId, reporter: &Reporter) -> Result<Task, AppError> {
+        self.may(Operation::LeaseCall)?;
+        self.service.release(id, reporter)
+    }
+
+    /// Reports many outcomes at once.
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`]; as [`TaskService::complete_batch`].
+    pub fn complete_batch(
+        &self,
+        completions: Vec<Completion>,
+    ) -> Result<Vec<Result<Task, AppError>>, AppError> {
+        self.may(Operation::LeaseCall)?;
+        self.service.complete_batch(completions)
+    }
+
+    /// Cancels a task the caller may cancel (a producer: one it created).
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`]; [`AppError::NotFound`] also for a task out of reach; as
+    /// [`TaskService::cancel`].
+    pub fn cancel(&self, id: TaskId) -> Result<Task, AppError> {
+        let grant = self.may(Operation::CancelTask)?;
+        self.check_visible(id, grant)?;
+        self.service.cancel(id)
+    }
+
+    /// Reruns a finished task.
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`]; [`AppError::NotFound`] also for a task out of reach; as
+    /// [`TaskService::rerun`].
+    pub fn rerun(&self, id: TaskId) -> Result<Task, AppError> {
+        let grant = self.may(Operation::RerunTask)?;
+        self.check_visible(id, grant)?;
+        self.service.rerun(id)
+    }
+
+    /// How many stale calls were refused.
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`]; storage errors.
+    pub fn rejection_counts(&self) -> Result<Vec<RejectionCount>, AppError> {
+        self.may(Operation::ReadStats)?;
+        self.service.rejection_counts()
+    }
+
+    /// Fails unless the caller may do `operation` (for calls outside the task use cases,
+    /// such as reading metrics or managing tokens).
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`].
+    pub fn authorize(&self, operation: Operation) -> Result<(), AppError> {
+        self.may(operation).map(drop)
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use taskpilot_domain::{TokenId, TokenKind, TokenName};
+    use uuid::Uuid;
+
+    use super::super::fixtures::*;
+    use super::*;
+    use crate::MockTaskRepository;
+
+    fn caller(kind: TokenKind, n: u128, queues: QueueScope) -> Caller {
+        let name = TokenName::parse("t").unwrap();
+        Caller::token(TokenId::from_uuid(Uuid::from_u128(n)), name, kind, queues)
+    }
+
+    fn emails_only() -> QueueScope {
+        QueueScope::from_list(Some(vec![queue("emails")])).unwrap()
+    }
+
+    #[test]
+    fn a_producer_records_itself_as_creator_and_cannot_create_outside_its_queues() {
+        let mut repo = MockTaskRepository::new();
+        repo.expect_insert()
+            .withf(|t, _| t.created_by() == Some(TokenId::from_uuid(Uuid::from_u128(5))))
+            .times(1)
+            .returning(|_, _| Ok(()));
+        let service = service(repo);
+        let producer = caller(TokenKind::Producer, 5, emails_only());
+
+        let request = CreateTask { queue: Some(queue("emails")), ..create_request() };
+        service.acting_as(&producer).create(request).unwrap();
+
+        let elsewhere = CreateTask { queue: Some(queue("billing")), ..create_request() };
+        let refused = service.acting_as(&producer).create(elsewhere);
+        assert!(matches!(refused, Err(AppError::Forbidden(_))), "{refused:?}");
+        let default_queue = service.acting_as(&producer).create(create_request());
+        assert!(matches!(default_queue, Err(AppError::Forbidden(_))));
+    }
+
+    #[test]
+    fn another_producers_task_is_not_found_and_is_not_cancelled() {
+        let mut repo = MockTaskRepository::new();
+        let theirs = pending().with_creator(Some(TokenId::from_uuid(Uuid::from_u128(6))));
+        let id = theirs.id();
+        repo.expect_get().returning(move |_| Ok(theirs.clone()));
+        let service = service(repo);
+        let producer = caller(TokenKind::Producer, 5, QueueScope::All);
+
+        assert!(
+            matches!(service.acting_as(&producer).get(id), Err(AppError::NotFound(i)) if i == id)
+        );
+        assert!(matches!(service.acting_as(&producer).events(id), Err(AppError::NotFound(_))));
+        assert!(matches!(service.acting_as(&producer).cancel(id), Err(AppError::NotFound(_))));
+        assert!(matches!(service.acting_as(&producer).rerun(id), Err(AppError::Forbidden(_))));
+    }
+
+    #[test]
+    fn a_producer_lists_its_own_tasks_within_its_queues() {
+        let mut repo = MockTaskRepository::new();
+        repo.expect_list()
+            .withf(|f, _, _| {
+                f.created_by == Some(TokenId::from_uuid(Uuid::from_u128(5)))
+                    && f.queues == Some(vec![queue("emails")])
+            })
+            .times(1)
+            .returning(|_, _, _| Ok(vec![]));
+        let service = service(repo);
+        let producer = caller(TokenKind::Producer, 5, emails_only());
+
+        service.acting_as(&producer).list(&TaskFilter::default(), None, None).unwrap();
+        let other = TaskFilter { queue: Some(queue("billing")), ..TaskFilter::default() };
+        assert!(matches!(
+            service.acting_as(&producer).list(&other, None, None),
+            Err(AppError::Forbidden(_))
+        ));
+    }
+
+    #[test]
+    fn a_worker_claims_only_from_its_queues_and_reads_nothing() {
+        let mut repo = MockTaskRepository::new();
+        repo.expect_claim()
+            .withf(|r| r.queues == Some(vec![queue("emails")]))
+            .times(1)
+            .returning(|_| Ok(vec![]));
+        let service = service(repo);
+        let fleet = caller(TokenKind::Worker, 7, emails_only());
+        let worker = WorkerId::parse("w").unwrap();
+
+        service.acting_as(&fleet).claim(&worker, None, 10, None).unwrap();
+        let outside = service.acting_as(&fleet).claim(&worker, Some(vec![queue("sms")]), 10, None);
+        assert!(matches!(outside, Err(AppError::Forbidden(_))));
+        let read = service.acting_as(&fleet).get(TaskId::from_uuid(Uuid::from_u128(1)));
+        assert!(matches!(read, Err(AppError::Forbidden(_))));
+    }
+
+    #[test]
+    fn open_access_reads_without_an_extra_lookup() {
+        let mut repo = MockTaskRepository::new();
+        let task = pending();
+        let id = task.id();
+        repo.expect_get().times(1).returning(move |_| Ok(task.clone()));
+        let service = service(repo);
+
+        service.acting_as(&Caller::open()).get(id).unwrap();
+    }
+}

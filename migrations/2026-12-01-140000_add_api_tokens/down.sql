@@ -1,0 +1,2 @@
+ALTER TABLE tasks DROP COLUMN created_by;
+DROP TABLE api_tokens;
