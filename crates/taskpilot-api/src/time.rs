@@ -20,6 +20,13 @@ pub fn parse(raw: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
     DateTime::parse_from_rfc3339(raw).map(|at| at.with_timezone(&Utc))
 }
 
+/// What a field of this format takes, in the words of an error message.
+pub const EXPECTED: &str = "an RFC 3339 instant such as 2026-11-26T10:00:00Z";
+
+fn not_an_instant<E: serde::de::Error>(raw: &str) -> E {
+    E::invalid_value(serde::de::Unexpected::Str(raw), &EXPECTED)
+}
+
 /// `#[serde(with = "taskpilot_api::time::micros")]` for a `DateTime<Utc>` field.
 pub mod micros {
     use chrono::{DateTime, Utc};
@@ -39,7 +46,7 @@ pub mod micros {
     /// When the value is not an RFC 3339 string.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         let raw = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        super::parse(&raw).map_err(serde::de::Error::custom)
+        super::parse(&raw).map_err(|_| super::not_an_instant(&raw))
     }
 }
 
@@ -66,7 +73,7 @@ pub mod micros_option {
     /// When the value is neither `null` nor an RFC 3339 string.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
         let raw = <Option<std::borrow::Cow<'de, str>>>::deserialize(d)?;
-        raw.map(|raw| super::parse(&raw).map_err(serde::de::Error::custom)).transpose()
+        raw.map(|raw| super::parse(&raw).map_err(|_| super::not_an_instant(&raw))).transpose()
     }
 }
 

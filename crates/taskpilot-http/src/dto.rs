@@ -3,7 +3,8 @@
 //! values into response bodies. The api crate must not know the domain, so the mapping lives
 //! here; handlers only call it.
 //!
-//! Requests are deserialized strictly by actix (unknown fields are refused and named) and
+//! Requests are deserialized strictly by [`crate::body`] (objects only, unknown fields refused,
+//! the field at fault named) and
 //! then validated here, field by field in the order the bodies list them: the first invalid
 //! value answers 400 VALIDATION_FAILED (or MALFORMED_REQUEST for a path that is no UUID).
 //! Parsing a task id or a worker id also records it on the request's log span.

@@ -19,6 +19,7 @@ use taskpilot_domain::{Task, WorkerId};
 use tokio::time::Instant;
 use tracing::Span;
 
+use crate::body::Body;
 use crate::dto;
 use crate::error::ApiError;
 use crate::wake::{wake_when_due, Wake, WakeHub};
@@ -50,9 +51,9 @@ fn holder_ok(task: &Task) -> HttpResponse {
 /// `POST /api/tasks`: 201 with the task and its Location.
 pub async fn create_task(
     service: web::Data<TaskService>,
-    body: web::Json<CreateTaskRequest>,
+    body: Body<CreateTaskRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = dto::create_task(body.into_inner())?;
+    let request = dto::create_task(body.0)?;
     let task = run(&service, move |s| s.create(request)).await?;
     Span::current().record("task_id", tracing::field::display(task.id()));
     Ok(HttpResponse::Created()
@@ -64,9 +65,9 @@ pub async fn create_task(
 /// an invalid task fails the whole batch with 400 VALIDATION_FAILED naming its index.
 pub async fn create_task_batch(
     service: web::Data<TaskService>,
-    body: web::Json<CreateTaskBatchRequest>,
+    body: Body<CreateTaskBatchRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let requests = dto::create_batch(body.into_inner())?;
+    let requests = dto::create_batch(body.0)?;
     let tasks = run(&service, move |s| s.create_batch(requests)).await?;
     tracing::info!(tasks = tasks.len(), "{} tasks created in one batch", tasks.len());
     Ok(HttpResponse::Created().json(dto::batch_response(&tasks)))
@@ -81,9 +82,9 @@ pub async fn create_task_batch(
 pub async fn complete_tasks(
     service: web::Data<TaskService>,
     hub: web::Data<WakeHub>,
-    body: web::Json<CompleteTasksRequest>,
+    body: Body<CompleteTasksRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let items = body.into_inner().items;
+    let items = body.0.items;
     dto::check_batch_size("items", items.len())?;
     let mut answers: Vec<Option<CompletionResult>> = Vec::with_capacity(items.len());
     let mut completions = Vec::with_capacity(items.len());
@@ -160,9 +161,9 @@ pub async fn list_tasks(
 pub async fn claim_tasks(
     service: web::Data<TaskService>,
     hub: web::Data<WakeHub>,
-    body: web::Json<ClaimTasksRequest>,
+    body: Body<ClaimTasksRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let dto::Claim { worker, limit, queues, lease, wait } = dto::claim(body.into_inner())?;
+    let dto::Claim { worker, limit, queues, lease, wait } = dto::claim(body.0)?;
     let deadline = Instant::now() + wait;
 
     loop {
@@ -198,10 +199,10 @@ fn claimed(worker: &WorkerId, tasks: &[Task]) -> HttpResponse {
 pub async fn start_task(
     service: web::Data<TaskService>,
     path: web::Path<String>,
-    body: web::Json<StartTaskRequest>,
+    body: Body<StartTaskRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = dto::task_id(&path)?;
-    let (worker, lease) = dto::start(&body)?;
+    let (worker, lease) = dto::start(&body.0)?;
     let task = run(&service, move |s| s.start(id, &worker, lease)).await?;
     Ok(holder_ok(&task))
 }
@@ -211,10 +212,10 @@ pub async fn start_task(
 pub async fn heartbeat_task(
     service: web::Data<TaskService>,
     path: web::Path<String>,
-    body: web::Json<HeartbeatRequest>,
+    body: Body<HeartbeatRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = dto::task_id(&path)?;
-    let (worker, token, lease) = dto::heartbeat(&body)?;
+    let (worker, token, lease) = dto::heartbeat(&body.0)?;
     let task = run(&service, move |s| s.heartbeat(id, Some(&worker), token, lease)).await?;
     Ok(holder_ok(&task))
 }
@@ -238,10 +239,10 @@ pub async fn fail_task(
     service: web::Data<TaskService>,
     hub: web::Data<WakeHub>,
     path: web::Path<String>,
-    body: web::Json<FailTaskRequest>,
+    body: Body<FailTaskRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = dto::task_id(&path)?;
-    let dto::Failure { reporter, message, retryable } = dto::failure(body.into_inner())?;
+    let dto::Failure { reporter, message, retryable } = dto::failure(body.0)?;
     let task = if retryable {
         run(&service, move |s| s.fail(id, &reporter, &message)).await?
     } else {
@@ -261,10 +262,10 @@ pub async fn release_task(
     service: web::Data<TaskService>,
     hub: web::Data<WakeHub>,
     path: web::Path<String>,
-    body: web::Json<ReleaseTaskRequest>,
+    body: Body<ReleaseTaskRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = dto::task_id(&path)?;
-    let reporter = dto::release(&body)?;
+    let reporter = dto::release(&body.0)?;
     let task = run(&service, move |s| s.release(id, &reporter)).await?;
     // A released retry keeps a nextRunAt (now): wake this server's waiting claims for it too.
     if let Some(next_run_at) = task.next_run_at() {
@@ -342,7 +343,7 @@ pub fn method_not_allowed(allow: &'static str) -> actix_web::Route {
 }
 
 /// A JSON body that may be left out: a request without a body gives `T::default()`;
-/// any body goes through [`web::Json`] and its configured error handler.
+/// any body is read as a [`Body`].
 #[derive(Debug)]
 pub struct JsonOrEmpty<T>(pub T);
 
@@ -360,7 +361,7 @@ impl<T: DeserializeOwned + Default + 'static> FromRequest for JsonOrEmpty<T> {
         if no_body {
             return Box::pin(async { Ok(Self(T::default())) });
         }
-        let json = web::Json::<T>::from_request(req, payload);
-        Box::pin(async move { Ok(Self(json.await?.into_inner())) })
+        let body = Body::<T>::from_request(req, payload);
+        Box::pin(async move { Ok(Self(body.await?.0)) })
     }
 }

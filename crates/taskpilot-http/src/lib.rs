@@ -5,7 +5,7 @@
 //! settings):
 //!
 //! - **Settings** ([`config`]): the command line and environment, as plain values. No I/O.
-//! - **The HTTP adapter** ([`routes`], [`handlers`], [`dto`], [`error`], [`request_log`],
+//! - **The HTTP adapter** ([`routes`], [`handlers`], [`body`], [`dto`], [`error`], [`request_log`],
 //!   and the claims' [`WakeHub`] in [`wake`]): thin handlers that map a request into
 //!   validated domain and use-case values ([`dto`]), run one use case on the blocking pool,
 //!   and map the outcome back into an api body ([`dto`]) or a problem+json error
@@ -21,6 +21,7 @@
 //!
 //! Must never import: the storage adapter outside [`server`] and `main.rs`; the client crate.
 
+pub mod body;
 pub mod config;
 pub mod dto;
 pub mod error;
