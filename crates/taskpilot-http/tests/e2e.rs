@@ -481,6 +481,34 @@ async fn a_run_at_is_answered_as_stored_and_one_the_format_cannot_write_is_refus
 }
 
 #[actix_web::test]
+async fn a_cursor_the_server_did_not_hand_out_is_refused_however_it_was_crafted() {
+    let db = TestDatabase::new();
+    let app = TestApp::on(&db, TimeDelta::seconds(1));
+    app.create(json!({ "name": "a" })).await;
+    app.create(json!({ "name": "b" })).await;
+    let page = app.get("/api/tasks?limit=1").await;
+    let issued = page.assert_status(StatusCode::OK)["nextCursor"].as_str().unwrap().to_owned();
+    let id_part = &issued[16..];
+    // Far in the future, before PostgreSQL's earliest instant (4713 BC: it answered 500), and
+    // just past the API's years 0000 to 9999 on either side.
+    let crafted = [
+        format!("{:016x}{id_part}", i64::MAX / 2),
+        format!("{:016x}{id_part}", i64::MIN / 2),
+        format!("{:016x}{id_part}", 253_402_300_800_000_000_i64),
+        format!("{:016x}{id_part}", -62_167_219_200_000_001_i64),
+    ];
+
+    let next = app.get(&format!("/api/tasks?limit=1&cursor={issued}")).await;
+
+    assert_eq!(next.assert_status(StatusCode::OK)["items"][0]["name"], "a");
+    for cursor in crafted {
+        let refused = app.get(&format!("/api/tasks?cursor={cursor}")).await;
+        refused.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
+    }
+    app.stop().await;
+}
+
+#[actix_web::test]
 async fn listing_pages_newest_first_and_filters_by_status_and_name() {
     let db = TestDatabase::new();
     let app = TestApp::on(&db, TimeDelta::seconds(1));
