@@ -36,5 +36,5 @@ pub use error::ApiError;
 pub use routes::build_app;
 // The wiring's modules under their short paths too, as the binary and the tests name them.
 pub use server::{background, startup};
-pub use server::{run, Server, ServerHandle};
+pub use server::{run, run_preparing, Preparation, Server, ServerHandle, StopSignal};
 pub use wake::WakeHub;

@@ -4,11 +4,12 @@ use std::net::TcpListener;
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use taskpilot_diesel::SchemaReady;
 use taskpilot_http::startup::{
-    connect_and_migrate, database_clock, log_migrations, migration_lines, resolve_database,
-    settle_pool, task_service,
+    self, connect_and_migrate, database_clock, migration_lines, prepare_database, resolve_database,
+    settle_pool, task_service_awaiting,
 };
-use taskpilot_http::{Cli, Command};
+use taskpilot_http::{Cli, Command, Preparation, StopSignal};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -19,10 +20,10 @@ fn main() -> anyhow::Result<()> {
     config.backoff()?;
     config.service_defaults()?;
 
-    // Blocking start-up (probing, maybe starting a cluster, migrating) runs before the runtime.
+    // Blocking start-up (probing, maybe starting a cluster) runs before the runtime.
     let database = resolve_database(&config)?;
-    let (pool, migrated) = connect_and_migrate(&database.url, &config)?;
     if cli.subcommand() == Command::Migrate {
+        let (pool, migrated) = connect_and_migrate(&database.url, &config)?;
         // What an operator asked for goes to stdout, apart from the logs.
         for line in migration_lines(&migrated) {
             println!("{line}");
@@ -32,10 +33,14 @@ fn main() -> anyhow::Result<()> {
         settle_pool(&pool, &config);
         return Ok(());
     }
-    log_migrations(&migrated);
 
+    // Serve at once, whether or not the database answers yet: until it is reached and
+    // migrated, /readyz and the API answer 503 (a crash loop under an orchestrator helps
+    // nobody), and a database that turns out not to exist stops the server.
+    let pool = startup::pool(&database.url, &config)?;
+    let ready = SchemaReady::pending();
     let clock = database_clock(pool.clone(), &config)?;
-    let service = task_service(pool, clock, &config)?;
+    let service = task_service_awaiting(pool.clone(), clock, &config, ready.clone())?;
     let listener = TcpListener::bind(config.bind)
         .with_context(|| format!("cannot listen on {}", config.bind))?;
     tracing::info!(
@@ -46,8 +51,12 @@ fn main() -> anyhow::Result<()> {
     );
     // The server LISTENs for runnable tasks on a connection of its own to the same database.
     let notify_url = Some(database.url.clone());
+    let http = config.http();
+    let prepare: Preparation = Box::new(move |stop: &StopSignal| {
+        prepare_database(&database.url, &pool, &config, &ready, stop)
+    });
     actix_web::rt::System::new().block_on(async move {
-        taskpilot_http::run(service, config.http(), listener, notify_url)?.await
+        taskpilot_http::run_preparing(service, http, listener, notify_url, Some(prepare))?.await
     })?;
     tracing::info!("TaskPilot stopped");
     Ok(())
