@@ -17,3 +17,9 @@ pub const MAX_BATCH: usize = 1000;
 pub const MAX_CLAIM_WAIT_MS: i64 = 30_000;
 /// Most queues one claim may name.
 pub const MAX_CLAIM_QUEUES: usize = 100;
+/// The earliest instant the API reads or writes, 0000-01-01T00:00:00Z, in microseconds since
+/// the Unix epoch: RFC 3339 writes years of four digits. Cursors carry instants too.
+pub const EARLIEST_INSTANT_MICROS: i64 = -62_167_219_200_000_000;
+/// The latest instant the API reads or writes, 9999-12-31T23:59:59.999999Z, in microseconds
+/// since the Unix epoch.
+pub const LATEST_INSTANT_MICROS: i64 = 253_402_300_799_999_999;

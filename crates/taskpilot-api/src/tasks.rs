@@ -79,7 +79,7 @@ pub struct CreateTaskRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<i64>,
     /// Not runnable before this instant (RFC 3339, any offset).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::time::micros_option")]
     pub run_at: Option<DateTime<Utc>>,
 }
 

@@ -12,12 +12,29 @@ pub fn format(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
+/// Whether `at` is an instant the API's format can write: from
+/// [`EARLIEST_INSTANT_MICROS`](crate::limits::EARLIEST_INSTANT_MICROS) to
+/// [`LATEST_INSTANT_MICROS`](crate::limits::LATEST_INSTANT_MICROS), years 0000 to 9999 in UTC.
+/// An instant read with an offset may fall outside even when its text did not
+/// (`9999-12-31T23:59:59-01:00`).
+pub fn in_range(at: DateTime<Utc>) -> bool {
+    use crate::limits::{EARLIEST_INSTANT_MICROS, LATEST_INSTANT_MICROS};
+    (EARLIEST_INSTANT_MICROS..=LATEST_INSTANT_MICROS).contains(&at.timestamp_micros())
+}
+
 /// Reads an RFC 3339 instant with any offset, as UTC.
 ///
 /// # Errors
 /// When `raw` is not RFC 3339.
 pub fn parse(raw: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
     DateTime::parse_from_rfc3339(raw).map(|at| at.with_timezone(&Utc))
+}
+
+/// What a field of this format takes, in the words of an error message.
+pub const EXPECTED: &str = "an RFC 3339 instant such as 2026-11-26T10:00:00Z";
+
+fn not_an_instant<E: serde::de::Error>(raw: &str) -> E {
+    E::invalid_value(serde::de::Unexpected::Str(raw), &EXPECTED)
 }
 
 /// `#[serde(with = "taskpilot_api::time::micros")]` for a `DateTime<Utc>` field.
@@ -39,7 +56,7 @@ pub mod micros {
     /// When the value is not an RFC 3339 string.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         let raw = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        super::parse(&raw).map_err(serde::de::Error::custom)
+        super::parse(&raw).map_err(|_| super::not_an_instant(&raw))
     }
 }
 
@@ -66,7 +83,7 @@ pub mod micros_option {
     /// When the value is neither `null` nor an RFC 3339 string.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
         let raw = <Option<std::borrow::Cow<'de, str>>>::deserialize(d)?;
-        raw.map(|raw| super::parse(&raw).map_err(serde::de::Error::custom)).transpose()
+        raw.map(|raw| super::parse(&raw).map_err(|_| super::not_an_instant(&raw))).transpose()
     }
 }
 
@@ -86,6 +103,20 @@ mod tests {
             format(whole + chrono::TimeDelta::microseconds(123_456)),
             "2026-11-26T10:00:00.123456Z"
         );
+    }
+
+    #[test]
+    fn the_range_is_years_0000_to_9999_in_utc() {
+        use crate::limits::{EARLIEST_INSTANT_MICROS, LATEST_INSTANT_MICROS};
+        let earliest = DateTime::from_timestamp_micros(EARLIEST_INSTANT_MICROS).unwrap();
+        let latest = DateTime::from_timestamp_micros(LATEST_INSTANT_MICROS).unwrap();
+
+        assert_eq!(format(earliest), "0000-01-01T00:00:00.000000Z");
+        assert_eq!(format(latest), "9999-12-31T23:59:59.999999Z");
+        assert!(in_range(earliest) && in_range(latest));
+        let micro = chrono::TimeDelta::microseconds(1);
+        assert!(!in_range(earliest - micro) && !in_range(latest + micro));
+        assert!(!in_range(parse("9999-12-31T23:59:59-01:00").unwrap()));
     }
 
     #[test]

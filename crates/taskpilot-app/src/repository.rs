@@ -1,6 +1,7 @@
 //! The storage port.
 
 use chrono::{DateTime, Utc};
+use taskpilot_api::limits::{EARLIEST_INSTANT_MICROS, LATEST_INSTANT_MICROS};
 use taskpilot_domain::{
     LeaseDuration, LiveSuccess, QueueName, Task, TaskId, TaskName, TaskStatus, TokenId, WorkerId,
 };
@@ -59,7 +60,9 @@ impl Cursor {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// Reads what [`Cursor::encode`] wrote; `None` for anything else.
+    /// Reads what [`Cursor::encode`] wrote; `None` for anything else, including an instant
+    /// no task can have been created at: one outside the API's range of instants (years 0000
+    /// to 9999, [`taskpilot_api::limits`]), which storage could not compare with.
     pub fn decode(raw: &str) -> Option<Self> {
         // Only the one spelling `encode` writes: 48 lowercase hex digits (`from_str_radix`
         // alone would also take a leading `+`).
@@ -70,6 +73,9 @@ impl Cursor {
             .map(|i| u8::from_str_radix(&raw[2 * i..2 * i + 2], 16).ok())
             .collect::<Option<Vec<u8>>>()?;
         let micros = i64::from_be_bytes(bytes[..8].try_into().ok()?);
+        if !(EARLIEST_INSTANT_MICROS..=LATEST_INSTANT_MICROS).contains(&micros) {
+            return None;
+        }
         let created_at = DateTime::from_timestamp_micros(micros)?;
         let id = uuid::Uuid::from_slice(&bytes[8..]).ok()?;
         Some(Self { created_at, id: TaskId::from_uuid(id) })
@@ -283,7 +289,10 @@ mod tests {
 
     #[test]
     fn cursors_before_the_epoch_and_with_extreme_ids_survive_too() {
+        let at = |micros| DateTime::from_timestamp_micros(micros).unwrap();
         for c in [
+            Cursor { created_at: at(EARLIEST_INSTANT_MICROS), id: TaskId::from_uuid(Uuid::nil()) },
+            Cursor { created_at: at(LATEST_INSTANT_MICROS), id: TaskId::from_uuid(Uuid::max()) },
             Cursor { created_at: DateTime::UNIX_EPOCH, id: TaskId::from_uuid(Uuid::nil()) },
             Cursor {
                 created_at: Utc.with_ymd_and_hms(1900, 1, 1, 0, 0, 0).unwrap(),
@@ -310,6 +319,11 @@ mod tests {
             good.to_uppercase(),
             // An instant beyond what chrono can represent.
             format!("7fffffffffffffff{}", &good[16..]),
+            // Instants chrono holds but PostgreSQL does not, or the API cannot write.
+            format!("{:016x}{}", i64::MIN / 2, &good[16..]),
+            format!("{:016x}{}", 4_000_000_000_000_000_000_i64, &good[16..]),
+            format!("{:016x}{}", LATEST_INSTANT_MICROS + 1, &good[16..]),
+            format!("{:016x}{}", EARLIEST_INSTANT_MICROS - 1, &good[16..]),
         ];
 
         for raw in junk {

@@ -41,7 +41,7 @@ pub mod testing;
 
 pub use clock::PgClock;
 pub use notify::{spawn_listener, OnWake, RunnableListener, RUNNABLE_CHANNEL};
-pub use repository::PgTaskRepository;
+pub use repository::{PgTaskRepository, SchemaReady};
 
 /// The migrations in the top-level `migrations/` folder, compiled into the binary.
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
@@ -356,6 +356,46 @@ fn apply_pending(conn: &mut PgConnection) -> anyhow::Result<MigrationReport> {
 
 /// How long [`ensure_database`] waits for each connection.
 const ENSURE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What [`probe_database`] found.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DatabaseProbe {
+    /// The database answered.
+    Exists,
+    /// The server answered, and it has no database of this name.
+    Missing {
+        /// The database's name.
+        name: String,
+    },
+    /// No answer that tells: the server is down or unreachable, or refused for another reason.
+    Unreachable(anyhow::Error),
+}
+
+/// Looks whether the database of `database_url` exists, without creating it, waiting at most
+/// `timeout` for each connection.
+pub fn probe_database(database_url: &str, timeout: Duration) -> DatabaseProbe {
+    let error = match PgConnection::establish(&with_connect_timeout(database_url, timeout)) {
+        Ok(_) => return DatabaseProbe::Exists,
+        Err(e) => e,
+    };
+    let unreachable = |error: diesel::ConnectionError| {
+        DatabaseProbe::Unreachable(anyhow::Error::new(error).context("cannot connect"))
+    };
+    let Some(name) = database_url::database_name(database_url) else {
+        return unreachable(error);
+    };
+    // A server speaking English says so; any other asks its catalogue, when it lets us in.
+    if error.to_string().contains(&format!("database \"{name}\" does not exist")) {
+        return DatabaseProbe::Missing { name };
+    }
+    let maintenance =
+        with_connect_timeout(&database_url::with_database(database_url, "postgres"), timeout);
+    match PgConnection::establish(&maintenance).map(|mut conn| database_exists(&mut conn, &name)) {
+        Ok(Ok(false)) => DatabaseProbe::Missing { name },
+        _ => unreachable(error),
+    }
+}
 
 /// Creates the database named in `database_url` when it does not exist yet, connecting to
 /// the server's `postgres` database to do so.

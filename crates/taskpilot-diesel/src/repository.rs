@@ -1,5 +1,8 @@
 //! [`PgTaskRepository`]: the `TaskRepository` port on diesel, and the row types it maps.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use anyhow::{anyhow, Context as _};
 use chrono::{DateTime, Utc};
 use diesel::dsl::{exists, min, sql};
@@ -33,6 +36,31 @@ mod tokens;
 #[derive(Clone)]
 pub struct PgTaskRepository {
     pool: PgPool,
+    schema: Option<SchemaReady>,
+}
+
+/// Whether the database's schema is ready for a [`PgTaskRepository`] made
+/// [`awaiting`](PgTaskRepository::awaiting_schema) it: a server that starts before its
+/// database is reachable serves at once and migrates later, and until then every call is
+/// unavailable (503) rather than a query on tables that may not exist.
+#[derive(Debug, Clone, Default)]
+pub struct SchemaReady(Arc<AtomicBool>);
+
+impl SchemaReady {
+    /// Not ready yet.
+    pub fn pending() -> Self {
+        Self::default()
+    }
+
+    /// Ready from now on: the migrations are applied.
+    pub fn set(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// Whether [`SchemaReady::set`] was called.
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
 }
 
 impl std::fmt::Debug for PgTaskRepository {
@@ -44,10 +72,18 @@ impl std::fmt::Debug for PgTaskRepository {
 impl PgTaskRepository {
     /// A repository over `pool`.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self { pool, schema: None }
+    }
+
+    /// A repository over `pool` whose every call is unavailable until `schema` is set.
+    pub fn awaiting_schema(pool: PgPool, schema: SchemaReady) -> Self {
+        Self { pool, schema: Some(schema) }
     }
 
     fn conn(&self) -> Result<PooledConnection<ConnectionManager<PgConnection>>, RepoError> {
+        if self.schema.as_ref().is_some_and(|schema| !schema.is_ready()) {
+            return Err(RepoError::Unavailable(anyhow!("the database is not migrated yet")));
+        }
         // r2d2 only fails after waiting its whole connection timeout without getting a working
         // connection: the database is down, unreachable, or saturated. All are "try later".
         crate::checkout(&self.pool)

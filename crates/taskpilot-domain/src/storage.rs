@@ -1,7 +1,7 @@
 //! What storage can keep: whole microseconds, JSON without NUL, error messages of bounded
 //! length.
 
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::ValidationError;
@@ -37,9 +37,12 @@ pub fn check_json(field: &'static str, value: &Value) -> Result<(), ValidationEr
 }
 
 /// Cuts `at` to whole microseconds: PostgreSQL keeps no more, and what the API returns
-/// must equal what is stored.
+/// must equal what is stored. A leap second (`23:59:60.5`, which chrono can hold) becomes the
+/// instant PostgreSQL stores for it, in the next minute (`00:00:00.5`).
 pub fn to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
-    at.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(at)
+    // The microseconds since the epoch count a leap second's extra second past the minute;
+    // rebuilding the instant from them folds it in (and cuts below a microsecond, downwards).
+    DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)
 }
 
 /// An error message as a task keeps it: NUL replaced, cut to [`MAX_ERROR_BYTES`] with a note
@@ -67,10 +70,30 @@ pub(crate) fn truncate_error(error: &str) -> String {
 #[cfg(test)]
 #[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
-    use chrono::{TimeZone, Timelike};
+    use chrono::{TimeDelta, TimeZone, Timelike};
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn instants_are_cut_to_microseconds_and_a_leap_second_folds_into_the_next_minute() {
+        let minute = Utc.with_ymd_and_hms(2026, 6, 30, 23, 59, 0).unwrap();
+        let leap = minute.with_second(59).unwrap().with_nanosecond(1_500_000_999).unwrap();
+        let before_epoch = Utc.with_ymd_and_hms(1969, 12, 31, 23, 59, 59).unwrap();
+
+        assert_eq!(
+            to_micros(leap),
+            Utc.with_ymd_and_hms(2026, 7, 1, 0, 0, 0).unwrap() + TimeDelta::microseconds(500_000)
+        );
+        assert_eq!(
+            to_micros(before_epoch.with_nanosecond(999_999_999).unwrap()),
+            before_epoch + TimeDelta::microseconds(999_999)
+        );
+        assert_eq!(
+            to_micros(minute.with_nanosecond(1_999).unwrap()),
+            minute + TimeDelta::microseconds(1)
+        );
+    }
 
     #[test]
     fn json_with_a_nul_anywhere_is_refused_and_other_json_is_kept() {

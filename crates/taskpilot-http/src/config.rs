@@ -88,8 +88,9 @@ pub enum AuthMode {
 /// Every setting of the server. Flags win over environment variables, which win over defaults.
 #[derive(Debug, Clone, Parser)]
 pub struct Config {
-    /// PostgreSQL URL. When unset, TaskPilot tries postgres://postgres@127.0.0.1:5432/taskpilot
-    /// and, failing that, starts a development cluster of its own on port 54329.
+    /// PostgreSQL URL; its database must exist (it is never created). When unset, TaskPilot
+    /// tries postgres://postgres@127.0.0.1:5432/taskpilot (created when missing) and, failing
+    /// that, starts a development cluster of its own on port 54329.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
     pub database_url: Option<String>,
 

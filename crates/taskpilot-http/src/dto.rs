@@ -3,7 +3,8 @@
 //! values into response bodies. The api crate must not know the domain, so the mapping lives
 //! here; handlers only call it.
 //!
-//! Requests are deserialized strictly by actix (unknown fields are refused and named) and
+//! Requests are deserialized strictly by [`crate::body`] (objects only, unknown fields refused,
+//! the field at fault named) and
 //! then validated here, field by field in the order the bodies list them: the first invalid
 //! value answers 400 VALIDATION_FAILED (or MALFORMED_REQUEST for a path that is no UUID).
 //! Parsing a task id or a worker id also records it on the request's log span.
@@ -13,6 +14,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use taskpilot_api::limits::{
     MAX_BATCH, MAX_CLAIM_BATCH, MAX_CLAIM_QUEUES, MAX_CLAIM_WAIT_MS, MAX_PAGE_SIZE,
@@ -29,8 +31,8 @@ use taskpilot_app::{
     Completion, CreateTask, RejectionCount, ReportedOutcome, TaskEvent, TaskFilter, TaskPage,
 };
 use taskpilot_domain::{
-    check_json, LeaseDuration, LeaseToken, MaxAttempts, QueueName, Reporter, Task, TaskId,
-    TaskName, WorkerId,
+    check_json, to_micros, LeaseDuration, LeaseToken, MaxAttempts, QueueName, Reporter, Task,
+    TaskId, TaskName, WorkerId,
 };
 use tracing::Span;
 use uuid::Uuid;
@@ -100,8 +102,25 @@ pub fn create_task(body: CreateTaskRequest) -> Result<CreateTask, ApiError> {
         payload: body.payload,
         priority: body.priority,
         max_attempts: body.max_attempts.map(MaxAttempts::new).transpose()?,
-        run_at: body.run_at,
+        run_at: body.run_at.map(|at| instant("runAt", at)).transpose()?,
     })
+}
+
+/// An instant a client sent, as it will be stored (to the microsecond, a leap second in the
+/// next minute), when the API's format can write it back: years 0000 to 9999 in UTC.
+///
+/// # Errors
+/// [`ApiError::Validation`] naming `field` for an instant outside that range.
+pub fn instant(field: &str, at: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
+    let stored = to_micros(at);
+    if !taskpilot_api::time::in_range(stored) {
+        return Err(ApiError::Validation(format!(
+            "{field} must be between 0000-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z in \
+             UTC, got {}",
+            stored.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        )));
+    }
+    Ok(stored)
 }
 
 /// 1 to [`MAX_BATCH`] items, or 400 naming `list`.

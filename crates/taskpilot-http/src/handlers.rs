@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tracing::Span;
 
 use crate::auth::Authenticated;
+use crate::body::Body;
 use crate::dto;
 use crate::error::ApiError;
 use crate::wake::{wake_when_due, Wake, WakeHub};
@@ -52,9 +53,9 @@ fn holder_ok(task: &Task) -> HttpResponse {
 pub async fn create_task(
     service: web::Data<TaskService>,
     Authenticated(caller): Authenticated,
-    body: web::Json<CreateTaskRequest>,
+    body: Body<CreateTaskRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = dto::create_task(body.into_inner())?;
+    let request = dto::create_task(body.0)?;
     let task = run(&service, move |s| s.acting_as(&caller).create(request)).await?;
     Span::current().record("task_id", tracing::field::display(task.id()));
     Ok(HttpResponse::Created()
@@ -67,9 +68,9 @@ pub async fn create_task(
 pub async fn create_task_batch(
     service: web::Data<TaskService>,
     Authenticated(caller): Authenticated,
-    body: web::Json<CreateTaskBatchRequest>,
+    body: Body<CreateTaskBatchRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let requests = dto::create_batch(body.into_inner())?;
+    let requests = dto::create_batch(body.0)?;
     let tasks = run(&service, move |s| s.acting_as(&caller).create_batch(requests)).await?;
     tracing::info!(tasks = tasks.len(), "{} tasks created in one batch", tasks.len());
     Ok(HttpResponse::Created().json(dto::batch_response(&tasks)))
@@ -85,9 +86,9 @@ pub async fn complete_tasks(
     service: web::Data<TaskService>,
     Authenticated(caller): Authenticated,
     hub: web::Data<WakeHub>,
-    body: web::Json<CompleteTasksRequest>,
+    body: Body<CompleteTasksRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let items = body.into_inner().items;
+    let items = body.0.items;
     dto::check_batch_size("items", items.len())?;
     let mut answers: Vec<Option<CompletionResult>> = Vec::with_capacity(items.len());
     let mut completions = Vec::with_capacity(items.len());
@@ -168,9 +169,9 @@ pub async fn claim_tasks(
     service: web::Data<TaskService>,
     Authenticated(caller): Authenticated,
     hub: web::Data<WakeHub>,
-    body: web::Json<ClaimTasksRequest>,
+    body: Body<ClaimTasksRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let dto::Claim { worker, limit, queues, lease, wait } = dto::claim(body.into_inner())?;
+    let dto::Claim { worker, limit, queues, lease, wait } = dto::claim(body.0)?;
     let deadline = Instant::now() + wait;
 
     loop {
@@ -209,10 +210,10 @@ pub async fn start_task(
     service: web::Data<TaskService>,
     Authenticated(caller): Authenticated,
     path: web::Path<String>,
-    body: web::Json<StartTaskRequest>,
+    body: Body<StartTaskRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = dto::task_id(&path)?;
-    let (worker, lease) = dto::start(&body)?;
+    let (worker, lease) = dto::start(&body.0)?;
     let task = run(&service, move |s| s.acting_as(&caller).start(id, &worker, lease)).await?;
     Ok(holder_ok(&task))
 }
@@ -223,10 +224,10 @@ pub async fn heartbeat_task(
     service: web::Data<TaskService>,
     Authenticated(caller): Authenticated,
     path: web::Path<String>,
-    body: web::Json<HeartbeatRequest>,
+    body: Body<HeartbeatRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = dto::task_id(&path)?;
-    let (worker, token, lease) = dto::heartbeat(&body)?;
+    let (worker, token, lease) = dto::heartbeat(&body.0)?;
     let task =
         run(&service, move |s| s.acting_as(&caller).heartbeat(id, Some(&worker), token, lease))
             .await?;
@@ -254,10 +255,10 @@ pub async fn fail_task(
     Authenticated(caller): Authenticated,
     hub: web::Data<WakeHub>,
     path: web::Path<String>,
-    body: web::Json<FailTaskRequest>,
+    body: Body<FailTaskRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = dto::task_id(&path)?;
-    let dto::Failure { reporter, message, retryable } = dto::failure(body.into_inner())?;
+    let dto::Failure { reporter, message, retryable } = dto::failure(body.0)?;
     let task = if retryable {
         run(&service, move |s| s.acting_as(&caller).fail(id, &reporter, &message)).await?
     } else {
@@ -279,10 +280,10 @@ pub async fn release_task(
     Authenticated(caller): Authenticated,
     hub: web::Data<WakeHub>,
     path: web::Path<String>,
-    body: web::Json<ReleaseTaskRequest>,
+    body: Body<ReleaseTaskRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = dto::task_id(&path)?;
-    let reporter = dto::release(&body)?;
+    let reporter = dto::release(&body.0)?;
     let task = run(&service, move |s| s.acting_as(&caller).release(id, &reporter)).await?;
     // A released retry keeps a nextRunAt (now): wake this server's waiting claims for it too.
     if let Some(next_run_at) = task.next_run_at() {
@@ -366,7 +367,7 @@ pub fn method_not_allowed(allow: &'static str) -> actix_web::Route {
 }
 
 /// A JSON body that may be left out: a request without a body gives `T::default()`;
-/// any body goes through [`web::Json`] and its configured error handler.
+/// any body is read as a [`Body`].
 #[derive(Debug)]
 pub struct JsonOrEmpty<T>(pub T);
 
@@ -384,7 +385,7 @@ impl<T: DeserializeOwned + Default + 'static> FromRequest for JsonOrEmpty<T> {
         if no_body {
             return Box::pin(async { Ok(Self(T::default())) });
         }
-        let json = web::Json::<T>::from_request(req, payload);
-        Box::pin(async move { Ok(Self(json.await?.into_inner())) })
+        let body = Body::<T>::from_request(req, payload);
+        Box::pin(async move { Ok(Self(body.await?.0)) })
     }
 }

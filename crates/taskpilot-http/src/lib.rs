@@ -5,7 +5,7 @@
 //! settings):
 //!
 //! - **Settings** ([`config`]): the command line and environment, as plain values. No I/O.
-//! - **The HTTP adapter** ([`routes`], [`handlers`], [`dto`], [`error`], [`request_log`],
+//! - **The HTTP adapter** ([`routes`], [`handlers`], [`body`], [`dto`], [`error`], [`request_log`],
 //!   and the claims' [`WakeHub`] in [`wake`]): thin handlers that map a request into
 //!   validated domain and use-case values ([`dto`]), run one use case on the blocking pool,
 //!   and map the outcome back into an api body ([`dto`]) or a problem+json error
@@ -22,6 +22,7 @@
 //! Must never import: the storage adapter outside [`server`] and `main.rs`; the client crate.
 
 pub mod auth;
+pub mod body;
 pub mod config;
 pub mod dto;
 pub mod error;
@@ -38,5 +39,5 @@ pub use error::ApiError;
 pub use routes::build_app;
 // The wiring's modules under their short paths too, as the binary and the tests name them.
 pub use server::{background, startup};
-pub use server::{run, Server, ServerHandle};
+pub use server::{run, run_preparing, Preparation, Server, ServerHandle, StopSignal};
 pub use wake::WakeHub;

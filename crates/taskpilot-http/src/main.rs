@@ -1,14 +1,17 @@
 //! The `taskpilot` binary: `taskpilot serve` (the default) and `taskpilot migrate`.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use taskpilot_diesel::SchemaReady;
 use taskpilot_http::startup::{
-    access_service, auth_gate, connect_and_migrate, database_clock, log_migrations,
-    migration_lines, resolve_database, run_tokens_command, settle_pool, task_service,
+    self, access_service_awaiting, check_exposure, connect_and_migrate, database_clock,
+    is_loopback, migration_lines, prepare_database, resolve_database, run_tokens_command,
+    settle_pool, task_service_awaiting,
 };
-use taskpilot_http::{Cli, Command};
+use taskpilot_http::{Cli, Command, Gate, Preparation, StopSignal};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -19,11 +22,11 @@ fn main() -> anyhow::Result<()> {
     config.backoff()?;
     config.service_defaults()?;
 
-    // Blocking start-up (probing, maybe starting a cluster, migrating) runs before the runtime.
+    // Blocking start-up (probing, maybe starting a cluster) runs before the runtime.
     let database = resolve_database(&config)?;
-    let (pool, migrated) = connect_and_migrate(&database.url, &config)?;
     if let Command::Tokens(command) = cli.subcommand() {
-        let access = access_service(pool.clone(), std::sync::Arc::new(taskpilot_app::SystemClock));
+        let (pool, _) = connect_and_migrate(&database.url, &config)?;
+        let access = startup::access_service(pool.clone(), Arc::new(taskpilot_app::SystemClock));
         let done = run_tokens_command(&command, &access);
         settle_pool(&pool, &config);
         for line in done? {
@@ -32,6 +35,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     if cli.subcommand() == Command::Migrate {
+        let (pool, migrated) = connect_and_migrate(&database.url, &config)?;
         // What an operator asked for goes to stdout, apart from the logs.
         for line in migration_lines(&migrated) {
             println!("{line}");
@@ -41,11 +45,16 @@ fn main() -> anyhow::Result<()> {
         settle_pool(&pool, &config);
         return Ok(());
     }
-    log_migrations(&migrated);
 
+    // Serve at once, whether or not the database answers yet: until it is reached and
+    // migrated, /readyz and the API answer 503 (a crash loop under an orchestrator helps
+    // nobody), and a database that turns out not to exist stops the server.
+    let pool = startup::pool(&database.url, &config)?;
+    let ready = SchemaReady::pending();
     let clock = database_clock(pool.clone(), &config)?;
-    let gate = auth_gate(access_service(pool.clone(), clock.clone()), &config)?;
-    let service = task_service(pool, clock, &config)?;
+    let access = access_service_awaiting(pool.clone(), clock.clone(), ready.clone());
+    let gate = Gate::new(access.clone(), config.auth, is_loopback(config.bind));
+    let service = task_service_awaiting(pool.clone(), clock, &config, ready.clone())?;
     let listener = TcpListener::bind(config.bind)
         .with_context(|| format!("cannot listen on {}", config.bind))?;
     tracing::info!(
@@ -56,8 +65,15 @@ fn main() -> anyhow::Result<()> {
     );
     // The server LISTENs for runnable tasks on a connection of its own to the same database.
     let notify_url = Some(database.url.clone());
+    let http = config.http();
+    let prepare: Preparation = Box::new(move |stop: &StopSignal| {
+        prepare_database(&database.url, &pool, &config, &ready, stop)?;
+        // Whether the server may run as configured depends on the tokens in the database.
+        check_exposure(&access, &config)
+    });
     actix_web::rt::System::new().block_on(async move {
-        taskpilot_http::run(service, gate, config.http(), listener, notify_url)?.await
+        taskpilot_http::run_preparing(service, gate, http, listener, notify_url, Some(prepare))?
+            .await
     })?;
     tracing::info!("TaskPilot stopped");
     Ok(())

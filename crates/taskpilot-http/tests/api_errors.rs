@@ -454,7 +454,7 @@ async fn requests_that_cannot_be_read_or_break_a_limit_are_refused_before_any_us
         (
             "a field of the wrong type",
             post_tasks(r#"{"name": "x", "priority": "high"}"#),
-            malformed().names("invalid type"),
+            malformed().names("priority must be an integer, got the string \"high\""),
         ),
         (
             "an unknown field",
@@ -663,6 +663,163 @@ async fn requests_that_cannot_be_read_or_break_a_limit_are_refused_before_any_us
         let reply = send(untouched_repo(), request).await;
 
         reply.assert_refused(what, &expected);
+    }
+}
+
+fn raw(method: &str, uri: &str, body: &str) -> TestRequest {
+    TestRequest::default()
+        .method(method.parse().unwrap())
+        .uri(uri)
+        .insert_header((CONTENT_TYPE, "application/json"))
+        .set_payload(body.to_owned())
+}
+
+#[actix_web::test]
+async fn a_body_or_item_that_is_not_a_json_object_is_malformed_and_writes_nothing() {
+    let id = task_id();
+    let uri = |action: &str| format!("/api/tasks/{id}/{action}");
+    let whole = "the request body must be a JSON object, got an array";
+    let cases = [
+        (raw("POST", "/api/tasks", r#"[null, "x"]"#), whole),
+        (raw("POST", "/api/tasks/claim", r#"["w", 1]"#), whole),
+        (raw("PUT", &uri("start"), r#"["w"]"#), whole),
+        (raw("PUT", &uri("heartbeat"), &format!(r#"["w", "{TOKEN}"]"#)), whole),
+        (raw("PUT", &uri("succeed"), &format!(r#"[null, "{TOKEN}"]"#)), whole),
+        (raw("PUT", &uri("fail"), r#"["boom"]"#), whole),
+        (raw("PUT", &uri("release"), &format!(r#"[null, "{TOKEN}"]"#)), whole),
+        (raw("POST", "/api/tasks/batch", r#"[[{"name": "x"}]]"#), whole),
+        (
+            raw("POST", "/api/tasks/batch", r#"{"tasks": [{"name": "a"}, [null, "x"]]}"#),
+            "tasks[1] must be a JSON object, got an array",
+        ),
+        (raw("POST", "/api/tasks/complete", &format!(r#"[[{{"id": "{id}"}}]]"#)), whole),
+        (
+            raw(
+                "POST",
+                "/api/tasks/complete",
+                &format!(r#"{{"items": [["{id}", "{TOKEN}", null, "succeeded"]]}}"#),
+            ),
+            "items[0] must be a JSON object, got an array",
+        ),
+    ];
+
+    for (request, detail) in cases {
+        // The repository expects no call: a write would fail the request with a 500.
+        let reply = send(untouched_repo(), request).await;
+
+        reply.assert_refused(detail, &malformed().names(detail));
+    }
+}
+
+#[actix_web::test]
+async fn an_integer_too_large_for_its_field_is_out_of_range_whatever_its_size() {
+    let id = task_id();
+    let start = format!("/api/tasks/{id}/start");
+    let heartbeat = format!("/api/tasks/{id}/heartbeat");
+    let huge = "99999999999999999999999";
+    let cases = [
+        (
+            raw("POST", "/api/tasks", &format!(r#"{{"name": "x", "maxAttempts": {huge}}}"#)),
+            "maxAttempts",
+        ),
+        (raw("POST", "/api/tasks", r#"{"name": "x", "maxAttempts": 2147483648}"#), "maxAttempts"),
+        (raw("POST", "/api/tasks", r#"{"name": "x", "maxAttempts": -1e300}"#), "maxAttempts"),
+        (raw("POST", "/api/tasks", r#"{"name": "x", "priority": 2147483648}"#), "priority"),
+        (
+            raw("POST", "/api/tasks", &format!(r#"{{"name": "x", "priority": -{huge}}}"#)),
+            "priority",
+        ),
+        (
+            raw("POST", "/api/tasks/claim", &format!(r#"{{"workerId": "w", "limit": {huge}}}"#)),
+            "limit",
+        ),
+        (raw("POST", "/api/tasks/claim", r#"{"workerId": "w", "limit": 2147483648}"#), "limit"),
+        (raw("POST", "/api/tasks/claim", r#"{"workerId": "w", "waitMs": 1e30}"#), "waitMs"),
+        (
+            raw(
+                "POST",
+                "/api/tasks/claim",
+                &format!(r#"{{"workerId": "w", "leaseSeconds": {huge}}}"#),
+            ),
+            "leaseSeconds",
+        ),
+        (
+            raw("PUT", &start, &format!(r#"{{"workerId": "w", "leaseSeconds": {huge}}}"#)),
+            "leaseSeconds",
+        ),
+        (
+            raw(
+                "PUT",
+                &heartbeat,
+                &format!(
+                    r#"{{"workerId": "w", "leaseToken": "{TOKEN}", "leaseSeconds": -{huge}}}"#
+                ),
+            ),
+            "leaseSeconds",
+        ),
+    ];
+
+    for (request, field) in cases {
+        let reply = send(untouched_repo(), request).await;
+
+        reply.assert_refused(field, &invalid().starts(field));
+    }
+    let batch =
+        format!(r#"{{"tasks": [{{"name": "a"}}, {{"name": "b", "maxAttempts": {huge}}}]}}"#);
+    let reply = send(untouched_repo(), raw("POST", "/api/tasks/batch", &batch)).await;
+    reply.assert_refused(
+        "a batch",
+        &invalid().starts("tasks[1].maxAttempts is out of range").member("index", 1),
+    );
+}
+
+#[actix_web::test]
+async fn a_value_of_the_wrong_type_names_its_field_and_what_it_takes() {
+    let id = task_id();
+    let cases = [
+        (
+            raw("POST", "/api/tasks", r#"{"name": "x", "runAt": "tomorrow"}"#),
+            "runAt must be an RFC 3339 instant such as 2026-11-26T10:00:00Z, got the string \"tomorrow\"",
+        ),
+        (
+            raw("POST", "/api/tasks", r#"{"name": "x", "maxAttempts": "3"}"#),
+            "maxAttempts must be an integer, got the string \"3\"",
+        ),
+        (
+            raw("POST", "/api/tasks", r#"{"name": "x", "maxAttempts": 2.5}"#),
+            "maxAttempts must be an integer, got the number 2.5",
+        ),
+        (
+            raw("POST", "/api/tasks/claim", r#"{"workerId": "w", "queues": "mail"}"#),
+            "queues must be an array, got the string \"mail\"",
+        ),
+        (
+            raw("PUT", &format!("/api/tasks/{id}/fail"), r#"{"errorMessage": "x", "retryable": "no"}"#),
+            "retryable must be true or false, got the string \"no\"",
+        ),
+        (
+            raw("POST", "/api/tasks/batch", r#"{"tasks": [{"name": "a"}, {"name": "b", "priority": "high"}]}"#),
+            "tasks[1].priority must be an integer, got the string \"high\"",
+        ),
+        (
+            raw(
+                "POST",
+                "/api/tasks/complete",
+                &format!(r#"{{"items": [{{"id": "{id}", "leaseToken": "{TOKEN}", "outcome": "done"}}]}}"#),
+            ),
+            "items[0].outcome must be one of `succeeded`, `failed`, `released`, got the string \"done\"",
+        ),
+        (
+            raw("POST", "/api/tasks", r#"{"name": "x", "colour": "red"}"#),
+            "the request body has an unknown field `colour`",
+        ),
+        (raw("POST", "/api/tasks", r#"{"priority": 1}"#), "the request body lacks the required field `name`"),
+    ];
+
+    for (request, detail) in cases {
+        let reply = send(untouched_repo(), request).await;
+
+        reply.assert_refused(detail, &malformed().starts(detail));
     }
 }
 

@@ -25,6 +25,18 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Whether the server on `port` answers `GET /readyz` with 200.
+fn ready(port: u16) -> bool {
+    use std::io::Write as _;
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    if stream.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200")
+}
+
 /// A `taskpilot serve` process; killed when dropped. Its logs go to a file, read at the end.
 struct Served {
     child: Child,
@@ -72,9 +84,14 @@ impl Served {
             .unwrap();
         let served = Self { child, base: format!("http://127.0.0.1:{port}"), log };
         let started = Instant::now();
-        // Poll the real condition (the port answers), with a guard against a hang.
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < HANG_GUARD, "the server never listened: {}", served.logs());
+        // Poll the real condition (the server is ready: migrated, /readyz 200), with a guard
+        // against a hang.
+        while !ready(port) {
+            assert!(
+                started.elapsed() < HANG_GUARD,
+                "the server never got ready: {}",
+                served.logs()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         served

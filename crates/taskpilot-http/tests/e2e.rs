@@ -465,6 +465,65 @@ async fn timestamps_come_back_exactly_as_created_to_the_microsecond() {
 }
 
 #[actix_web::test]
+async fn a_run_at_is_answered_as_stored_and_one_the_format_cannot_write_is_refused() {
+    let db = TestDatabase::new();
+    let app = TestApp::on(&db, TimeDelta::seconds(1));
+    let create = |run_at: &str| json!({ "name": "later", "runAt": run_at });
+
+    let leap = app.send(Method::POST, "/api/tasks", Some(create("2998-12-31T23:59:60.5Z"))).await;
+    let latest =
+        app.send(Method::POST, "/api/tasks", Some(create("9999-12-31T23:59:59.999999Z"))).await;
+    let beyond = ["9999-12-31T23:59:59-01:00", "9999-12-31T23:59:60Z", "0000-01-01T00:00:00+00:01"];
+
+    let leap = leap.assert_status(StatusCode::CREATED).clone();
+    assert_eq!(leap["nextRunAt"], "2999-01-01T00:00:00.500000Z");
+    let stored = app.get(&format!("/api/tasks/{}", id_of(&leap))).await;
+    assert_eq!(stored.assert_status(StatusCode::OK), &leap);
+    let latest = latest.assert_status(StatusCode::CREATED).clone();
+    let stored = app.get(&format!("/api/tasks/{}", id_of(&latest))).await;
+    assert_eq!(stored.assert_status(StatusCode::OK)["nextRunAt"], "9999-12-31T23:59:59.999999Z");
+    for run_at in beyond {
+        let refused = app.send(Method::POST, "/api/tasks", Some(create(run_at))).await;
+        refused.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
+        assert!(refused.body["detail"].as_str().unwrap().starts_with("runAt must be"), "{run_at}");
+    }
+    let not_rfc_3339 =
+        app.send(Method::POST, "/api/tasks", Some(create("+10000-01-01T00:00:00Z"))).await;
+    not_rfc_3339.assert_problem(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST");
+    let listed = app.get("/api/tasks").await;
+    assert_eq!(listed.assert_status(StatusCode::OK)["items"].as_array().unwrap().len(), 2);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_cursor_the_server_did_not_hand_out_is_refused_however_it_was_crafted() {
+    let db = TestDatabase::new();
+    let app = TestApp::on(&db, TimeDelta::seconds(1));
+    app.create(json!({ "name": "a" })).await;
+    app.create(json!({ "name": "b" })).await;
+    let page = app.get("/api/tasks?limit=1").await;
+    let issued = page.assert_status(StatusCode::OK)["nextCursor"].as_str().unwrap().to_owned();
+    let id_part = &issued[16..];
+    // Far in the future, before PostgreSQL's earliest instant (4713 BC: it answered 500), and
+    // just past the API's years 0000 to 9999 on either side.
+    let crafted = [
+        format!("{:016x}{id_part}", i64::MAX / 2),
+        format!("{:016x}{id_part}", i64::MIN / 2),
+        format!("{:016x}{id_part}", 253_402_300_800_000_000_i64),
+        format!("{:016x}{id_part}", -62_167_219_200_000_001_i64),
+    ];
+
+    let next = app.get(&format!("/api/tasks?limit=1&cursor={issued}")).await;
+
+    assert_eq!(next.assert_status(StatusCode::OK)["items"][0]["name"], "a");
+    for cursor in crafted {
+        let refused = app.get(&format!("/api/tasks?cursor={cursor}")).await;
+        refused.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
+    }
+    app.stop().await;
+}
+
+#[actix_web::test]
 async fn listing_pages_newest_first_and_filters_by_status_and_name() {
     let db = TestDatabase::new();
     let app = TestApp::on(&db, TimeDelta::seconds(1));

@@ -59,6 +59,39 @@ pub fn run(
     listener: TcpListener,
     notify_database_url: Option<String>,
 ) -> std::io::Result<Server> {
+    run_preparing(service, gate, http, listener, notify_database_url, None)
+}
+
+/// Work a server does on the blocking pool once it serves, before it is ready (migrating a
+/// database that may not be reachable yet, say). The server answers meanwhile (the service
+/// should answer 503 until the work is done) and starts its background tasks only after it;
+/// an error stops the server, which then resolves to that error. The work should return soon
+/// once its [`StopSignal`] says the server stops.
+pub type Preparation = Box<dyn FnOnce(&StopSignal) -> anyhow::Result<()> + Send>;
+
+/// Tells a [`Preparation`] that its server is stopping.
+#[derive(Debug)]
+pub struct StopSignal(std::sync::mpsc::Receiver<()>);
+
+impl StopSignal {
+    /// Waits `pause` unless the server stops first: `false` once it is stopping.
+    pub fn pause(&self, pause: std::time::Duration) -> bool {
+        matches!(self.0.recv_timeout(pause), Err(std::sync::mpsc::RecvTimeoutError::Timeout))
+    }
+}
+
+/// [`run`], with `prepare` done first while serving (see [`Preparation`]).
+///
+/// # Errors
+/// When the listener cannot be used.
+pub fn run_preparing(
+    service: TaskService,
+    gate: Gate,
+    http: HttpConfig,
+    listener: TcpListener,
+    notify_database_url: Option<String>,
+    prepare: Option<Preparation>,
+) -> std::io::Result<Server> {
     let hub = Arc::new(WakeHub::new());
     let app_service = service.clone();
     let app_hub = hub.clone();
@@ -84,7 +117,7 @@ pub fn run(
         prune_interval: http.prune_interval,
         notify_database_url,
     };
-    Ok(Server { http: server, handle, service, hub, background, finished })
+    Ok(Server { http: server, handle, service, hub, background, finished, prepare })
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C elsewhere than Unix).
@@ -121,6 +154,7 @@ pub struct Server {
     hub: Arc<WakeHub>,
     background: BackgroundConfig,
     finished: watch::Sender<bool>,
+    prepare: Option<Preparation>,
 }
 
 impl Server {
@@ -141,12 +175,42 @@ impl IntoFuture for Server {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let background = Background::start(&self.service, &self.hub, &self.background);
-            let served = self.http.await;
+            let Self { mut http, handle, service, hub, background, finished, prepare } = self;
+            // Dropped when this future ends, which tells a preparation still under way to stop.
+            let (_stopping, stop_signal) = std::sync::mpsc::channel();
+            let prepared = async move {
+                match prepare {
+                    None => Ok(()),
+                    Some(prepare) => actix_web::rt::task::spawn_blocking(move || {
+                        prepare(&StopSignal(stop_signal))
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(anyhow::anyhow!("the preparation panicked: {e}"))),
+                }
+            };
+            let mut running = None;
+            let served = tokio::select! {
+                served = &mut http => served,
+                prepared = prepared => match prepared {
+                    Ok(()) => {
+                        running = Some(Background::start(&service, &hub, &background));
+                        (&mut http).await
+                    }
+                    Err(e) => {
+                        // The server's own future carries the stop out: poll it meanwhile.
+                        let stopped = handle.http.stop(false);
+                        let _ = (&mut http).await;
+                        stopped.await;
+                        Err(std::io::Error::other(format!("{e:#}")))
+                    }
+                },
+            };
             // However the server stopped, waiting claims are done and so is the background.
-            self.hub.close();
-            background.stop().await;
-            self.finished.send_replace(true);
+            hub.close();
+            if let Some(running) = running {
+                running.stop().await;
+            }
+            finished.send_replace(true);
             served
         })
     }

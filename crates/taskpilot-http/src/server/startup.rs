@@ -5,17 +5,18 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use taskpilot_app::{AccessService, NewToken, TaskService};
 use taskpilot_diesel::local::LocalCluster;
 use taskpilot_diesel::{
-    MigrationReport, PgClock, PgPool, PgTaskRepository, PoolConfig, SessionTimeouts,
+    DatabaseProbe, MigrationReport, PgClock, PgPool, PgTaskRepository, PoolConfig, SchemaReady,
+    SessionTimeouts,
 };
 use taskpilot_domain::{Clock, QueueName, QueueScope, TokenId, TokenKind, TokenName};
 
-use crate::auth::Gate;
+use super::StopSignal;
 use crate::config::{redact_url, AuthMode, Config, TokensCommand};
 
 /// Tried when `DATABASE_URL` is unset: a local PostgreSQL with trust auth.
@@ -40,19 +41,16 @@ pub fn dev_cluster_dir() -> PathBuf {
     std::env::temp_dir().join("taskpilot-dev-postgres")
 }
 
-/// Finds the database and creates it when missing: `DATABASE_URL` when set; otherwise
-/// [`DEFAULT_DATABASE_URL`] when it answers; otherwise a persistent development cluster on
-/// port [`DEV_CLUSTER_PORT`] under [`dev_cluster_dir`], started when not running.
+/// Finds the database: `DATABASE_URL` when set, as it is (it is never created: see
+/// [`prepare_database`]); otherwise [`DEFAULT_DATABASE_URL`] when it answers, created when
+/// missing; otherwise a persistent development cluster on port [`DEV_CLUSTER_PORT`] under
+/// [`dev_cluster_dir`], started when not running, with its database created.
 ///
 /// # Errors
-/// When `DATABASE_URL` is set and unusable, or no development cluster can be started.
+/// When `DATABASE_URL` is unset and no development cluster can be started.
 pub fn resolve_database(config: &Config) -> anyhow::Result<Database> {
     if let Some(url) = &config.database_url {
-        let shown = redact_url(url);
-        taskpilot_diesel::ensure_database(url).with_context(|| {
-            format!("cannot reach or create the database at {shown} (DATABASE_URL)")
-        })?;
-        tracing::info!(database = %shown, "using the database from DATABASE_URL");
+        tracing::info!(database = %redact_url(url), "using the database from DATABASE_URL");
         return Ok(Database { url: url.clone(), cluster: None });
     }
 
@@ -106,16 +104,91 @@ fn probe(url: &str) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("no answer within {} s", PROBE_TIMEOUT.as_secs()))?
 }
 
-/// A pool on `url` sized and timed by `config`, with every migration applied, and what
-/// migrating did.
+/// Why a server gives up on `DATABASE_URL` rather than waiting for it: its server answers
+/// and has no such database, which only the built-in default is created for.
+fn missing_database(url: &str, name: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "database {name:?} does not exist on the server of DATABASE_URL ({}); TaskPilot \
+         creates only its built-in default database. Create it first, e.g. with \
+         `createdb {name}` or `CREATE DATABASE \"{name}\";` as a user allowed to, then start \
+         TaskPilot again",
+        redact_url(url)
+    )
+}
+
+/// The first pause between two attempts of [`prepare_database`]; it doubles up to
+/// [`MAX_PREPARE_PAUSE`].
+const FIRST_PREPARE_PAUSE: Duration = Duration::from_millis(250);
+/// The longest pause between two attempts of [`prepare_database`].
+const MAX_PREPARE_PAUSE: Duration = Duration::from_secs(10);
+
+/// Gets the database at `url` ready for a server that already serves: waits, retrying with
+/// back-off, until its server answers, applies every pending migration through `pool`, logs
+/// what it applied, and sets `ready`. An unreachable database is logged once when the first
+/// attempt fails and once when it is reached.
 ///
 /// # Errors
-/// When the pool cannot be built or a migration fails.
-pub fn connect_and_migrate(
+/// When the server answers but has no such database (`DATABASE_URL` is never created), or
+/// the server stops meanwhile (`stop`).
+pub fn prepare_database(
     url: &str,
+    pool: &PgPool,
     config: &Config,
-) -> anyhow::Result<(PgPool, MigrationReport)> {
-    let pool = taskpilot_diesel::build_pool_with_timeouts(
+    ready: &SchemaReady,
+    stop: &StopSignal,
+) -> anyhow::Result<()> {
+    let shown = redact_url(url);
+    let mut pause = FIRST_PREPARE_PAUSE;
+    let mut down_since: Option<(Instant, u32)> = None;
+    loop {
+        let failed = match taskpilot_diesel::probe_database(url, config.db_connect_timeout()) {
+            DatabaseProbe::Missing { name } => return Err(missing_database(url, &name)),
+            DatabaseProbe::Exists => match taskpilot_diesel::run_migrations(pool) {
+                Ok(report) => {
+                    if let Some((since, attempts)) = down_since {
+                        tracing::info!(
+                            database = %shown,
+                            attempts,
+                            "the database at {shown} answers after {:.1} s; migrating done, \
+                             ready",
+                            since.elapsed().as_secs_f64()
+                        );
+                    }
+                    log_migrations(&report);
+                    ready.set();
+                    return Ok(());
+                }
+                Err(e) => e.context(format!("cannot migrate the database at {shown}")),
+            },
+            DatabaseProbe::Unreachable(e) => {
+                e.context(format!("cannot reach the database at {shown}"))
+            }
+            other => anyhow::anyhow!("unexpected look at the database at {shown}: {other:?}"),
+        };
+        match &mut down_since {
+            None => {
+                tracing::warn!(
+                    database = %shown,
+                    error = %format!("{failed:#}"),
+                    "the database is not ready; serving 503 and trying again with back-off \
+                     up to every {} s: {failed:#}",
+                    MAX_PREPARE_PAUSE.as_secs()
+                );
+                down_since = Some((Instant::now(), 1));
+            }
+            Some((_, attempts)) => *attempts += 1,
+        }
+        anyhow::ensure!(stop.pause(pause), "the server stopped before the database was ready");
+        pause = (pause * 2).min(MAX_PREPARE_PAUSE);
+    }
+}
+
+/// A pool on `url` sized and timed by `config`; it connects only when used.
+///
+/// # Errors
+/// When the settings are unusable.
+pub fn pool(url: &str, config: &Config) -> anyhow::Result<PgPool> {
+    taskpilot_diesel::build_pool_with_timeouts(
         url,
         &PoolConfig { max_size: config.db_pool_size, connect_timeout: config.db_connect_timeout() },
         SessionTimeouts {
@@ -123,7 +196,25 @@ pub fn connect_and_migrate(
             idle_in_transaction: config.db_idle_in_transaction_timeout(),
         },
     )
-    .with_context(|| format!("cannot build a connection pool for {}", redact_url(url)))?;
+    .with_context(|| format!("cannot build a connection pool for {}", redact_url(url)))
+}
+
+/// A pool on `url` sized and timed by `config`, with every migration applied, and what
+/// migrating did: for `taskpilot migrate`, which fails at once rather than waiting.
+///
+/// # Errors
+/// When the database does not exist (it is not created), cannot be reached, or a migration
+/// fails.
+pub fn connect_and_migrate(
+    url: &str,
+    config: &Config,
+) -> anyhow::Result<(PgPool, MigrationReport)> {
+    if let DatabaseProbe::Missing { name } =
+        taskpilot_diesel::probe_database(url, config.db_connect_timeout())
+    {
+        return Err(missing_database(url, &name));
+    }
+    let pool = pool(url, config)?;
     let report = taskpilot_diesel::run_migrations(&pool)
         .with_context(|| format!("cannot migrate the database at {}", redact_url(url)))?;
     Ok((pool, report))
@@ -173,8 +264,30 @@ pub fn task_service(
     clock: Arc<dyn Clock>,
     config: &Config,
 ) -> anyhow::Result<TaskService> {
+    service_over(PgTaskRepository::new(pool), clock, config)
+}
+
+/// [`task_service`] whose every call answers unavailable (503) until `ready` is set, for a
+/// server that serves before its database is migrated ([`prepare_database`]).
+///
+/// # Errors
+/// As [`task_service`].
+pub fn task_service_awaiting(
+    pool: PgPool,
+    clock: Arc<dyn Clock>,
+    config: &Config,
+    ready: SchemaReady,
+) -> anyhow::Result<TaskService> {
+    service_over(PgTaskRepository::awaiting_schema(pool, ready), clock, config)
+}
+
+fn service_over(
+    repository: PgTaskRepository,
+    clock: Arc<dyn Clock>,
+    config: &Config,
+) -> anyhow::Result<TaskService> {
     Ok(TaskService::new(
-        Arc::new(PgTaskRepository::new(pool)),
+        Arc::new(repository),
         clock,
         Arc::new(config.backoff()?),
         config.service_defaults()?,
@@ -192,15 +305,24 @@ pub fn is_loopback(bind: SocketAddr) -> bool {
     bind.ip().is_loopback()
 }
 
-/// The authentication gate for a server with these settings, after checking that it may
-/// start: with [`AuthMode::Auto`], a server on a non-loopback address and no token at all
-/// would be open to anyone who can reach it, so it refuses to start. Logs, once, how the
-/// server authenticates.
+/// The token use cases over PostgreSQL for a server that serves before its database is
+/// migrated: every call is unavailable until `ready` is set.
+pub fn access_service_awaiting(
+    pool: PgPool,
+    clock: Arc<dyn Clock>,
+    ready: SchemaReady,
+) -> AccessService {
+    AccessService::new(Arc::new(PgTaskRepository::awaiting_schema(pool, ready)), clock)
+}
+
+/// Checks, once the database is ready, that the server may run as configured, and logs once
+/// how it authenticates: with [`AuthMode::Auto`], a server on a non-loopback address with no
+/// token at all would be open to anyone who can reach it, so it stops. (Until this check,
+/// such a server never runs open: its gate asks every request for a token.)
 ///
 /// # Errors
 /// That refusal, or storage errors while looking for tokens.
-pub fn auth_gate(access: AccessService, config: &Config) -> anyhow::Result<Gate> {
-    let loopback = is_loopback(config.bind);
+pub fn check_exposure(access: &AccessService, config: &Config) -> anyhow::Result<()> {
     match config.auth {
         AuthMode::Off => tracing::warn!(
             "authentication is off (--auth=off): every request acts as admin; run this only \
@@ -209,7 +331,7 @@ pub fn auth_gate(access: AccessService, config: &Config) -> anyhow::Result<Gate>
         AuthMode::On => tracing::info!("every request needs an API token (--auth=on)"),
         AuthMode::Auto => {
             let any = access.any_token().context("cannot look for API tokens")?;
-            match (any, loopback) {
+            match (any, is_loopback(config.bind)) {
                 (true, _) => tracing::info!("every request needs an API token"),
                 (false, true) => tracing::warn!(
                     "no API token exists, so this server, on the loopback address {}, runs \
@@ -227,7 +349,7 @@ pub fn auth_gate(access: AccessService, config: &Config) -> anyhow::Result<Gate>
             }
         }
     }
-    Ok(Gate::new(access, config.auth, loopback))
+    Ok(())
 }
 
 /// `taskpilot tokens …`: what the operator asked, straight in the database, printed to
