@@ -75,8 +75,12 @@ impl PgClock {
                 let measured = measure(&pool);
                 let Some(clock) = weak.upgrade() else { return };
                 match measured {
-                    Ok(offset) => clock.offset_us.store(micros(offset), Ordering::Relaxed),
-                    Err(e) => tracing::warn!(
+                    Ok(offset) => {
+                        crate::outage::OUTAGE.reached();
+                        clock.offset_us.store(micros(offset), Ordering::Relaxed);
+                    }
+                    // The outage is logged once by the calls that fail, not every refresh.
+                    Err(e) => tracing::debug!(
                         error = %format!("{e:#}"),
                         "cannot refresh the database clock offset; keeping {}: {e:#}",
                         clock.offset()

@@ -34,6 +34,7 @@ mod clock;
 mod database_url;
 pub mod local;
 mod notify;
+mod outage;
 mod repository;
 mod schema;
 #[cfg(feature = "testing")]
@@ -59,8 +60,12 @@ pub type PgPool = diesel::r2d2::Pool<ConnectionManager<PgConnection>>;
 pub struct PoolConfig {
     /// Most connections open at once.
     pub max_size: u32,
-    /// How long a caller waits for a connection before storage counts as unavailable.
+    /// How long one attempt to open a connection may take (libpq's `connect_timeout`, in
+    /// whole seconds of at least 2, unless the URL sets its own).
     pub connect_timeout: Duration,
+    /// How long a caller waits for a connection from the pool before storage counts as
+    /// unavailable: while the database is down, how long each request waits for its 503.
+    pub acquire_timeout: Duration,
 }
 
 /// Limits PostgreSQL enforces on each of the pool's sessions, so that one stuck request
@@ -112,6 +117,9 @@ struct PrepareSession(String);
 impl diesel::r2d2::CustomizeConnection<PgConnection, diesel::r2d2::Error> for PrepareSession {
     fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
         conn.batch_execute(&self.0).map_err(diesel::r2d2::Error::QueryError)?;
+        // A new session answered: the database is reachable (a connection handed out again
+        // after an outage may be dead, so a checkout alone proves nothing).
+        outage::OUTAGE.reached();
         conn.set_instrumentation(LossWatch::default());
         Ok(())
     }
@@ -210,10 +218,11 @@ pub fn build_pool_with_timeouts(
 ) -> anyhow::Result<PgPool> {
     anyhow::ensure!(config.max_size > 0, "the pool needs room for at least one connection");
     anyhow::ensure!(!config.connect_timeout.is_zero(), "the connect timeout must be positive");
+    anyhow::ensure!(!config.acquire_timeout.is_zero(), "the acquire timeout must be positive");
     let url = with_connect_timeout(database_url, config.connect_timeout);
     let pool = diesel::r2d2::Pool::builder()
         .max_size(config.max_size)
-        .connection_timeout(config.connect_timeout)
+        .connection_timeout(config.acquire_timeout)
         .test_on_check_out(false)
         .connection_customizer(Box::new(PrepareSession(timeouts.set_sql())))
         .error_handler(Box::new(TracingErrorHandler))
@@ -243,13 +252,15 @@ fn with_connect_timeout(database_url: &str, timeout: Duration) -> String {
 }
 
 /// Logs what r2d2's background threads cannot hand to a caller (failed connection attempts)
-/// through `tracing` rather than the `log` crate, which nothing here listens to.
+/// through `tracing` rather than the `log` crate, which nothing here listens to, at debug.
 #[derive(Debug)]
 struct TracingErrorHandler;
 
 impl diesel::r2d2::HandleError<diesel::r2d2::Error> for TracingErrorHandler {
     fn handle_error(&self, error: diesel::r2d2::Error) {
-        tracing::warn!(error = %error, "database connection failed: {error}");
+        // r2d2 retries on its own, many times a second while the database is down: the
+        // outage is logged once, by the calls that fail ([`outage`]), not per attempt.
+        tracing::debug!(error = %error, "database connection attempt failed: {error}");
     }
 }
 

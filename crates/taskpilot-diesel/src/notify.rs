@@ -95,23 +95,29 @@ fn listen(database_url: &str, on_wake: &OnWake, stop: &AtomicBool) {
         match connect(&url) {
             Ok(mut conn) => {
                 backoff = RECONNECT_MIN;
+                crate::outage::OUTAGE.reached();
                 tracing::debug!(channel = RUNNABLE_CHANNEL, "listening for runnable tasks");
                 // Tasks that became runnable while nobody listened sent their notifications
                 // to no one: let the waiters look for themselves.
                 on_wake();
                 match listen_on(&mut conn, on_wake, stop) {
                     Ended::Stopped => return,
-                    Ended::Broken(e) => tracing::warn!(
-                        error = %e,
-                        "the LISTEN connection failed, reconnecting: {e}"
-                    ),
+                    // An outage, logged once with the pool's failures, not per attempt here.
+                    Ended::Broken(e) => {
+                        let e = anyhow::Error::new(e).context("the LISTEN connection failed");
+                        crate::outage::OUTAGE.failed(&e);
+                        tracing::debug!(error = %format!("{e:#}"), "reconnecting: {e:#}");
+                    }
                 }
             }
-            Err(e) => tracing::warn!(
-                error = %format!("{e:#}"),
-                retry_in_ms = backoff.as_millis(),
-                "cannot LISTEN for runnable tasks, retrying: {e:#}"
-            ),
+            Err(e) => {
+                crate::outage::OUTAGE.failed(&e);
+                tracing::debug!(
+                    error = %format!("{e:#}"),
+                    retry_in_ms = backoff.as_millis(),
+                    "cannot LISTEN for runnable tasks, retrying: {e:#}"
+                );
+            }
         }
         sleep_unless_stopped(backoff, stop);
         backoff = (backoff * 2).min(RECONNECT_MAX);

@@ -21,6 +21,7 @@ use taskpilot_domain::{
 };
 use uuid::Uuid;
 
+use crate::outage::OUTAGE;
 use crate::schema::{task_events, tasks};
 use crate::PgPool;
 
@@ -86,8 +87,14 @@ impl PgTaskRepository {
         }
         // r2d2 only fails after waiting its whole connection timeout without getting a working
         // connection: the database is down, unreachable, or saturated. All are "try later".
-        crate::checkout(&self.pool)
-            .map_err(|e| RepoError::Unavailable(anyhow!(e).context("no database connection")))
+        match crate::checkout(&self.pool) {
+            Ok(conn) => Ok(conn),
+            Err(e) => {
+                let error = anyhow!(e).context("no database connection");
+                OUTAGE.failed(&error);
+                Err(RepoError::Unavailable(error))
+            }
+        }
     }
 }
 
@@ -448,7 +455,9 @@ impl TaskRepository for PgTaskRepository {
 /// else.
 fn classify(error: DieselError, doing: &'static str) -> RepoError {
     if is_connection_loss(&error) || is_timeout(&error) {
-        RepoError::Unavailable(anyhow!(error).context(doing))
+        let error = anyhow!(error).context(doing);
+        OUTAGE.failed(&error);
+        RepoError::Unavailable(error)
     } else {
         RepoError::Unexpected(anyhow!(error).context(doing))
     }

@@ -288,7 +288,11 @@ impl TestDatabase {
         // After creating it: the pool starts connecting at once, and failed attempts would
         // back off.
         let url = with_database(&server.maintenance_url, &name);
-        let config = PoolConfig { max_size: 4, connect_timeout: Duration::from_secs(10) };
+        let config = PoolConfig {
+            max_size: 4,
+            connect_timeout: Duration::from_secs(10),
+            acquire_timeout: Duration::from_secs(10),
+        };
         match build_pool(&url, &config) {
             Ok(pool) => Self { url, name, pool },
             Err(e) => {

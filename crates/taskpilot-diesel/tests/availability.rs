@@ -47,7 +47,15 @@ fn created(task: &Task) -> TaskEvent {
 }
 
 fn quick_pool(url: &str) -> taskpilot_diesel::PgPool {
-    build_pool(url, &PoolConfig { max_size: 2, connect_timeout: Duration::from_secs(1) }).unwrap()
+    build_pool(
+        url,
+        &PoolConfig {
+            max_size: 2,
+            connect_timeout: Duration::from_secs(1),
+            acquire_timeout: Duration::from_secs(1),
+        },
+    )
+    .unwrap()
 }
 
 fn closed_port() -> u16 {
@@ -173,7 +181,11 @@ fn dead_connections_cost_one_failed_call_each_and_are_never_handed_out_again() {
     let db = TestDatabase::new();
     let pool = build_pool(
         db.url(),
-        &PoolConfig { max_size: SIZE as u32, connect_timeout: Duration::from_secs(10) },
+        &PoolConfig {
+            max_size: SIZE as u32,
+            connect_timeout: Duration::from_secs(10),
+            acquire_timeout: Duration::from_secs(10),
+        },
     )
     .unwrap();
     let repo = PgTaskRepository::new(pool.clone());
@@ -241,12 +253,22 @@ fn show(conn: &mut PgConnection, setting: &str) -> String {
 #[test]
 fn every_pooled_session_runs_under_the_statement_and_idle_in_transaction_timeouts() {
     let db = TestDatabase::new();
-    let defaults =
-        build_pool(db.url(), &PoolConfig { max_size: 1, connect_timeout: Duration::from_secs(10) })
-            .unwrap();
+    let defaults = build_pool(
+        db.url(),
+        &PoolConfig {
+            max_size: 1,
+            connect_timeout: Duration::from_secs(10),
+            acquire_timeout: Duration::from_secs(10),
+        },
+    )
+    .unwrap();
     let custom = build_pool_with_timeouts(
         db.url(),
-        &PoolConfig { max_size: 1, connect_timeout: Duration::from_secs(10) },
+        &PoolConfig {
+            max_size: 1,
+            connect_timeout: Duration::from_secs(10),
+            acquire_timeout: Duration::from_secs(10),
+        },
         SessionTimeouts {
             statement: Duration::from_millis(200),
             idle_in_transaction: Duration::from_millis(1_500),
@@ -279,7 +301,11 @@ fn migrating_lifts_the_session_timeouts_and_puts_them_back() {
     let db = TestDatabase::new();
     let pool = build_pool_with_timeouts(
         db.url(),
-        &PoolConfig { max_size: 1, connect_timeout: Duration::from_secs(10) },
+        &PoolConfig {
+            max_size: 1,
+            connect_timeout: Duration::from_secs(10),
+            acquire_timeout: Duration::from_secs(10),
+        },
         SessionTimeouts {
             statement: Duration::from_millis(250),
             idle_in_transaction: Duration::from_secs(2),

@@ -288,7 +288,11 @@ fn overlapping_batches_racing_give_every_task_one_winner_and_never_deadlock() {
     let db = TestDatabase::new();
     let pool = build_pool(
         db.url(),
-        &PoolConfig { max_size: THREADS as u32, connect_timeout: Duration::from_secs(30) },
+        &PoolConfig {
+            max_size: THREADS as u32,
+            connect_timeout: Duration::from_secs(30),
+            acquire_timeout: Duration::from_secs(30),
+        },
     )
     .unwrap();
     let repo = Arc::new(PgTaskRepository::new(pool));

@@ -346,7 +346,11 @@ fn concurrent_claims_take_every_task_exactly_once_and_never_wait_on_each_other()
     let db = TestDatabase::new();
     let pool = build_pool(
         db.url(),
-        &PoolConfig { max_size: THREADS as u32, connect_timeout: Duration::from_secs(30) },
+        &PoolConfig {
+            max_size: THREADS as u32,
+            connect_timeout: Duration::from_secs(30),
+            acquire_timeout: Duration::from_secs(30),
+        },
     )
     .unwrap();
     let repo = Arc::new(PgTaskRepository::new(pool));

@@ -40,7 +40,11 @@ fn a_clock_started_while_the_database_is_down_follows_the_local_clock() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let pool = build_pool(
         &format!("postgres://postgres@127.0.0.1:{port}/taskpilot"),
-        &PoolConfig { max_size: 1, connect_timeout: Duration::from_secs(1) },
+        &PoolConfig {
+            max_size: 1,
+            connect_timeout: Duration::from_secs(1),
+            acquire_timeout: Duration::from_secs(1),
+        },
     )
     .unwrap();
 

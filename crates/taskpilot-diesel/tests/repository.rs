@@ -160,9 +160,15 @@ fn migrations_apply_to_an_empty_database_and_rerunning_them_changes_nothing() {
 
     ensure_database(&url).unwrap();
     ensure_database(&url).unwrap();
-    let pool =
-        build_pool(&url, &PoolConfig { max_size: 4, connect_timeout: Duration::from_secs(10) })
-            .unwrap();
+    let pool = build_pool(
+        &url,
+        &PoolConfig {
+            max_size: 4,
+            connect_timeout: Duration::from_secs(10),
+            acquire_timeout: Duration::from_secs(10),
+        },
+    )
+    .unwrap();
     let tables_before: i64 =
         count(&pool, "SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'public'");
     // Several servers starting at once: the advisory lock lets one migrate, the rest find
@@ -431,7 +437,11 @@ fn concurrent_transitions_of_one_task_have_exactly_one_winner() {
     let db = TestDatabase::new();
     let pool = build_pool(
         db.url(),
-        &PoolConfig { max_size: THREADS as u32, connect_timeout: Duration::from_secs(30) },
+        &PoolConfig {
+            max_size: THREADS as u32,
+            connect_timeout: Duration::from_secs(30),
+            acquire_timeout: Duration::from_secs(30),
+        },
     )
     .unwrap();
     let repo = Arc::new(PgTaskRepository::new(pool));
@@ -476,7 +486,11 @@ fn concurrent_starts_through_the_service_give_one_start_and_refusals_for_the_res
     let db = TestDatabase::new();
     let pool = build_pool(
         db.url(),
-        &PoolConfig { max_size: THREADS as u32, connect_timeout: Duration::from_secs(30) },
+        &PoolConfig {
+            max_size: THREADS as u32,
+            connect_timeout: Duration::from_secs(30),
+            acquire_timeout: Duration::from_secs(30),
+        },
     )
     .unwrap();
     let service = Arc::new(TaskService::new(

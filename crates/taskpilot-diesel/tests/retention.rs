@@ -186,6 +186,7 @@ fn concurrent_pruners_delete_every_due_task_exactly_once_between_them() {
         &taskpilot_diesel::PoolConfig {
             max_size: PRUNERS as u32,
             connect_timeout: std::time::Duration::from_secs(30),
+            acquire_timeout: std::time::Duration::from_secs(30),
         },
     )
     .unwrap();

@@ -142,10 +142,17 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub db_pool_size: u32,
 
-    /// How long a request waits for a database connection before answering 503, in milliseconds.
+    /// How long one attempt to connect to PostgreSQL may take, in milliseconds (libpq counts
+    /// whole seconds, at least 2).
     #[arg(long, env = "TASKPILOT_DB_CONNECT_TIMEOUT_MS", default_value_t = 2_000, global = true,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub db_connect_timeout_ms: u64,
+
+    /// How long a request waits for a pooled database connection before answering 503, in
+    /// milliseconds: while the database is down, each request waits this long at most.
+    #[arg(long, env = "TASKPILOT_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 500, global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub db_acquire_timeout_ms: u64,
 
     /// Longest a statement of the server may run before PostgreSQL cancels it, in
     /// milliseconds; 0 for no limit. Long-polling claims wait between statements, not in one.
@@ -276,9 +283,14 @@ impl Config {
         Duration::from_secs(self.clock_refresh_secs)
     }
 
-    /// How long a request waits for a database connection.
+    /// How long one connection attempt may take.
     pub fn db_connect_timeout(&self) -> Duration {
         Duration::from_millis(self.db_connect_timeout_ms)
+    }
+
+    /// How long a request waits for a pooled connection.
+    pub fn db_acquire_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_acquire_timeout_ms)
     }
 
     /// How long a statement of a pooled database session may run; zero for no limit.
@@ -429,6 +441,8 @@ mod tests {
         assert_eq!(cli.config.default_lease_secs, 300);
         assert_eq!(cli.config.reaper_interval_ms, 1_000);
         assert_eq!(cli.config.clock_refresh_secs, 5);
+        assert_eq!(cli.config.db_acquire_timeout(), Duration::from_millis(500));
+        assert_eq!(cli.config.db_connect_timeout(), Duration::from_secs(2));
         assert_eq!(cli.config.default_lease().unwrap().secs(), 300);
         assert_eq!(cli.config.http().reaper_interval, Duration::from_secs(1));
     }
@@ -463,6 +477,7 @@ mod tests {
             ("--retention-cancelled", "TASKPILOT_RETENTION_CANCELLED", "7d"),
             ("--prune-interval-ms", "TASKPILOT_PRUNE_INTERVAL_MS", "60000"),
             ("--db-statement-timeout-ms", "TASKPILOT_DB_STATEMENT_TIMEOUT_MS", "30000"),
+            ("--db-acquire-timeout-ms", "TASKPILOT_DB_ACQUIRE_TIMEOUT_MS", "500"),
             (
                 "--db-idle-in-transaction-timeout-ms",
                 "TASKPILOT_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",

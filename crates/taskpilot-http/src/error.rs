@@ -417,8 +417,10 @@ impl ResponseError for ApiError {
             Self::App(AppError::Unexpected(e)) => {
                 tracing::error!(error = %format!("{e:#}"), "internal error");
             }
+            // The storage logs an outage once when it starts and once when it ends; a line
+            // per refused request would repeat the driver's message hundreds of times.
             Self::App(e @ AppError::Unavailable(_)) => {
-                tracing::warn!(error = %chain(e), "database unavailable");
+                tracing::debug!(error = %chain(e), "database unavailable");
             }
             _ => {}
         }

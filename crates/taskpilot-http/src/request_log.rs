@@ -61,7 +61,9 @@ pub async fn request_span(
 fn log_finished(span: &tracing::Span, status: u16, started: Instant) {
     let latency_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1_000.0;
     span.in_scope(|| {
-        if status >= 500 {
+        // A 503 is an outage (logged once by the storage) or a request waiting for one:
+        // not worth a warning per request.
+        if status >= 500 && status != 503 {
             tracing::warn!(status, latency_ms, "request finished");
         } else {
             tracing::info!(status, latency_ms, "request finished");

@@ -66,7 +66,11 @@ impl Reply {
 }
 
 fn pool(url: &str, connect_timeout: Duration) -> PgPool {
-    taskpilot_diesel::build_pool(url, &PoolConfig { max_size: 8, connect_timeout }).unwrap()
+    taskpilot_diesel::build_pool(
+        url,
+        &PoolConfig { max_size: 8, connect_timeout, acquire_timeout: connect_timeout },
+    )
+    .unwrap()
 }
 
 fn service(pool: PgPool, clock: Arc<dyn Clock>, backoff_base: TimeDelta) -> TaskService {

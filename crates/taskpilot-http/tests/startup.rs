@@ -40,6 +40,7 @@ fn via(url: &str, authority: &str) -> (String, String) {
 struct Proxy {
     port: u16,
     forwarding: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl Proxy {
@@ -48,6 +49,8 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let forwarding = Arc::new(AtomicBool::new(false));
         let forward = forwarding.clone();
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let connections = open.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -56,6 +59,7 @@ impl Proxy {
                     continue;
                 }
                 let Ok(server) = TcpStream::connect(&upstream) else { continue };
+                connections.lock().unwrap().push(client.try_clone().unwrap());
                 for (mut from, mut to) in
                     [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
                 {
@@ -66,11 +70,19 @@ impl Proxy {
                 }
             }
         });
-        Self { port, forwarding }
+        Self { port, forwarding, open }
     }
 
     fn open(&self) {
         self.forwarding.store(true, Ordering::SeqCst);
+    }
+
+    /// The database goes away: every connection is cut and new ones are closed at once.
+    fn close(&self) {
+        self.forwarding.store(false, Ordering::SeqCst);
+        for connection in self.open.lock().unwrap().drain(..) {
+            let _ = connection.shutdown(std::net::Shutdown::Both);
+        }
     }
 }
 
@@ -92,6 +104,7 @@ impl Server {
             .env("TASKPILOT_DB_POOL_SIZE", "2")
             .env("TASKPILOT_SHUTDOWN_TIMEOUT_SECS", "1")
             .env("TASKPILOT_LOG", "info")
+            .env("TASKPILOT_DB_ACQUIRE_TIMEOUT_MS", "100")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
@@ -238,4 +251,47 @@ fn an_explicit_database_url_naming_a_missing_database_exits_saying_so_and_create
             .get_result(&mut conn)
             .unwrap();
     assert_eq!(found.n, 0, "database {name} was created");
+}
+
+#[actix_web::test]
+async fn an_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
+    let db = TestDatabase::new();
+    let (_, upstream) = via(db.url(), "unused");
+    let proxy = Proxy::start(upstream);
+    proxy.open();
+    let (url, _) = via(db.url(), &format!("127.0.0.1:{}", proxy.port));
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let mut server = Server::start(&url);
+    until_answers(&mut server, &client, "/readyz", StatusCode::OK).await;
+
+    proxy.close();
+    let mut refused = Vec::new();
+    for i in 0..20 {
+        let create = client.post(format!("{}/api/tasks", server.base));
+        refused.push(send(create, Some(json!({ "name": format!("during-{i}") }))).await.0);
+    }
+    proxy.open();
+    until_answers(&mut server, &client, "/readyz", StatusCode::OK).await;
+    guarded("the end of the outage in the log", async {
+        while server.logged("is available again") == 0 {
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+
+    assert!(refused.iter().all(|status| *status == StatusCode::SERVICE_UNAVAILABLE), "{refused:?}");
+    let log = server.log.lock().unwrap().clone();
+    let warnings: Vec<&String> = log.iter().filter(|line| line.contains(" WARN ")).collect();
+    assert_eq!(server.logged("the database is unavailable"), 1, "{log:#?}");
+    assert_eq!(warnings.len(), 1, "one warning for the whole outage: {warnings:#?}");
+    let ended: Vec<&String> =
+        log.iter().filter(|line| line.contains("is available again")).collect();
+    assert_eq!(ended.len(), 1, "{log:#?}");
+    let failed: u64 = ended[0]
+        .split("failed_calls=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {}", ended[0]));
+    assert!(failed >= 20, "{failed} calls counted for 20 refused requests: {}", ended[0]);
 }

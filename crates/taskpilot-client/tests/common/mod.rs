@@ -42,7 +42,11 @@ impl TestServer {
             actix_web::rt::System::new().block_on(async move {
                 let pool = taskpilot_diesel::build_pool(
                     &url,
-                    &PoolConfig { max_size: 8, connect_timeout: Duration::from_secs(5) },
+                    &PoolConfig {
+                        max_size: 8,
+                        connect_timeout: Duration::from_secs(5),
+                        acquire_timeout: Duration::from_secs(5),
+                    },
                 )
                 .unwrap();
                 // As `taskpilot serve` on a loopback address: open until a token exists.

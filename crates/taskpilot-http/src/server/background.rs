@@ -142,6 +142,11 @@ async fn reap(
         loop {
             let reaped = match blocking(&service, |s| s.reap_expired(REAP_BATCH)).await {
                 Ok(reaped) => reaped,
+                Err(AppError::Unavailable(e)) => {
+                    // The storage logs the outage once; the reaper just tries again.
+                    tracing::debug!(error = %e, "the lease reaper waits for the database");
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "the lease reaper failed; it tries again in {interval:?}");
                     break;
@@ -288,6 +293,10 @@ async fn watch_schedule(
             Ok(Some(at)) if at <= now => Some(Duration::ZERO),
             Ok(Some(at)) => (at - now).to_std().ok().filter(|wait| *wait <= interval),
             Ok(None) => None,
+            Err(AppError::Unavailable(e)) => {
+                tracing::debug!(error = %e, "cannot read the next scheduled run");
+                None
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the next scheduled run");
                 None

@@ -190,7 +190,11 @@ pub fn prepare_database(
 pub fn pool(url: &str, config: &Config) -> anyhow::Result<PgPool> {
     taskpilot_diesel::build_pool_with_timeouts(
         url,
-        &PoolConfig { max_size: config.db_pool_size, connect_timeout: config.db_connect_timeout() },
+        &PoolConfig {
+            max_size: config.db_pool_size,
+            connect_timeout: config.db_connect_timeout(),
+            acquire_timeout: config.db_acquire_timeout(),
+        },
         SessionTimeouts {
             statement: config.db_statement_timeout(),
             idle_in_transaction: config.db_idle_in_transaction_timeout(),
