@@ -8,14 +8,17 @@ use crate::{CreateTaskRequest, ProblemBody, TaskResponse};
 
 /// Body of `POST /api/tasks/batch`: 1 to [`MAX_BATCH`](crate::limits::MAX_BATCH) tasks, created all or none.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateTaskBatchRequest {
     /// The tasks, each as `POST /api/tasks` takes it.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 1000))]
     pub tasks: Vec<CreateTaskRequest>,
 }
 
 /// Answer of `POST /api/tasks/batch` (201): the created tasks, in the order asked.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateTaskBatchResponse {
     /// The tasks.
     pub items: Vec<TaskResponse>,
@@ -23,6 +26,7 @@ pub struct CreateTaskBatchResponse {
 
 /// How an attempt ended, in a batch completion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum CompletionOutcome {
     /// Finished well: `result` may say what it produced.
@@ -37,19 +41,23 @@ pub enum CompletionOutcome {
 /// One outcome of `POST /api/tasks/complete`, under the fencing rules of a single succeed,
 /// fail or release: the lease token is required.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CompletionItem {
     /// The task.
     pub id: Uuid,
     /// The token of the attempt that ended.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::LeaseToken))]
     pub lease_token: String,
     /// When given, must be the worker holding the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::WorkerId>))]
     pub worker_id: Option<String>,
     /// How the attempt ended.
     pub outcome: CompletionOutcome,
     /// What a successful attempt produced; only with `succeeded`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::Json>))]
     pub result: Option<Value>,
     /// What went wrong; required with `failed`, refused with the other outcomes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,14 +124,17 @@ impl CompletionItem {
 
 /// Body of `POST /api/tasks/complete`: 1 to [`MAX_BATCH`](crate::limits::MAX_BATCH) outcomes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CompleteTasksRequest {
     /// The outcomes; several for one task are judged in order (a repeat is a replay).
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 1000))]
     pub items: Vec<CompletionItem>,
 }
 
 /// The answer for one outcome of a batch completion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CompletionResult {
     /// The task the outcome was for.
@@ -141,6 +152,7 @@ pub struct CompletionResult {
 
 /// Answer of `POST /api/tasks/complete` (200): one result per outcome, in input order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CompleteTasksResponse {
     /// The results.
     pub items: Vec<CompletionResult>,

@@ -27,6 +27,8 @@ pub mod limits;
 mod problem;
 mod tasks;
 pub mod time;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 
 pub use batch::{
     CompleteTasksRequest, CompleteTasksResponse, CompletionItem, CompletionOutcome,

@@ -73,7 +73,7 @@ pub enum ApiError {
         /// The method the client used.
         method: String,
         /// The methods the path accepts, comma-separated.
-        allow: &'static str,
+        allow: String,
     },
     /// A bug or an environment failure; the client learns nothing more (INTERNAL_ERROR).
     #[error(transparent)]
@@ -107,7 +107,7 @@ struct Problem {
     detail: String,
     extensions: Map<String, Value>,
     retry_after_secs: Option<u64>,
-    allow: Option<&'static str>,
+    allow: Option<String>,
 }
 
 impl Problem {
@@ -207,7 +207,7 @@ impl ApiError {
             Self::RouteNotFound(_) => Problem::new(ProblemCode::RouteNotFound, self.to_string()),
             Self::MethodNotAllowed { allow, .. } => {
                 let mut problem = Problem::new(ProblemCode::MethodNotAllowed, self.to_string());
-                problem.allow = Some(allow);
+                problem.allow = Some(allow.clone());
                 problem
             }
             Self::Internal(_) => internal(),
@@ -388,8 +388,8 @@ impl ResponseError for ApiError {
         if let Some(secs) = problem.retry_after_secs {
             response.insert_header((header::RETRY_AFTER, secs));
         }
-        if let Some(allow) = problem.allow {
-            response.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
+        if let Some(allow) = &problem.allow {
+            response.insert_header((header::ALLOW, allow.as_str()));
         }
         response.body(serde_json::to_string(&problem.body()).unwrap_or_default())
     }
@@ -482,7 +482,7 @@ mod tests {
             ),
             (ApiError::RouteNotFound("GET /x".into()), 404, "ROUTE_NOT_FOUND", "Route not found"),
             (
-                ApiError::MethodNotAllowed { method: "GET".into(), allow: "POST" },
+                ApiError::MethodNotAllowed { method: "GET".into(), allow: "POST".into() },
                 405,
                 "METHOD_NOT_ALLOWED",
                 "Method not allowed",
