@@ -39,7 +39,8 @@ pub enum CompletionOutcome {
 }
 
 /// One outcome of `POST /api/tasks/complete`, under the fencing rules of a single succeed,
-/// fail or release: the lease token is required.
+/// fail or release: the lease token is required. Its values are checked item by item: an
+/// invalid one gets its own 400 in the answer, so the schema leaves them as plain text and JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -47,17 +48,14 @@ pub struct CompletionItem {
     /// The task.
     pub id: Uuid,
     /// The token of the attempt that ended.
-    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::LeaseToken))]
     pub lease_token: String,
     /// When given, must be the worker holding the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::WorkerId>))]
     pub worker_id: Option<String>,
     /// How the attempt ended.
     pub outcome: CompletionOutcome,
     /// What a successful attempt produced; only with `succeeded`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::Json>))]
     pub result: Option<Value>,
     /// What went wrong; required with `failed`, refused with the other outcomes.
     #[serde(default, skip_serializing_if = "Option::is_none")]

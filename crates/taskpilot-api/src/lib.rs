@@ -27,6 +27,7 @@ pub mod limits;
 mod problem;
 mod tasks;
 pub mod time;
+mod whole;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 

@@ -12,10 +12,10 @@ use utoipa::openapi::schema::{
     AdditionalProperties, ArrayBuilder, KnownFormat, Object, ObjectBuilder, OneOfBuilder, Schema,
     SchemaFormat, Type,
 };
-use utoipa::openapi::RefOr;
+use utoipa::openapi::{Ref, RefOr};
 use utoipa::{PartialSchema, ToSchema};
 
-use crate::{ProblemBody, ProblemCode};
+use crate::{ProblemBody, ProblemCode, TaskStatus};
 
 /// Not blank, and no control character (U+0000 to U+001F, U+007F to U+009F).
 const TEXT_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$";
@@ -88,15 +88,80 @@ named_schema!(
         .into()
 );
 
-named_schema!(
-    /// A listing cursor: what `nextCursor` returned.
-    Cursor,
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        // 48 hex digits; the first says the page ends after 1970, which every task does.
-        .pattern(Some("^[0-6][0-9a-f]{47}$"))
-        .description(Some("The `nextCursor` of the previous page, passed back unchanged."))
+/// A query parameter of `GET /api/tasks`: `schema`, or empty, which counts as absent.
+fn or_empty(schema: impl Into<RefOr<Schema>>, description: &str) -> RefOr<Schema> {
+    OneOfBuilder::new()
+        .item(schema)
+        .item(ObjectBuilder::new().schema_type(Type::String).max_length(Some(0)))
+        .description(Some(format!("{description} Empty counts as absent.")))
         .into()
+}
+
+named_schema!(
+    /// `queue` of `GET /api/tasks`: a queue, or empty.
+    QueueFilter,
+    or_empty(Ref::from_schema_name("QueueName"), "Only tasks in this queue.")
+);
+
+named_schema!(
+    /// `name` of `GET /api/tasks`: a task name, or empty.
+    NameFilter,
+    or_empty(Ref::from_schema_name("TaskName"), "Only tasks of this name.")
+);
+
+named_schema!(
+    /// `status` of `GET /api/tasks`: a status in any case, or empty.
+    StatusFilter,
+    or_empty(
+        ObjectBuilder::new().schema_type(Type::String).pattern(Some(any_case(&[
+            TaskStatus::Pending,
+            TaskStatus::Running,
+            TaskStatus::Succeeded,
+            TaskStatus::Failed,
+            TaskStatus::Cancelled,
+        ]))),
+        "Only tasks in this status (`PENDING`, `RUNNING`, `SUCCEEDED`, `FAILED` or \
+         `CANCELLED`, in any case).",
+    )
+);
+
+/// A pattern that matches each status's spelling in upper, lower or mixed case.
+fn any_case(statuses: &[TaskStatus]) -> String {
+    let spellings: Vec<String> = statuses
+        .iter()
+        .map(|status| {
+            status
+                .as_str()
+                .chars()
+                .map(|c| format!("[{}{}]", c.to_ascii_uppercase(), c.to_ascii_lowercase()))
+                .collect()
+        })
+        .collect();
+    format!("^({})$", spellings.join("|"))
+}
+
+named_schema!(
+    /// `limit` of `GET /api/tasks`: a page size, or empty.
+    PageSize,
+    or_empty(
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(1))
+            .maximum(Some(crate::limits::MAX_PAGE_SIZE)),
+        "Page size, 1 to 500; 50 when absent.",
+    )
+);
+
+named_schema!(
+    /// `cursor` of `GET /api/tasks`: what `nextCursor` returned, or empty.
+    Cursor,
+    or_empty(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            // 48 hex digits; the first says the page ends after 1970, which every task does.
+            .pattern(Some("^[0-6][0-9a-f]{47}$")),
+        "The `nextCursor` of the previous page, passed back unchanged.",
+    )
 );
 
 /// A JSON string without NUL (`\u0000`), which PostgreSQL cannot store.
@@ -111,19 +176,26 @@ named_schema!(
     OneOfBuilder::new()
         .item(ObjectBuilder::new().schema_type(Type::Null))
         .item(ObjectBuilder::new().schema_type(Type::Boolean))
-        .item(ObjectBuilder::new().schema_type(Type::Number))
+        // PostgreSQL cannot spell larger numbers back so that they read (the domain's rule).
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Number)
+                .exclusive_minimum(Some(-1e308))
+                .exclusive_maximum(Some(1e308)),
+        )
         .item(string_without_nul())
-        .item(ArrayBuilder::new().items(RefOr::Ref(utoipa::openapi::Ref::from_schema_name("Json"))))
+        .item(ArrayBuilder::new().items(RefOr::Ref(Ref::from_schema_name("Json"))))
         .item(
             ObjectBuilder::new()
                 .schema_type(Type::Object)
                 .property_names(Some(string_without_nul()))
                 .additional_properties(Some(RefOr::Ref(
-                    utoipa::openapi::Ref::from_schema_name("Json"),
+                    Ref::from_schema_name("Json"),
                 ))),
         )
         .description(Some(
-            "Any JSON value; no string or key in it may hold a NUL character (\\u0000).",
+            "Any JSON value; no string or key in it may hold a NUL character (\\u0000), and no \
+             number in it may reach 1e308 in magnitude.",
         ))
         .into()
 );
@@ -179,7 +251,7 @@ impl PartialSchema for ProblemBody {
                 string().description(Some("What went wrong this time, for people.")),
             )
             .required("detail")
-            .property("code", RefOr::Ref(utoipa::openapi::Ref::from_schema_name("ProblemCode")))
+            .property("code", RefOr::Ref(Ref::from_schema_name("ProblemCode")))
             .required("code")
             .property(
                 "taskId",

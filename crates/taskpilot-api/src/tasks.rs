@@ -79,11 +79,15 @@ pub struct CreateTaskRequest {
     #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Json))]
     pub payload: Value,
     /// Higher runs first; 0 when absent.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole::deserialize")]
     #[cfg_attr(feature = "openapi", schema(minimum = -2147483648, maximum = 2147483647))]
     pub priority: i32,
     /// Attempts before the task fails for good, 1 to 100; the server default when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::whole::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
     pub max_attempts: Option<i64>,
     /// Not runnable before this instant (RFC 3339, any offset).
@@ -153,7 +157,11 @@ pub struct StartTaskRequest {
     #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::WorkerId))]
     pub worker_id: String,
     /// The lease, 5 to 86400 seconds; the server default when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::whole::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(minimum = 5, maximum = 86400))]
     pub lease_seconds: Option<i64>,
 }
@@ -167,7 +175,11 @@ pub struct ClaimTasksRequest {
     #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::WorkerId))]
     pub worker_id: String,
     /// At most this many tasks, 1 to 100; 1 when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::whole::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
     pub limit: Option<i64>,
     /// Only tasks in these queues; every queue when absent.
@@ -175,11 +187,19 @@ pub struct ClaimTasksRequest {
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<crate::openapi::QueueName>>, min_items = 1, max_items = 100))]
     pub queues: Option<Vec<String>>,
     /// The lease of each claimed task, 5 to 86400 seconds; the server default when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::whole::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(minimum = 5, maximum = 86400))]
     pub lease_seconds: Option<i64>,
     /// With nothing runnable, wait up to this long for a task, 0 to 30000 ms; 0 when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::whole::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 30000))]
     pub wait_ms: Option<i64>,
 }
@@ -196,7 +216,11 @@ pub struct HeartbeatRequest {
     #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::LeaseToken))]
     pub lease_token: String,
     /// The new lease from now, 5 to 86400 seconds; the server default when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::whole::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(minimum = 5, maximum = 86400))]
     pub lease_seconds: Option<i64>,
 }
@@ -266,19 +290,19 @@ pub struct ReleaseTaskRequest {
 pub struct ListTasksQuery {
     /// Only tasks in this queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::openapi::QueueName>))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::openapi::QueueFilter>))]
     pub queue: Option<String>,
     /// Only tasks in this status, e.g. `PENDING`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", param(value_type = Option<TaskStatus>))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::openapi::StatusFilter>))]
     pub status: Option<String>,
     /// Only tasks of this name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::openapi::TaskName>))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::openapi::NameFilter>))]
     pub name: Option<String>,
     /// Page size, 1 to 500 (default 50).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", param(value_type = Option<u32>, minimum = 1, maximum = 500))]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::openapi::PageSize>))]
     pub limit: Option<String>,
     /// `nextCursor` of the previous page.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -31,6 +31,10 @@ pub enum ValidationError {
     /// keep.
     #[error("{0} must not contain NUL characters (\\u0000)")]
     NulInJson(&'static str),
+    /// A JSON value (payload, result) holds a number of magnitude 1e308 or more: PostgreSQL
+    /// keeps it, but spells it back in digits that no longer read as a double.
+    #[error("{0} must not contain numbers of magnitude 1e308 or more")]
+    HugeNumberInJson(&'static str),
     /// A backoff policy whose base delay is not positive or whose cap is below its base.
     #[error("backoff needs a positive base delay and a cap at least as long as the base")]
     Backoff,

@@ -489,8 +489,8 @@ pub fn method_not_allowed(allow: String) -> actix_web::Route {
     })
 }
 
-/// A JSON body that may be left out: a request without a body gives `T::default()`;
-/// any body goes through [`web::Json`] and its configured error handler.
+/// A JSON body that may be left out: a request without a body, or with `null`, gives
+/// `T::default()`; any body goes through [`web::Json`] and its configured error handler.
 #[derive(Debug)]
 pub struct JsonOrEmpty<T>(pub T);
 
@@ -508,7 +508,8 @@ impl<T: DeserializeOwned + Default + 'static> FromRequest for JsonOrEmpty<T> {
         if no_body {
             return Box::pin(async { Ok(Self(T::default())) });
         }
-        let json = web::Json::<T>::from_request(req, payload);
-        Box::pin(async move { Ok(Self(json.await?.into_inner())) })
+        // `null` is no body too, as the document's optional body allows.
+        let json = web::Json::<Option<T>>::from_request(req, payload);
+        Box::pin(async move { Ok(Self(json.await?.into_inner().unwrap_or_default())) })
     }
 }

@@ -16,8 +16,10 @@ use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
-use taskpilot_api::openapi::{Cursor, QueueName, TaskName};
-use taskpilot_api::{ProblemBody, TaskStatus, PROBLEM_JSON};
+use taskpilot_api::openapi::{
+    Cursor, NameFilter, PageSize, QueueFilter, QueueName, StatusFilter, TaskName,
+};
+use taskpilot_api::{ProblemBody, PROBLEM_JSON};
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::{Response, ResponseBuilder};
@@ -71,7 +73,9 @@ const BEARER: &str = "bearer";
         page_file,
     ),
     // Path and query parameters do not bring their schemas along as bodies do.
-    components(schemas(ProblemBody, TaskStatus, Cursor, QueueName, TaskName)),
+    components(schemas(
+        ProblemBody, QueueName, TaskName, QueueFilter, NameFilter, StatusFilter, PageSize, Cursor
+    )),
     modifiers(&Conventions),
 )]
 pub struct ApiDoc;
@@ -286,13 +290,19 @@ const PAGE_FILES: [(&str, &str); 3] = [
     ("swagger-ui-standalone-preset.js", "text/javascript"),
 ];
 
+fn page_file_names() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::String).enum_values(Some(PAGE_FILES.map(|(name, _)| name)))
+}
+
 /// `GET /api/docs/{file}`: one of the page's files.
 #[utoipa::path(
     get,
     path = "/api/docs/{file}",
     operation_id = "apiPageFile",
     tag = "documentation",
-    params(("file" = String, Path, description = "`swagger-ui.css`, `swagger-ui-bundle.js` or `swagger-ui-standalone-preset.js`.")),
+    params(("file" = String, Path, description = "One of the page's files.",
+            example = "swagger-ui.css",
+            schema_with = page_file_names)),
     responses(
         (status = 200, description = "The file.", content(
             (String = "text/css"),
