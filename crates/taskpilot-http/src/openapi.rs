@@ -74,7 +74,8 @@ const BEARER: &str = "bearer";
     ),
     // Path and query parameters do not bring their schemas along as bodies do.
     components(schemas(
-        ProblemBody, QueueName, TaskName, QueueFilter, NameFilter, StatusFilter, PageSize, Cursor
+        ProblemBody, QueueName, TaskName, QueueFilter, NameFilter, StatusFilter, PageSize, Cursor,
+        PageFile,
     )),
     modifiers(&Conventions),
 )]
@@ -290,9 +291,19 @@ const PAGE_FILES: [(&str, &str); 3] = [
     ("swagger-ui-standalone-preset.js", "text/javascript"),
 ];
 
-fn page_file_names() -> ObjectBuilder {
-    ObjectBuilder::new().schema_type(Type::String).enum_values(Some(PAGE_FILES.map(|(name, _)| name)))
+/// The name of one of the page's files, in the document.
+pub struct PageFile;
+
+impl utoipa::PartialSchema for PageFile {
+    fn schema() -> RefOr<utoipa::openapi::schema::Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(PAGE_FILES.map(|(name, _)| name)))
+            .into()
+    }
 }
+
+impl utoipa::ToSchema for PageFile {}
 
 /// `GET /api/docs/{file}`: one of the page's files.
 #[utoipa::path(
@@ -300,9 +311,7 @@ fn page_file_names() -> ObjectBuilder {
     path = "/api/docs/{file}",
     operation_id = "apiPageFile",
     tag = "documentation",
-    params(("file" = String, Path, description = "One of the page's files.",
-            example = "swagger-ui.css",
-            schema_with = page_file_names)),
+    params(("file" = PageFile, Path, description = "One of the page's files.")),
     responses(
         (status = 200, description = "The file.", content(
             (String = "text/css"),
