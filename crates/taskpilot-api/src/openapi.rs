@@ -241,9 +241,10 @@ impl PartialSchema for ProblemBody {
             .required("title")
             .property(
                 "status",
-                integer().minimum(Some(400)).maximum(Some(599)).description(Some(
-                    "The HTTP status, the one the code always comes with.",
-                )),
+                integer()
+                    .minimum(Some(400))
+                    .maximum(Some(599))
+                    .description(Some("The HTTP status, the one the code always comes with.")),
             )
             .required("status")
             .property(

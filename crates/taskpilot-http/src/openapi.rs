@@ -151,7 +151,9 @@ fn problem_with_retry_after(description: &str) -> ResponseBuilder {
 }
 
 fn answers(list: Vec<(&str, ResponseBuilder)>) -> BTreeMap<String, RefOr<Response>> {
-    list.into_iter().map(|(status, response)| (status.to_owned(), response.build().into())).collect()
+    list.into_iter()
+        .map(|(status, response)| (status.to_owned(), response.build().into()))
+        .collect()
 }
 
 /// 400: the path or the query cannot be read, or holds a value out of range.

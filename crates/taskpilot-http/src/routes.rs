@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use actix_web::body::BoxBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::middleware::from_fn;
 use actix_web::http::Method;
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, FromRequest, Handler, Responder, Route};
 use taskpilot_app::TaskService;
 
@@ -81,7 +81,12 @@ impl Endpoint {
         Args: FromRequest + 'static,
         F::Output: Responder + 'static,
     {
-        Self { route: web::to(handler).method(method.clone()), method, path, body: BodyLimit::Default }
+        Self {
+            route: web::to(handler).method(method.clone()),
+            method,
+            path,
+            body: BodyLimit::Default,
+        }
     }
 
     /// Reads its body with the batch endpoints' larger limit.

@@ -2,7 +2,7 @@
 //! document lists exactly the routes the server registers, every operation documents the
 //! errors it can answer, and the page loads nothing but this server's files.
 
-#![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+#![expect(clippy::unwrap_used, reason = "tests")]
 
 use std::collections::BTreeSet;
 use std::future::IntoFuture as _;
@@ -39,7 +39,9 @@ impl TestApp {
         let service = TaskService::new(
             Arc::new(PgTaskRepository::new(pool)),
             Arc::new(SystemClock),
-            Arc::new(ExponentialBackoff::new(TimeDelta::seconds(1), TimeDelta::seconds(4)).unwrap()),
+            Arc::new(
+                ExponentialBackoff::new(TimeDelta::seconds(1), TimeDelta::seconds(4)).unwrap(),
+            ),
             ServiceDefaults {
                 max_attempts: MaxAttempts::new(25).unwrap(),
                 lease: LeaseDuration::from_secs(300).unwrap(),
@@ -115,7 +117,8 @@ async fn the_document_lists_exactly_the_routes_the_server_registers() {
         endpoints().iter().map(|e| (e.method.to_string(), e.path.to_owned())).collect();
     let documented = operations(&document);
     assert_eq!(
-        documented, registered,
+        documented,
+        registered,
         "only documented: {:?}; only registered: {:?}",
         documented.difference(&registered).collect::<Vec<_>>(),
         registered.difference(&documented).collect::<Vec<_>>(),
@@ -123,18 +126,16 @@ async fn the_document_lists_exactly_the_routes_the_server_registers() {
     // And the server answers each of them, and refuses every other method on the same path
     // with the documented ones in Allow.
     for (method, path) in &documented {
-        let (status, _, body) = app.send(Method::from_bytes(method.as_bytes()).unwrap(), &concrete(path)).await;
+        let (status, _, body) =
+            app.send(Method::from_bytes(method.as_bytes()).unwrap(), &concrete(path)).await;
         let code = serde_json::from_slice::<Value>(&body).ok().map(|b| b["code"].clone());
         assert!(
             status != StatusCode::METHOD_NOT_ALLOWED
                 && code != Some(Value::from(ProblemCode::RouteNotFound.as_str())),
             "{method} {path}: {status} {code:?}"
         );
-        let mut allowed: Vec<&str> = documented
-            .iter()
-            .filter(|(_, p)| p == path)
-            .map(|(m, _)| m.as_str())
-            .collect();
+        let mut allowed: Vec<&str> =
+            documented.iter().filter(|(_, p)| p == path).map(|(m, _)| m.as_str()).collect();
         allowed.sort_unstable();
         let reply = app
             .client
@@ -178,7 +179,10 @@ async fn every_operation_documents_the_errors_it_can_answer_with_the_problem_bod
         if path.starts_with("/api/tasks") || path == "/readyz" {
             expected.insert("503");
         }
-        assert!(statuses.is_superset(&expected), "{method} {path}: {statuses:?}, want {expected:?}");
+        assert!(
+            statuses.is_superset(&expected),
+            "{method} {path}: {statuses:?}, want {expected:?}"
+        );
         for (status, response) in responses {
             if status.starts_with('4') || status.starts_with('5') {
                 assert_eq!(
