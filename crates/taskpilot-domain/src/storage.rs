@@ -7,14 +7,14 @@ use serde_json::Value;
 use crate::ValidationError;
 
 /// The magnitude from which a JSON number is refused: see [`check_json`].
-pub const MAX_JSON_NUMBER: f64 = 1e308;
+pub(crate) const MAX_JSON_NUMBER: f64 = 1e308;
 
 /// The longest error message kept on a task, in bytes; longer ones are truncated and say so.
 pub const MAX_ERROR_BYTES: usize = 8 * 1024;
 
 /// Checks that a JSON value (a payload or result, named `field` in the error) can be stored
 /// and read back: no NUL character (U+0000) in any string or key, which PostgreSQL's jsonb
-/// cannot hold, and no number of magnitude [`MAX_JSON_NUMBER`] or more, which jsonb keeps
+/// cannot hold, and no number of magnitude 1e308 or more, which jsonb keeps
 /// as an exact decimal and spells back in plain digits that near `f64::MAX` no longer parse.
 ///
 /// # Errors
