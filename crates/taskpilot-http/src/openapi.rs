@@ -3,7 +3,7 @@
 //! Part of the HTTP adapter. The document is generated, never written by hand: the bodies'
 //! schemas come from the wire types of `taskpilot-api` (its `openapi` feature), each
 //! operation from the `#[utoipa::path]` annotation on its handler, listed once in [`ApiDoc`].
-//! What every route shares is added here, in one place ([`Conventions`]): the bearer token
+//! What every route shares is added here, in one place (`Conventions`): the bearer token
 //! and its 401 and 403 answers on every `/api` route but the document and its page, and 500.
 //! A test holds the document's operations equal to the routes the server registers
 //! ([`crate::routes::endpoints`]).
