@@ -24,7 +24,13 @@ doc:
 fmt:
     cargo fmt --all
 
-# What CI runs: formatting check, lints, rustdoc, the whole test suite.
+# The API against its OpenAPI document (schemathesis, every check, bounded) on the debug
+# server; `API_FUZZ_MAX_TIME=600 just api-fuzz` for a longer run.
+api-fuzz:
+    cargo build -p taskpilot-http --bin taskpilot
+    scripts/api-fuzz
+
+# What CI runs: formatting check, lints, rustdoc, the whole test suite, the API fuzz run.
 check:
     bash .ci/run
 

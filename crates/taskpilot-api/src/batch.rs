@@ -8,14 +8,17 @@ use crate::{CreateTaskRequest, ProblemBody, TaskResponse};
 
 /// Body of `POST /api/tasks/batch`: 1 to [`MAX_BATCH`](crate::limits::MAX_BATCH) tasks, created all or none.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateTaskBatchRequest {
     /// The tasks, each as `POST /api/tasks` takes it.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 1000))]
     pub tasks: Vec<CreateTaskRequest>,
 }
 
 /// Answer of `POST /api/tasks/batch` (201): the created tasks, in the order asked.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateTaskBatchResponse {
     /// The tasks.
     pub items: Vec<TaskResponse>,
@@ -23,6 +26,7 @@ pub struct CreateTaskBatchResponse {
 
 /// How an attempt ended, in a batch completion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum CompletionOutcome {
     /// Finished well: `result` may say what it produced.
@@ -35,8 +39,10 @@ pub enum CompletionOutcome {
 }
 
 /// One outcome of `POST /api/tasks/complete`, under the fencing rules of a single succeed,
-/// fail or release: the lease token is required.
+/// fail or release: the lease token is required. Its values are checked item by item: an
+/// invalid one gets its own 400 in the answer, so the schema leaves them as plain text and JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CompletionItem {
     /// The task.
@@ -116,14 +122,17 @@ impl CompletionItem {
 
 /// Body of `POST /api/tasks/complete`: 1 to [`MAX_BATCH`](crate::limits::MAX_BATCH) outcomes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CompleteTasksRequest {
     /// The outcomes; several for one task are judged in order (a repeat is a replay).
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 1000))]
     pub items: Vec<CompletionItem>,
 }
 
 /// The answer for one outcome of a batch completion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CompletionResult {
     /// The task the outcome was for.
@@ -141,6 +150,7 @@ pub struct CompletionResult {
 
 /// Answer of `POST /api/tasks/complete` (200): one result per outcome, in input order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CompleteTasksResponse {
     /// The results.
     pub items: Vec<CompletionResult>,

@@ -9,7 +9,10 @@
 //!
 //! This crate must not depend on the server's crates (actix, the domain, the use cases): it
 //! is the contract, and a client pulls nothing else. Conversions from domain types live in
-//! the HTTP crate.
+//! the HTTP crate. With the `openapi` feature, every body also derives utoipa's `ToSchema`
+//! (and the list query `IntoParams`), and the `openapi` module holds the schemas of the values the
+//! server checks further than their JSON type: the server's OpenAPI document is built from
+//! them.
 //!
 //! ```
 //! use taskpilot_api::CreateTaskRequest;
@@ -24,6 +27,8 @@
 
 mod batch;
 pub mod limits;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 mod problem;
 mod tasks;
 pub mod time;

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 /// A task's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TaskStatus {
     /// Waiting to be claimed, now or at `nextRunAt`.
@@ -36,6 +37,7 @@ impl TaskStatus {
 
 /// Where a task stands with retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RetryState {
     /// No attempt has failed (or the task was rerun).
@@ -62,21 +64,27 @@ impl RetryState {
 
 /// Body of `POST /api/tasks`, and one task of `POST /api/tasks/batch`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateTaskRequest {
     /// The queue, 1 to 64 of `a-z 0-9 _ . -`; `default` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::QueueName>))]
     pub queue: Option<String>,
     /// The kind of work, 1 to 200 characters.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::TaskName))]
     pub name: String,
     /// Input for the worker, any JSON value; `{}` when absent.
     #[serde(default = "empty_object")]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::Json))]
     pub payload: Value,
     /// Higher runs first; 0 when absent.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = -2147483648, maximum = 2147483647))]
     pub priority: i32,
     /// Attempts before the task fails for good, 1 to 100; the server default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
     pub max_attempts: Option<i64>,
     /// Not runnable before this instant (RFC 3339, any offset).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::time::micros_option")]
@@ -138,74 +146,94 @@ impl CreateTaskRequest {
 
 /// Body of `PUT /api/tasks/{id}/start`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct StartTaskRequest {
     /// The worker taking the task.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::WorkerId))]
     pub worker_id: String,
     /// The lease, 5 to 86400 seconds; the server default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 5, maximum = 86400))]
     pub lease_seconds: Option<i64>,
 }
 
 /// Body of `POST /api/tasks/claim`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ClaimTasksRequest {
     /// The worker claiming.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::WorkerId))]
     pub worker_id: String,
     /// At most this many tasks, 1 to 100; 1 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
     pub limit: Option<i64>,
     /// Only tasks in these queues; every queue when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<crate::openapi::QueueName>>, min_items = 1, max_items = 100))]
     pub queues: Option<Vec<String>>,
     /// The lease of each claimed task, 5 to 86400 seconds; the server default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 5, maximum = 86400))]
     pub lease_seconds: Option<i64>,
     /// With nothing runnable, wait up to this long for a task, 0 to 30000 ms; 0 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 30000))]
     pub wait_ms: Option<i64>,
 }
 
 /// Body of `PUT /api/tasks/{id}/heartbeat`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HeartbeatRequest {
     /// The worker holding the task.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::WorkerId))]
     pub worker_id: String,
     /// The token its claim or start returned.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::LeaseToken))]
     pub lease_token: String,
     /// The new lease from now, 5 to 86400 seconds; the server default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 5, maximum = 86400))]
     pub lease_seconds: Option<i64>,
 }
 
 /// Body of `PUT /api/tasks/{id}/succeed`; may be omitted altogether.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SucceedTaskRequest {
     /// When given, must be the worker holding the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::WorkerId>))]
     pub worker_id: Option<String>,
     /// When given, must be the live attempt's token; the call is then fenced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::LeaseToken>))]
     pub lease_token: Option<String>,
     /// What the worker produced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::Json>))]
     pub result: Option<Value>,
 }
 
 /// Body of `PUT /api/tasks/{id}/fail`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct FailTaskRequest {
     /// What went wrong; kept up to 8 KiB.
     pub error_message: String,
     /// When given, must be the worker holding the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::WorkerId>))]
     pub worker_id: Option<String>,
     /// When given, must be the live attempt's token; the call is then fenced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::LeaseToken>))]
     pub lease_token: Option<String>,
     /// Whether a retry may help; `true` when absent. `false` fails the task at once (FAILED,
     /// retry state NON_RETRYABLE), whatever attempts remain.
@@ -216,12 +244,15 @@ pub struct FailTaskRequest {
 /// Body of `PUT /api/tasks/{id}/release`: a worker hands back a task it claimed and will not
 /// finish (it is stopping). The task is runnable again at once and no failure is counted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ReleaseTaskRequest {
     /// When given, must be the worker holding the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::WorkerId>))]
     pub worker_id: Option<String>,
     /// The live attempt's token; the call is fenced like a succeed or fail.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::LeaseToken))]
     pub lease_token: String,
 }
 
@@ -229,27 +260,35 @@ pub struct ReleaseTaskRequest {
 /// (400 VALIDATION_FAILED) from an unknown parameter (400 MALFORMED_REQUEST); empty values
 /// count as absent.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ListTasksQuery {
     /// Only tasks in this queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::openapi::QueueFilter>))]
     pub queue: Option<String>,
     /// Only tasks in this status, e.g. `PENDING`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::openapi::StatusFilter>))]
     pub status: Option<String>,
     /// Only tasks of this name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::openapi::NameFilter>))]
     pub name: Option<String>,
     /// Page size, 1 to 500 (default 50).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::openapi::PageSize>))]
     pub limit: Option<String>,
     /// `nextCursor` of the previous page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::openapi::Cursor>))]
     pub cursor: Option<String>,
 }
 
 /// A task as the API shows it. Times are RFC 3339 UTC with six fractional digits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TaskResponse {
     /// The task's id (UUID v7).
@@ -303,6 +342,7 @@ pub struct TaskResponse {
 
 /// One page of `GET /api/tasks`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TaskListResponse {
     /// The tasks, newest first.
@@ -313,6 +353,7 @@ pub struct TaskListResponse {
 
 /// Answer of `POST /api/tasks/claim`: the claimed tasks, each with its lease token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClaimResponse {
     /// The tasks, in claim order; empty when nothing was runnable.
     pub items: Vec<TaskResponse>,
@@ -320,6 +361,7 @@ pub struct ClaimResponse {
 
 /// One entry of a task's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TaskEventResponse {
     /// What it records: `CREATED`, `STARTED`, `SUCCEEDED`, `FAILED`, `RETRY_SCHEDULED`,
@@ -348,6 +390,7 @@ pub struct TaskEventResponse {
 
 /// Answer of `GET /api/tasks/{id}/events`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskEventListResponse {
     /// The history, oldest first.
     pub items: Vec<TaskEventResponse>,
@@ -355,6 +398,7 @@ pub struct TaskEventListResponse {
 
 /// How many stale calls of one kind were refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RejectionCountResponse {
     /// The refusal's code.
     pub code: String,
@@ -366,6 +410,7 @@ pub struct RejectionCountResponse {
 
 /// Answer of `GET /api/stats/rejections`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RejectionStatsResponse {
     /// Counts by code and call.

@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 /// What a token may do; see the README's table of kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum TokenKind {
     /// Creates tasks; reads and cancels the tasks it created.
@@ -24,6 +25,7 @@ pub enum TokenKind {
 
 /// `POST /api/tokens`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateTokenRequest {
     /// 1 to 64 characters, no control characters; history records it for what the token
@@ -41,6 +43,7 @@ pub struct CreateTokenRequest {
 
 /// A token as the API shows it: never its secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TokenResponse {
     /// Its id (UUID v7).
@@ -67,6 +70,7 @@ pub struct TokenResponse {
 
 /// The answer to `POST /api/tokens`: the token and, this once, its secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedTokenResponse {
     /// The token.
@@ -79,6 +83,7 @@ pub struct CreatedTokenResponse {
 
 /// The answer to `GET /api/tokens`: every token, newest first, revoked ones included.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenListResponse {
     /// The tokens.
     pub items: Vec<TokenResponse>,

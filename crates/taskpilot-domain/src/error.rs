@@ -40,6 +40,10 @@ pub enum ValidationError {
     /// A token's queue list is empty (leave it out for every queue).
     #[error("queues must name at least one queue, or be left out for every queue")]
     TokenQueues,
+    /// A JSON value (payload, result) holds a number of magnitude 1e308 or more: PostgreSQL
+    /// keeps it, but spells it back in digits that no longer read as a double.
+    #[error("{0} must not contain numbers of magnitude 1e308 or more")]
+    HugeNumberInJson(&'static str),
     /// A backoff policy whose base delay is not positive or whose cap is below its base.
     #[error("backoff needs a positive base delay and a cap at least as long as the base")]
     Backoff,

@@ -1,19 +1,24 @@
-//! What storage can keep: whole microseconds, JSON without NUL, error messages of bounded
-//! length.
+//! What storage can keep: whole microseconds, JSON without NUL or numbers too large to read
+//! back, error messages of bounded length.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::ValidationError;
 
+/// The magnitude from which a JSON number is refused: see [`check_json`].
+pub(crate) const MAX_JSON_NUMBER: f64 = 1e308;
+
 /// The longest error message kept on a task, in bytes; longer ones are truncated and say so.
 pub const MAX_ERROR_BYTES: usize = 8 * 1024;
 
-/// Checks that a JSON value (a payload or result, named `field` in the error) can be stored:
-/// no NUL character (U+0000) in any string or key, which PostgreSQL's jsonb cannot hold.
+/// Checks that a JSON value (a payload or result, named `field` in the error) can be stored
+/// and read back: no NUL character (U+0000) in any string or key, which PostgreSQL's jsonb
+/// cannot hold, and no number of magnitude 1e308 or more, which jsonb keeps
+/// as an exact decimal and spells back in plain digits that near `f64::MAX` no longer parse.
 ///
 /// # Errors
-/// [`ValidationError::NulInJson`] naming `field`.
+/// [`ValidationError::NulInJson`] or [`ValidationError::HugeNumberInJson`] naming `field`.
 pub fn check_json(field: &'static str, value: &Value) -> Result<(), ValidationError> {
     let clean = match value {
         Value::String(s) => !s.contains('\0'),
@@ -27,7 +32,13 @@ pub fn check_json(field: &'static str, value: &Value) -> Result<(), ValidationEr
             }
             true
         }
-        Value::Null | Value::Bool(_) | Value::Number(_) => true,
+        Value::Number(n) => {
+            if n.as_f64().is_some_and(|f| f.abs() >= MAX_JSON_NUMBER) {
+                return Err(ValidationError::HugeNumberInJson(field));
+            }
+            true
+        }
+        Value::Null | Value::Bool(_) => true,
     };
     if clean {
         Ok(())
@@ -106,6 +117,33 @@ mod tests {
         for value in accepted {
             assert_eq!(check_json("result", &value), Ok(()), "{value}");
         }
+    }
+
+    /// How PostgreSQL's jsonb spells a number back: every digit, no exponent.
+    fn spelled_back(n: f64) -> String {
+        let shortest = format!("{n:e}");
+        let (mantissa, exponent) = shortest.split_once('e').unwrap();
+        let digits = mantissa.replace('.', "");
+        let exponent: usize = exponent.parse().unwrap();
+        format!("{digits}{}", "0".repeat(exponent + 1 - digits.len()))
+    }
+
+    #[test]
+    fn numbers_below_1e308_read_back_from_storage_and_larger_ones_are_refused() {
+        for n in [f64::MAX, -f64::MAX, 1.7976931348623157e308, 1e308] {
+            assert_eq!(
+                check_json("payload", &json!({"n": [n]})),
+                Err(ValidationError::HugeNumberInJson("payload")),
+                "{n}"
+            );
+        }
+        for n in [9.999999999999999e307, 1.2345678901234567e307, 1e300, 123.0] {
+            let stored: Value = serde_json::from_str(&spelled_back(n)).unwrap();
+
+            assert_eq!(check_json("payload", &json!(n)), Ok(()), "{n}");
+            assert_eq!(stored.as_f64(), Some(n), "{n}");
+        }
+        assert!(serde_json::from_str::<Value>(&spelled_back(f64::MAX)).is_err(), "why the rule");
     }
 
     #[test]

@@ -78,11 +78,14 @@ impl Gate {
     }
 }
 
-/// Paths anybody may read: the probes and the API's own description.
-fn is_public(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/api/openapi.json")
-        || path == "/api/docs"
-        || path.starts_with("/api/docs/")
+/// Paths anybody may read: the probes and the API's own description (the document and its
+/// page). Every other path needs a token.
+pub fn is_public(path: &str) -> bool {
+    use crate::openapi::{DOCUMENT_PATH, PAGE_PATH};
+    matches!(path, "/healthz" | "/readyz")
+        || path == DOCUMENT_PATH
+        || path == PAGE_PATH
+        || path.strip_prefix(PAGE_PATH).is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// Middleware: authenticates every request to a non-public path and stores its [`Caller`]

@@ -77,7 +77,7 @@ pub enum ApiError {
         /// The method the client used.
         method: String,
         /// The methods the path accepts, comma-separated.
-        allow: &'static str,
+        allow: String,
     },
     /// The request carries no usable bearer token (UNAUTHENTICATED, 401, with
     /// `WWW-Authenticate: Bearer`).
@@ -132,7 +132,7 @@ struct Problem {
     detail: String,
     extensions: Map<String, Value>,
     retry_after_secs: Option<u64>,
-    allow: Option<&'static str>,
+    allow: Option<String>,
 }
 
 impl Problem {
@@ -235,7 +235,7 @@ impl ApiError {
             Self::RouteNotFound(_) => Problem::new(ProblemCode::RouteNotFound, self.to_string()),
             Self::MethodNotAllowed { allow, .. } => {
                 let mut problem = Problem::new(ProblemCode::MethodNotAllowed, self.to_string());
-                problem.allow = Some(allow);
+                problem.allow = Some(allow.clone());
                 problem
             }
             Self::Unauthenticated(detail) => Problem::new(ProblemCode::Unauthenticated, *detail),
@@ -429,8 +429,8 @@ impl ResponseError for ApiError {
         if let Some(secs) = problem.retry_after_secs {
             response.insert_header((header::RETRY_AFTER, secs));
         }
-        if let Some(allow) = problem.allow {
-            response.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
+        if let Some(allow) = &problem.allow {
+            response.insert_header((header::ALLOW, allow.as_str()));
         }
         if problem.code == ProblemCode::Unauthenticated {
             // RFC 6750: a request without a token gets the bare challenge, a bad token the
@@ -532,7 +532,7 @@ mod tests {
             ),
             (ApiError::RouteNotFound("GET /x".into()), 404, "ROUTE_NOT_FOUND", "Route not found"),
             (
-                ApiError::MethodNotAllowed { method: "GET".into(), allow: "POST" },
+                ApiError::MethodNotAllowed { method: "GET".into(), allow: "POST".into() },
                 405,
                 "METHOD_NOT_ALLOWED",
                 "Method not allowed",

@@ -8,11 +8,12 @@ use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use serde::de::DeserializeOwned;
-use serde_json::json;
+// The response bodies are named by the handlers' OpenAPI annotations.
 use taskpilot_api::{
-    ClaimTasksRequest, CompleteTasksRequest, CompleteTasksResponse, CompletionResult,
-    CreateTaskBatchRequest, CreateTaskRequest, FailTaskRequest, HeartbeatRequest, ListTasksQuery,
-    ReleaseTaskRequest, StartTaskRequest, SucceedTaskRequest,
+    ClaimResponse, ClaimTasksRequest, CompleteTasksRequest, CompleteTasksResponse,
+    CompletionResult, CreateTaskBatchRequest, CreateTaskBatchResponse, CreateTaskRequest,
+    FailTaskRequest, HeartbeatRequest, ListTasksQuery, RejectionStatsResponse, ReleaseTaskRequest,
+    StartTaskRequest, SucceedTaskRequest, TaskEventListResponse, TaskListResponse, TaskResponse,
 };
 use taskpilot_app::{AppError, TaskService};
 use taskpilot_domain::{Task, WorkerId};
@@ -50,6 +51,15 @@ fn holder_ok(task: &Task) -> HttpResponse {
 }
 
 /// `POST /api/tasks`: 201 with the task and its Location.
+#[utoipa::path(
+    post, path = "/api/tasks", operation_id = "createTask", tag = "tasks",
+    request_body = CreateTaskRequest,
+    responses(
+        (status = 201, description = "The task, PENDING.", body = TaskResponse,
+         headers(("Location" = String, description = "The task's URL: `/api/tasks/{id}`."))),
+        crate::openapi::BodyRefused, crate::openapi::Unavailable,
+    ),
+)]
 pub async fn create_task(
     service: web::Data<TaskService>,
     Authenticated(caller): Authenticated,
@@ -65,6 +75,14 @@ pub async fn create_task(
 
 /// `POST /api/tasks/batch`: 201 with the created tasks in the order given. All or nothing:
 /// an invalid task fails the whole batch with 400 VALIDATION_FAILED naming its index.
+#[utoipa::path(
+    post, path = "/api/tasks/batch", operation_id = "createTaskBatch", tag = "batches",
+    request_body = CreateTaskBatchRequest,
+    responses(
+        (status = 201, description = "The tasks, in the order given.", body = CreateTaskBatchResponse),
+        crate::openapi::BodyRefused, crate::openapi::Unavailable,
+    ),
+)]
 pub async fn create_task_batch(
     service: web::Data<TaskService>,
     Authenticated(caller): Authenticated,
@@ -82,6 +100,14 @@ pub async fn create_task_batch(
 /// have answered (400 for an item whose values are invalid, 404, 409). An outcome is
 /// `succeeded`, `failed` or `released`. Only a body that cannot be read, or that holds no item
 /// or too many, fails the whole request.
+#[utoipa::path(
+    post, path = "/api/tasks/complete", operation_id = "completeTasks", tag = "batches",
+    request_body = CompleteTasksRequest,
+    responses(
+        (status = 200, description = "One answer per item, in input order.", body = CompleteTasksResponse),
+        crate::openapi::BodyRefused, crate::openapi::Unavailable,
+    ),
+)]
 pub async fn complete_tasks(
     service: web::Data<TaskService>,
     Authenticated(caller): Authenticated,
@@ -138,6 +164,14 @@ pub async fn complete_tasks(
 }
 
 /// `GET /api/tasks/{id}`.
+#[utoipa::path(
+    get, path = "/api/tasks/{id}", operation_id = "getTask", tag = "tasks",
+    params(("id" = String, Path, format = Uuid, description = "The task's id.")),
+    responses(
+        (status = 200, description = "The task.", body = TaskResponse),
+        crate::openapi::BadRequest, crate::openapi::TaskNotFound, crate::openapi::Unavailable,
+    ),
+)]
 pub async fn get_task(
     service: web::Data<TaskService>,
     Authenticated(caller): Authenticated,
@@ -149,6 +183,14 @@ pub async fn get_task(
 }
 
 /// `GET /api/tasks?queue=&status=&name=&limit=&cursor=`: one page, newest first.
+#[utoipa::path(
+    get, path = "/api/tasks", operation_id = "listTasks", tag = "tasks",
+    params(ListTasksQuery),
+    responses(
+        (status = 200, description = "One page, newest first.", body = TaskListResponse),
+        crate::openapi::BadRequest, crate::openapi::Unavailable,
+    ),
+)]
 pub async fn list_tasks(
     service: web::Data<TaskService>,
     Authenticated(caller): Authenticated,
@@ -165,6 +207,14 @@ pub async fn list_tasks(
 ///
 /// With `waitMs`, a claim that finds nothing waits on the server's [`WakeHub`] (no database
 /// query while it waits), claims again whenever woken, and gives up when the time is up.
+#[utoipa::path(
+    post, path = "/api/tasks/claim", operation_id = "claimTasks", tag = "workers",
+    request_body = ClaimTasksRequest,
+    responses(
+        (status = 200, description = "The claimed tasks, RUNNING, each with its `leaseToken`; none when nothing was runnable in time.", body = ClaimResponse),
+        crate::openapi::BodyRefused, crate::openapi::Unavailable,
+    ),
+)]
 pub async fn claim_tasks(
     service: web::Data<TaskService>,
     Authenticated(caller): Authenticated,
@@ -206,6 +256,15 @@ fn claimed(worker: &WorkerId, tasks: &[Task]) -> HttpResponse {
 }
 
 /// `PUT /api/tasks/{id}/start`: PENDING to RUNNING under a fresh lease.
+#[utoipa::path(
+    put, path = "/api/tasks/{id}/start", operation_id = "startTask", tag = "workers",
+    params(("id" = String, Path, format = Uuid, description = "The task's id.")),
+    request_body = StartTaskRequest,
+    responses(
+        (status = 200, description = "The task, RUNNING, with its `leaseToken`.", body = TaskResponse),
+        crate::openapi::BodyRefused, crate::openapi::TaskNotFound, crate::openapi::Refused, crate::openapi::Unavailable,
+    ),
+)]
 pub async fn start_task(
     service: web::Data<TaskService>,
     Authenticated(caller): Authenticated,
@@ -220,6 +279,15 @@ pub async fn start_task(
 
 /// `PUT /api/tasks/{id}/heartbeat`: extends the live attempt's lease. A worker whose task
 /// was cancelled learns it here (409 TASK_CANCELLED) and should stop.
+#[utoipa::path(
+    put, path = "/api/tasks/{id}/heartbeat", operation_id = "heartbeatTask", tag = "workers",
+    params(("id" = String, Path, format = Uuid, description = "The task's id.")),
+    request_body = HeartbeatRequest,
+    responses(
+        (status = 200, description = "The task, its lease extended, with its `leaseToken`.", body = TaskResponse),
+        crate::openapi::BodyRefused, crate::openapi::TaskNotFound, crate::openapi::Refused, crate::openapi::Unavailable,
+    ),
+)]
 pub async fn heartbeat_task(
     service: web::Data<TaskService>,
     Authenticated(caller): Authenticated,
@@ -236,6 +304,15 @@ pub async fn heartbeat_task(
 
 /// `PUT /api/tasks/{id}/succeed`: RUNNING to SUCCEEDED. The body may be omitted. A repeat of
 /// an accepted report (same token, same outcome) answers 200 with the stored task.
+#[utoipa::path(
+    put, path = "/api/tasks/{id}/succeed", operation_id = "succeedTask", tag = "workers",
+    params(("id" = String, Path, format = Uuid, description = "The task's id.")),
+    request_body = Option<SucceedTaskRequest>,
+    responses(
+        (status = 200, description = "The task, SUCCEEDED (or as it stands, for a replay).", body = TaskResponse),
+        crate::openapi::BodyRefused, crate::openapi::TaskNotFound, crate::openapi::Refused, crate::openapi::Unavailable,
+    ),
+)]
 pub async fn succeed_task(
     service: web::Data<TaskService>,
     Authenticated(caller): Authenticated,
@@ -250,6 +327,15 @@ pub async fn succeed_task(
 
 /// `PUT /api/tasks/{id}/fail`: a retry after backoff, or FAILED when attempts ran out; with
 /// `retryable: false`, FAILED at once (retry state NON_RETRYABLE).
+#[utoipa::path(
+    put, path = "/api/tasks/{id}/fail", operation_id = "failTask", tag = "workers",
+    params(("id" = String, Path, format = Uuid, description = "The task's id.")),
+    request_body = FailTaskRequest,
+    responses(
+        (status = 200, description = "The task: PENDING with a retry scheduled, or FAILED.", body = TaskResponse),
+        crate::openapi::BodyRefused, crate::openapi::TaskNotFound, crate::openapi::Refused, crate::openapi::Unavailable,
+    ),
+)]
 pub async fn fail_task(
     service: web::Data<TaskService>,
     Authenticated(caller): Authenticated,
@@ -275,6 +361,15 @@ pub async fn fail_task(
 /// will not finish the task (it is stopping). No failure is counted, so a release on the last
 /// attempt does not fail the task. Fenced as succeed: a repeat with the same token answers 200
 /// with the stored task, a late success or failure with it 409 OUTCOME_CONFLICT.
+#[utoipa::path(
+    put, path = "/api/tasks/{id}/release", operation_id = "releaseTask", tag = "workers",
+    params(("id" = String, Path, format = Uuid, description = "The task's id.")),
+    request_body = ReleaseTaskRequest,
+    responses(
+        (status = 200, description = "The task, PENDING and runnable at once.", body = TaskResponse),
+        crate::openapi::BodyRefused, crate::openapi::TaskNotFound, crate::openapi::Refused, crate::openapi::Unavailable,
+    ),
+)]
 pub async fn release_task(
     service: web::Data<TaskService>,
     Authenticated(caller): Authenticated,
@@ -293,6 +388,14 @@ pub async fn release_task(
 }
 
 /// `PUT /api/tasks/{id}/cancel`: PENDING or RUNNING to CANCELLED.
+#[utoipa::path(
+    put, path = "/api/tasks/{id}/cancel", operation_id = "cancelTask", tag = "tasks",
+    params(("id" = String, Path, format = Uuid, description = "The task's id.")),
+    responses(
+        (status = 200, description = "The task, CANCELLED.", body = TaskResponse),
+        crate::openapi::BadRequest, crate::openapi::TaskNotFound, crate::openapi::Refused, crate::openapi::Unavailable,
+    ),
+)]
 pub async fn cancel_task(
     service: web::Data<TaskService>,
     Authenticated(caller): Authenticated,
@@ -304,6 +407,14 @@ pub async fn cancel_task(
 }
 
 /// `PUT /api/tasks/{id}/rerun`: FAILED or CANCELLED back to PENDING with a fresh budget.
+#[utoipa::path(
+    put, path = "/api/tasks/{id}/rerun", operation_id = "rerunTask", tag = "tasks",
+    params(("id" = String, Path, format = Uuid, description = "The task's id.")),
+    responses(
+        (status = 200, description = "The task, PENDING with a fresh budget.", body = TaskResponse),
+        crate::openapi::BadRequest, crate::openapi::TaskNotFound, crate::openapi::Refused, crate::openapi::Unavailable,
+    ),
+)]
 pub async fn rerun_task(
     service: web::Data<TaskService>,
     Authenticated(caller): Authenticated,
@@ -315,6 +426,14 @@ pub async fn rerun_task(
 }
 
 /// `GET /api/tasks/{id}/events`: the task's history, oldest first.
+#[utoipa::path(
+    get, path = "/api/tasks/{id}/events", operation_id = "taskEvents", tag = "tasks",
+    params(("id" = String, Path, format = Uuid, description = "The task's id.")),
+    responses(
+        (status = 200, description = "The task's history, oldest first.", body = TaskEventListResponse),
+        crate::openapi::BadRequest, crate::openapi::TaskNotFound, crate::openapi::Unavailable,
+    ),
+)]
 pub async fn task_events(
     service: web::Data<TaskService>,
     Authenticated(caller): Authenticated,
@@ -327,6 +446,13 @@ pub async fn task_events(
 
 /// `GET /api/stats/rejections`: refused stale calls by code and call, and how many of them
 /// were success reports (`staleSuccesses`: tasks that ran twice).
+#[utoipa::path(
+    get, path = "/api/stats/rejections", operation_id = "rejectionStats", tag = "stats",
+    responses(
+        (status = 200, description = "Refused stale calls by code and call.", body = RejectionStatsResponse),
+        crate::openapi::Unavailable,
+    ),
+)]
 pub async fn rejection_stats(
     service: web::Data<TaskService>,
     Authenticated(caller): Authenticated,
@@ -335,15 +461,34 @@ pub async fn rejection_stats(
     Ok(HttpResponse::Ok().json(dto::rejection_stats_response(&counts)))
 }
 
+/// The body of `GET /healthz` and `GET /readyz`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok` (`/healthz`) or `ready` (`/readyz`).
+    #[schema(pattern = "^(ok|ready)$")]
+    pub status: &'static str,
+}
+
 /// `GET /healthz`: the process is up.
+#[utoipa::path(
+    get, path = "/healthz", operation_id = "healthz", tag = "health",
+    responses((status = 200, description = "The process is up.", body = Health)),
+)]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
+    HttpResponse::Ok().json(Health { status: "ok" })
 }
 
 /// `GET /readyz`: 200 when the database answers, 503 DATABASE_UNAVAILABLE when not.
+#[utoipa::path(
+    get, path = "/readyz", operation_id = "readyz", tag = "health",
+    responses(
+        (status = 200, description = "PostgreSQL answers.", body = Health),
+        crate::openapi::Unavailable,
+    ),
+)]
 pub async fn readyz(service: web::Data<TaskService>) -> Result<HttpResponse, ApiError> {
     match run(&service, TaskService::ready).await {
-        Ok(()) => Ok(HttpResponse::Ok().json(json!({ "status": "ready" }))),
+        Ok(()) => Ok(HttpResponse::Ok().json(Health { status: "ready" })),
         Err(ApiError::App(AppError::Unavailable(e) | AppError::Unexpected(e))) => {
             Err(ApiError::App(AppError::Unavailable(e)))
         }
@@ -357,17 +502,20 @@ pub async fn route_not_found(req: HttpRequest) -> Result<HttpResponse, ApiError>
 }
 
 /// A resource's default service: the path exists, the method does not.
-pub fn method_not_allowed(allow: &'static str) -> actix_web::Route {
-    web::to(move |req: HttpRequest| async move {
-        Err::<HttpResponse, _>(ApiError::MethodNotAllowed {
-            method: req.method().to_string(),
-            allow,
-        })
+pub fn method_not_allowed(allow: String) -> actix_web::Route {
+    web::to(move |req: HttpRequest| {
+        let allow = allow.clone();
+        async move {
+            Err::<HttpResponse, _>(ApiError::MethodNotAllowed {
+                method: req.method().to_string(),
+                allow,
+            })
+        }
     })
 }
 
-/// A JSON body that may be left out: a request without a body gives `T::default()`;
-/// any body is read as a [`Body`].
+/// A JSON body that may be left out: a request without a body, or with `null`, gives
+/// `T::default()`; any other body is read as a [`Body`].
 #[derive(Debug)]
 pub struct JsonOrEmpty<T>(pub T);
 
@@ -385,7 +533,13 @@ impl<T: DeserializeOwned + Default + 'static> FromRequest for JsonOrEmpty<T> {
         if no_body {
             return Box::pin(async { Ok(Self(T::default())) });
         }
-        let body = Body::<T>::from_request(req, payload);
-        Box::pin(async move { Ok(Self(body.await?.0)) })
+        // `null` is no body too, as the document's optional body allows.
+        let json = web::Json::<serde_json::Value>::from_request(req, payload);
+        Box::pin(async move {
+            match json.await?.into_inner() {
+                serde_json::Value::Null => Ok(Self(T::default())),
+                value => Ok(Self(crate::body::from_value(value)?)),
+            }
+        })
     }
 }

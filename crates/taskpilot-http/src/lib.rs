@@ -5,9 +5,10 @@
 //! settings):
 //!
 //! - **Settings** ([`config`]): the command line and environment, as plain values. No I/O.
-//! - **The HTTP adapter** ([`routes`], [`handlers`], [`body`], [`dto`], [`error`], [`request_log`],
-//!   and the claims' [`WakeHub`] in [`wake`]): thin handlers that map a request into
-//!   validated domain and use-case values ([`dto`]), run one use case on the blocking pool,
+//! - **The HTTP adapter** ([`routes`], [`handlers`], [`auth`], [`body`], [`dto`], [`error`],
+//!   [`request_log`], the claims' [`WakeHub`] in [`wake`], the API's document and page in
+//!   [`openapi`]): thin handlers that map a request into validated domain and use-case values
+//!   ([`dto`]), run one use case on the blocking pool,
 //!   and map the outcome back into an api body ([`dto`]) or a problem+json error
 //!   ([`error`]). It decides no rule (those live in `taskpilot-domain`), reaches storage only
 //!   through the app's `TaskRepository` port, and never names [`server`].
@@ -27,6 +28,7 @@ pub mod config;
 pub mod dto;
 pub mod error;
 pub mod handlers;
+pub mod openapi;
 pub mod request_log;
 pub mod routes;
 pub mod server;

@@ -1,5 +1,5 @@
-//! The application: the route table, the extractors' limits and error handlers, and the
-//! request-log middleware, as one actix-web [`App`].
+//! The application: the route table ([`endpoints`]), the extractors' limits and error
+//! handlers, and the request-log middleware, as one actix-web [`App`].
 //!
 //! Part of the HTTP adapter: it knows the handlers and the use cases, never the storage or
 //! the server's wiring; of the configuration it reads the body limits.
@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use actix_web::body::BoxBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::middleware::from_fn;
-use actix_web::{web, App};
+use actix_web::{web, App, FromRequest, Handler, Responder, Route};
 use taskpilot_app::TaskService;
 
 use crate::auth::{self, Gate};
@@ -17,7 +18,6 @@ use crate::config::HttpConfig;
 use crate::error::{self, ApiError};
 use crate::handlers;
 use crate::request_log;
-use crate::tokens;
 use crate::wake::WakeHub;
 
 /// The whole application: routes, extractor settings, error mapping, authentication through
@@ -59,89 +59,143 @@ pub fn build_app(
         .wrap(from_fn(request_log::request_span))
 }
 
+/// Which JSON body limit a route reads its body with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyLimit {
+    /// `max_body_bytes`.
+    Default,
+    /// `max_batch_body_bytes`: the batch endpoints read up to 1,000 items.
+    Batch,
+}
+
+/// One route the server serves: a method on a path, and its handler.
+pub struct Endpoint {
+    /// The method.
+    pub method: Method,
+    /// The path as actix and the OpenAPI document both spell it: `/api/tasks/{id}`.
+    pub path: &'static str,
+    body: BodyLimit,
+    route: Route,
+}
+
+impl Endpoint {
+    fn new<F, Args>(method: Method, path: &'static str, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        Self {
+            route: web::to(handler).method(method.clone()),
+            method,
+            path,
+            body: BodyLimit::Default,
+        }
+    }
+
+    /// Reads its body with the batch endpoints' larger limit.
+    fn batch_body(mut self) -> Self {
+        self.body = BodyLimit::Batch;
+        self
+    }
+}
+
+fn get<F, Args>(path: &'static str, handler: F) -> Endpoint
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    Endpoint::new(Method::GET, path, handler)
+}
+
+fn post<F, Args>(path: &'static str, handler: F) -> Endpoint
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    Endpoint::new(Method::POST, path, handler)
+}
+
+fn delete<F, Args>(path: &'static str, handler: F) -> Endpoint
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    Endpoint::new(Method::DELETE, path, handler)
+}
+
+fn put<F, Args>(path: &'static str, handler: F) -> Endpoint
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    Endpoint::new(Method::PUT, path, handler)
+}
+
+/// Every route the server serves, and the only place one is registered. Paths are matched
+/// in this order, so a literal path comes before a template that would match it too
+/// (`/api/tasks/claim` before `/api/tasks/{id}`). The OpenAPI document lists exactly these
+/// operations (each handler's `#[utoipa::path]`, listed in [`crate::openapi::ApiDoc`]), which
+/// a test checks.
+pub fn endpoints() -> Vec<Endpoint> {
+    use crate::{openapi, tokens};
+    use handlers::*;
+    vec![
+        get("/healthz", healthz),
+        get("/readyz", readyz),
+        post("/api/tasks", create_task),
+        get("/api/tasks", list_tasks),
+        post("/api/tasks/claim", claim_tasks),
+        post("/api/tasks/batch", create_task_batch).batch_body(),
+        post("/api/tasks/complete", complete_tasks).batch_body(),
+        get("/api/tasks/{id}", get_task),
+        get("/api/tasks/{id}/events", task_events),
+        put("/api/tasks/{id}/start", start_task),
+        put("/api/tasks/{id}/heartbeat", heartbeat_task),
+        put("/api/tasks/{id}/succeed", succeed_task),
+        put("/api/tasks/{id}/fail", fail_task),
+        put("/api/tasks/{id}/release", release_task),
+        put("/api/tasks/{id}/cancel", cancel_task),
+        put("/api/tasks/{id}/rerun", rerun_task),
+        get("/api/stats/rejections", rejection_stats),
+        post("/api/tokens", tokens::create_token),
+        get("/api/tokens", tokens::list_tokens),
+        delete("/api/tokens/{id}", tokens::revoke_token),
+        get(openapi::DOCUMENT_PATH, openapi::document),
+        get(openapi::PAGE_PATH, openapi::page),
+        get("/api/docs/{file}", openapi::page_file),
+    ]
+}
+
+/// Registers [`endpoints`]: one resource per path, in order of first appearance, whose other
+/// methods answer 405 with the methods it has.
 fn routes(cfg: &mut web::ServiceConfig, batch_limit: usize) {
-    use handlers::{method_not_allowed, *};
-
-    // The batch endpoints read up to 1,000 items: their own, larger body limit.
-    let batch_json = || {
-        web::JsonConfig::default()
-            .limit(batch_limit)
-            .error_handler(error::json_error_handler(batch_limit))
-    };
-
-    cfg.service(
-        web::resource("/healthz")
-            .route(web::get().to(healthz))
-            .default_service(method_not_allowed("GET")),
-    )
-    .service(
-        web::resource("/readyz")
-            .route(web::get().to(readyz))
-            .default_service(method_not_allowed("GET")),
-    )
-    .service(
-        web::resource("/api/tasks")
-            .route(web::post().to(create_task))
-            .route(web::get().to(list_tasks))
-            .default_service(method_not_allowed("GET, POST")),
-    )
-    // Before `/api/tasks/{id}`, which would match them too.
-    .service(
-        web::resource("/api/tasks/claim")
-            .route(web::post().to(claim_tasks))
-            .default_service(method_not_allowed("POST")),
-    )
-    .service(
-        web::resource("/api/tasks/batch")
-            .app_data(batch_json())
-            .route(web::post().to(create_task_batch))
-            .default_service(method_not_allowed("POST")),
-    )
-    .service(
-        web::resource("/api/tasks/complete")
-            .app_data(batch_json())
-            .route(web::post().to(complete_tasks))
-            .default_service(method_not_allowed("POST")),
-    )
-    .service(
-        web::resource("/api/tasks/{id}")
-            .route(web::get().to(get_task))
-            .default_service(method_not_allowed("GET")),
-    )
-    .service(
-        web::resource("/api/tasks/{id}/events")
-            .route(web::get().to(task_events))
-            .default_service(method_not_allowed("GET")),
-    )
-    .service(
-        web::resource("/api/tokens")
-            .route(web::post().to(tokens::create_token))
-            .route(web::get().to(tokens::list_tokens))
-            .default_service(method_not_allowed("GET, POST")),
-    )
-    .service(
-        web::resource("/api/tokens/{id}")
-            .route(web::delete().to(tokens::revoke_token))
-            .default_service(method_not_allowed("DELETE")),
-    )
-    .service(
-        web::resource("/api/stats/rejections")
-            .route(web::get().to(rejection_stats))
-            .default_service(method_not_allowed("GET")),
-    );
-    for (action, route) in [
-        ("start", web::put().to(start_task)),
-        ("heartbeat", web::put().to(heartbeat_task)),
-        ("succeed", web::put().to(succeed_task)),
-        ("fail", web::put().to(fail_task)),
-        ("release", web::put().to(release_task)),
-        ("cancel", web::put().to(cancel_task)),
-        ("rerun", web::put().to(rerun_task)),
-    ] {
-        cfg.service(
-            web::resource(format!("/api/tasks/{{id}}/{action}"))
-                .route(route)
-                .default_service(method_not_allowed("PUT")),
-        );
+    let mut resources: Vec<(&'static str, Vec<Endpoint>)> = Vec::new();
+    for endpoint in endpoints() {
+        match resources.iter_mut().find(|(path, _)| *path == endpoint.path) {
+            Some((_, same_path)) => same_path.push(endpoint),
+            None => resources.push((endpoint.path, vec![endpoint])),
+        }
+    }
+    for (path, endpoints) in resources {
+        let mut allow: Vec<&str> = endpoints.iter().map(|e| e.method.as_str()).collect();
+        allow.sort_unstable();
+        let allow = allow.join(", ");
+        let mut resource = web::resource(path);
+        if endpoints.iter().any(|e| e.body == BodyLimit::Batch) {
+            resource = resource.app_data(
+                web::JsonConfig::default()
+                    .limit(batch_limit)
+                    .error_handler(error::json_error_handler(batch_limit)),
+            );
+        }
+        for endpoint in endpoints {
+            resource = resource.route(endpoint.route);
+        }
+        cfg.service(resource.default_service(handlers::method_not_allowed(allow)));
     }
 }

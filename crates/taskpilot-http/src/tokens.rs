@@ -88,6 +88,15 @@ where
 }
 
 /// `POST /api/tokens`: 201 with the token and its secret, shown this once.
+#[utoipa::path(
+    post, path = "/api/tokens", operation_id = "createToken", tag = "tokens",
+    request_body = CreateTokenRequest,
+    responses(
+        (status = 201, description = "The token and, this once, its secret.", body = CreatedTokenResponse,
+         headers(("Location" = String, description = "The token's URL: `/api/tokens/{id}`."))),
+        crate::openapi::BodyRefused, crate::openapi::Unavailable,
+    ),
+)]
 pub async fn create_token(
     gate: web::Data<Gate>,
     Authenticated(caller): Authenticated,
@@ -109,6 +118,13 @@ pub async fn create_token(
 }
 
 /// `GET /api/tokens`: every token, newest first, revoked ones included; never a secret.
+#[utoipa::path(
+    get, path = "/api/tokens", operation_id = "listTokens", tag = "tokens",
+    responses(
+        (status = 200, description = "Every token, newest first.", body = TokenListResponse),
+        crate::openapi::Unavailable,
+    ),
+)]
 pub async fn list_tokens(
     gate: web::Data<Gate>,
     Authenticated(caller): Authenticated,
@@ -120,6 +136,16 @@ pub async fn list_tokens(
 
 /// `DELETE /api/tokens/{id}`: revokes the token (it stays listed, with `revokedAt`); every
 /// server refuses it within a few seconds. Revoking it again changes nothing.
+#[utoipa::path(
+    delete, path = "/api/tokens/{id}", operation_id = "revokeToken", tag = "tokens",
+    params(("id" = uuid::Uuid, Path, description = "The token's id.")),
+    responses(
+        (status = 200, description = "The token, with `revokedAt`.", body = TokenResponse),
+        (status = 400, description = "MALFORMED_REQUEST: the id is not a UUID.", body = taskpilot_api::ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "TOKEN_NOT_FOUND: no token has this id.", body = taskpilot_api::ProblemBody, content_type = "application/problem+json"),
+        crate::openapi::Unavailable,
+    ),
+)]
 pub async fn revoke_token(
     gate: web::Data<Gate>,
     Authenticated(caller): Authenticated,
