@@ -150,6 +150,16 @@
 //! #   ) -> Result<Vec<Task>, RepoError> {
 //! #       unimplemented!()
 //! #   }
+//! #   fn task_counts(
+//! #       &self,
+//! #       _: chrono::DateTime<chrono::Utc>,
+//! #       _: u32,
+//! #   ) -> Result<taskpilot_app::TaskCounts, RepoError> {
+//! #       unimplemented!()
+//! #   }
+//! #   fn fold_counts(&self, _: chrono::DateTime<chrono::Utc>, _: u32) -> Result<u64, RepoError> {
+//! #       unimplemented!()
+//! #   }
 //! #   fn delete_finished(
 //! #       &self,
 //! #       _: TaskStatus,
@@ -220,16 +230,22 @@
 //! ```
 
 mod clock;
+mod counts;
 mod error;
 mod events;
+mod observer;
 mod repository;
 mod service;
 
 pub use clock::SystemClock;
+pub use counts::{
+    DurationHistogram, DurationKind, QueueCounts, StatusCounts, TaskCounts, DURATION_BUCKETS,
+};
 pub use error::AppError;
 pub use events::{Actor, EventKind, Rejection, RejectionCount, StaleCall, TaskEvent};
 #[cfg(any(test, feature = "mocks"))]
 pub use repository::MockTaskRepository;
+pub use observer::{NoObserver, TaskObserver};
 pub use repository::{ClaimRequest, Cursor, RepoError, TaskFilter, TaskRepository, TaskWrite};
 pub use service::{
     Completion, CreateTask, Pruned, ReportedOutcome, ServiceDefaults, TaskPage, TaskService,
