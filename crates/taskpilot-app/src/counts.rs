@@ -68,17 +68,18 @@ pub const DURATION_BUCKETS: [f64; 18] = [
 ];
 
 /// The durations of one kind in one queue since the store was created.
+///
+/// Their count is the sum of [`DurationHistogram::buckets`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct DurationHistogram {
     /// The queue; `None` for the queues beyond [`TaskCounts::queues`] together.
     pub queue: Option<QueueName>,
     /// What it measures.
     pub kind: DurationKind,
-    /// How many durations fell at or below each bound of [`DURATION_BUCKETS`] (cumulative,
-    /// one entry per bound, in order).
+    /// How many durations fell into each bucket: entry `i` counts those above the bound
+    /// before `i` (if any) and at or below [`DURATION_BUCKETS`]`[i]`; the last entry, one past
+    /// the bounds, those above every bound.
     pub buckets: Vec<u64>,
-    /// How many durations there were, all bounds exceeded included.
-    pub count: u64,
     /// Their sum in seconds.
     pub sum_seconds: f64,
 }

@@ -21,6 +21,7 @@ use tracing::Span;
 
 use crate::dto;
 use crate::error::ApiError;
+use crate::metrics::{ClaimOutcome, Metrics};
 use crate::wake::{wake_when_due, Wake, WakeHub};
 
 /// Runs a use case on the blocking pool: diesel blocks, the executor must not.
@@ -160,10 +161,12 @@ pub async fn list_tasks(
 pub async fn claim_tasks(
     service: web::Data<TaskService>,
     hub: web::Data<WakeHub>,
+    metrics: web::Data<Metrics>,
     body: web::Json<ClaimTasksRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let dto::Claim { worker, limit, queues, lease, wait } = dto::claim(body.into_inner())?;
     let deadline = Instant::now() + wait;
+    let empty = if wait.is_zero() { ClaimOutcome::Empty } else { ClaimOutcome::TimedOut };
 
     loop {
         // Subscribe before looking, so that a task made runnable between the look and the
@@ -171,13 +174,21 @@ pub async fn claim_tasks(
         let mut waiter = hub.waiter();
         let (claimer, queues) = (worker.clone(), queues.clone());
         let tasks = run(&service, move |s| s.claim(&claimer, queues, limit, lease)).await?;
-        if !tasks.is_empty() || Instant::now() >= deadline {
+        if !tasks.is_empty() {
+            metrics.claim_request(ClaimOutcome::Claimed);
+            return Ok(claimed(&worker, &tasks));
+        }
+        if Instant::now() >= deadline {
+            metrics.claim_request(empty);
             return Ok(claimed(&worker, &tasks));
         }
         match waiter.wait_until(deadline).await {
             // One more look at the deadline catches what no wake-up announced.
             Wake::Woken | Wake::TimedOut => {}
-            Wake::Closed => return Ok(claimed(&worker, &[])),
+            Wake::Closed => {
+                metrics.claim_request(empty);
+                return Ok(claimed(&worker, &[]));
+            }
         }
     }
 }
@@ -308,6 +319,28 @@ pub async fn task_events(
 pub async fn rejection_stats(service: web::Data<TaskService>) -> Result<HttpResponse, ApiError> {
     let counts = run(&service, TaskService::rejection_counts).await?;
     Ok(HttpResponse::Ok().json(dto::rejection_stats_response(&counts)))
+}
+
+/// `GET /api/stats`: tasks by queue and status and the oldest runnable task of each queue,
+/// from the counts the writes maintain (no task is counted to answer).
+pub async fn stats(
+    service: web::Data<TaskService>,
+    metrics: web::Data<Metrics>,
+) -> Result<HttpResponse, ApiError> {
+    let max_queues = metrics.max_queues();
+    let counts = run(&service, move |s| s.task_counts(max_queues)).await?;
+    Ok(HttpResponse::Ok().json(dto::stats_response(&counts, service.now())))
+}
+
+/// `GET /metrics`: every metric in the Prometheus text format (OpenMetrics flavour).
+pub async fn metrics_text(
+    service: web::Data<TaskService>,
+    metrics: web::Data<Metrics>,
+) -> Result<HttpResponse, ApiError> {
+    let max_queues = metrics.max_queues();
+    let counts = run(&service, move |s| s.task_counts(max_queues)).await?;
+    let text = metrics.render(counts, service.now());
+    Ok(HttpResponse::Ok().content_type(crate::metrics::CONTENT_TYPE).body(text))
 }
 
 /// `GET /healthz`: the process is up.

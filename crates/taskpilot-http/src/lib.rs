@@ -6,6 +6,7 @@
 //!
 //! - **Settings** ([`config`]): the command line and environment, as plain values. No I/O.
 //! - **The HTTP adapter** ([`routes`], [`handlers`], [`dto`], [`error`], [`request_log`],
+//!   [`metrics`],
 //!   and the claims' [`WakeHub`] in [`wake`]): thin handlers that map a request into
 //!   validated domain and use-case values ([`dto`]), run one use case on the blocking pool,
 //!   and map the outcome back into an api body ([`dto`]) or a problem+json error
@@ -25,6 +26,7 @@ pub mod config;
 pub mod dto;
 pub mod error;
 pub mod handlers;
+pub mod metrics;
 pub mod request_log;
 pub mod routes;
 pub mod server;
@@ -32,6 +34,7 @@ pub mod wake;
 
 pub use config::{Cli, Command, Config, HttpConfig};
 pub use error::ApiError;
+pub use metrics::Metrics;
 pub use routes::build_app;
 // The wiring's modules under their short paths too, as the binary and the tests name them.
 pub use server::{background, startup};

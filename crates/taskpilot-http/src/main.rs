@@ -5,8 +5,8 @@ use std::net::TcpListener;
 use anyhow::Context as _;
 use clap::Parser as _;
 use taskpilot_http::startup::{
-    connect_and_migrate, database_clock, log_migrations, migration_lines, resolve_database,
-    settle_pool, task_service,
+    connect_and_migrate, database_clock, log_migrations, migration_lines, pool_source,
+    resolve_database, settle_pool, task_service,
 };
 use taskpilot_http::{Cli, Command};
 
@@ -35,7 +35,7 @@ fn main() -> anyhow::Result<()> {
     log_migrations(&migrated);
 
     let clock = database_clock(pool.clone(), &config)?;
-    let service = task_service(pool, clock, &config)?;
+    let service = task_service(pool.clone(), clock, &config)?;
     let listener = TcpListener::bind(config.bind)
         .with_context(|| format!("cannot listen on {}", config.bind))?;
     tracing::info!(
@@ -47,7 +47,9 @@ fn main() -> anyhow::Result<()> {
     // The server LISTENs for runnable tasks on a connection of its own to the same database.
     let notify_url = Some(database.url.clone());
     actix_web::rt::System::new().block_on(async move {
-        taskpilot_http::run(service, config.http(), listener, notify_url)?.await
+        let server = taskpilot_http::run(service, config.http(), listener, notify_url)?;
+        server.metrics().observe_pool(pool_source(pool));
+        server.await
     })?;
     tracing::info!("TaskPilot stopped");
     Ok(())

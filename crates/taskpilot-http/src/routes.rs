@@ -15,11 +15,13 @@ use taskpilot_app::TaskService;
 use crate::config::HttpConfig;
 use crate::error::{self, ApiError};
 use crate::handlers;
+use crate::metrics::{self, Metrics};
 use crate::request_log;
 use crate::wake::WakeHub;
 
 /// The whole application: routes, extractor settings, error mapping and request logging.
-/// Long-polling claims wait on `hub`; `http` gives the body limits.
+/// Long-polling claims wait on `hub`; `http` gives the body limits. Its metrics start from
+/// zero; the server shares one [`Metrics`] between its workers with [`build_app_with`].
 pub fn build_app(
     service: TaskService,
     hub: Arc<WakeHub>,
@@ -33,10 +35,29 @@ pub fn build_app(
         InitError = (),
     >,
 > {
+    build_app_with(service, hub, http, Arc::new(Metrics::new(http.metrics_max_queues)))
+}
+
+/// [`build_app`] counting into `metrics`.
+pub fn build_app_with(
+    service: TaskService,
+    hub: Arc<WakeHub>,
+    http: &HttpConfig,
+    metrics: Arc<Metrics>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<BoxBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
     let limit = http.max_body_bytes;
     App::new()
         .app_data(web::Data::new(service))
         .app_data(web::Data::from(hub))
+        .app_data(web::Data::from(metrics))
         .app_data(
             web::JsonConfig::default().limit(limit).error_handler(error::json_error_handler(limit)),
         )
@@ -51,6 +72,7 @@ pub fn build_app(
         )
         .configure(|cfg| routes(cfg, http.max_batch_body_bytes))
         .default_service(web::to(handlers::route_not_found))
+        .wrap(from_fn(metrics::count_request))
         .wrap(from_fn(request_log::request_span))
 }
 
@@ -106,6 +128,16 @@ fn routes(cfg: &mut web::ServiceConfig, batch_limit: usize) {
     .service(
         web::resource("/api/tasks/{id}/events")
             .route(web::get().to(task_events))
+            .default_service(method_not_allowed("GET")),
+    )
+    .service(
+        web::resource("/metrics")
+            .route(web::get().to(metrics_text))
+            .default_service(method_not_allowed("GET")),
+    )
+    .service(
+        web::resource("/api/stats")
+            .route(web::get().to(stats))
             .default_service(method_not_allowed("GET")),
     )
     .service(

@@ -272,16 +272,7 @@ fn histograms(
     sums.into_iter()
         .map(|((queue, kind), (counts, sum_seconds))| {
             let queue = queue.map(|q| QueueName::parse(&q)).transpose().map_err(RepoError::unexpected)?;
-            let count = counts.iter().sum();
-            let buckets = counts
-                .iter()
-                .take(DURATION_BUCKETS.len())
-                .scan(0, |total, n| {
-                    *total += n;
-                    Some(*total)
-                })
-                .collect();
-            Ok(DurationHistogram { queue, kind, buckets, count, sum_seconds })
+            Ok(DurationHistogram { queue, kind, buckets: counts, sum_seconds })
         })
         .collect()
 }

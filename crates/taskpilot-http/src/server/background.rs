@@ -16,6 +16,7 @@ use taskpilot_diesel::{OnWake, RunnableListener};
 use taskpilot_domain::{Task, TaskStatus};
 use tokio::sync::watch;
 
+use crate::metrics::{Metrics, RunOutcome};
 use crate::wake::{wake_when_due, WakeHub, SCHEDULE_MARGIN};
 
 /// Most tasks one reaper pass fails; a full batch means more may be waiting.
@@ -37,6 +38,10 @@ const SLOW_PRUNE_BATCH: Duration = Duration::from_secs(2);
 /// or down.
 const MAX_PRUNE_BACKOFF_FACTOR: u32 = 16;
 
+/// Most changes of the maintained counts one compaction statement folds: one short
+/// transaction.
+pub const FOLD_BATCH: u32 = 10_000;
+
 /// What the background tasks need to know.
 #[derive(Debug, Clone)]
 pub struct BackgroundConfig {
@@ -46,6 +51,8 @@ pub struct BackgroundConfig {
     pub schedule_poll_interval: Duration,
     /// Pause between pruner passes.
     pub prune_interval: Duration,
+    /// Pause between compactions of the maintained counts.
+    pub counts_fold_interval: Duration,
     /// The database to LISTEN on for runnable tasks; no listener when `None`.
     pub notify_database_url: Option<String>,
 }
@@ -60,13 +67,25 @@ pub struct Background {
 impl Background {
     /// Starts the reaper, the schedule watcher, the pruner and, when configured, the listener
     /// on the current runtime.
-    pub fn start(service: &TaskService, hub: &Arc<WakeHub>, config: &BackgroundConfig) -> Self {
+    pub fn start(
+        service: &TaskService,
+        hub: &Arc<WakeHub>,
+        metrics: &Arc<Metrics>,
+        config: &BackgroundConfig,
+    ) -> Self {
         let (stop, stopped) = watch::channel(false);
         let tasks = vec![
             actix_web::rt::spawn(reap(
                 service.clone(),
                 hub.clone(),
+                metrics.clone(),
                 config.reaper_interval,
+                stopped.clone(),
+            )),
+            actix_web::rt::spawn(fold_counts(
+                service.clone(),
+                metrics.clone(),
+                config.counts_fold_interval,
                 stopped.clone(),
             )),
             actix_web::rt::spawn(watch_schedule(
@@ -75,7 +94,12 @@ impl Background {
                 config.schedule_poll_interval,
                 stopped.clone(),
             )),
-            actix_web::rt::spawn(prune(service.clone(), config.prune_interval, stopped)),
+            actix_web::rt::spawn(prune(
+                service.clone(),
+                metrics.clone(),
+                config.prune_interval,
+                stopped,
+            )),
         ];
         let listener = config.notify_database_url.clone().and_then(|url| start_listener(url, hub));
         Self { stop, tasks, listener }
@@ -135,14 +159,19 @@ async fn blocking<T: Send + 'static>(
 async fn reap(
     service: TaskService,
     hub: Arc<WakeHub>,
+    metrics: Arc<Metrics>,
     interval: Duration,
     mut stopped: watch::Receiver<bool>,
 ) {
     while pause(&mut stopped, interval).await {
         loop {
             let reaped = match blocking(&service, |s| s.reap_expired(REAP_BATCH)).await {
-                Ok(reaped) => reaped,
+                Ok(reaped) => {
+                    metrics.reaper_run(RunOutcome::Ok);
+                    reaped
+                }
                 Err(e) => {
+                    metrics.reaper_run(RunOutcome::Error);
                     tracing::warn!(error = %e, "the lease reaper failed; it tries again in {interval:?}");
                     break;
                 }
@@ -186,7 +215,12 @@ async fn reap(
 /// [`SLOW_PRUNE_BATCH`] doubles the pause, up to [`MAX_PRUNE_BACKOFF_FACTOR`] intervals, until
 /// a pass goes well again; a run of failures is logged once when it starts and once when it
 /// ends.
-async fn prune(service: TaskService, interval: Duration, mut stopped: watch::Receiver<bool>) {
+async fn prune(
+    service: TaskService,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
     let retention = service.retention();
     if retention.cutoffs(service.now()).is_empty() {
         tracing::info!("retention keeps every finished task forever; the pruner does not run");
@@ -230,6 +264,8 @@ async fn prune(service: TaskService, interval: Duration, mut stopped: watch::Rec
                 break;
             }
         }
+        let run = if outcome.is_ok() { RunOutcome::Ok } else { RunOutcome::Error };
+        metrics.pruner_run(run, &pass);
         if pass.total() > 0 {
             totals.add(&pass);
             tracing::info!(
@@ -263,6 +299,44 @@ async fn prune(service: TaskService, interval: Duration, mut stopped: watch::Rec
                     );
                 }
                 wait = wait.saturating_mul(2).min(longest);
+            }
+        }
+    }
+}
+
+/// The folder of the maintained counts: every `interval`, folds the changes the writes
+/// appended since into their sums, batch after batch while batches come back full, so that
+/// reading the counts stays a few rows per queue and status. Safe next to any number of other
+/// servers' folders: one folds at a time, the others find the work taken and wait for their
+/// next turn. A run of failures is logged once when it starts and once when it ends.
+async fn fold_counts(
+    service: TaskService,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut failing_since: Option<Instant> = None;
+    while pause(&mut stopped, interval).await {
+        let outcome = loop {
+            match blocking(&service, |s| s.fold_counts(FOLD_BATCH)).await {
+                Ok(folded) if folded >= u64::from(FOLD_BATCH) && !*stopped.borrow() => {}
+                Ok(_) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        match outcome {
+            Ok(()) => {
+                metrics.fold_run(RunOutcome::Ok);
+                if let Some(since) = failing_since.take() {
+                    tracing::info!("the task counts fold again after {:?}", since.elapsed());
+                }
+            }
+            Err(e) => {
+                metrics.fold_run(RunOutcome::Error);
+                if failing_since.is_none() {
+                    failing_since = Some(Instant::now());
+                    tracing::warn!(error = %e, "cannot fold the task counts: {e}");
+                }
             }
         }
     }

@@ -23,7 +23,8 @@ use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::HttpConfig;
-use crate::routes::build_app;
+use crate::metrics::Metrics;
+use crate::routes::build_app_with;
 use crate::wake::WakeHub;
 
 /// Installs the global fmt subscriber with `filter` (EnvFilter syntax, e.g. `info`).
@@ -58,10 +59,16 @@ pub fn run(
     notify_database_url: Option<String>,
 ) -> std::io::Result<Server> {
     let hub = Arc::new(WakeHub::new());
+    // One set of metrics for every worker of the server, fed by the service too.
+    let metrics = Arc::new(Metrics::new(http.metrics_max_queues));
+    let service = service.with_observer(metrics.clone());
     let app_service = service.clone();
     let app_hub = hub.clone();
+    let app_metrics = metrics.clone();
     let signal_hub = hub.clone();
-    let server = HttpServer::new(move || build_app(app_service.clone(), app_hub.clone(), &http))
+    let server = HttpServer::new(move || {
+        build_app_with(app_service.clone(), app_hub.clone(), &http, app_metrics.clone())
+    })
         .workers(http.workers)
         .shutdown_timeout(http.shutdown_timeout.as_secs())
         // Our own signal handling, so that waiting claims are released before the graceful
@@ -78,9 +85,10 @@ pub fn run(
         reaper_interval: http.reaper_interval,
         schedule_poll_interval: http.schedule_poll_interval,
         prune_interval: http.prune_interval,
+        counts_fold_interval: http.counts_fold_interval,
         notify_database_url,
     };
-    Ok(Server { http: server, handle, service, hub, background, finished })
+    Ok(Server { http: server, handle, service, hub, metrics, background, finished })
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C elsewhere than Unix).
@@ -115,6 +123,7 @@ pub struct Server {
     handle: ServerHandle,
     service: TaskService,
     hub: Arc<WakeHub>,
+    metrics: Arc<Metrics>,
     background: BackgroundConfig,
     finished: watch::Sender<bool>,
 }
@@ -129,6 +138,11 @@ impl Server {
     pub fn hub(&self) -> Arc<WakeHub> {
         self.hub.clone()
     }
+
+    /// The server's metrics (`GET /metrics`), for the wiring to add the pool's state.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
 }
 
 impl IntoFuture for Server {
@@ -137,7 +151,8 @@ impl IntoFuture for Server {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let background = Background::start(&self.service, &self.hub, &self.background);
+            let background =
+                Background::start(&self.service, &self.hub, &self.metrics, &self.background);
             let served = self.http.await;
             // However the server stopped, waiting claims are done and so is the background.
             self.hub.close();
