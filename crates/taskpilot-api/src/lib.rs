@@ -35,7 +35,8 @@ pub use batch::{
 pub use problem::{ProblemBody, ProblemCode, PROBLEM_JSON};
 pub use tasks::{
     ClaimResponse, ClaimTasksRequest, CreateTaskRequest, FailTaskRequest, HeartbeatRequest,
-    ListTasksQuery, QueueStatsResponse, RejectionCountResponse, RejectionStatsResponse, ReleaseTaskRequest, RetryState,
-    StartTaskRequest, StatsResponse, StatusCountsResponse, SucceedTaskRequest, TaskEventListResponse, TaskEventResponse,
-    TaskListResponse, TaskResponse, TaskStatus,
+    ListTasksQuery, QueueStatsResponse, RejectionCountResponse, RejectionStatsResponse,
+    ReleaseTaskRequest, RetryState, StartTaskRequest, StatsResponse, StatusCountsResponse,
+    SucceedTaskRequest, TaskEventListResponse, TaskEventResponse, TaskListResponse, TaskResponse,
+    TaskStatus,
 };

@@ -25,7 +25,12 @@ pub struct StatusCounts {
 impl StatusCounts {
     /// Every task counted.
     pub fn total(&self) -> u64 {
-        self.runnable + self.scheduled + self.running + self.succeeded + self.failed + self.cancelled
+        self.runnable
+            + self.scheduled
+            + self.running
+            + self.succeeded
+            + self.failed
+            + self.cancelled
     }
 
     /// Adds `other` to these.

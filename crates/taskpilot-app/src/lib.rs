@@ -243,9 +243,9 @@ pub use counts::{
 };
 pub use error::AppError;
 pub use events::{Actor, EventKind, Rejection, RejectionCount, StaleCall, TaskEvent};
+pub use observer::{NoObserver, TaskObserver};
 #[cfg(any(test, feature = "mocks"))]
 pub use repository::MockTaskRepository;
-pub use observer::{NoObserver, TaskObserver};
 pub use repository::{ClaimRequest, Cursor, RepoError, TaskFilter, TaskRepository, TaskWrite};
 pub use service::{
     Completion, CreateTask, Pruned, ReportedOutcome, ServiceDefaults, TaskPage, TaskService,

@@ -10,8 +10,7 @@ use diesel::sql_types::{Array, BigInt, Bool, Text, Timestamptz, Uuid as SqlUuid}
 use serde_json::Value;
 use taskpilot_app::{
     Actor, ClaimRequest, Cursor, RejectionCount, RepoError, StaleCall, TaskCounts, TaskEvent,
-    TaskFilter,
-    TaskRepository, TaskWrite,
+    TaskFilter, TaskRepository, TaskWrite,
 };
 use taskpilot_domain::{
     to_micros, AttemptEnd, LeaseToken, LiveSuccess, MaxAttempts, QueueName, RetryState, Task,

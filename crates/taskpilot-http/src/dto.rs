@@ -22,9 +22,9 @@ use taskpilot_api::{
     ClaimResponse, ClaimTasksRequest, CompletionItem, CompletionOutcome, CompletionResult,
     CreateTaskBatchRequest, CreateTaskBatchResponse, CreateTaskRequest, FailTaskRequest,
     HeartbeatRequest, ListTasksQuery, QueueStatsResponse, RejectionCountResponse,
-    RejectionStatsResponse, StatsResponse, StatusCountsResponse,
-    ReleaseTaskRequest, RetryState, StartTaskRequest, SucceedTaskRequest, TaskEventListResponse,
-    TaskEventResponse, TaskListResponse, TaskResponse, TaskStatus,
+    RejectionStatsResponse, ReleaseTaskRequest, RetryState, StartTaskRequest, StatsResponse,
+    StatusCountsResponse, SucceedTaskRequest, TaskEventListResponse, TaskEventResponse,
+    TaskListResponse, TaskResponse, TaskStatus,
 };
 use taskpilot_app::{
     Completion, CreateTask, RejectionCount, ReportedOutcome, StatusCounts, TaskCounts, TaskEvent,

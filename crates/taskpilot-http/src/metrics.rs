@@ -205,6 +205,7 @@ pub struct Metrics {
     fold_runs: Family<OutcomeLabel, Counter>,
     stored: Arc<StoredCounts>,
     pool: Arc<PoolMetrics>,
+    scrape: Mutex<()>,
 }
 
 impl Metrics {
@@ -234,6 +235,7 @@ impl Metrics {
             fold_runs: Family::default(),
             stored: Arc::new(StoredCounts { max_queues, counts: Mutex::new(None) }),
             pool: Arc::new(PoolMetrics { source: Mutex::new(None) }),
+            scrape: Mutex::new(()),
         };
         let mut registry = Registry::default();
         // Counters get `_total` appended by the encoder; the families are handles to the same
@@ -276,7 +278,11 @@ impl Metrics {
                 "Claim requests this server answered, by outcome (claimed, empty, timed_out)",
                 &metrics.claim_requests,
             ),
-            ("taskpilot_reaper_runs", "Passes of this server's lease reaper, by outcome", &metrics.reaper_runs),
+            (
+                "taskpilot_reaper_runs",
+                "Passes of this server's lease reaper, by outcome",
+                &metrics.reaper_runs,
+            ),
             (
                 "taskpilot_pruner_runs",
                 "Passes of this server's pruner of finished tasks, by outcome",
@@ -324,13 +330,12 @@ impl Metrics {
     /// The text of `GET /metrics`, with the stored `counts` read for this scrape.
     pub fn render(&self, counts: TaskCounts, now: chrono::DateTime<chrono::Utc>) -> String {
         let mut text = String::new();
-        {
-            let mut stored = self.stored.counts.lock().unwrap_or_else(PoisonError::into_inner);
-            *stored = Some((counts, now));
-            // Writing into a String cannot fail.
-            let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
-            *stored = None;
-        }
+        // One scrape at a time: the stored counts are this scrape's until it is written.
+        let _scrape = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
+        self.stored.set(Some((counts, now)));
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        self.stored.set(None);
         text
     }
 
@@ -380,13 +385,17 @@ impl Metrics {
 impl TaskObserver for Metrics {
     fn created(&self, tasks: &[Task]) {
         for task in tasks {
-            self.created.get_or_create(&QueueLabel { queue: self.queues.label(task.queue()) }).inc();
+            self.created
+                .get_or_create(&QueueLabel { queue: self.queues.label(task.queue()) })
+                .inc();
         }
     }
 
     fn started(&self, tasks: &[Task]) {
         for task in tasks {
-            self.claimed.get_or_create(&QueueLabel { queue: self.queues.label(task.queue()) }).inc();
+            self.claimed
+                .get_or_create(&QueueLabel { queue: self.queues.label(task.queue()) })
+                .inc();
         }
     }
 
@@ -437,6 +446,12 @@ struct StoredCounts {
     counts: Mutex<Option<(TaskCounts, chrono::DateTime<chrono::Utc>)>>,
 }
 
+impl StoredCounts {
+    fn set(&self, counts: Option<(TaskCounts, chrono::DateTime<chrono::Utc>)>) {
+        *self.counts.lock().unwrap_or_else(PoisonError::into_inner) = counts;
+    }
+}
+
 /// The status label of each count, in the order they are written.
 fn by_status(counts: &StatusCounts) -> [(&'static str, u64); 6] {
     [
@@ -466,7 +481,9 @@ impl Collector for StoredCounts {
             MetricType::Gauge,
         )?;
         let named = counts.queues.iter().map(|q| (q.queue.as_str(), &q.counts));
-        for (queue, status_counts) in named.chain(counts.other_queues.iter().map(|c| (OTHER_QUEUES, c))) {
+        for (queue, status_counts) in
+            named.chain(counts.other_queues.iter().map(|c| (OTHER_QUEUES, c)))
+        {
             for (status, n) in by_status(status_counts) {
                 let labels = QueueStatus { queue: queue.to_owned(), status };
                 gauge(n).encode(tasks.encode_family(&labels)?)?;

@@ -180,12 +180,14 @@ pub(super) fn task_counts(
         .run(|conn| {
             let sums: Vec<SumRow> =
                 diesel::sql_query(SUMS_SQL).bind::<Timestamptz, _>(now).load(conn)?;
-            let later_this_minute: Vec<QueueCountRow> =
-                if sums.iter().any(|s| s.status == "PENDING" && s.this_minute != 0) {
-                    diesel::sql_query(LATER_THIS_MINUTE_SQL).bind::<Timestamptz, _>(now).load(conn)?
-                } else {
-                    Vec::new()
-                };
+            let later_this_minute: Vec<QueueCountRow> = if sums
+                .iter()
+                .any(|s| s.status == "PENDING" && s.this_minute != 0)
+            {
+                diesel::sql_query(LATER_THIS_MINUTE_SQL).bind::<Timestamptz, _>(now).load(conn)?
+            } else {
+                Vec::new()
+            };
             let durations: Vec<DurationRow> = diesel::sql_query(DURATIONS_SQL).load(conn)?;
             Ok::<_, diesel::result::Error>((sums, later_this_minute, durations))
         })
@@ -225,8 +227,11 @@ pub(super) fn task_counts(
         }
     }
 
-    let waiting: Vec<String> =
-        queues.iter().filter(|q| q.counts.runnable > 0).map(|q| q.queue.as_str().to_owned()).collect();
+    let waiting: Vec<String> = queues
+        .iter()
+        .filter(|q| q.counts.runnable > 0)
+        .map(|q| q.queue.as_str().to_owned())
+        .collect();
     if !waiting.is_empty() {
         let oldest: Vec<OldestRow> = diesel::sql_query(OLDEST_RUNNABLE_SQL)
             .bind::<Timestamptz, _>(now)
@@ -263,15 +268,15 @@ fn histograms(
             .ok()
             .filter(|b| *b <= DURATION_BUCKETS.len())
             .ok_or_else(|| RepoError::unexpected(anyhow!("duration bucket {}", row.bucket)))?;
-        let (counts, seconds) = sums
-            .entry((queue, kind))
-            .or_insert_with(|| (vec![0; DURATION_BUCKETS.len() + 1], 0.0));
+        let (counts, seconds) =
+            sums.entry((queue, kind)).or_insert_with(|| (vec![0; DURATION_BUCKETS.len() + 1], 0.0));
         counts[bucket] += count_of(row.n, "durations")?;
         *seconds += row.seconds;
     }
     sums.into_iter()
         .map(|((queue, kind), (counts, sum_seconds))| {
-            let queue = queue.map(|q| QueueName::parse(&q)).transpose().map_err(RepoError::unexpected)?;
+            let queue =
+                queue.map(|q| QueueName::parse(&q)).transpose().map_err(RepoError::unexpected)?;
             Ok(DurationHistogram { queue, kind, buckets: counts, sum_seconds })
         })
         .collect()

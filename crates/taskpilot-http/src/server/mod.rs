@@ -69,16 +69,16 @@ pub fn run(
     let server = HttpServer::new(move || {
         build_app_with(app_service.clone(), app_hub.clone(), &http, app_metrics.clone())
     })
-        .workers(http.workers)
-        .shutdown_timeout(http.shutdown_timeout.as_secs())
-        // Our own signal handling, so that waiting claims are released before the graceful
-        // stop waits for in-flight requests.
-        .shutdown_signal(async move {
-            shutdown_requested().await;
-            signal_hub.close();
-        })
-        .listen(listener)?
-        .run();
+    .workers(http.workers)
+    .shutdown_timeout(http.shutdown_timeout.as_secs())
+    // Our own signal handling, so that waiting claims are released before the graceful
+    // stop waits for in-flight requests.
+    .shutdown_signal(async move {
+        shutdown_requested().await;
+        signal_hub.close();
+    })
+    .listen(listener)?
+    .run();
     let (finished, done) = watch::channel(false);
     let handle = ServerHandle { http: server.handle(), hub: hub.clone(), done };
     let background = BackgroundConfig {
