@@ -63,6 +63,11 @@ impl Rng {
     fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len() as u64) as usize]
     }
+
+    fn queue(&mut self) -> taskpilot_domain::QueueName {
+        let name = QUEUES[self.below(QUEUES.len() as u64) as usize];
+        queue(name)
+    }
 }
 
 const QUEUES: [&str; 4] = ["alpha", "beta", "gamma", "delta"];
@@ -89,7 +94,7 @@ fn create_request(rng: &mut Rng, now: DateTime<Utc>) -> CreateTask {
         _ => None,
     };
     CreateTask {
-        queue: Some(queue(*rng.pick(&QUEUES))),
+        queue: Some(rng.queue()),
         name: TaskName::parse("job").unwrap(),
         payload: json!({}),
         priority: rng.below(3) as i32 - 1,
@@ -140,8 +145,8 @@ fn workload(service: &TaskService, clock: &FixedClock, seed: u64, steps: usize) 
             3 | 4 => {
                 let queues = match rng.below(3) {
                     0 => None,
-                    1 => Some(vec![queue(*rng.pick(&QUEUES))]),
-                    _ => Some(vec![queue(*rng.pick(&QUEUES)), queue(*rng.pick(&QUEUES))]),
+                    1 => Some(vec![rng.queue()]),
+                    _ => Some(vec![rng.queue(), rng.queue()]),
                 };
                 let w = worker(&format!("w{}", rng.below(3)));
                 let claimed = service.claim(&w, queues, 1 + rng.below(4) as u32, None).unwrap();

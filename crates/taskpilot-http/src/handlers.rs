@@ -332,13 +332,16 @@ pub async fn stats(
     Ok(HttpResponse::Ok().json(dto::stats_response(&counts, service.now())))
 }
 
-/// `GET /metrics`: every metric in the Prometheus text format (OpenMetrics flavour).
+/// `GET /metrics`: every metric in the Prometheus text format (OpenMetrics flavour); 200
+/// without the stored counts when storage does not answer.
 pub async fn metrics_text(
     service: web::Data<TaskService>,
     metrics: web::Data<Metrics>,
 ) -> Result<HttpResponse, ApiError> {
     let max_queues = metrics.max_queues();
-    let counts = run(&service, move |s| s.task_counts(max_queues)).await?;
+    // An outage is logged where it is noticed (the pool, the background loops), not per
+    // scrape; the scrape still answers with this server's own metrics.
+    let counts = run(&service, move |s| s.task_counts(max_queues)).await.ok();
     let text = metrics.render(counts, service.now());
     Ok(HttpResponse::Ok().content_type(crate::metrics::CONTENT_TYPE).body(text))
 }

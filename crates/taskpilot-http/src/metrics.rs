@@ -327,12 +327,14 @@ impl Metrics {
         self.stored.max_queues
     }
 
-    /// The text of `GET /metrics`, with the stored `counts` read for this scrape.
-    pub fn render(&self, counts: TaskCounts, now: chrono::DateTime<chrono::Utc>) -> String {
+    /// The text of `GET /metrics`, with the stored `counts` read for this scrape; `None` when
+    /// storage could not be read, so that the server's own metrics still answer during an
+    /// outage (`taskpilot_stored_counts_up` then says 0).
+    pub fn render(&self, counts: Option<TaskCounts>, now: chrono::DateTime<chrono::Utc>) -> String {
         let mut text = String::new();
         // One scrape at a time: the stored counts are this scrape's until it is written.
         let _scrape = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
-        self.stored.set(Some((counts, now)));
+        self.stored.set(counts.map(|counts| (counts, now)));
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         self.stored.set(None);
@@ -471,6 +473,14 @@ fn gauge(value: u64) -> ConstGauge<i64> {
 impl Collector for StoredCounts {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let stored = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let up = encoder.encode_descriptor(
+            "taskpilot_stored_counts_up",
+            "1 when this scrape could read the stored counts, 0 when storage did not answer \
+             (the stored series are then absent)",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::from(stored.is_some())).encode(up)?;
         let Some((counts, now)) = stored.as_ref() else { return Ok(()) };
 
         let mut tasks = encoder.encode_descriptor(
@@ -618,4 +628,80 @@ pub async fn count_request(
         }
     }
     response.map(actix_web::dev::ServiceResponse::map_into_boxed_body)
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use chrono::{TimeZone, Utc};
+    use taskpilot_app::{DurationHistogram, QueueCounts};
+
+    use super::*;
+
+    fn queue(name: &str) -> QueueName {
+        QueueName::parse(name).unwrap()
+    }
+
+    #[test]
+    fn queues_past_the_cap_share_the_other_label_and_a_given_label_stays() {
+        let labels = QueueLabels { max: 2, seen: Mutex::new(HashSet::new()) };
+
+        let given: Vec<String> =
+            ["b", "a", "c", "b", "d", "a"].iter().map(|q| labels.label(&queue(q))).collect();
+
+        assert_eq!(given, ["b", "a", OTHER_QUEUES, "b", OTHER_QUEUES, "a"]);
+    }
+
+    #[test]
+    fn methods_outside_the_standard_ones_are_other() {
+        assert_eq!(method_label("GET"), "GET");
+        assert_eq!(method_label("PUT"), "PUT");
+        assert_eq!(method_label("BREW"), "OTHER");
+        assert_eq!(method_label("get"), "OTHER");
+    }
+
+    #[test]
+    fn a_render_writes_the_stored_counts_and_histograms_of_that_scrape_only() {
+        let metrics = Metrics::new(10);
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
+        let mut buckets = vec![0; DURATION_BUCKETS.len() + 1];
+        buckets[0] = 2;
+        buckets[DURATION_BUCKETS.len()] = 1;
+        let counts = TaskCounts {
+            queues: vec![QueueCounts {
+                queue: queue("emails"),
+                counts: StatusCounts { runnable: 3, running: 1, ..StatusCounts::default() },
+                oldest_runnable_since: Some(now - chrono::TimeDelta::seconds(90)),
+            }],
+            other_queues: Some(StatusCounts { failed: 4, ..StatusCounts::default() }),
+            durations: vec![DurationHistogram {
+                queue: Some(queue("emails")),
+                kind: DurationKind::Wait,
+                buckets,
+                sum_seconds: 100_000.5,
+            }],
+        };
+
+        let text = metrics.render(Some(counts), now);
+        let again = metrics.render(None, now);
+
+        for line in [
+            "taskpilot_stored_counts_up 1",
+            "# TYPE taskpilot_tasks gauge",
+            r#"taskpilot_tasks{queue="emails",status="runnable"} 3"#,
+            r#"taskpilot_tasks{queue="emails",status="scheduled"} 0"#,
+            r#"taskpilot_tasks{queue="(other)",status="failed"} 4"#,
+            r#"taskpilot_oldest_runnable_age_seconds{queue="emails"} 90.0"#,
+            "# TYPE taskpilot_task_wait_seconds histogram",
+            r#"taskpilot_task_wait_seconds_bucket{le="0.005",queue="emails"} 2"#,
+            r#"taskpilot_task_wait_seconds_bucket{le="86400.0",queue="emails"} 2"#,
+            r#"taskpilot_task_wait_seconds_bucket{le="+Inf",queue="emails"} 3"#,
+            r#"taskpilot_task_wait_seconds_count{queue="emails"} 3"#,
+            r#"taskpilot_task_wait_seconds_sum{queue="emails"} 100000.5"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+        }
+        assert!(!again.contains(r#"queue="emails""#), "{again}");
+        assert!(again.lines().any(|l| l == "taskpilot_stored_counts_up 0"), "{again}");
+    }
 }

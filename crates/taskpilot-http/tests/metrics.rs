@@ -173,6 +173,7 @@ async fn a_scrape_after_a_small_workload_shows_counts_events_and_requests() {
             2.0,
         ),
         ("taskpilot_db_pool_max_connections", 4.0),
+        ("taskpilot_stored_counts_up", 1.0),
     ];
     for (series, expected) in expected {
         assert_eq!(value(&samples, series), expected, "{series}");

@@ -933,4 +933,58 @@ mod tests {
 
         assert!(matches!(outcome, Err(AppError::Unavailable(_))), "{outcome:?}");
     }
+
+    /// Records what the service tells its observer.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl crate::TaskObserver for Recorder {
+        fn started(&self, tasks: &[Task]) {
+            self.0.lock().unwrap().push(format!("started {}", tasks.len()));
+        }
+
+        fn attempt_ended(&self, task: &Task) {
+            self.0.lock().unwrap().push(format!("ended {:?}", task.last_ended().map(|e| e.end)));
+        }
+
+        fn refused(&self, call: StaleCall, code: &'static str) {
+            self.0.lock().unwrap().push(format!("refused {} {code}", call.as_str()));
+        }
+
+        fn replayed(&self, call: StaleCall) {
+            self.0.lock().unwrap().push(format!("replayed {}", call.as_str()));
+        }
+    }
+
+    #[test]
+    fn the_observer_hears_of_what_was_stored_replayed_or_refused_once_each() {
+        type UseCase = fn(&TaskService) -> Result<Task, AppError>;
+        fn live() -> Reporter {
+            Reporter::lease(Some(worker("w1")), live_token())
+        }
+        let cases: [(Task, UseCase, bool, &str); 4] = [
+            (pending(), |s| s.start(id(), &worker("w1"), None), true, "started 1"),
+            (running(), |s| s.fail(id(), &live(), "boom"), true, "ended Some(Failed)"),
+            (succeeded(), |s| s.succeed(id(), &live(), None), false, "replayed SUCCEED"),
+            (
+                succeeded(),
+                |s| s.fail(id(), &live(), "late"),
+                false,
+                "refused FAIL OUTCOME_CONFLICT",
+            ),
+        ];
+        for (stored, call, writes, heard) in cases {
+            let mut repo = MockTaskRepository::new();
+            expect_get(&mut repo, &stored);
+            expect_no_live_match(&mut repo);
+            repo.expect_update().times(usize::from(writes)).returning(|_, _, _| Ok(()));
+            repo.expect_record_rejection().returning(|_| Ok(()));
+            let recorder = Arc::new(Recorder::default());
+
+            let outcome = call(&service(repo).with_observer(recorder.clone()));
+
+            assert_eq!(outcome.is_ok(), !heard.starts_with("refused"), "{heard}: {outcome:?}");
+            assert_eq!(*recorder.0.lock().unwrap(), [heard.to_owned()]);
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! The work every server does besides answering requests: the lease reaper, the watcher of
-//! scheduled runs and the PostgreSQL listener, all feeding or relying on the [`WakeHub`], and
-//! the pruner, which deletes the finished tasks retention no longer keeps.
+//! scheduled runs and the PostgreSQL listener, all feeding or relying on the [`WakeHub`]; the
+//! pruner, which deletes the finished tasks retention no longer keeps; and the folder of the
+//! maintained task counts. The reaper, the pruner and the folder count their runs into the
+//! server's [`Metrics`].
 //!
 //! Part of the server's wiring: the listener is PostgreSQL's (`taskpilot_diesel`), the others
 //! go through the use cases. Each runs on the server's runtime from the moment the server
@@ -65,8 +67,8 @@ pub struct Background {
 }
 
 impl Background {
-    /// Starts the reaper, the schedule watcher, the pruner and, when configured, the listener
-    /// on the current runtime.
+    /// Starts the reaper, the folder of counts, the schedule watcher, the pruner and, when
+    /// configured, the listener on the current runtime.
     pub fn start(
         service: &TaskService,
         hub: &Arc<WakeHub>,
