@@ -7,7 +7,7 @@
 //!   connection pool, the reaper's, pruner's and folder's runs. Each server counts its own;
 //!   sum them over servers.
 //! - **What storage holds**, read at each scrape from the counts the writes maintain
-//!   ([`TaskService::task_counts`]): tasks by queue and status, the oldest runnable task of
+//!   ([`TaskService::task_counts`](taskpilot_app::TaskService::task_counts)): tasks by queue and status, the oldest runnable task of
 //!   each queue, and the wait and run times of every attempt of the deployment. Every server
 //!   reports the same values; do not sum them over servers.
 //!
