@@ -135,6 +135,8 @@ async fn a_scrape_after_a_small_workload_shows_counts_events_and_requests() {
     assert_eq!(status, StatusCode::CONFLICT, "a failure after the attempt's success is refused");
     let nothing = json!({"workerId": "w1", "queues": ["nothing-here"], "limit": 1});
     app.ok("POST", "/api/tasks/claim", Some(nothing)).await;
+    let waiting = json!({"workerId": "w1", "queues": ["nothing-here"], "limit": 1, "waitMs": 1});
+    app.ok("POST", "/api/tasks/claim", Some(waiting)).await;
     let (status, _) = app.send("GET", "/no/such/route/42", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
@@ -162,6 +164,7 @@ async fn a_scrape_after_a_small_workload_shows_counts_events_and_requests() {
         (r#"taskpilot_replays_total{call="SUCCEED"}"#, 1.0),
         (r#"taskpilot_claim_requests_total{outcome="claimed"}"#, 1.0),
         (r#"taskpilot_claim_requests_total{outcome="empty"}"#, 1.0),
+        (r#"taskpilot_claim_requests_total{outcome="timed_out"}"#, 1.0),
         (r#"taskpilot_http_requests_total{route="/api/tasks",method="POST",code="201"}"#, 3.0),
         (
             r#"taskpilot_http_requests_total{route="/api/tasks/{id}/succeed",method="PUT",code="200"}"#,
@@ -170,7 +173,7 @@ async fn a_scrape_after_a_small_workload_shows_counts_events_and_requests() {
         (r#"taskpilot_http_requests_total{route="(unmatched)",method="GET",code="404"}"#, 1.0),
         (
             r#"taskpilot_http_request_duration_seconds_count{route="/api/tasks/claim",method="POST"}"#,
-            2.0,
+            3.0,
         ),
         ("taskpilot_db_pool_max_connections", 4.0),
         ("taskpilot_stored_counts_up", 1.0),
