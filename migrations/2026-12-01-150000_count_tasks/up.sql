@@ -16,8 +16,11 @@
 -- and reads the tasks due later within now's own minute from `tasks_scheduled_run_idx` (a
 -- range of at most one minute of scheduled runs). Folding turns past minutes into NULL.
 --
--- Measured with docs/pgbench/cycle.sql (claim 100 + complete 100, one client, see
--- docs/performance.md "What the schema costs per job").
+-- Measured with docs/pgbench/cycle.sql (claim 100 + complete 100 over 200,000 pending tasks,
+-- one client, median of six rounds; docs/performance.md, "What the maintained counts cost"):
+-- 78.0 µs of PostgreSQL time per job before, 86.7 with these triggers. Reading the counts on
+-- 1,200,000 tasks: 0.34 ms for the sums, against 343 ms or more for a COUNT(*) by queue and
+-- status.
 CREATE TABLE task_counts (
     id         bigserial   PRIMARY KEY,
     queue      text        NOT NULL,
