@@ -231,9 +231,10 @@ pub trait TaskRepository: Send + Sync {
     fn task_counts(&self, now: DateTime<Utc>, max_queues: u32) -> Result<TaskCounts, RepoError>;
 
     /// Compacts what keeps the counts (folds up to `limit` changes into their sums), so that
-    /// [`TaskRepository::task_counts`] stays cheap, and returns how many it folded. Safe to call
-    /// from any number of servers at once: one does the work, the others return 0 at once.
-    /// Storage that needs no compaction returns 0.
+    /// [`TaskRepository::task_counts`] stays cheap, and returns by how many records it shrank
+    /// them (0 when nothing was left to compact). Safe to call from any number of servers at
+    /// once: one does the work, the others return 0 at once. Storage that needs no compaction
+    /// returns 0.
     fn fold_counts(&self, now: DateTime<Utc>, limit: u32) -> Result<u64, RepoError>;
 
     /// Up to `limit` tasks matching `filter`, newest first (by creation time, then id, both

@@ -234,7 +234,7 @@ impl TaskService {
     }
 
     /// Compacts up to `limit` changes of the maintained counts into their sums (see
-    /// [`TaskRepository::fold_counts`]) and returns how many it folded.
+    /// [`TaskRepository::fold_counts`]) and returns by how many records that shrank them.
     ///
     /// # Errors
     /// Storage errors.

@@ -75,7 +75,7 @@ GROUP BY queue, kind, bucket";
 
 /// Folds the oldest `$2` count deltas into their sums; PENDING rows of minutes more than one
 /// minute before `$1` lose their minute (they are runnable whoever reads, give or take the
-/// clocks' skew). Returns how many rows it folded. Binds: $1 now, $2 limit.
+/// clocks' skew). Returns how many rows fewer the table has. Binds: $1 now, $2 limit.
 const FOLD_COUNTS_SQL: &str = "\
 WITH gone AS (
     DELETE FROM task_counts
@@ -96,9 +96,10 @@ WITH gone AS (
     HAVING sum(n) <> 0
     RETURNING 1
 )
-SELECT count(*) AS n FROM gone";
+SELECT (SELECT count(*) FROM gone) - (SELECT count(*) FROM kept) AS n";
 
-/// Folds the oldest `$1` duration deltas into their sums. Binds: $1 limit.
+/// Folds the oldest `$1` duration deltas into their sums. Returns how many rows fewer the
+/// table has. Binds: $1 limit.
 const FOLD_DURATIONS_SQL: &str = "\
 WITH gone AS (
     DELETE FROM task_durations
@@ -109,7 +110,7 @@ WITH gone AS (
     SELECT queue, kind, bucket, sum(n), sum(seconds) FROM gone GROUP BY queue, kind, bucket
     RETURNING 1
 )
-SELECT count(*) AS n FROM gone";
+SELECT (SELECT count(*) FROM gone) - (SELECT count(*) FROM kept) AS n";
 
 #[derive(QueryableByName)]
 struct SumRow {

@@ -44,6 +44,10 @@ const MAX_PRUNE_BACKOFF_FACTOR: u32 = 16;
 /// transaction.
 pub const FOLD_BATCH: u32 = 10_000;
 
+/// Most compaction statements of one turn of the folder, so that a turn is bounded work even
+/// when the sums alone fill a batch.
+const MAX_FOLD_BATCHES: u32 = 10;
+
 /// What the background tasks need to know.
 #[derive(Debug, Clone)]
 pub struct BackgroundConfig {
@@ -307,7 +311,8 @@ async fn prune(
 }
 
 /// The folder of the maintained counts: every `interval`, folds the changes the writes
-/// appended since into their sums, batch after batch while batches come back full, so that
+/// appended since into their sums, batch after batch while batches shrink the tables (at most
+/// [`MAX_FOLD_BATCHES`]), so that
 /// reading the counts stays a few rows per queue and status. Safe next to any number of other
 /// servers' folders: one folds at a time, the others find the work taken and wait for their
 /// next turn. A run of failures is logged once when it starts and once when it ends.
@@ -319,13 +324,18 @@ async fn fold_counts(
 ) {
     let mut failing_since: Option<Instant> = None;
     while pause(&mut stopped, interval).await {
-        let outcome = loop {
+        let mut outcome = Ok(());
+        for _ in 0..MAX_FOLD_BATCHES {
             match blocking(&service, |s| s.fold_counts(FOLD_BATCH)).await {
-                Ok(folded) if folded >= u64::from(FOLD_BATCH) && !*stopped.borrow() => {}
-                Ok(_) => break Ok(()),
-                Err(e) => break Err(e),
+                // Another batch while the last one shrank the tables: a backlog of changes.
+                Ok(shrunk) if shrunk > 0 && !*stopped.borrow() => {}
+                Ok(_) => break,
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
             }
-        };
+        }
         match outcome {
             Ok(()) => {
                 metrics.fold_run(RunOutcome::Ok);
