@@ -41,9 +41,10 @@ pub use batch::{
 pub use problem::{ProblemBody, ProblemCode, PROBLEM_JSON};
 pub use tasks::{
     ClaimResponse, ClaimTasksRequest, CreateTaskRequest, FailTaskRequest, HeartbeatRequest,
-    ListTasksQuery, RejectionCountResponse, RejectionStatsResponse, ReleaseTaskRequest, RetryState,
-    StartTaskRequest, SucceedTaskRequest, TaskEventListResponse, TaskEventResponse,
-    TaskListResponse, TaskResponse, TaskStatus,
+    ListTasksQuery, QueueStatsResponse, RejectionCountResponse, RejectionStatsResponse,
+    ReleaseTaskRequest, RetryState, StartTaskRequest, StatsResponse, StatusCountsResponse,
+    SucceedTaskRequest, TaskEventListResponse, TaskEventResponse, TaskListResponse, TaskResponse,
+    TaskStatus,
 };
 pub use tokens::{
     CreateTokenRequest, CreatedTokenResponse, TokenKind, TokenListResponse, TokenResponse,

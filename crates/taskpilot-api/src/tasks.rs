@@ -420,6 +420,56 @@ pub struct RejectionStatsResponse {
     pub stale_successes: u64,
 }
 
+/// Tasks in each status, in `GET /api/stats`: PENDING split into the tasks that may run now
+/// (`runnable`) and those waiting for their `runAt` or retry time (`scheduled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct StatusCountsResponse {
+    /// PENDING and runnable now.
+    pub runnable: u64,
+    /// PENDING with a run time in the future.
+    pub scheduled: u64,
+    /// RUNNING.
+    pub running: u64,
+    /// SUCCEEDED, as long as retention keeps them.
+    pub succeeded: u64,
+    /// FAILED, as long as retention keeps them.
+    pub failed: u64,
+    /// CANCELLED, as long as retention keeps them.
+    pub cancelled: u64,
+}
+
+/// One queue in `GET /api/stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct QueueStatsResponse {
+    /// The queue.
+    pub queue: String,
+    /// Its tasks by status.
+    pub counts: StatusCountsResponse,
+    /// Since when its longest-waiting runnable task has been runnable (its `runAt` or retry
+    /// time, else its creation); `null` when none is runnable.
+    #[serde(with = "crate::time::micros_option")]
+    pub oldest_runnable_since: Option<DateTime<Utc>>,
+    /// How long that is, in seconds, at the time of the answer; `null` when none is runnable.
+    pub oldest_runnable_age_seconds: Option<f64>,
+}
+
+/// Answer of `GET /api/stats`: the tasks stored, by queue and status, across every server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct StatsResponse {
+    /// Every queue together.
+    pub totals: StatusCountsResponse,
+    /// The first queues by name (the server's `--metrics-max-queues`), each with its counts.
+    pub queues: Vec<QueueStatsResponse>,
+    /// The queues beyond those, together; `null` when there are none.
+    pub other_queues: Option<StatusCountsResponse>,
+}
+
 #[cfg(test)]
 #[expect(clippy::unwrap_used, reason = "tests")]
 pub(crate) mod tests {

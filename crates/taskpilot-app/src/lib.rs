@@ -150,6 +150,16 @@
 //! #   ) -> Result<Vec<Task>, RepoError> {
 //! #       unimplemented!()
 //! #   }
+//! #   fn task_counts(
+//! #       &self,
+//! #       _: chrono::DateTime<chrono::Utc>,
+//! #       _: u32,
+//! #   ) -> Result<taskpilot_app::TaskCounts, RepoError> {
+//! #       unimplemented!()
+//! #   }
+//! #   fn fold_counts(&self, _: chrono::DateTime<chrono::Utc>, _: u32) -> Result<u64, RepoError> {
+//! #       unimplemented!()
+//! #   }
 //! #   fn delete_finished(
 //! #       &self,
 //! #       _: TaskStatus,
@@ -221,8 +231,10 @@
 
 mod access;
 mod clock;
+mod counts;
 mod error;
 mod events;
+mod observer;
 mod repository;
 mod service;
 
@@ -230,8 +242,12 @@ mod service;
 pub use access::MockTokenRepository;
 pub use access::{AccessService, AuthError, IssuedToken, NewToken, SecretHash, TokenRepository};
 pub use clock::SystemClock;
+pub use counts::{
+    DurationHistogram, DurationKind, QueueCounts, StatusCounts, TaskCounts, DURATION_BUCKETS,
+};
 pub use error::AppError;
 pub use events::{Actor, EventKind, Rejection, RejectionCount, StaleCall, TaskEvent};
+pub use observer::{NoObserver, TaskObserver};
 #[cfg(any(test, feature = "mocks"))]
 pub use repository::MockTaskRepository;
 pub use repository::{ClaimRequest, Cursor, RepoError, TaskFilter, TaskRepository, TaskWrite};

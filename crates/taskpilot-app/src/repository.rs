@@ -6,7 +6,7 @@ use taskpilot_domain::{
     LeaseDuration, LiveSuccess, QueueName, Task, TaskId, TaskName, TaskStatus, TokenId, WorkerId,
 };
 
-use crate::{RejectionCount, TaskEvent};
+use crate::{RejectionCount, TaskCounts, TaskEvent};
 
 /// What storage can fail with. Adapters translate their own errors into these.
 ///
@@ -225,6 +225,27 @@ pub trait TaskRepository: Send + Sync {
 
     /// How many stale calls were refused, by code and call, over the store's whole history.
     fn rejection_counts(&self) -> Result<Vec<RejectionCount>, RepoError>;
+
+    /// The maintained counts at `now`: tasks by queue and status (PENDING split into runnable
+    /// and scheduled at `now`), the oldest runnable task of each queue, and the wait and run
+    /// times of attempts. The first `max_queues` queues in name order get their own entries,
+    /// the rest are summed into [`TaskCounts::other_queues`].
+    ///
+    /// Implementations MUST:
+    /// - count exactly what is stored, as a `COUNT(*)` of the tasks by queue and status would,
+    ///   including the writes of every other server;
+    /// - keep the counts with the writes themselves (in the same transactions), so that this
+    ///   call does not count the tasks: its cost must not grow with the number of tasks stored;
+    /// - keep the durations as counters that never go down, not even when retention deletes
+    ///   tasks.
+    fn task_counts(&self, now: DateTime<Utc>, max_queues: u32) -> Result<TaskCounts, RepoError>;
+
+    /// Compacts what keeps the counts (folds up to `limit` changes into their sums), so that
+    /// [`TaskRepository::task_counts`] stays cheap, and returns by how many records it shrank
+    /// them (0 when nothing was left to compact). Safe to call from any number of servers at
+    /// once: one does the work, the others return 0 at once. Storage that needs no compaction
+    /// returns 0.
+    fn fold_counts(&self, now: DateTime<Utc>, limit: u32) -> Result<u64, RepoError>;
 
     /// Up to `limit` tasks matching `filter`, newest first (by creation time, then id, both
     /// descending), starting strictly after `after` when given.

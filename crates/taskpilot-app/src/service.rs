@@ -28,7 +28,8 @@ pub use batch::{Completion, ReportedOutcome};
 pub use retention::Pruned;
 
 use crate::{
-    Actor, AppError, ClaimRequest, Cursor, RejectionCount, TaskEvent, TaskFilter, TaskRepository,
+    Actor, AppError, ClaimRequest, Cursor, NoObserver, RejectionCount, TaskCounts, TaskEvent,
+    TaskFilter, TaskObserver, TaskRepository,
 };
 
 /// What a client asks for when creating a task; unset fields take the service's defaults.
@@ -74,6 +75,7 @@ pub struct TaskService {
     backoff: Arc<dyn BackoffPolicy>,
     defaults: ServiceDefaults,
     retention: Retention,
+    observer: Arc<dyn TaskObserver>,
 }
 
 impl TaskService {
@@ -84,7 +86,21 @@ impl TaskService {
         backoff: Arc<dyn BackoffPolicy>,
         defaults: ServiceDefaults,
     ) -> Self {
-        Self { repo, clock, backoff, defaults, retention: Retention::default() }
+        Self {
+            repo,
+            clock,
+            backoff,
+            defaults,
+            retention: Retention::default(),
+            observer: Arc::new(NoObserver),
+        }
+    }
+
+    /// The same service, telling `observer` what it does (see [`TaskObserver`]).
+    #[must_use]
+    pub fn with_observer(mut self, observer: Arc<dyn TaskObserver>) -> Self {
+        self.observer = observer;
+        self
     }
 
     /// The same service, pruning finished tasks by `retention` (see [`TaskService::prune`]).
@@ -119,6 +135,7 @@ impl TaskService {
     pub fn create_by(&self, request: CreateTask, token: Option<TokenId>) -> Result<Task, AppError> {
         let task = self.new_task(request, self.clock.now()).with_creator(token);
         self.repo.insert(&task, &TaskEvent::transition(None, &task, Actor::Client))?;
+        self.observer.created(std::slice::from_ref(&task));
         Ok(task)
     }
 
@@ -175,7 +192,11 @@ impl TaskService {
             lease: lease.unwrap_or(self.defaults.lease),
             now: self.clock.now(),
         };
-        Ok(self.repo.claim(&request)?)
+        let tasks = self.repo.claim(&request)?;
+        if !tasks.is_empty() {
+            self.observer.started(&tasks);
+        }
+        Ok(tasks)
     }
 
     /// When the first scheduled retry or delayed task after `after` becomes runnable, if any.
@@ -210,6 +231,25 @@ impl TaskService {
     /// Storage errors.
     pub fn rejection_counts(&self) -> Result<Vec<RejectionCount>, AppError> {
         Ok(self.repo.rejection_counts()?)
+    }
+
+    /// The maintained counts now: tasks by queue and status, the oldest runnable task of each
+    /// queue, wait and run times; the first `max_queues` queues by name on their own, the
+    /// rest together. Reading them costs the same however many tasks are stored.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn task_counts(&self, max_queues: u32) -> Result<TaskCounts, AppError> {
+        Ok(self.repo.task_counts(self.clock.now(), max_queues)?)
+    }
+
+    /// Compacts up to `limit` changes of the maintained counts into their sums (see
+    /// [`TaskRepository::fold_counts`]) and returns by how many records that shrank them.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn fold_counts(&self, limit: u32) -> Result<u64, AppError> {
+        Ok(self.repo.fold_counts(self.clock.now(), limit)?)
     }
 
     /// Whether storage answers.

@@ -20,6 +20,7 @@
 //! It depends on the domain and the app's ports, never the other way round, and must never
 //! import actix or the HTTP crate (`taskpilot-http`): the web adapter depends on this one.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -226,6 +227,7 @@ pub fn build_pool_with_timeouts(
         .test_on_check_out(false)
         .connection_customizer(Box::new(PrepareSession(timeouts.set_sql())))
         .error_handler(Box::new(TracingErrorHandler))
+        .event_handler(Box::new(CountCheckouts))
         // build_unchecked: no connection now; r2d2 keeps trying in the background, so the
         // pool heals once the database is back.
         .build_unchecked(ConnectionManager::new(url));
@@ -261,6 +263,50 @@ impl diesel::r2d2::HandleError<diesel::r2d2::Error> for TracingErrorHandler {
         // r2d2 retries on its own, many times a second while the database is down: the
         // outage is logged once, by the calls that fail ([`outage`]), not per attempt.
         tracing::debug!(error = %error, "database connection attempt failed: {error}");
+    }
+}
+
+/// How the connection pools of this process handed out connections since it started: what
+/// the server's metrics show of the pool besides its current state (`PgPool::state`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PoolCheckouts {
+    /// Connections handed out.
+    pub checkouts: u64,
+    /// Seconds callers waited for them, all together.
+    pub wait_seconds: f64,
+    /// Checkouts that gave up after the connect timeout.
+    pub timeouts: u64,
+}
+
+static CHECKOUTS: AtomicU64 = AtomicU64::new(0);
+static CHECKOUT_WAIT_MICROS: AtomicU64 = AtomicU64::new(0);
+static CHECKOUT_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
+
+/// The checkouts of every pool [`build_pool_with_timeouts`] built in this process. Counted
+/// for the process rather than per pool, because r2d2 keeps its event handler to itself; a
+/// server has one pool.
+pub fn pool_checkouts() -> PoolCheckouts {
+    PoolCheckouts {
+        checkouts: CHECKOUTS.load(Ordering::Relaxed),
+        wait_seconds: Duration::from_micros(CHECKOUT_WAIT_MICROS.load(Ordering::Relaxed))
+            .as_secs_f64(),
+        timeouts: CHECKOUT_TIMEOUTS.load(Ordering::Relaxed),
+    }
+}
+
+/// Counts checkouts, their waits and their timeouts into [`pool_checkouts`].
+#[derive(Debug)]
+struct CountCheckouts;
+
+impl diesel::r2d2::HandleEvent for CountCheckouts {
+    fn handle_checkout(&self, event: diesel::r2d2::event::CheckoutEvent) {
+        let waited = u64::try_from(event.duration().as_micros()).unwrap_or(u64::MAX);
+        CHECKOUTS.fetch_add(1, Ordering::Relaxed);
+        CHECKOUT_WAIT_MICROS.fetch_add(waited, Ordering::Relaxed);
+    }
+
+    fn handle_timeout(&self, _event: diesel::r2d2::event::TimeoutEvent) {
+        CHECKOUT_TIMEOUTS.fetch_add(1, Ordering::Relaxed);
     }
 }
 

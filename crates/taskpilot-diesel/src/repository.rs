@@ -12,8 +12,8 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{Array, BigInt, Bool, Text, Timestamptz, Uuid as SqlUuid};
 use serde_json::Value;
 use taskpilot_app::{
-    Actor, ClaimRequest, Cursor, RejectionCount, RepoError, StaleCall, TaskEvent, TaskFilter,
-    TaskRepository, TaskWrite,
+    Actor, ClaimRequest, Cursor, RejectionCount, RepoError, StaleCall, TaskCounts, TaskEvent,
+    TaskFilter, TaskRepository, TaskWrite,
 };
 use taskpilot_domain::{
     to_micros, AttemptEnd, LeaseToken, LiveSuccess, MaxAttempts, QueueName, RetryState, Task,
@@ -26,6 +26,7 @@ use crate::schema::{task_events, tasks};
 use crate::PgPool;
 
 mod batch;
+mod counts;
 mod live;
 pub(crate) mod retention;
 mod tokens;
@@ -428,6 +429,18 @@ impl TaskRepository for PgTaskRepository {
         let mut conn = self.conn()?;
         let rows = query.load(&mut conn).map_err(|e| classify(e, "cannot list tasks"))?;
         rows.into_iter().map(|row| Task::try_from(row).map_err(RepoError::unexpected)).collect()
+    }
+
+    /// Sums of what the statement triggers on `tasks` appended (see `counts`), and the
+    /// oldest runnable task of each queue from the claim index.
+    fn task_counts(&self, now: DateTime<Utc>, max_queues: u32) -> Result<TaskCounts, RepoError> {
+        let mut conn = self.conn()?;
+        counts::task_counts(&mut conn, now, max_queues)
+    }
+
+    fn fold_counts(&self, now: DateTime<Utc>, limit: u32) -> Result<u64, RepoError> {
+        let mut conn = self.conn()?;
+        counts::fold_counts(&mut conn, now, limit)
     }
 
     fn ping(&self) -> Result<(), RepoError> {

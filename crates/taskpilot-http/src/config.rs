@@ -199,6 +199,19 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub prune_interval_ms: u64,
 
+    /// Pause between two compactions of the maintained task counts, in milliseconds: each
+    /// folds the changes written since into their sums, so that reading the counts (GET
+    /// /metrics, GET /api/stats) stays cheap. One server at a time does it.
+    #[arg(long, env = "TASKPILOT_COUNTS_FOLD_INTERVAL_MS", default_value_t = 10_000, global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub counts_fold_interval_ms: u64,
+
+    /// Most queues that get a label of their own in the metrics and an entry of their own in
+    /// GET /api/stats; the others are counted together as `(other)`.
+    #[arg(long, env = "TASKPILOT_METRICS_MAX_QUEUES", default_value_t = 50, global = true,
+          value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub metrics_max_queues: u32,
+
     /// Largest accepted request body, in bytes; larger bodies get 413.
     #[arg(long, env = "TASKPILOT_MAX_BODY_BYTES", default_value_t = 1_048_576, global = true)]
     pub max_body_bytes: usize,
@@ -318,6 +331,8 @@ impl Config {
             reaper_interval: Duration::from_millis(self.reaper_interval_ms),
             schedule_poll_interval: DEFAULT_SCHEDULE_POLL_INTERVAL,
             prune_interval: Duration::from_millis(self.prune_interval_ms),
+            counts_fold_interval: Duration::from_millis(self.counts_fold_interval_ms),
+            metrics_max_queues: self.metrics_max_queues,
         }
     }
 }
@@ -378,6 +393,10 @@ pub struct HttpConfig {
     pub schedule_poll_interval: Duration,
     /// Pause between two passes of the pruner (see [`Config::retention`]).
     pub prune_interval: Duration,
+    /// Pause between two compactions of the maintained task counts.
+    pub counts_fold_interval: Duration,
+    /// Most queues with a label of their own in the metrics and the stats.
+    pub metrics_max_queues: u32,
 }
 
 impl Default for HttpConfig {
@@ -390,6 +409,8 @@ impl Default for HttpConfig {
             reaper_interval: Duration::from_secs(1),
             schedule_poll_interval: DEFAULT_SCHEDULE_POLL_INTERVAL,
             prune_interval: Duration::from_secs(60),
+            counts_fold_interval: Duration::from_secs(10),
+            metrics_max_queues: 50,
         }
     }
 }
@@ -476,6 +497,8 @@ mod tests {
             ("--retention-failed", "TASKPILOT_RETENTION_FAILED", "14d"),
             ("--retention-cancelled", "TASKPILOT_RETENTION_CANCELLED", "7d"),
             ("--prune-interval-ms", "TASKPILOT_PRUNE_INTERVAL_MS", "60000"),
+            ("--counts-fold-interval-ms", "TASKPILOT_COUNTS_FOLD_INTERVAL_MS", "10000"),
+            ("--metrics-max-queues", "TASKPILOT_METRICS_MAX_QUEUES", "50"),
             ("--db-statement-timeout-ms", "TASKPILOT_DB_STATEMENT_TIMEOUT_MS", "30000"),
             ("--db-acquire-timeout-ms", "TASKPILOT_DB_ACQUIRE_TIMEOUT_MS", "500"),
             (

@@ -23,12 +23,14 @@ pub use taskpilot_api::time::format as format_time;
 use taskpilot_api::{
     ClaimResponse, ClaimTasksRequest, CompletionItem, CompletionOutcome, CompletionResult,
     CreateTaskBatchRequest, CreateTaskBatchResponse, CreateTaskRequest, FailTaskRequest,
-    HeartbeatRequest, ListTasksQuery, RejectionCountResponse, RejectionStatsResponse,
-    ReleaseTaskRequest, RetryState, StartTaskRequest, SucceedTaskRequest, TaskEventListResponse,
-    TaskEventResponse, TaskListResponse, TaskResponse, TaskStatus,
+    HeartbeatRequest, ListTasksQuery, QueueStatsResponse, RejectionCountResponse,
+    RejectionStatsResponse, ReleaseTaskRequest, RetryState, StartTaskRequest, StatsResponse,
+    StatusCountsResponse, SucceedTaskRequest, TaskEventListResponse, TaskEventResponse,
+    TaskListResponse, TaskResponse, TaskStatus,
 };
 use taskpilot_app::{
-    Completion, CreateTask, RejectionCount, ReportedOutcome, TaskEvent, TaskFilter, TaskPage,
+    Completion, CreateTask, RejectionCount, ReportedOutcome, StatusCounts, TaskCounts, TaskEvent,
+    TaskFilter, TaskPage,
 };
 use taskpilot_domain::{
     check_json, to_micros, LeaseDuration, LeaseToken, MaxAttempts, QueueName, Reporter, Task,
@@ -468,6 +470,36 @@ pub fn rejection_stats_response(counts: &[RejectionCount]) -> RejectionStatsResp
             })
             .collect(),
         stale_successes: counts.iter().filter(|c| c.shows_a_second_run()).map(|c| c.count).sum(),
+    }
+}
+
+/// The maintained counts as `GET /api/stats` answers them, ages taken at `now`.
+pub fn stats_response(counts: &TaskCounts, now: chrono::DateTime<chrono::Utc>) -> StatsResponse {
+    fn status_counts(c: &StatusCounts) -> StatusCountsResponse {
+        StatusCountsResponse {
+            runnable: c.runnable,
+            scheduled: c.scheduled,
+            running: c.running,
+            succeeded: c.succeeded,
+            failed: c.failed,
+            cancelled: c.cancelled,
+        }
+    }
+    StatsResponse {
+        totals: status_counts(&counts.totals()),
+        queues: counts
+            .queues
+            .iter()
+            .map(|q| QueueStatsResponse {
+                queue: q.queue.as_str().to_owned(),
+                counts: status_counts(&q.counts),
+                oldest_runnable_since: q.oldest_runnable_since,
+                oldest_runnable_age_seconds: q
+                    .oldest_runnable_since
+                    .map(|since| (now - since).to_std().unwrap_or_default().as_secs_f64()),
+            })
+            .collect(),
+        other_queues: counts.other_queues.as_ref().map(status_counts),
     }
 }
 

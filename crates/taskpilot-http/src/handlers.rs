@@ -16,7 +16,7 @@ use taskpilot_api::{
     StartTaskRequest, SucceedTaskRequest, TaskEventListResponse, TaskListResponse, TaskResponse,
 };
 use taskpilot_app::{AppError, TaskService};
-use taskpilot_domain::{Task, WorkerId};
+use taskpilot_domain::{Operation, Task, WorkerId};
 use tokio::time::Instant;
 use tracing::Span;
 
@@ -24,6 +24,7 @@ use crate::auth::Authenticated;
 use crate::body::Body;
 use crate::dto;
 use crate::error::ApiError;
+use crate::metrics::{ClaimOutcome, Metrics};
 use crate::wake::{wake_when_due, Wake, WakeHub};
 
 /// Runs a use case on the blocking pool: diesel blocks, the executor must not.
@@ -219,10 +220,12 @@ pub async fn claim_tasks(
     service: web::Data<TaskService>,
     Authenticated(caller): Authenticated,
     hub: web::Data<WakeHub>,
+    metrics: web::Data<Metrics>,
     body: Body<ClaimTasksRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let dto::Claim { worker, limit, queues, lease, wait } = dto::claim(body.0)?;
     let deadline = Instant::now() + wait;
+    let empty = if wait.is_zero() { ClaimOutcome::Empty } else { ClaimOutcome::TimedOut };
 
     loop {
         // Subscribe before looking, so that a task made runnable between the look and the
@@ -232,13 +235,21 @@ pub async fn claim_tasks(
         let tasks =
             run(&service, move |s| s.acting_as(&caller).claim(&claimer, queues, limit, lease))
                 .await?;
-        if !tasks.is_empty() || Instant::now() >= deadline {
+        if !tasks.is_empty() {
+            metrics.claim_request(ClaimOutcome::Claimed);
+            return Ok(claimed(&worker, &tasks));
+        }
+        if Instant::now() >= deadline {
+            metrics.claim_request(empty);
             return Ok(claimed(&worker, &tasks));
         }
         match waiter.wait_until(deadline).await {
             // One more look at the deadline catches what no wake-up announced.
             Wake::Woken | Wake::TimedOut => {}
-            Wake::Closed => return Ok(claimed(&worker, &[])),
+            Wake::Closed => {
+                metrics.claim_request(empty);
+                return Ok(claimed(&worker, &[]));
+            }
         }
     }
 }
@@ -459,6 +470,52 @@ pub async fn rejection_stats(
 ) -> Result<HttpResponse, ApiError> {
     let counts = run(&service, move |s| s.acting_as(&caller).rejection_counts()).await?;
     Ok(HttpResponse::Ok().json(dto::rejection_stats_response(&counts)))
+}
+
+/// `GET /api/stats`: tasks by queue and status and the oldest runnable task of each queue,
+/// from the counts the writes maintain (no task is counted to answer).
+#[utoipa::path(
+    get, path = "/api/stats", operation_id = "stats", tag = "stats",
+    responses(
+        (status = 200, description = "Tasks by queue and status, across every server.", body = taskpilot_api::StatsResponse),
+        crate::openapi::Unavailable,
+    ),
+)]
+pub async fn stats(
+    service: web::Data<TaskService>,
+    Authenticated(caller): Authenticated,
+    metrics: web::Data<Metrics>,
+) -> Result<HttpResponse, ApiError> {
+    let max_queues = metrics.max_queues();
+    let counts = run(&service, move |s| {
+        s.acting_as(&caller).authorize(Operation::ReadStats)?;
+        s.task_counts(max_queues)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(dto::stats_response(&counts, service.now())))
+}
+
+/// `GET /metrics`: every metric in the Prometheus text format (OpenMetrics flavour); 200
+/// without the stored counts when storage does not answer.
+#[utoipa::path(
+    get, path = "/metrics", operation_id = "metrics", tag = "stats",
+    responses(
+        (status = 200, description = "Every metric, in the Prometheus text format (OpenMetrics flavour).", body = String,
+         content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    ),
+)]
+pub async fn metrics_text(
+    service: web::Data<TaskService>,
+    Authenticated(caller): Authenticated,
+    metrics: web::Data<Metrics>,
+) -> Result<HttpResponse, ApiError> {
+    service.acting_as(&caller).authorize(Operation::ReadMetrics)?;
+    let max_queues = metrics.max_queues();
+    // An outage is logged where it is noticed (the pool, the background loops), not per
+    // scrape; the scrape still answers with this server's own metrics.
+    let counts = run(&service, move |s| s.task_counts(max_queues)).await.ok();
+    let text = metrics.render(counts, service.now());
+    Ok(HttpResponse::Ok().content_type(crate::metrics::CONTENT_TYPE).body(text))
 }
 
 /// The body of `GET /healthz` and `GET /readyz`.

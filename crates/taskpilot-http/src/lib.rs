@@ -6,9 +6,9 @@
 //!
 //! - **Settings** ([`config`]): the command line and environment, as plain values. No I/O.
 //! - **The HTTP adapter** ([`routes`], [`handlers`], [`auth`], [`body`], [`dto`], [`error`],
-//!   [`request_log`], the claims' [`WakeHub`] in [`wake`], the API's document and page in
-//!   [`openapi`]): thin handlers that map a request into validated domain and use-case values
-//!   ([`dto`]), run one use case on the blocking pool,
+//!   [`request_log`], [`metrics`], the claims' [`WakeHub`] in [`wake`], the API's document
+//!   and page in [`openapi`]): thin handlers that map a request into validated domain and
+//!   use-case values ([`dto`]), run one use case on the blocking pool,
 //!   and map the outcome back into an api body ([`dto`]) or a problem+json error
 //!   ([`error`]). It decides no rule (those live in `taskpilot-domain`), reaches storage only
 //!   through the app's `TaskRepository` port, and never names [`server`].
@@ -28,6 +28,7 @@ pub mod config;
 pub mod dto;
 pub mod error;
 pub mod handlers;
+pub mod metrics;
 pub mod openapi;
 pub mod request_log;
 pub mod routes;
@@ -38,6 +39,7 @@ pub mod wake;
 pub use auth::Gate;
 pub use config::{AuthMode, Cli, Command, Config, HttpConfig, TokensCommand};
 pub use error::ApiError;
+pub use metrics::Metrics;
 pub use routes::build_app;
 // The wiring's modules under their short paths too, as the binary and the tests name them.
 pub use server::{background, startup};

@@ -8,8 +8,8 @@ use clap::Parser as _;
 use taskpilot_diesel::SchemaReady;
 use taskpilot_http::startup::{
     self, access_service_awaiting, check_exposure, connect_and_migrate, database_clock,
-    is_loopback, migration_lines, prepare_database, resolve_database, run_tokens_command,
-    settle_pool, task_service_awaiting,
+    is_loopback, migration_lines, pool_source, prepare_database, resolve_database,
+    run_tokens_command, settle_pool, task_service_awaiting,
 };
 use taskpilot_http::{Cli, Command, Gate, Preparation, StopSignal};
 
@@ -66,14 +66,23 @@ fn main() -> anyhow::Result<()> {
     // The server LISTENs for runnable tasks on a connection of its own to the same database.
     let notify_url = Some(database.url.clone());
     let http = config.http();
+    let metrics_pool = pool.clone();
     let prepare: Preparation = Box::new(move |stop: &StopSignal| {
         prepare_database(&database.url, &pool, &config, &ready, stop)?;
         // Whether the server may run as configured depends on the tokens in the database.
         check_exposure(&access, &config)
     });
     actix_web::rt::System::new().block_on(async move {
-        taskpilot_http::run_preparing(service, gate, http, listener, notify_url, Some(prepare))?
-            .await
+        let server = taskpilot_http::run_preparing(
+            service,
+            gate,
+            http,
+            listener,
+            notify_url,
+            Some(prepare),
+        )?;
+        server.metrics().observe_pool(pool_source(metrics_pool));
+        server.await
     })?;
     tracing::info!("TaskPilot stopped");
     Ok(())

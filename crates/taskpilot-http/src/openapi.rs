@@ -66,6 +66,8 @@ const BEARER: &str = "bearer";
         handlers::cancel_task,
         handlers::rerun_task,
         handlers::rejection_stats,
+        handlers::stats,
+        handlers::metrics_text,
         tokens::create_token,
         tokens::list_tokens,
         tokens::revoke_token,

@@ -17,11 +17,14 @@ use crate::auth::{self, Gate};
 use crate::config::HttpConfig;
 use crate::error::{self, ApiError};
 use crate::handlers;
+use crate::metrics::{self, Metrics};
 use crate::request_log;
 use crate::wake::WakeHub;
 
 /// The whole application: routes, extractor settings, error mapping, authentication through
 /// `gate` and request logging. Long-polling claims wait on `hub`; `http` gives the body limits.
+/// Its metrics start from zero; the server shares one [`Metrics`] between its workers with
+/// [`build_app_with`].
 pub fn build_app(
     service: TaskService,
     gate: Gate,
@@ -36,11 +39,31 @@ pub fn build_app(
         InitError = (),
     >,
 > {
+    build_app_with(service, gate, hub, http, Arc::new(Metrics::new(http.metrics_max_queues)))
+}
+
+/// [`build_app`] counting into `metrics`, which the server shares between its workers.
+pub fn build_app_with(
+    service: TaskService,
+    gate: Gate,
+    hub: Arc<WakeHub>,
+    http: &HttpConfig,
+    metrics: Arc<Metrics>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<BoxBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
     let limit = http.max_body_bytes;
     App::new()
         .app_data(web::Data::new(service))
         .app_data(web::Data::new(gate))
         .app_data(web::Data::from(hub))
+        .app_data(web::Data::from(metrics))
         .app_data(
             web::JsonConfig::default().limit(limit).error_handler(error::json_error_handler(limit)),
         )
@@ -56,6 +79,7 @@ pub fn build_app(
         .configure(|cfg| routes(cfg, http.max_batch_body_bytes))
         .default_service(web::to(handlers::route_not_found))
         .wrap(from_fn(auth::authenticate))
+        .wrap(from_fn(metrics::count_request))
         .wrap(from_fn(request_log::request_span))
 }
 
@@ -161,6 +185,8 @@ pub fn endpoints() -> Vec<Endpoint> {
         put("/api/tasks/{id}/release", release_task),
         put("/api/tasks/{id}/cancel", cancel_task),
         put("/api/tasks/{id}/rerun", rerun_task),
+        get("/metrics", metrics_text),
+        get("/api/stats", stats),
         get("/api/stats/rejections", rejection_stats),
         post("/api/tokens", tokens::create_token),
         get("/api/tokens", tokens::list_tokens),

@@ -80,6 +80,7 @@ impl TaskService {
         let events: Vec<TaskEvent> =
             tasks.iter().map(|t| TaskEvent::transition(None, t, Actor::Client)).collect();
         self.repo.insert_many(&tasks, &events)?;
+        self.observer.created(&tasks);
         Ok(tasks)
     }
 
@@ -155,6 +156,7 @@ impl TaskService {
             self.repo.succeed_live(&successes)?.into_iter().map(|t| (t.id(), t)).collect();
         for (i, (id, _)) in positions.into_iter().zip(&successes) {
             if let Some(task) = stored.remove(id) {
+                self.observer.attempt_ended(&task);
                 answers[i] = Some(Ok(task));
             }
         }
@@ -191,9 +193,13 @@ impl TaskService {
                     events.push(TaskEvent::transition(Some(&before), task, Actor::Worker));
                     answers.push(None); // known once the write is stored
                 }
-                Ok(Applied::Replayed) => answers.push(Some(Ok(task.clone()))),
+                Ok(Applied::Replayed) => {
+                    self.observer.replayed(item.outcome.call());
+                    answers.push(Some(Ok(task.clone())));
+                }
                 Err(DomainError::StaleLease(refusal)) => {
                     let call = item.outcome.call();
+                    self.observer.refused(call, refusal.code());
                     let worker = item.reporter.worker_id.clone();
                     rejections.push(TaskEvent::rejection(&before, worker, call, &refusal, now));
                     answers.push(Some(Err(DomainError::StaleLease(refusal).into())));
@@ -216,6 +222,13 @@ impl TaskService {
         };
         let stored: HashMap<TaskId, &Task> =
             writes.iter().map(|w| (w.task.id(), &w.task)).collect();
+        for write in writes.iter().filter(|w| !lost.contains(&w.task.id())) {
+            // Each write is the last of its task's transitions in this batch: the attempt it
+            // ended, if one (a batch ends at most one attempt per task).
+            if write.task.status() != taskpilot_domain::TaskStatus::Running {
+                self.observer.attempt_ended(&write.task);
+            }
+        }
         Ok(items
             .zip(answers)
             .map(|(item, answer)| match answer {

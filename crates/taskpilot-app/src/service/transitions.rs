@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use taskpilot_domain::{
-    Applied, DomainError, LeaseDuration, LeaseToken, Reporter, StaleLease, Task, TaskId, WorkerId,
+    Applied, DomainError, LeaseDuration, LeaseToken, Reporter, StaleLease, Task, TaskId,
+    TaskStatus, WorkerId,
 };
 use uuid::Uuid;
 
@@ -73,6 +74,7 @@ impl TaskService {
         let now = self.clock.now();
         if let Some(success) = Task::success_for_live_attempt(reporter, result.clone(), now) {
             if let Some(task) = self.repo.succeed_live(&[(id, success)])?.pop() {
+                self.observer.attempt_ended(&task);
                 return Ok(task);
             }
         }
@@ -166,7 +168,10 @@ impl TaskService {
             }
             let event = TaskEvent::transition(Some(&before), &task, Actor::Reaper);
             match self.repo.update(&task, before.version(), Some(&event)) {
-                Ok(()) => reaped.push(task),
+                Ok(()) => {
+                    self.observer.attempt_ended(&task);
+                    reaped.push(task);
+                }
                 Err(RepoError::Conflict(_) | RepoError::NotFound(_)) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -191,11 +196,17 @@ impl TaskService {
             let mut task = before.clone();
             let now = self.clock.now();
             match apply(&mut task, now) {
-                Ok(Applied::Replayed) => return Ok(task),
+                Ok(Applied::Replayed) => {
+                    if let Some((call, _)) = &stale {
+                        self.observer.replayed(*call);
+                    }
+                    return Ok(task);
+                }
                 Ok(Applied::Changed) => {}
                 Err(DomainError::StaleLease(refusal)) => {
                     if let Some((call, worker)) = &stale {
                         self.record_rejection(&before, worker.clone(), *call, &refusal, now);
+                        self.observer.refused(*call, refusal.code());
                     }
                     return Err(DomainError::StaleLease(refusal).into());
                 }
@@ -205,12 +216,25 @@ impl TaskService {
             let event = (before.status() != task.status() || before.attempt() != task.attempt())
                 .then(|| TaskEvent::transition(Some(&before), &task, actor));
             match self.repo.update(&task, before.version(), event.as_ref()) {
-                Ok(()) => return Ok(task),
+                Ok(()) => {
+                    self.observe_transition(&before, &task);
+                    return Ok(task);
+                }
                 Err(RepoError::Conflict(_)) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
         Err(AppError::ConcurrentModification(id))
+    }
+
+    /// Tells the observer what a stored transition from `before` to `after` did.
+    pub(super) fn observe_transition(&self, before: &Task, after: &Task) {
+        let (was, is) = (before.status(), after.status());
+        if is == TaskStatus::Running && before.attempt() != after.attempt() {
+            self.observer.started(std::slice::from_ref(after));
+        } else if was == TaskStatus::Running && is != TaskStatus::Running {
+            self.observer.attempt_ended(after);
+        }
     }
 
     fn record_rejection(
@@ -908,5 +932,59 @@ mod tests {
         let outcome = service(repo).reap_expired(10);
 
         assert!(matches!(outcome, Err(AppError::Unavailable(_))), "{outcome:?}");
+    }
+
+    /// Records what the service tells its observer.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl crate::TaskObserver for Recorder {
+        fn started(&self, tasks: &[Task]) {
+            self.0.lock().unwrap().push(format!("started {}", tasks.len()));
+        }
+
+        fn attempt_ended(&self, task: &Task) {
+            self.0.lock().unwrap().push(format!("ended {:?}", task.last_ended().map(|e| e.end)));
+        }
+
+        fn refused(&self, call: StaleCall, code: &'static str) {
+            self.0.lock().unwrap().push(format!("refused {} {code}", call.as_str()));
+        }
+
+        fn replayed(&self, call: StaleCall) {
+            self.0.lock().unwrap().push(format!("replayed {}", call.as_str()));
+        }
+    }
+
+    #[test]
+    fn the_observer_hears_of_what_was_stored_replayed_or_refused_once_each() {
+        type UseCase = fn(&TaskService) -> Result<Task, AppError>;
+        fn live() -> Reporter {
+            Reporter::lease(Some(worker("w1")), live_token())
+        }
+        let cases: [(Task, UseCase, bool, &str); 4] = [
+            (pending(), |s| s.start(id(), &worker("w1"), None), true, "started 1"),
+            (running(), |s| s.fail(id(), &live(), "boom"), true, "ended Some(Failed)"),
+            (succeeded(), |s| s.succeed(id(), &live(), None), false, "replayed SUCCEED"),
+            (
+                succeeded(),
+                |s| s.fail(id(), &live(), "late"),
+                false,
+                "refused FAIL OUTCOME_CONFLICT",
+            ),
+        ];
+        for (stored, call, writes, heard) in cases {
+            let mut repo = MockTaskRepository::new();
+            expect_get(&mut repo, &stored);
+            expect_no_live_match(&mut repo);
+            repo.expect_update().times(usize::from(writes)).returning(|_, _, _| Ok(()));
+            repo.expect_record_rejection().returning(|_| Ok(()));
+            let recorder = Arc::new(Recorder::default());
+
+            let outcome = call(&service(repo).with_observer(recorder.clone()));
+
+            assert_eq!(outcome.is_ok(), !heard.starts_with("refused"), "{heard}: {outcome:?}");
+            assert_eq!(*recorder.0.lock().unwrap(), [heard.to_owned()]);
+        }
     }
 }

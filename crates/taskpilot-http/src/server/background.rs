@@ -1,6 +1,8 @@
 //! The work every server does besides answering requests: the lease reaper, the watcher of
-//! scheduled runs and the PostgreSQL listener, all feeding or relying on the [`WakeHub`], and
-//! the pruner, which deletes the finished tasks retention no longer keeps.
+//! scheduled runs and the PostgreSQL listener, all feeding or relying on the [`WakeHub`]; the
+//! pruner, which deletes the finished tasks retention no longer keeps; and the folder of the
+//! maintained task counts. The reaper, the pruner and the folder count their runs into the
+//! server's [`Metrics`].
 //!
 //! Part of the server's wiring: the listener is PostgreSQL's (`taskpilot_diesel`), the others
 //! go through the use cases. Each runs on the server's runtime from the moment the server
@@ -16,6 +18,7 @@ use taskpilot_diesel::{OnWake, RunnableListener};
 use taskpilot_domain::{Task, TaskStatus};
 use tokio::sync::watch;
 
+use crate::metrics::{Metrics, RunOutcome};
 use crate::wake::{wake_when_due, WakeHub, SCHEDULE_MARGIN};
 
 /// Most tasks one reaper pass fails; a full batch means more may be waiting.
@@ -37,6 +40,14 @@ const SLOW_PRUNE_BATCH: Duration = Duration::from_secs(2);
 /// or down.
 const MAX_PRUNE_BACKOFF_FACTOR: u32 = 16;
 
+/// Most changes of the maintained counts one compaction statement folds: one short
+/// transaction.
+pub const FOLD_BATCH: u32 = 10_000;
+
+/// Most compaction statements of one turn of the folder, so that a turn is bounded work even
+/// when the sums alone fill a batch.
+const MAX_FOLD_BATCHES: u32 = 10;
+
 /// What the background tasks need to know.
 #[derive(Debug, Clone)]
 pub struct BackgroundConfig {
@@ -46,6 +57,8 @@ pub struct BackgroundConfig {
     pub schedule_poll_interval: Duration,
     /// Pause between pruner passes.
     pub prune_interval: Duration,
+    /// Pause between compactions of the maintained counts.
+    pub counts_fold_interval: Duration,
     /// The database to LISTEN on for runnable tasks; no listener when `None`.
     pub notify_database_url: Option<String>,
 }
@@ -58,15 +71,27 @@ pub struct Background {
 }
 
 impl Background {
-    /// Starts the reaper, the schedule watcher, the pruner and, when configured, the listener
-    /// on the current runtime.
-    pub fn start(service: &TaskService, hub: &Arc<WakeHub>, config: &BackgroundConfig) -> Self {
+    /// Starts the reaper, the folder of counts, the schedule watcher, the pruner and, when
+    /// configured, the listener on the current runtime.
+    pub fn start(
+        service: &TaskService,
+        hub: &Arc<WakeHub>,
+        metrics: &Arc<Metrics>,
+        config: &BackgroundConfig,
+    ) -> Self {
         let (stop, stopped) = watch::channel(false);
         let tasks = vec![
             actix_web::rt::spawn(reap(
                 service.clone(),
                 hub.clone(),
+                metrics.clone(),
                 config.reaper_interval,
+                stopped.clone(),
+            )),
+            actix_web::rt::spawn(fold_counts(
+                service.clone(),
+                metrics.clone(),
+                config.counts_fold_interval,
                 stopped.clone(),
             )),
             actix_web::rt::spawn(watch_schedule(
@@ -75,7 +100,12 @@ impl Background {
                 config.schedule_poll_interval,
                 stopped.clone(),
             )),
-            actix_web::rt::spawn(prune(service.clone(), config.prune_interval, stopped)),
+            actix_web::rt::spawn(prune(
+                service.clone(),
+                metrics.clone(),
+                config.prune_interval,
+                stopped,
+            )),
         ];
         let listener = config.notify_database_url.clone().and_then(|url| start_listener(url, hub));
         Self { stop, tasks, listener }
@@ -135,19 +165,25 @@ async fn blocking<T: Send + 'static>(
 async fn reap(
     service: TaskService,
     hub: Arc<WakeHub>,
+    metrics: Arc<Metrics>,
     interval: Duration,
     mut stopped: watch::Receiver<bool>,
 ) {
     while pause(&mut stopped, interval).await {
         loop {
             let reaped = match blocking(&service, |s| s.reap_expired(REAP_BATCH)).await {
-                Ok(reaped) => reaped,
+                Ok(reaped) => {
+                    metrics.reaper_run(RunOutcome::Ok);
+                    reaped
+                }
                 Err(AppError::Unavailable(e)) => {
+                    metrics.reaper_run(RunOutcome::Error);
                     // The storage logs the outage once; the reaper just tries again.
                     tracing::debug!(error = %e, "the lease reaper waits for the database");
                     break;
                 }
                 Err(e) => {
+                    metrics.reaper_run(RunOutcome::Error);
                     tracing::warn!(error = %e, "the lease reaper failed; it tries again in {interval:?}");
                     break;
                 }
@@ -191,7 +227,12 @@ async fn reap(
 /// [`SLOW_PRUNE_BATCH`] doubles the pause, up to [`MAX_PRUNE_BACKOFF_FACTOR`] intervals, until
 /// a pass goes well again; a run of failures is logged once when it starts and once when it
 /// ends.
-async fn prune(service: TaskService, interval: Duration, mut stopped: watch::Receiver<bool>) {
+async fn prune(
+    service: TaskService,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
     let retention = service.retention();
     if retention.cutoffs(service.now()).is_empty() {
         tracing::info!("retention keeps every finished task forever; the pruner does not run");
@@ -235,6 +276,8 @@ async fn prune(service: TaskService, interval: Duration, mut stopped: watch::Rec
                 break;
             }
         }
+        let run = if outcome.is_ok() { RunOutcome::Ok } else { RunOutcome::Error };
+        metrics.pruner_run(run, &pass);
         if pass.total() > 0 {
             totals.add(&pass);
             tracing::info!(
@@ -268,6 +311,50 @@ async fn prune(service: TaskService, interval: Duration, mut stopped: watch::Rec
                     );
                 }
                 wait = wait.saturating_mul(2).min(longest);
+            }
+        }
+    }
+}
+
+/// The folder of the maintained counts: every `interval`, folds the changes the writes
+/// appended since into their sums, batch after batch while batches shrink the tables (at most
+/// [`MAX_FOLD_BATCHES`]), so that
+/// reading the counts stays a few rows per queue and status. Safe next to any number of other
+/// servers' folders: one folds at a time, the others find the work taken and wait for their
+/// next turn. A run of failures is logged once when it starts and once when it ends.
+async fn fold_counts(
+    service: TaskService,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut failing_since: Option<Instant> = None;
+    while pause(&mut stopped, interval).await {
+        let mut outcome = Ok(());
+        for _ in 0..MAX_FOLD_BATCHES {
+            match blocking(&service, |s| s.fold_counts(FOLD_BATCH)).await {
+                // Another batch while the last one shrank the tables: a backlog of changes.
+                Ok(shrunk) if shrunk > 0 && !*stopped.borrow() => {}
+                Ok(_) => break,
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+        }
+        match outcome {
+            Ok(()) => {
+                metrics.fold_run(RunOutcome::Ok);
+                if let Some(since) = failing_since.take() {
+                    tracing::info!("the task counts fold again after {:?}", since.elapsed());
+                }
+            }
+            Err(e) => {
+                metrics.fold_run(RunOutcome::Error);
+                if failing_since.is_none() {
+                    failing_since = Some(Instant::now());
+                    tracing::warn!(error = %e, "cannot fold the task counts: {e}");
+                }
             }
         }
     }

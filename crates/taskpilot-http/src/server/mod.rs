@@ -24,7 +24,8 @@ use tracing_subscriber::EnvFilter;
 
 use crate::auth::Gate;
 use crate::config::HttpConfig;
-use crate::routes::build_app;
+use crate::metrics::Metrics;
+use crate::routes::build_app_with;
 use crate::wake::WakeHub;
 
 /// Installs the global fmt subscriber with `filter` (EnvFilter syntax, e.g. `info`).
@@ -93,11 +94,21 @@ pub fn run_preparing(
     prepare: Option<Preparation>,
 ) -> std::io::Result<Server> {
     let hub = Arc::new(WakeHub::new());
+    // One set of metrics for every worker of the server, fed by the service too.
+    let metrics = Arc::new(Metrics::new(http.metrics_max_queues));
+    let service = service.with_observer(metrics.clone());
     let app_service = service.clone();
     let app_hub = hub.clone();
+    let app_metrics = metrics.clone();
     let signal_hub = hub.clone();
     let server = HttpServer::new(move || {
-        build_app(app_service.clone(), gate.clone(), app_hub.clone(), &http)
+        build_app_with(
+            app_service.clone(),
+            gate.clone(),
+            app_hub.clone(),
+            &http,
+            app_metrics.clone(),
+        )
     })
     .workers(http.workers)
     .shutdown_timeout(http.shutdown_timeout.as_secs())
@@ -115,9 +126,10 @@ pub fn run_preparing(
         reaper_interval: http.reaper_interval,
         schedule_poll_interval: http.schedule_poll_interval,
         prune_interval: http.prune_interval,
+        counts_fold_interval: http.counts_fold_interval,
         notify_database_url,
     };
-    Ok(Server { http: server, handle, service, hub, background, finished, prepare })
+    Ok(Server { http: server, handle, service, hub, metrics, background, finished, prepare })
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C elsewhere than Unix).
@@ -152,6 +164,7 @@ pub struct Server {
     handle: ServerHandle,
     service: TaskService,
     hub: Arc<WakeHub>,
+    metrics: Arc<Metrics>,
     background: BackgroundConfig,
     finished: watch::Sender<bool>,
     prepare: Option<Preparation>,
@@ -167,6 +180,11 @@ impl Server {
     pub fn hub(&self) -> Arc<WakeHub> {
         self.hub.clone()
     }
+
+    /// The server's metrics (`GET /metrics`), for the wiring to add the pool's state.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
 }
 
 impl IntoFuture for Server {
@@ -175,7 +193,8 @@ impl IntoFuture for Server {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let Self { mut http, handle, service, hub, background, finished, prepare } = self;
+            let Self { mut http, handle, service, hub, metrics, background, finished, prepare } =
+                self;
             // Dropped when this future ends, which tells a preparation still under way to stop.
             let (_stopping, stop_signal) = std::sync::mpsc::channel();
             let prepared = async move {
@@ -193,7 +212,7 @@ impl IntoFuture for Server {
                 served = &mut http => served,
                 prepared = prepared => match prepared {
                     Ok(()) => {
-                        running = Some(Background::start(&service, &hub, &background));
+                        running = Some(Background::start(&service, &hub, &metrics, &background));
                         (&mut http).await
                     }
                     Err(e) => {

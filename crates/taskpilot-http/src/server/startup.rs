@@ -438,3 +438,20 @@ pub fn run_tokens_command(
         }
     }
 }
+
+/// What the server's metrics read of `pool` at each scrape: its state now and the process's
+/// checkouts ([`taskpilot_diesel::pool_checkouts`]).
+pub fn pool_source(pool: PgPool) -> crate::metrics::PoolSource {
+    Box::new(move || {
+        let state = pool.state();
+        let checkouts = taskpilot_diesel::pool_checkouts();
+        crate::metrics::PoolSnapshot {
+            max: pool.max_size(),
+            in_use: state.connections.saturating_sub(state.idle_connections),
+            idle: state.idle_connections,
+            checkouts: checkouts.checkouts,
+            wait_seconds: checkouts.wait_seconds,
+            timeouts: checkouts.timeouts,
+        }
+    })
+}

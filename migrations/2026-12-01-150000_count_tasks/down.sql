@@ -1,0 +1,10 @@
+DROP TRIGGER tasks_count_truncate ON tasks;
+DROP TRIGGER tasks_count_delete ON tasks;
+DROP TRIGGER tasks_count_update ON tasks;
+DROP TRIGGER tasks_count_insert ON tasks;
+DROP FUNCTION tasks_count_truncated();
+DROP FUNCTION tasks_count_deleted();
+DROP FUNCTION tasks_count_updated();
+DROP FUNCTION tasks_count_inserted();
+DROP TABLE task_durations;
+DROP TABLE task_counts;
