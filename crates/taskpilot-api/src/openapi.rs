@@ -64,6 +64,12 @@ named_schema!(
 );
 
 named_schema!(
+    /// An API token's name.
+    TokenName,
+    text(64, "A token's name: 1 to 64 characters, not blank, no control characters.")
+);
+
+named_schema!(
     /// A queue's name: 1 to 64 of `a-z 0-9 _ . -`.
     QueueName,
     ObjectBuilder::new()
@@ -158,8 +164,11 @@ named_schema!(
     or_empty(
         ObjectBuilder::new()
             .schema_type(Type::String)
-            // 48 hex digits; the first says the page ends after 1970, which every task does.
-            .pattern(Some("^[0-6][0-9a-f]{47}$")),
+            // 48 hex digits: the creation instant's microseconds (8 bytes, big-endian), then
+            // the task id. Two leading zeros keep it between 1970 and the year 4253, which
+            // every task's creation is and which the server takes; past the year 9999 it
+            // refuses a cursor as one it did not hand out.
+            .pattern(Some("^00[0-9a-f]{46}$")),
         "The `nextCursor` of the previous page, passed back unchanged.",
     )
 );

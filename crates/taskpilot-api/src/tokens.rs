@@ -30,11 +30,16 @@ pub enum TokenKind {
 pub struct CreateTokenRequest {
     /// 1 to 64 characters, no control characters; history records it for what the token
     /// does.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::openapi::TokenName))]
     pub name: String,
     /// What it may do.
     pub kind: TokenKind,
-    /// The only queues it may touch; every queue when left out.
+    /// The only queues it may touch (at least one); every queue when left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<Vec<crate::openapi::QueueName>>, min_items = 1)
+    )]
     pub queues: Option<Vec<String>>,
     /// When it stops working; never when left out.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::time::micros_option")]

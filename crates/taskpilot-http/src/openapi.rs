@@ -17,7 +17,7 @@ use std::sync::Arc;
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use taskpilot_api::openapi::{
-    Cursor, NameFilter, PageSize, QueueFilter, QueueName, StatusFilter, TaskName,
+    Cursor, NameFilter, PageSize, QueueFilter, QueueName, StatusFilter, TaskName, TokenName,
 };
 use taskpilot_api::{ProblemBody, PROBLEM_JSON};
 use utoipa::openapi::header::HeaderBuilder;
@@ -79,7 +79,7 @@ const BEARER: &str = "bearer";
     ),
     // Path and query parameters do not bring their schemas along as bodies do.
     components(schemas(
-        ProblemBody, QueueName, TaskName, QueueFilter, NameFilter, StatusFilter, PageSize, Cursor,
+        ProblemBody, QueueName, TaskName, TokenName, QueueFilter, NameFilter, StatusFilter, PageSize, Cursor,
         PageFile,
     )),
     modifiers(&Conventions),
