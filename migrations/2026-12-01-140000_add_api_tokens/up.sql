@@ -19,3 +19,7 @@ CREATE UNIQUE INDEX api_tokens_secret_sha256 ON api_tokens (secret_sha256);
 -- the token that made it, and revoking never deletes. No index either: only producer
 -- listings filter on it, and they walk the list index like any filtered listing.
 ALTER TABLE tasks ADD COLUMN created_by uuid;
+
+-- The name of the token a history entry was written for (NULL: no token, such as the reaper,
+-- or a server running open).
+ALTER TABLE task_events ADD COLUMN token_name text;

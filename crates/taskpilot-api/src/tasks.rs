@@ -386,6 +386,11 @@ pub struct TaskEventResponse {
     /// When it happened.
     #[serde(with = "crate::time::micros")]
     pub at: DateTime<Utc>,
+    /// The name of the API token the call was made with: who created, started, cancelled or
+    /// reran the task. `null` for the reaper's entries, for history written by a server
+    /// running without tokens, and for history older than tokens.
+    #[serde(default)]
+    pub token_name: Option<String>,
 }
 
 /// Answer of `GET /api/tasks/{id}/events`.
@@ -687,6 +692,7 @@ pub(crate) mod tests {
             &TaskEventListResponse {
                 items: vec![
                     TaskEventResponse {
+                        token_name: None,
                         kind: "CREATED".into(),
                         attempt: 0,
                         from: None,
@@ -699,6 +705,7 @@ pub(crate) mod tests {
                         at: at(0),
                     },
                     TaskEventResponse {
+                        token_name: None,
                         kind: "REFUSED_CALL".into(),
                         attempt: 1,
                         from: Some(TaskStatus::Running),
@@ -715,10 +722,10 @@ pub(crate) mod tests {
             &json!({"items": [
                 {"kind": "CREATED", "attempt": 0, "from": null, "to": "PENDING", "workerId": null, "error": null,
                  "actor": "CLIENT", "rejectedCode": null, "rejectedCall": null,
-                 "at": "2026-11-26T10:00:00.000000Z"},
+                 "at": "2026-11-26T10:00:00.000000Z", "tokenName": null},
                 {"kind": "REFUSED_CALL", "attempt": 1, "from": "RUNNING", "to": "RUNNING", "workerId": "w",
                  "error": "stale", "actor": "WORKER", "rejectedCode": "LEASE_EXPIRED",
-                 "rejectedCall": "SUCCEED", "at": "2026-11-26T10:00:00.000007Z"},
+                 "rejectedCall": "SUCCEED", "at": "2026-11-26T10:00:00.000007Z", "tokenName": null},
             ]}),
         );
         round_trip(

@@ -1,7 +1,7 @@
 //! A task's history: every transition and every refused stale call.
 
 use chrono::{DateTime, Utc};
-use taskpilot_domain::{StaleLease, Task, TaskId, TaskStatus, WorkerId};
+use taskpilot_domain::{StaleLease, Task, TaskId, TaskStatus, TokenName, WorkerId};
 
 /// Who caused an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -135,6 +135,9 @@ pub struct TaskEvent {
     pub rejected: Option<Rejection>,
     /// When it happened.
     pub at: DateTime<Utc>,
+    /// The name of the API token the call was made with; `None` for the reaper, and for a
+    /// server running without tokens.
+    pub token: Option<TokenName>,
 }
 
 impl TaskEvent {
@@ -178,7 +181,15 @@ impl TaskEvent {
             actor,
             rejected: None,
             at: after.updated_at(),
+            token: None,
         }
+    }
+
+    /// The same entry, recorded as written for the API token named `token`.
+    #[must_use]
+    pub fn by(mut self, token: Option<TokenName>) -> Self {
+        self.token = token;
+        self
     }
 
     /// A call refused because its lease token was stale, filed under the caller's attempt
@@ -200,6 +211,7 @@ impl TaskEvent {
             actor: Actor::Worker,
             rejected: Some(Rejection { code: refusal.code().to_owned(), call }),
             at,
+            token: None,
         }
     }
 }
@@ -423,6 +435,7 @@ mod tests {
         assert_eq!(
             event,
             TaskEvent {
+                token: None,
                 task_id: before.id(),
                 attempt: 1,
                 from: Some(TaskStatus::Running),

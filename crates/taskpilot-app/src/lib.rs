@@ -92,6 +92,7 @@
 //!     fn succeed_live(
 //!         &self,
 //!         successes: &[(TaskId, LiveSuccess)],
+//!         token: Option<&taskpilot_domain::TokenName>,
 //!     ) -> Result<Vec<Task>, RepoError> {
 //!         // The guard and the new values are the domain's: apply them where the guard matches.
 //!         let mut tasks = Self::locked(&self.tasks)?;
@@ -100,7 +101,8 @@
 //!             let Some(stored) = tasks.get_mut(id) else { continue };
 //!             let Some(record) = success.apply(&stored.to_record()) else { continue };
 //!             let task = Task::restore(record).map_err(RepoError::unexpected)?;
-//!             let event = TaskEvent::transition(Some(stored), &task, Actor::Worker);
+//!             let event = TaskEvent::transition(Some(stored), &task, Actor::Worker)
+//!                 .by(token.cloned());
 //!             Self::locked(&self.events)?.push(event);
 //!             *stored = task.clone();
 //!             changed.push(task);

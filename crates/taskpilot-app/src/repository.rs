@@ -3,7 +3,8 @@
 use chrono::{DateTime, Utc};
 use taskpilot_api::limits::{EARLIEST_INSTANT_MICROS, LATEST_INSTANT_MICROS};
 use taskpilot_domain::{
-    LeaseDuration, LiveSuccess, QueueName, Task, TaskId, TaskName, TaskStatus, TokenId, WorkerId,
+    LeaseDuration, LiveSuccess, QueueName, Task, TaskId, TaskName, TaskStatus, TokenId, TokenName,
+    WorkerId,
 };
 
 use crate::{RejectionCount, TaskCounts, TaskEvent};
@@ -215,7 +216,14 @@ pub trait TaskRepository: Send + Sync {
     /// - apply a repeated id once, with its first success.
     ///
     /// [`Actor::Worker`]: crate::Actor::Worker
-    fn succeed_live(&self, successes: &[(TaskId, LiveSuccess)]) -> Result<Vec<Task>, RepoError>;
+    /// `token` is the name of the API token the successes were reported with, for their
+    /// history entries.
+    #[expect(clippy::needless_lifetimes, reason = "mockall cannot mock an elided Option<&T>")]
+    fn succeed_live<'a>(
+        &self,
+        successes: &[(TaskId, LiveSuccess)],
+        token: Option<&'a TokenName>,
+    ) -> Result<Vec<Task>, RepoError>;
 
     /// Records a refused stale call.
     fn record_rejection(&self, event: &TaskEvent) -> Result<(), RepoError>;

@@ -19,7 +19,7 @@ use serde_json::Value;
 use taskpilot_api::limits::{DEFAULT_PAGE_SIZE, MAX_CLAIM_BATCH, MAX_PAGE_SIZE};
 use taskpilot_domain::{
     BackoffPolicy, Clock, LeaseDuration, MaxAttempts, NewTask, QueueName, Retention, Task, TaskId,
-    TaskName, TokenId, WorkerId,
+    TaskName, TokenId, TokenName, WorkerId,
 };
 use uuid::Uuid;
 
@@ -76,6 +76,8 @@ pub struct TaskService {
     defaults: ServiceDefaults,
     retention: Retention,
     observer: Arc<dyn TaskObserver>,
+    /// The API token the use cases act for: its name goes into every history entry.
+    token: Option<TokenName>,
 }
 
 impl TaskService {
@@ -93,7 +95,21 @@ impl TaskService {
             defaults,
             retention: Retention::default(),
             observer: Arc::new(NoObserver),
+            token: None,
         }
+    }
+
+    /// The same service, writing `token` as the API token of every history entry it writes
+    /// (see [`TaskService::acting_as`], which sets it for a caller's token).
+    #[must_use]
+    pub fn for_token(mut self, token: Option<TokenName>) -> Self {
+        self.token = token;
+        self
+    }
+
+    /// `event`, recorded as written for this service's token.
+    fn stamp(&self, event: TaskEvent) -> TaskEvent {
+        event.by(self.token.clone())
     }
 
     /// The same service, telling `observer` what it does (see [`TaskObserver`]).
@@ -134,7 +150,7 @@ impl TaskService {
     /// As [`TaskService::create`].
     pub fn create_by(&self, request: CreateTask, token: Option<TokenId>) -> Result<Task, AppError> {
         let task = self.new_task(request, self.clock.now()).with_creator(token);
-        self.repo.insert(&task, &TaskEvent::transition(None, &task, Actor::Client))?;
+        self.repo.insert(&task, &self.stamp(TaskEvent::transition(None, &task, Actor::Client)))?;
         self.observer.created(std::slice::from_ref(&task));
         Ok(task)
     }

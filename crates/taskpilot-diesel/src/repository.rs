@@ -17,7 +17,7 @@ use taskpilot_app::{
 };
 use taskpilot_domain::{
     to_micros, AttemptEnd, LeaseToken, LiveSuccess, MaxAttempts, QueueName, RetryState, Task,
-    TaskId, TaskName, TaskRecord, TaskStatus, TokenId, WorkerId,
+    TaskId, TaskName, TaskRecord, TaskStatus, TokenId, TokenName, WorkerId,
 };
 use uuid::Uuid;
 
@@ -330,9 +330,13 @@ impl TaskRepository for PgTaskRepository {
 
     /// One statement (see `live`): lock the tasks the guards match in id order, apply the
     /// domain's patch, log one success event each.
-    fn succeed_live(&self, successes: &[(TaskId, LiveSuccess)]) -> Result<Vec<Task>, RepoError> {
+    fn succeed_live(
+        &self,
+        successes: &[(TaskId, LiveSuccess)],
+        token: Option<&TokenName>,
+    ) -> Result<Vec<Task>, RepoError> {
         let mut conn = self.conn()?;
-        live::succeed_live(&mut conn, successes)
+        live::succeed_live(&mut conn, successes, token)
     }
 
     fn record_rejection(&self, event: &TaskEvent) -> Result<(), RepoError> {
@@ -714,6 +718,7 @@ struct TaskEventRow {
     rejected_code: Option<String>,
     rejected_call: Option<String>,
     at: DateTime<Utc>,
+    token_name: Option<String>,
 }
 
 impl TryFrom<&TaskEvent> for TaskEventRow {
@@ -732,6 +737,7 @@ impl TryFrom<&TaskEvent> for TaskEventRow {
             rejected_code: e.rejected.as_ref().map(|r| r.code.clone()),
             rejected_call: e.rejected.as_ref().map(|r| r.call.as_str().to_owned()),
             at: e.at,
+            token_name: e.token.as_ref().map(|t| t.as_str().to_owned()),
         })
     }
 }
@@ -773,6 +779,12 @@ impl TryFrom<TaskEventRow> for TaskEvent {
                 .ok_or_else(|| broken("stored actor is invalid:", &r.actor))?,
             rejected,
             at: r.at,
+            token: r
+                .token_name
+                .as_deref()
+                .map(TokenName::parse)
+                .transpose()
+                .with_context(|| format!("event of task {task_id}: stored token name"))?,
         })
     }
 }

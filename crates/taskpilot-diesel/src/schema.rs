@@ -86,6 +86,9 @@ diesel::table! {
         rejected_call -> Nullable<Text>,
         /// When it happened.
         at -> Timestamptz,
+        /// The name of the API token the call was made with; see
+        /// `migrations/*_add_api_tokens/up.sql`.
+        token_name -> Nullable<Text>,
     }
 }
 

@@ -111,7 +111,7 @@ fn a_live_success_leaves_the_task_and_its_history_exactly_as_the_full_path_leave
         )
         .unwrap();
 
-        let applied = repo.succeed_live(&[(fast.id(), patch)]).unwrap();
+        let applied = repo.succeed_live(&[(fast.id(), patch)], None).unwrap();
         succeed_slowly(&repo, slow.id(), &Reporter::lease(named, slow_token), result, now);
 
         let case = format!("{history:?} at {now}");
@@ -146,7 +146,7 @@ fn a_live_success_whose_guard_does_not_match_changes_nothing_and_records_nothing
     for (id, reporter) in misses {
         let patch = Task::success_for_live_attempt(&reporter, None, t0() + secs(6)).unwrap();
 
-        let applied = repo.succeed_live(&[(id, patch)]).unwrap();
+        let applied = repo.succeed_live(&[(id, patch)], None).unwrap();
 
         assert!(applied.is_empty(), "{reporter:?}");
     }
@@ -173,7 +173,7 @@ fn a_batch_of_live_successes_applies_those_that_match_in_one_statement_and_leave
         (twins[2].0.id(), success(twins[2].1, json!("repeat"))),
     ];
 
-    let mut applied = repo.succeed_live(&batch).unwrap();
+    let mut applied = repo.succeed_live(&batch, None).unwrap();
 
     applied.sort_unstable_by_key(Task::id);
     let mut expected: Vec<Task> = [0, 2].map(|i| repo.get(twins[i].0.id()).unwrap()).into();

@@ -378,6 +378,7 @@ fn event(
     at: i64,
 ) -> TaskEvent {
     TaskEvent {
+        token: None,
         task_id: id(task),
         attempt,
         from,

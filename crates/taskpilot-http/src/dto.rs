@@ -455,6 +455,7 @@ pub fn event_response(event: &TaskEvent) -> TaskEventResponse {
         rejected_code: event.rejected.as_ref().map(|r| r.code.clone()),
         rejected_call: event.rejected.as_ref().map(|r| r.call.as_str().to_owned()),
         at: event.at,
+        token_name: event.token.as_ref().map(|t| t.as_str().to_owned()),
     }
 }
 

@@ -88,7 +88,7 @@ fn service(repo: MockTaskRepository, clock: Arc<dyn Clock>) -> TaskService {
 /// one-statement success never matches, so every report is judged on the task as read.
 fn repo_returning(task: Task) -> MockTaskRepository {
     let mut repo = MockTaskRepository::new();
-    repo.expect_succeed_live().returning(|_| Ok(Vec::new()));
+    repo.expect_succeed_live().returning(|_, _| Ok(Vec::new()));
     repo.expect_get().returning(move |_| Ok(task.clone()));
     repo.expect_update().returning(|_, _, _| Ok(()));
     repo.expect_record_rejection().returning(|_| Ok(()));
@@ -316,14 +316,14 @@ async fn every_refusal_of_a_use_case_answers_its_status_code_headers_and_members
         let task = pending_task(None);
         let mut repo = MockTaskRepository::new();
         let stored = task.clone();
-        repo.expect_succeed_live().returning(|_| Ok(Vec::new()));
+        repo.expect_succeed_live().returning(|_, _| Ok(Vec::new()));
         repo.expect_get().returning(move |_| Ok(stored.clone()));
         repo.expect_update().returning(|t, _, _| Err(RepoError::Conflict(t.id())));
         (task.id(), repo)
     };
     let failing = |error: fn() -> RepoError| {
         let mut repo = MockTaskRepository::new();
-        repo.expect_succeed_live().returning(move |_| Err(error()));
+        repo.expect_succeed_live().returning(move |_, _| Err(error()));
         repo.expect_get().returning(move |_| Err(error()));
         repo
     };
@@ -1200,6 +1200,7 @@ async fn events_come_back_oldest_first_in_the_documented_shape() {
         "rejectedCode",
         "rejectedCall",
         "at",
+        "tokenName",
     ];
     expected.sort_unstable();
     let mut keys = keys;
@@ -1283,7 +1284,7 @@ async fn a_replayed_report_answers_200_with_the_stored_task_and_writes_nothing()
         let id = task.id();
         let mut repo = MockTaskRepository::new();
         // A replay's token no longer holds the task: the one-statement success misses.
-        repo.expect_succeed_live().returning(|_| Ok(Vec::new()));
+        repo.expect_succeed_live().returning(|_, _| Ok(Vec::new()));
         repo.expect_get().returning(move |_| Ok(task.clone()));
         repo.expect_update().never();
         repo.expect_record_rejection().never();
@@ -1407,7 +1408,7 @@ async fn batch_bodies_have_their_own_larger_limit() {
 /// one-statement success never matches, so every item is judged on the task as read.
 fn repo_holding(tasks: Vec<Task>) -> MockTaskRepository {
     let mut repo = MockTaskRepository::new();
-    repo.expect_succeed_live().returning(|_| Ok(Vec::new()));
+    repo.expect_succeed_live().returning(|_, _| Ok(Vec::new()));
     repo.expect_get_many().returning(move |ids| {
         Ok(tasks.iter().filter(|t| ids.contains(&t.id())).cloned().collect())
     });
@@ -1533,7 +1534,7 @@ async fn a_batch_completion_with_nothing_valid_touches_no_storage() {
 async fn an_unreachable_database_fails_a_batch_completion_as_a_whole_with_503() {
     let mut repo = MockTaskRepository::new();
     repo.expect_succeed_live()
-        .returning(|_| Err(RepoError::Unavailable(anyhow::anyhow!("connection refused"))));
+        .returning(|_, _| Err(RepoError::Unavailable(anyhow::anyhow!("connection refused"))));
     repo.expect_get_many()
         .returning(|_| Err(RepoError::Unavailable(anyhow::anyhow!("connection refused"))));
     let items = json!([{"id": task_id().to_string(), "leaseToken": TOKEN, "outcome": "succeeded"}]);

@@ -439,6 +439,19 @@ async fn every_route_answers_every_kind_of_caller_as_its_scopes_say() {
         }
     }
 
+    // History names the token behind each call: the admin created the task, the operator
+    // (the first kind the cancel row let through) cancelled it.
+    let events =
+        server.call(Method::GET, &format!("/api/tasks/{id}/events"), Some(&admin), None).await;
+    let by_kind: Vec<(&str, &str)> = events.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap(), e["tokenName"].as_str().unwrap_or("-")))
+        .collect();
+    assert_eq!(by_kind.first(), Some(&("CREATED", "admin")), "{by_kind:?}");
+    assert_eq!(by_kind.last(), Some(&("CANCELLED", "operator")), "{by_kind:?}");
+
     // A producer reads and cancels what it created, and nobody else's.
     let producer = &secrets[0].1;
     let mine = server

@@ -12,16 +12,18 @@ use super::{Completion, CreateTask, TaskPage, TaskService};
 use crate::{AppError, RejectionCount, TaskEvent, TaskFilter};
 
 /// [`TaskService`] acting for one [`Caller`]; see [`TaskService::acting_as`].
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct Acting<'a> {
-    service: &'a TaskService,
+    service: TaskService,
     caller: &'a Caller,
 }
 
 impl TaskService {
-    /// The use cases as `caller` may run them.
-    pub fn acting_as<'a>(&'a self, caller: &'a Caller) -> Acting<'a> {
-        Acting { service: self, caller }
+    /// The use cases as `caller` may run them; every history entry they write names the
+    /// caller's token.
+    pub fn acting_as<'a>(&self, caller: &'a Caller) -> Acting<'a> {
+        let token = caller.token_id().map(|_| caller.name().clone());
+        Acting { service: self.clone().for_token(token), caller }
     }
 }
 
@@ -284,7 +286,10 @@ mod tests {
     fn a_producer_records_itself_as_creator_and_cannot_create_outside_its_queues() {
         let mut repo = MockTaskRepository::new();
         repo.expect_insert()
-            .withf(|t, _| t.created_by() == Some(TokenId::from_uuid(Uuid::from_u128(5))))
+            .withf(|t, e| {
+                t.created_by() == Some(TokenId::from_uuid(Uuid::from_u128(5)))
+                    && e.token.as_ref().map(TokenName::as_str) == Some("t")
+            })
             .times(1)
             .returning(|_, _| Ok(()));
         let service = service(repo);

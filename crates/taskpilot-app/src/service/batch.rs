@@ -77,8 +77,10 @@ impl TaskService {
         let now = self.clock.now();
         let tasks: Vec<Task> =
             requests.into_iter().map(|r| self.new_task(r, now).with_creator(token)).collect();
-        let events: Vec<TaskEvent> =
-            tasks.iter().map(|t| TaskEvent::transition(None, t, Actor::Client)).collect();
+        let events: Vec<TaskEvent> = tasks
+            .iter()
+            .map(|t| self.stamp(TaskEvent::transition(None, t, Actor::Client)))
+            .collect();
         self.repo.insert_many(&tasks, &events)?;
         self.observer.created(&tasks);
         Ok(tasks)
@@ -152,8 +154,12 @@ impl TaskService {
         if successes.is_empty() {
             return Ok(());
         }
-        let mut stored: HashMap<TaskId, Task> =
-            self.repo.succeed_live(&successes)?.into_iter().map(|t| (t.id(), t)).collect();
+        let mut stored: HashMap<TaskId, Task> = self
+            .repo
+            .succeed_live(&successes, self.token.as_ref())?
+            .into_iter()
+            .map(|t| (t.id(), t))
+            .collect();
         for (i, (id, _)) in positions.into_iter().zip(&successes) {
             if let Some(task) = stored.remove(id) {
                 self.observer.attempt_ended(&task);
@@ -190,7 +196,11 @@ impl TaskService {
             let before = task.clone();
             match self.apply_outcome(task, item, now) {
                 Ok(Applied::Changed) => {
-                    events.push(TaskEvent::transition(Some(&before), task, Actor::Worker));
+                    events.push(self.stamp(TaskEvent::transition(
+                        Some(&before),
+                        task,
+                        Actor::Worker,
+                    )));
                     answers.push(None); // known once the write is stored
                 }
                 Ok(Applied::Replayed) => {
@@ -201,7 +211,9 @@ impl TaskService {
                     let call = item.outcome.call();
                     self.observer.refused(call, refusal.code());
                     let worker = item.reporter.worker_id.clone();
-                    rejections.push(TaskEvent::rejection(&before, worker, call, &refusal, now));
+                    rejections.push(
+                        self.stamp(TaskEvent::rejection(&before, worker, call, &refusal, now)),
+                    );
                     answers.push(Some(Err(DomainError::StaleLease(refusal).into())));
                 }
                 Err(e) => answers.push(Some(Err(e.into()))),
@@ -823,9 +835,9 @@ mod tests {
         let stored: Vec<Task> = made.iter().rev().cloned().collect();
         let mut repo = MockTaskRepository::new();
         repo.expect_succeed_live()
-            .withf(move |successes| successes == expected.as_slice())
+            .withf(move |successes, _| successes == expected.as_slice())
             .times(1)
-            .returning(move |_| Ok(stored.clone()));
+            .returning(move |_, _| Ok(stored.clone()));
         repo.expect_get_many().never();
         repo.expect_write_many().never();
         no_single_item_calls(&mut repo);
@@ -859,9 +871,9 @@ mod tests {
         let mut repo = MockTaskRepository::new();
         let stored_hit = hit.clone();
         repo.expect_succeed_live()
-            .withf(move |successes| successes == expected.as_slice())
+            .withf(move |successes, _| successes == expected.as_slice())
             .times(1)
-            .returning(move |_| Ok(vec![stored_hit.clone()]));
+            .returning(move |_, _| Ok(vec![stored_hit.clone()]));
         expect_get_many(
             &mut repo,
             vec![task_id(2), task_id(3), task_id(4), task_id(5)],

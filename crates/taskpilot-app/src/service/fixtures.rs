@@ -178,7 +178,7 @@ pub(super) fn expect_get(repo: &mut MockTaskRepository, task: &Task) {
 /// Lets every live success miss its guard (none is written), so that a test sees the full
 /// path: the one statement a success with a token tries first finds nothing to change.
 pub(super) fn expect_no_live_match(repo: &mut MockTaskRepository) {
-    repo.expect_succeed_live().returning(|_| Ok(Vec::new()));
+    repo.expect_succeed_live().returning(|_, _| Ok(Vec::new()));
 }
 
 pub(super) fn unavailable() -> RepoError {
@@ -200,6 +200,7 @@ pub(super) fn create_request() -> CreateTask {
 /// tests adjust the fields that differ.
 pub(super) fn transition(attempt: u32, from: TaskStatus, to: TaskStatus) -> TaskEvent {
     TaskEvent {
+        token: None,
         task_id: id(),
         attempt,
         from: Some(from),
@@ -215,6 +216,7 @@ pub(super) fn transition(attempt: u32, from: TaskStatus, to: TaskStatus) -> Task
 /// The event a client's creation of `task` records at [`now`].
 pub(super) fn creation_event(task: &Task) -> TaskEvent {
     TaskEvent {
+        token: None,
         task_id: task.id(),
         attempt: 0,
         from: None,
@@ -231,6 +233,7 @@ pub(super) fn creation_event(task: &Task) -> TaskEvent {
 /// `refusal`.
 pub(super) fn rejection(stored: &Task, call: StaleCall, refusal: &StaleLease) -> TaskEvent {
     TaskEvent {
+        token: None,
         task_id: stored.id(),
         attempt: stored.attempt(),
         from: Some(stored.status()),
@@ -262,7 +265,7 @@ pub(super) fn storage_down() -> MockTaskRepository {
     repo.expect_insert_many().returning(|_, _| Err(unavailable()));
     repo.expect_get_many().returning(|_| Err(unavailable()));
     repo.expect_write_many().returning(|_, _| Err(unavailable()));
-    repo.expect_succeed_live().returning(|_| Err(unavailable()));
+    repo.expect_succeed_live().returning(|_, _| Err(unavailable()));
     repo.expect_record_rejection().returning(|_| Err(unavailable()));
     repo.expect_events().returning(|_| Err(unavailable()));
     repo.expect_rejection_counts().returning(|| Err(unavailable()));

@@ -73,7 +73,8 @@ impl TaskService {
     ) -> Result<Task, AppError> {
         let now = self.clock.now();
         if let Some(success) = Task::success_for_live_attempt(reporter, result.clone(), now) {
-            if let Some(task) = self.repo.succeed_live(&[(id, success)])?.pop() {
+            if let Some(task) = self.repo.succeed_live(&[(id, success)], self.token.as_ref())?.pop()
+            {
                 self.observer.attempt_ended(&task);
                 return Ok(task);
             }
@@ -214,7 +215,7 @@ impl TaskService {
             }
             // Heartbeats only move the lease: keeping them out of the history keeps it readable.
             let event = (before.status() != task.status() || before.attempt() != task.attempt())
-                .then(|| TaskEvent::transition(Some(&before), &task, actor));
+                .then(|| self.stamp(TaskEvent::transition(Some(&before), &task, actor)));
             match self.repo.update(&task, before.version(), event.as_ref()) {
                 Ok(()) => {
                     self.observe_transition(&before, &task);
@@ -245,7 +246,7 @@ impl TaskService {
         refusal: &StaleLease,
         now: DateTime<Utc>,
     ) {
-        let event = TaskEvent::rejection(task, worker, call, refusal, now);
+        let event = self.stamp(TaskEvent::rejection(task, worker, call, refusal, now));
         // The caller's answer is the refusal either way; a lost record only costs a count.
         if let Err(e) = self.repo.record_rejection(&event) {
             tracing::warn!(task.id = %task.id(), error = %e, "could not record a refused stale call");
@@ -737,9 +738,9 @@ mod tests {
         let stored = made.clone();
         let mut repo = MockTaskRepository::new();
         repo.expect_succeed_live()
-            .withf(move |successes| successes == [(id(), patch.clone())])
+            .withf(move |successes, _| successes == [(id(), patch.clone())])
             .times(1)
-            .returning(move |_| Ok(vec![stored.clone()]));
+            .returning(move |_, _| Ok(vec![stored.clone()]));
         repo.expect_get().never();
         repo.expect_update().never();
         repo.expect_record_rejection().never();
@@ -757,7 +758,7 @@ mod tests {
         let event = transition(1, TaskStatus::Running, TaskStatus::Succeeded);
         let mut seq = Sequence::new();
         let mut repo = MockTaskRepository::new();
-        repo.expect_succeed_live().times(1).in_sequence(&mut seq).returning(|_| Ok(Vec::new()));
+        repo.expect_succeed_live().times(1).in_sequence(&mut seq).returning(|_, _| Ok(Vec::new()));
         let stored = running();
         repo.expect_get().times(1).in_sequence(&mut seq).returning(move |_| Ok(stored.clone()));
         let saved = made.clone();
@@ -775,7 +776,7 @@ mod tests {
     #[test]
     fn a_success_repeated_after_its_answer_was_lost_misses_the_guard_and_gets_the_stored_task() {
         let mut repo = MockTaskRepository::new();
-        repo.expect_succeed_live().times(1).returning(|_| Ok(Vec::new()));
+        repo.expect_succeed_live().times(1).returning(|_, _| Ok(Vec::new()));
         expect_get(&mut repo, &succeeded());
         repo.expect_update().never();
         repo.expect_record_rejection().never();
@@ -802,7 +803,7 @@ mod tests {
     #[test]
     fn a_live_success_storage_cannot_take_is_unavailable_without_trying_the_full_path() {
         let mut repo = MockTaskRepository::new();
-        repo.expect_succeed_live().times(1).returning(|_| Err(unavailable()));
+        repo.expect_succeed_live().times(1).returning(|_, _| Err(unavailable()));
         repo.expect_get().never();
         repo.expect_update().never();
 

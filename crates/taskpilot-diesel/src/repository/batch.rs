@@ -51,7 +51,7 @@ column_names!(
 const TASK_COLUMNS: &[&str] = <<tasks::table as Table>::AllColumns as ColumnNames>::NAMES;
 
 /// The written columns of `task_events`, in the order [`EventColumns::bind`] binds them.
-const EVENT_COLUMNS: [&str; 10] = [
+const EVENT_COLUMNS: [&str; 11] = [
     "task_id",
     "attempt",
     "from_status",
@@ -62,6 +62,7 @@ const EVENT_COLUMNS: [&str; 10] = [
     "rejected_code",
     "rejected_call",
     "at",
+    "token_name",
 ];
 
 /// `$first, $first+1, ...`: `n` placeholders.
@@ -311,20 +312,36 @@ struct EventColumns {
     rejected_code: Vec<Option<String>>,
     rejected_call: Vec<Option<String>>,
     at: Vec<DateTime<Utc>>,
+    token_name: Vec<Option<String>>,
 }
 
 impl EventColumns {
-    fn push(&mut self, e: TaskEventRow) {
-        self.task_id.push(e.task_id);
-        self.attempt.push(e.attempt);
-        self.from_status.push(e.from_status);
-        self.to_status.push(e.to_status);
-        self.worker_id.push(e.worker_id);
-        self.error.push(e.error);
-        self.actor.push(e.actor);
-        self.rejected_code.push(e.rejected_code);
-        self.rejected_call.push(e.rejected_call);
-        self.at.push(e.at);
+    /// Every column by name, no `..`: a column added to the row fails to compile here.
+    fn push(&mut self, row: TaskEventRow) {
+        let TaskEventRow {
+            task_id,
+            attempt,
+            from_status,
+            to_status,
+            worker_id,
+            error,
+            actor,
+            rejected_code,
+            rejected_call,
+            at,
+            token_name,
+        } = row;
+        self.task_id.push(task_id);
+        self.attempt.push(attempt);
+        self.from_status.push(from_status);
+        self.to_status.push(to_status);
+        self.worker_id.push(worker_id);
+        self.error.push(error);
+        self.actor.push(actor);
+        self.rejected_code.push(rejected_code);
+        self.rejected_call.push(rejected_call);
+        self.at.push(at);
+        self.token_name.push(token_name);
     }
 
     /// Binds the columns in [`EVENT_COLUMNS`] order.
@@ -340,6 +357,7 @@ impl EventColumns {
             .bind::<Array<Nullable<Text>>, _>(self.rejected_code)
             .bind::<Array<Nullable<Text>>, _>(self.rejected_call)
             .bind::<Array<Timestamptz>, _>(self.at)
+            .bind::<Array<Nullable<Text>>, _>(self.token_name)
     }
 }
 

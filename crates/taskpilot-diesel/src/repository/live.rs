@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use serde_json::Value;
 use taskpilot_app::{Actor, RepoError};
-use taskpilot_domain::{LiveAttemptGuard, LiveSuccess, Task, TaskId};
+use taskpilot_domain::{LiveAttemptGuard, LiveSuccess, Task, TaskId, TokenName};
 use uuid::Uuid;
 
 use super::{classify, TaskRow};
@@ -73,8 +73,9 @@ WITH input AS (
       AND t.lease_token = target.lease_token
     RETURNING t.*, target.worker_id AS ended_worker_id
 ), logged AS (
-    INSERT INTO task_events (task_id, attempt, from_status, to_status, worker_id, actor, at)
-    SELECT id, attempt, $6, status, ended_worker_id, $10, updated_at
+    INSERT INTO task_events (task_id, attempt, from_status, to_status, worker_id, actor, at,
+                             token_name)
+    SELECT id, attempt, $6, status, ended_worker_id, $10, updated_at, $11
     FROM succeeded
     ORDER BY id
 )
@@ -84,6 +85,7 @@ SELECT * FROM succeeded";
 pub(super) fn succeed_live(
     conn: &mut PgConnection,
     successes: &[(TaskId, LiveSuccess)],
+    token: Option<&TokenName>,
 ) -> Result<Vec<Task>, RepoError> {
     if successes.is_empty() {
         return Ok(Vec::new());
@@ -111,6 +113,7 @@ pub(super) fn succeed_live(
         .bind::<Text, _>(LiveSuccess::ENDED_AS.as_str())
         .bind::<Text, _>(LiveSuccess::RETRY_STATE.as_str())
         .bind::<Text, _>(Actor::Worker.as_str())
+        .bind::<Nullable<Text>, _>(token.map(TokenName::as_str))
         .load(conn)
         .map_err(|e| classify(e, "cannot store the successes"))?;
     rows.into_iter().map(|row| Task::try_from(row).map_err(RepoError::unexpected)).collect()
@@ -127,6 +130,6 @@ mod tests {
             .find(|i| SUCCEED_LIVE_SQL.contains(&format!("${i}")))
             .unwrap_or_default();
 
-        assert_eq!(highest, 10);
+        assert_eq!(highest, 11);
     }
 }
