@@ -5,7 +5,6 @@
 
 #![expect(clippy::unwrap_used, reason = "tests")]
 
-#[allow(dead_code, reason = "each test binary uses a part")]
 mod common;
 
 use std::io::Read as _;

@@ -7,21 +7,14 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::IntoFuture as _;
-use std::net::TcpListener;
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::http::StatusCode;
 use chrono::{TimeDelta, Utc};
 use serde_json::{json, Value};
-use taskpilot_app::{AccessService, ServiceDefaults, SystemClock, TaskService};
 use taskpilot_diesel::testing::TestDatabase;
-use taskpilot_diesel::{PgTaskRepository, PoolConfig};
-use taskpilot_domain::{ExponentialBackoff, LeaseDuration, MaxAttempts};
-use taskpilot_http::startup::pool_source;
-use taskpilot_http::{run, AuthMode, Gate, HttpConfig, ServerHandle};
+use taskpilot_http::{HttpConfig, ServerHandle};
 
 use common::guarded;
 
@@ -34,44 +27,13 @@ struct App {
 impl App {
     /// The real server on `db`, giving two queues their own labels.
     fn spawn(db: &TestDatabase) -> Self {
-        let pool = taskpilot_diesel::build_pool(
-            db.url(),
-            &PoolConfig {
-                max_size: 4,
-                connect_timeout: Duration::from_secs(5),
-                acquire_timeout: Duration::from_secs(5),
-            },
-        )
-        .unwrap();
-        let service = TaskService::new(
-            Arc::new(PgTaskRepository::new(pool.clone())),
-            Arc::new(SystemClock),
-            Arc::new(
-                ExponentialBackoff::new(TimeDelta::seconds(60), TimeDelta::seconds(600)).unwrap(),
-            ),
-            ServiceDefaults {
-                max_attempts: MaxAttempts::new(3).unwrap(),
-                lease: LeaseDuration::from_secs(300).unwrap(),
-            },
-        );
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let http = HttpConfig {
             workers: 1,
             shutdown_timeout: Duration::from_secs(1),
             metrics_max_queues: 2,
             ..HttpConfig::default()
         };
-        // As `taskpilot serve` on a loopback address: open until a token exists.
-        let access = AccessService::new(
-            Arc::new(PgTaskRepository::new(pool.clone())),
-            Arc::new(SystemClock),
-        );
-        let gate = Gate::new(access, AuthMode::Auto, true);
-        let server = run(service, gate, http, listener, None).unwrap();
-        server.metrics().observe_pool(pool_source(pool));
-        let handle = server.handle();
-        actix_web::rt::spawn(server.into_future());
+        let (base, handle) = common::spawn_server(db, TimeDelta::seconds(60), 3, http);
         Self { base, client: awc::Client::default(), handle }
     }
 

@@ -4,10 +4,9 @@
 
 #![expect(clippy::unwrap_used, reason = "tests")]
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::future::IntoFuture as _;
-use std::net::TcpListener;
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header::CONTENT_TYPE;
@@ -15,13 +14,10 @@ use actix_web::http::{Method, StatusCode};
 use chrono::TimeDelta;
 use serde_json::Value;
 use taskpilot_api::ProblemCode;
-use taskpilot_app::{AccessService, ServiceDefaults, SystemClock, TaskService};
 use taskpilot_diesel::testing::TestDatabase;
-use taskpilot_diesel::{PgTaskRepository, PoolConfig};
-use taskpilot_domain::{ExponentialBackoff, LeaseDuration, MaxAttempts};
 use taskpilot_http::openapi::needs_token;
 use taskpilot_http::routes::endpoints;
-use taskpilot_http::{run, AuthMode, Gate, HttpConfig, ServerHandle};
+use taskpilot_http::{HttpConfig, ServerHandle};
 
 struct TestApp {
     base: String,
@@ -31,40 +27,12 @@ struct TestApp {
 
 impl TestApp {
     fn on(db: &TestDatabase) -> Self {
-        let pool = taskpilot_diesel::build_pool(
-            db.url(),
-            &PoolConfig {
-                max_size: 4,
-                connect_timeout: Duration::from_secs(5),
-                acquire_timeout: Duration::from_secs(5),
-            },
-        )
-        .unwrap();
-        let service = TaskService::new(
-            Arc::new(PgTaskRepository::new(pool.clone())),
-            Arc::new(SystemClock),
-            Arc::new(
-                ExponentialBackoff::new(TimeDelta::seconds(1), TimeDelta::seconds(4)).unwrap(),
-            ),
-            ServiceDefaults {
-                max_attempts: MaxAttempts::new(25).unwrap(),
-                lease: LeaseDuration::from_secs(300).unwrap(),
-            },
-        );
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let http = HttpConfig {
             workers: 1,
             shutdown_timeout: Duration::from_secs(1),
             ..HttpConfig::default()
         };
-        // As `taskpilot serve` on a loopback address: open until a token exists.
-        let access =
-            AccessService::new(Arc::new(PgTaskRepository::new(pool)), Arc::new(SystemClock));
-        let gate = Gate::new(access, AuthMode::Auto, true);
-        let server = run(service, gate, http, listener, None).unwrap();
-        let handle = server.handle();
-        actix_web::rt::spawn(server.into_future());
+        let (base, handle) = common::spawn_server(db, TimeDelta::seconds(1), 25, http);
         let client = awc::Client::builder().timeout(Duration::from_secs(20)).finish();
         Self { base, client, handle }
     }
