@@ -45,7 +45,7 @@ pub use taskpilot_api::{
 };
 pub use worker::{
     CancelReason, Cancellation, Handler, Outcome, TaskContext, Worker, WorkerReport,
-    DEFAULT_CONCURRENCY,
+    DEFAULT_CLAIM_LINGER, DEFAULT_CONCURRENCY,
 };
 
 #[cfg(test)]

@@ -29,6 +29,11 @@ const MAX_CLAIM: usize = MAX_CLAIM_BATCH as usize;
 /// [`Worker::concurrency`] near the number of cores instead.
 pub const DEFAULT_CONCURRENCY: usize = MAX_CLAIM;
 
+/// How long a busy worker built with [`Worker::new`] waits for more free slots before it
+/// claims (see [`Worker::claim_linger`]): a few milliseconds, so that a worker whose tasks
+/// finish one by one still claims in batches.
+pub const DEFAULT_CLAIM_LINGER: Duration = Duration::from_millis(5);
+
 /// How a handler's attempt ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -216,7 +221,8 @@ struct Settings {
 ///
 /// - **Claiming**: one long-polling claim at a time for as many tasks as there are free slots
 ///   (at most 100), waiting up to [`Worker::claim_wait`] on the server when none is runnable.
-///   With [`Worker::claim_linger`] a claim first waits a moment for more slots to free up.
+///   When fewer than half of the slots are free, a claim first waits up to
+///   [`Worker::claim_linger`] for more to free up.
 /// - **Running**: each task runs in its own tokio task. While it runs, the worker heartbeats
 ///   it every third of [`Worker::lease`]. If the heartbeat answers `TASK_CANCELLED` the task
 ///   was cancelled through the API; if it answers `LEASE_EXPIRED` or `ATTEMPT_SUPERSEDED` the
@@ -280,7 +286,7 @@ impl<H: Handler> Worker<H> {
                 concurrency: DEFAULT_CONCURRENCY,
                 lease: Duration::from_secs(60),
                 claim_wait: Duration::from_secs(10),
-                claim_linger: Duration::ZERO,
+                claim_linger: DEFAULT_CLAIM_LINGER,
                 grace_period: Duration::from_secs(30),
                 batch_size: 100,
                 batch_linger: Duration::from_millis(5),
@@ -334,9 +340,10 @@ impl<H: Handler> Worker<H> {
         self
     }
 
-    /// With some slots free and others busy, wait up to this long for more to free up before
-    /// claiming, so that claims take bigger batches; no wait by default (lowest pickup
-    /// latency, one claim per freed slot when tasks finish one by one).
+    /// When fewer than half of the slots are free, wait up to this long for more to free up
+    /// before claiming, so that claims take bigger batches ([`DEFAULT_CLAIM_LINGER`] by
+    /// default). An idle or half-idle worker claims at once; `Duration::ZERO` always claims at
+    /// once (one claim per freed slot when tasks finish one by one).
     #[must_use]
     pub fn claim_linger(mut self, linger: Duration) -> Self {
         self.settings.claim_linger = linger;
@@ -527,19 +534,22 @@ async fn claim_loop<H: Handler>(
         };
         let mut permits = vec![first];
         let wanted = settings.concurrency.min(MAX_CLAIM);
-        let linger_until = Instant::now() + settings.claim_linger;
-        while permits.len() < wanted {
-            match shared.slots.clone().try_acquire_owned() {
-                Ok(permit) => permits.push(permit),
-                Err(_) if settings.claim_linger.is_zero() => break,
-                Err(_) => tokio::select! {
+        take_free(&shared.slots, &mut permits, wanted);
+        // A busy worker waits a moment until a claim can fill at least half of its slots, so
+        // that tasks finishing one by one do not each cost a claim of their own.
+        let enough = wanted.div_ceil(2);
+        if permits.len() < enough && !settings.claim_linger.is_zero() {
+            let linger_until = Instant::now() + settings.claim_linger;
+            while permits.len() < enough {
+                tokio::select! {
                     permit = shared.slots.clone().acquire_owned() => match permit {
                         Ok(permit) => permits.push(permit),
                         Err(_) => break,
                     },
                     () = sleep_until(linger_until) => break,
-                },
+                }
             }
+            take_free(&shared.slots, &mut permits, wanted);
         }
         let request = ClaimTasksRequest {
             worker_id: settings.worker_id.clone(),
@@ -580,6 +590,16 @@ async fn claim_loop<H: Handler>(
                     () = sleep(delay) => {}
                 }
             }
+        }
+    }
+}
+
+/// Adds the slots free right now to `permits`, up to `wanted` in all.
+fn take_free(slots: &Arc<Semaphore>, permits: &mut Vec<OwnedSemaphorePermit>, wanted: usize) {
+    while permits.len() < wanted {
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => permits.push(permit),
+            Err(_) => break,
         }
     }
 }

@@ -304,3 +304,62 @@ async fn current(
     }
     tasks
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_worker_waits_for_half_its_slots_and_claims_them_together() {
+    init_logs();
+    let server = TestServer::start(TimeDelta::milliseconds(20));
+    let client = server.client();
+    let quick = client.create(&CreateTaskRequest::new("quick")).await.unwrap();
+    for _ in 0..3 {
+        client.create(&CreateTaskRequest::new("blocked")).await.unwrap();
+    }
+    // Each "blocked" task holds its slot until the test hands out a permit.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let handler = {
+        let gate = Arc::clone(&gate);
+        move |task: TaskContext| {
+            let gate = Arc::clone(&gate);
+            async move {
+                if task.name == "blocked" {
+                    gate.acquire().await.unwrap().forget();
+                }
+                Outcome::Succeed(None)
+            }
+        }
+    };
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    // An idle worker claims at once; once busy, it waits (up to far longer than this test
+    // runs) until a claim can fill half of its 4 slots.
+    let worker = Worker::new(client.clone(), handler)
+        .concurrency(4)
+        .claim_linger(PATIENCE)
+        .claim_wait(Duration::from_secs(1));
+    let running = tokio::spawn(worker.run_until(async {
+        let _ = stop_rx.await;
+    }));
+    wait_terminal(&client, &[quick.id], PATIENCE).await;
+    // One slot is free: too few to claim. Two tasks arrive one after the other, then a
+    // second slot frees up and one claim takes both.
+    let first = client.create(&CreateTaskRequest::new("late")).await.unwrap();
+    let second = client.create(&CreateTaskRequest::new("late")).await.unwrap();
+    gate.add_permits(1);
+    wait_terminal(&client, &[first.id, second.id], PATIENCE).await;
+    let started = |id| {
+        let client = client.clone();
+        async move {
+            let events = client.events(id).await.unwrap();
+            events
+                .into_iter()
+                .find(|e| e.to == TaskStatus::Running && e.rejected_code.is_none())
+                .unwrap()
+                .at
+        }
+    };
+    assert_eq!(started(first.id).await, started(second.id).await, "one claim took both");
+    gate.add_permits(2);
+    stop_tx.send(()).unwrap();
+    let report = running.await.unwrap().unwrap();
+    assert_eq!((report.succeeded, report.unreported, report.released), (6, 0, 0));
+    server.stop().await;
+}
