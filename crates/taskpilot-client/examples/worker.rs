@@ -8,8 +8,10 @@
 //! ```
 //!
 //! It sends pretend e-mails: a `send-email` task sleeps a little and succeeds, except that
-//! about one attempt in ten fails retryably (the server retries it with backoff). Tasks of any
-//! other name fail for good: there is no handler for them. `TASKPILOT_URL` points it
+//! about one attempt in ten fails retryably (the server retries it with backoff). It claims
+//! only from the `email` queue, so other teams' tasks are never touched; a task of another
+//! name in that queue is released (handed back, runnable at once for a worker that has a
+//! handler, no attempt used up) rather than failed. `TASKPILOT_URL` points it
 //! elsewhere than `http://127.0.0.1:8080`; `TASKPILOT_TOKEN` is the API token it sends (a
 //! worker token to work, an admin token to `--enqueue` too; none while the server runs
 //! open);
@@ -21,6 +23,9 @@ use std::time::Duration;
 use serde_json::json;
 use taskpilot_client::{Client, CreateTaskRequest, Outcome, TaskContext, Worker};
 use tracing::info;
+
+/// The queue this worker serves: it claims from no other.
+const QUEUE: &str = "email";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -50,24 +55,26 @@ async fn enqueue(client: &Client, n: usize) -> Result<(), Box<dyn std::error::Er
         let tasks = (created..created + chunk)
             .map(|i| {
                 CreateTaskRequest::new("send-email")
+                    .queue(QUEUE)
                     .payload(json!({"to": format!("user-{i}@example.com")}))
                     .max_attempts(5)
             })
             .collect();
         created += client.create_batch(tasks).await?.len();
     }
-    info!("created {created} send-email tasks; run this example without --enqueue to work on them");
+    info!("created {created} send-email tasks in queue {QUEUE:?}; run this example without --enqueue to work on them");
     Ok(())
 }
 
 /// Works on tasks until Ctrl-C.
 async fn work(client: Client) -> Result<(), Box<dyn std::error::Error>> {
     let worker = Worker::new(client, send_email)
+        .queues([QUEUE])
         .concurrency(4)
         .lease(Duration::from_secs(30))
         .claim_wait(Duration::from_secs(5))
         .grace_period(Duration::from_secs(10));
-    info!("worker {} waiting for tasks; Ctrl-C stops it", worker.id());
+    info!("worker {} waiting for tasks in queue {QUEUE:?}; Ctrl-C stops it", worker.id());
     let report = worker
         .run_until(async {
             let _ = tokio::signal::ctrl_c().await;
@@ -84,8 +91,8 @@ async fn work(client: Client) -> Result<(), Box<dyn std::error::Error>> {
 /// The handler: pretends to send an e-mail.
 async fn send_email(task: TaskContext) -> Outcome {
     if task.name != "send-email" {
-        info!(task.id = %task.id, "no handler for {:?}; failing it for good", task.name);
-        return Outcome::FailPermanently(format!("this worker has no handler for {:?}", task.name));
+        info!(task.id = %task.id, "no handler for {:?}; handing it back", task.name);
+        return Outcome::Release;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     // About one attempt in ten: std's randomly keyed hasher is random enough for a demo.

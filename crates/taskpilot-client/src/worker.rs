@@ -45,6 +45,9 @@ pub enum Outcome {
     /// The task cannot succeed: it fails for good at once, whatever attempts remain (retry
     /// state `NON_RETRYABLE`).
     FailPermanently(String),
+    /// This worker will not run the task (it has no handler for its name, say): hand the
+    /// attempt back, runnable again at once for another worker, with no failure counted.
+    Release,
 }
 
 /// Why a running task was stopped by the worker.
@@ -492,6 +495,7 @@ impl<H> Shared<H> {
             Outcome::Succeed(result) => CompletionItem::succeeded(task.id, token, result),
             Outcome::Retry(error) => CompletionItem::failed(task.id, token, error, true),
             Outcome::FailPermanently(error) => CompletionItem::failed(task.id, token, error, false),
+            Outcome::Release => CompletionItem::released(task.id, token),
         };
         // The flusher outlives every sender, so this cannot fail; if it ever did, the task's
         // lease would run out and the reaper would retry it.
@@ -653,6 +657,7 @@ async fn supervise<H: Handler>(
                             Outcome::Succeed(_) => DoneKind::Succeeded,
                             Outcome::Retry(_) => DoneKind::Retried,
                             Outcome::FailPermanently(_) => DoneKind::FailedPermanently,
+                            Outcome::Release => DoneKind::Released,
                         };
                         (outcome, kind)
                     }

@@ -363,3 +363,35 @@ async fn a_busy_worker_waits_for_half_its_slots_and_claims_them_together() {
     assert_eq!((report.succeeded, report.unreported, report.released), (6, 0, 0));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_task_is_runnable_again_with_no_attempt_used_up() {
+    init_logs();
+    let server = TestServer::start(TimeDelta::milliseconds(20));
+    let client = server.client();
+    let task = client.create(&CreateTaskRequest::new("unknown").max_attempts(1)).await.unwrap();
+    let (seen_tx, mut seen_rx) = mpsc::unbounded_channel();
+    let handler = move |task: TaskContext| {
+        let seen = seen_tx.clone();
+        async move {
+            let _ = seen.send(task.attempt);
+            Outcome::Release
+        }
+    };
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let worker = Worker::new(client.clone(), handler).claim_wait(Duration::from_secs(1));
+    let running = tokio::spawn(worker.run_until(async {
+        let _ = stop_rx.await;
+    }));
+    // Released, it comes back to this worker; with one attempt allowed, a failure would have
+    // ended it after the first run.
+    assert_eq!(seen_rx.recv().await, Some(1));
+    assert_eq!(seen_rx.recv().await, Some(2));
+    stop_tx.send(()).unwrap();
+    let report = running.await.unwrap().unwrap();
+    assert!(report.released >= 2, "{report:?}");
+    assert_eq!((report.retried, report.failed_permanently, report.refused), (0, 0, 0));
+    let now = client.get(task.id).await.unwrap();
+    assert_eq!((now.status, now.attempt_count), (TaskStatus::Pending, 0), "{now:?}");
+    server.stop().await;
+}
