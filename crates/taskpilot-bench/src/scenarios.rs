@@ -227,10 +227,10 @@ pub async fn drain(
 }
 
 /// Scenario 2 as a user would write it: `workers` instances of `taskpilot-client`'s `Worker`
-/// with their defaults (100 slots each, claims for as many free slots, a busy worker waiting up to
-/// 5 ms until half are free, outcomes flushed through
-/// batch completion every few milliseconds), running a handler that succeeds at once. Counted
-/// when the handler runs; the outcomes follow within milliseconds.
+/// with their defaults (100 slots each, claims for as many free slots, a busy worker waiting up
+/// to 5 ms until half are free, outcomes flushed through batch completion every few
+/// milliseconds), running a handler that succeeds at once. Counted when the handler runs; the
+/// outcomes follow within milliseconds.
 pub async fn drain_runtime(
     api: &Api,
     workers: usize,
