@@ -406,7 +406,7 @@ impl TaskRepository for PgTaskRepository {
         if let Some(queue) = &filter.queue {
             query = query.filter(tasks::queue.eq(queue.as_str().to_owned()));
         }
-        if let Some(status) = filter.status {
+        if let Some(status) = filter.statuses.first().copied() {
             query = query.filter(tasks::status.eq(status.as_str()));
         }
         if let Some(name) = &filter.name {
