@@ -29,3 +29,5 @@ pub const MAX_BULK: u32 = 10_000;
 pub const DEFAULT_BULK: u32 = 1_000;
 /// Tasks a bulk action judges and writes per transaction.
 pub const BULK_BATCH: u32 = 500;
+/// The longest text a `lastError` filter may look for, in characters.
+pub const MAX_ERROR_FILTER_CHARS: usize = 500;
