@@ -1,8 +1,8 @@
 //! The storage port.
 
 use chrono::{DateTime, Utc};
-use taskpilot_api::limits::{EARLIEST_INSTANT_MICROS, LATEST_INSTANT_MICROS};
 use serde_json::Value;
+use taskpilot_api::limits::{EARLIEST_INSTANT_MICROS, LATEST_INSTANT_MICROS};
 use taskpilot_domain::{
     LeaseDuration, LiveSuccess, QueueName, RetryState, Task, TaskId, TaskName, TaskStatus, TokenId,
     TokenName, WorkerId,

@@ -12,8 +12,8 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{Array, BigInt, Bool, Jsonb, Text, Timestamptz, Uuid as SqlUuid};
 use serde_json::Value;
 use taskpilot_app::{
-    Actor, BulkActionRecord, ClaimRequest, Cursor, RejectionCount, RepoError, StaleCall, TaskCounts, TaskEvent,
-    TaskFilter, TaskRepository, TaskWrite,
+    Actor, BulkActionRecord, ClaimRequest, Cursor, RejectionCount, RepoError, StaleCall,
+    TaskCounts, TaskEvent, TaskFilter, TaskRepository, TaskWrite,
 };
 use taskpilot_domain::{
     to_micros, AttemptEnd, LeaseToken, LiveSuccess, MaxAttempts, QueueName, RetryState, Task,
@@ -438,15 +438,18 @@ impl TaskRepository for PgTaskRepository {
             query = query.filter(tasks::last_error.ilike(contains_pattern(text)).escape('\\'));
         }
         if let Some(payload) = &filter.payload_contains {
-            // The newest MAX_PAYLOAD_MATCHES tasks whose payload contains the value, found
-            // through the GIN index `tasks_payload_idx`: the cost is bounded however many
-            // tasks match, and the other conditions and the cursor apply on top.
+            // Among the newest MAX_PAYLOAD_MATCHES tasks whose payload contains the value:
+            // found through the GIN index `tasks_payload_idx` when few match, by walking the
+            // created_at index when many do, and then looked up by primary key, so that the
+            // cost is bounded however many tasks match; the other conditions and the cursor
+            // apply on top. As an array (`= ANY (ARRAY (...))`), not `IN (subquery)`: joined,
+            // the planner guesses the subquery's size and may scan the whole table.
             query = query.filter(
-                sql::<Bool>("tasks.id IN (SELECT p.id FROM tasks p WHERE p.payload @> ")
+                sql::<Bool>("tasks.id = ANY (ARRAY (SELECT p.id FROM tasks p WHERE p.payload @> ")
                     .bind::<Jsonb, _>(payload.clone())
                     .sql(" ORDER BY p.created_at DESC, p.id DESC LIMIT ")
                     .bind::<BigInt, _>(i64::from(TaskFilter::MAX_PAYLOAD_MATCHES))
-                    .sql(")"),
+                    .sql("))"),
             );
         }
         if let Some(queues) = &filter.queues {

@@ -85,7 +85,8 @@ fn statuses_retry_state_and_time_ranges_narrow_the_listing() {
 fn the_error_text_matches_case_insensitively_with_percent_and_underscore_literal() {
     let db = TestDatabase::new();
     let repo = repo(&db);
-    let errors = ["disk 100% full", "disk 1000 full", "Timeout in send_mail", "timeout in sendXmail"];
+    let errors =
+        ["disk 100% full", "disk 1000 full", "Timeout in send_mail", "timeout in sendXmail"];
     let mut tasks: Vec<Task> =
         (0..4).map(|i| task_with(json!({}), t0() + secs(i64::from(i)))).collect();
     for (task, error) in tasks.iter_mut().zip(errors) {
@@ -93,7 +94,10 @@ fn the_error_text_matches_case_insensitively_with_percent_and_underscore_literal
         fail(&repo, task, error, t0() + secs(10));
     }
     let search = |text: &str| {
-        listed(&repo, &TaskFilter { error_contains: Some(text.to_owned()), ..TaskFilter::default() })
+        listed(
+            &repo,
+            &TaskFilter { error_contains: Some(text.to_owned()), ..TaskFilter::default() },
+        )
     };
 
     assert_eq!(search("100%"), vec![tasks[0].id()]);
@@ -138,9 +142,8 @@ fn keyset_pages_with_filters_cover_every_match_once() {
     let db = TestDatabase::new();
     let repo = repo(&db);
     // Creation instants tie in threes; every other task matches the payload.
-    let mut tasks: Vec<Task> = (0..30)
-        .map(|i| task_with(json!({"even": i % 2 == 0}), t0() + secs(i / 3)))
-        .collect();
+    let mut tasks: Vec<Task> =
+        (0..30).map(|i| task_with(json!({"even": i % 2 == 0}), t0() + secs(i / 3))).collect();
     for task in &tasks {
         store(&repo, task);
     }

@@ -623,8 +623,13 @@ mod tests {
     #[test]
     fn only_terminal_tasks_can_be_deleted() {
         use TaskStatus::{Cancelled, Failed, Pending, Running, Succeeded};
-        let table =
-            [(Pending, false), (Running, false), (Succeeded, true), (Failed, true), (Cancelled, true)];
+        let table = [
+            (Pending, false),
+            (Running, false),
+            (Succeeded, true),
+            (Failed, true),
+            (Cancelled, true),
+        ];
         let from: Vec<TaskStatus> = table.iter().map(|(from, _)| *from).collect();
         assert_eq!(from, TaskStatus::ALL, "every status is listed");
         for (status, deletable) in table {

@@ -22,16 +22,16 @@ use taskpilot_api::limits::{
 };
 pub use taskpilot_api::time::format as format_time;
 use taskpilot_api::{
-    BulkActionKind, BulkActionRequest, BulkActionResponse, BulkOutcome, BulkResult, ClaimResponse, ClaimTasksRequest, CompletionItem, CompletionOutcome, CompletionResult,
-    CreateTaskBatchRequest, CreateTaskBatchResponse, CreateTaskRequest, FailTaskRequest,
-    HeartbeatRequest, ListTasksQuery, QueueStatsResponse, RejectionCountResponse,
-    RejectionStatsResponse, ReleaseTaskRequest, RetryState, StartTaskRequest, StatsResponse,
-    StatusCountsResponse, SucceedTaskRequest, TaskEventListResponse, TaskEventResponse,
-    TaskListResponse, TaskResponse, TaskStatus,
+    BulkActionKind, BulkActionRequest, BulkActionResponse, BulkOutcome, BulkResult, ClaimResponse,
+    ClaimTasksRequest, CompletionItem, CompletionOutcome, CompletionResult, CreateTaskBatchRequest,
+    CreateTaskBatchResponse, CreateTaskRequest, FailTaskRequest, HeartbeatRequest, ListTasksQuery,
+    QueueStatsResponse, RejectionCountResponse, RejectionStatsResponse, ReleaseTaskRequest,
+    RetryState, StartTaskRequest, StatsResponse, StatusCountsResponse, SucceedTaskRequest,
+    TaskEventListResponse, TaskEventResponse, TaskListResponse, TaskResponse, TaskStatus,
 };
 use taskpilot_app::{
-    BulkAction, BulkReport, BulkRequest, BulkSelection, Completion, CreateTask, RejectionCount, ReportedOutcome, StatusCounts, TaskCounts, TaskEvent,
-    TaskFilter, TaskPage,
+    BulkAction, BulkReport, BulkRequest, BulkSelection, Completion, CreateTask, RejectionCount,
+    ReportedOutcome, StatusCounts, TaskCounts, TaskEvent, TaskFilter, TaskPage,
 };
 use taskpilot_domain::{
     check_json, to_micros, LeaseDuration, LeaseToken, MaxAttempts, QueueName, Reporter, Task,
@@ -241,7 +241,8 @@ pub fn list_request(query: ListTasksQuery) -> Result<ListRequest, ApiError> {
             })
         })
         .transpose()?;
-    let at = |field: &str, raw: Option<String>| present(raw).map(|raw| rfc3339(field, &raw)).transpose();
+    let at =
+        |field: &str, raw: Option<String>| present(raw).map(|raw| rfc3339(field, &raw)).transpose();
     let payload = present(query.payload)
         .map(|raw| {
             serde_json::from_str::<Value>(&raw).map_err(|_| {
@@ -321,7 +322,8 @@ fn task_filter(raw: RawFilter, prefix: &str) -> Result<TaskFilter, ApiError> {
         ApiError::Validation(detail) => ApiError::Validation(format!("{prefix}{detail}")),
         other => other,
     };
-    let invalid = |e: taskpilot_domain::ValidationError| ApiError::Validation(format!("{prefix}{e}"));
+    let invalid =
+        |e: taskpilot_domain::ValidationError| ApiError::Validation(format!("{prefix}{e}"));
     let queue = raw.queue.as_deref().map(QueueName::parse).transpose().map_err(invalid)?;
     let name = raw.name.as_deref().map(TaskName::parse).transpose().map_err(invalid)?;
     let mut statuses = Vec::with_capacity(raw.statuses.len());
@@ -408,16 +410,16 @@ pub fn bulk_request(body: BulkActionRequest) -> Result<BulkRequest, ApiError> {
     };
     let limit = match body.limit {
         None => None,
-        Some(n) => Some(u32::try_from(n).ok().filter(|n| (1..=MAX_BULK).contains(n)).ok_or_else(
-            || ApiError::Validation(format!("limit must be between 1 and {MAX_BULK}, got {n}")),
-        )?),
+        Some(n) => {
+            Some(u32::try_from(n).ok().filter(|n| (1..=MAX_BULK).contains(n)).ok_or_else(|| {
+                ApiError::Validation(format!("limit must be between 1 and {MAX_BULK}, got {n}"))
+            })?)
+        }
     };
     let all = body.all.unwrap_or(false);
     let (selection, limit) = match (body.filter, body.ids) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::Validation(
-                "give filter or ids, not both".to_owned(),
-            ))
+            return Err(ApiError::Validation("give filter or ids, not both".to_owned()))
         }
         (None, Some(ids)) => {
             let most = limit.unwrap_or(MAX_BULK);

@@ -10,10 +10,11 @@ use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use serde::de::DeserializeOwned;
 // The response bodies are named by the handlers' OpenAPI annotations.
 use taskpilot_api::{
-    BulkActionRequest, BulkActionResponse, ClaimResponse, ClaimTasksRequest, CompleteTasksRequest, CompleteTasksResponse,
-    CompletionResult, CreateTaskBatchRequest, CreateTaskBatchResponse, CreateTaskRequest,
-    FailTaskRequest, HeartbeatRequest, ListTasksQuery, RejectionStatsResponse, ReleaseTaskRequest,
-    StartTaskRequest, SucceedTaskRequest, TaskEventListResponse, TaskListResponse, TaskResponse,
+    BulkActionRequest, BulkActionResponse, ClaimResponse, ClaimTasksRequest, CompleteTasksRequest,
+    CompleteTasksResponse, CompletionResult, CreateTaskBatchRequest, CreateTaskBatchResponse,
+    CreateTaskRequest, FailTaskRequest, HeartbeatRequest, ListTasksQuery, RejectionStatsResponse,
+    ReleaseTaskRequest, StartTaskRequest, SucceedTaskRequest, TaskEventListResponse,
+    TaskListResponse, TaskResponse,
 };
 use taskpilot_app::{AppError, TaskService};
 use taskpilot_domain::{Operation, Task, WorkerId};

@@ -107,9 +107,9 @@ impl Api {
                 .await;
             let items = reply.ok()["items"].as_array().unwrap().clone();
             assert!(!items.is_empty(), "nothing left to claim in {queue}");
-            claimed.extend(items.iter().map(|t| {
-                (id_of(t), t["leaseToken"].as_str().unwrap().to_owned())
-            }));
+            claimed.extend(
+                items.iter().map(|t| (id_of(t), t["leaseToken"].as_str().unwrap().to_owned())),
+            );
         }
         claimed
     }
@@ -125,8 +125,9 @@ impl Api {
                 item
             })
             .collect();
-        let reply =
-            self.call(token, Method::POST, "/api/tasks/complete", Some(json!({"items": items}))).await;
+        let reply = self
+            .call(token, Method::POST, "/api/tasks/complete", Some(json!({"items": items})))
+            .await;
         for item in reply.ok()["items"].as_array().unwrap() {
             assert_eq!(item["status"], 200, "{item}");
         }
@@ -177,8 +178,14 @@ async fn an_operator_reruns_a_thousand_failed_tasks_found_by_filter() {
     let failed = json!({"status": ["FAILED"], "queue": "bulk", "lastError": "100%"});
 
     let listed = api.list_all(&viewer, "status=FAILED,CANCELLED&queue=bulk&lastError=100%25").await;
-    let dry = api.bulk(&operator, json!({"action": "rerun", "filter": failed, "dryRun": true, "limit": 10000})).await;
-    let dry_default_limit = api.bulk(&operator, json!({"action": "rerun", "filter": failed, "dryRun": true})).await;
+    let dry = api
+        .bulk(
+            &operator,
+            json!({"action": "rerun", "filter": failed, "dryRun": true, "limit": 10000}),
+        )
+        .await;
+    let dry_default_limit =
+        api.bulk(&operator, json!({"action": "rerun", "filter": failed, "dryRun": true})).await;
     for token in [&viewer, &producer] {
         api.bulk(token, json!({"action": "rerun", "filter": failed})).await.problem(
             StatusCode::FORBIDDEN,
@@ -186,7 +193,8 @@ async fn an_operator_reruns_a_thousand_failed_tasks_found_by_filter() {
             "may not",
         );
     }
-    let rerun = api.bulk(&operator, json!({"action": "rerun", "filter": failed, "limit": 10000})).await;
+    let rerun =
+        api.bulk(&operator, json!({"action": "rerun", "filter": failed, "limit": 10000})).await;
     let pending = api.list_all(&viewer, "status=PENDING&queue=bulk").await;
     let still_failed = api.list_all(&viewer, "status=failed").await;
     let some = id_of(&pending[0]);
@@ -194,17 +202,27 @@ async fn an_operator_reruns_a_thousand_failed_tasks_found_by_filter() {
 
     assert_eq!(listed.len(), 1_000);
     let dry = dry.ok();
-    assert_eq!((dry["matched"].as_u64(), dry["more"].as_bool(), dry["dryRun"].as_bool()), (Some(1_000), Some(false), Some(true)));
+    assert_eq!(
+        (dry["matched"].as_u64(), dry["more"].as_bool(), dry["dryRun"].as_bool()),
+        (Some(1_000), Some(false), Some(true))
+    );
     assert!(dry["results"].as_array().unwrap().is_empty() && dry.get("id").is_none(), "{dry}");
     let capped = dry_default_limit.ok();
     assert_eq!((capped["matched"].as_u64(), capped["more"].as_bool()), (Some(1_000), Some(false)));
     let rerun = rerun.ok();
-    assert_eq!((rerun["matched"].as_u64(), rerun["done"].as_u64(), rerun["skipped"].as_u64()), (Some(1_000), Some(1_000), Some(0)));
+    assert_eq!(
+        (rerun["matched"].as_u64(), rerun["done"].as_u64(), rerun["skipped"].as_u64()),
+        (Some(1_000), Some(1_000), Some(0))
+    );
     assert!(outcomes(rerun).iter().all(|(_, outcome, _)| outcome == "DONE"));
     assert_eq!(pending.len(), 1_000);
     assert!(still_failed.is_empty());
     let last = history.ok()["items"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!((last["to"].as_str(), last["tokenName"].as_str()), (Some("PENDING"), Some("night-ops")), "{last}");
+    assert_eq!(
+        (last["to"].as_str(), last["tokenName"].as_str()),
+        (Some("PENDING"), Some("night-ops")),
+        "{last}"
+    );
     // Recorded once, with the token and the counts.
     let mut conn = db.pool().get().unwrap();
     #[derive(QueryableByName)]
@@ -216,11 +234,15 @@ async fn an_operator_reruns_a_thousand_failed_tasks_found_by_filter() {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         done: i64,
     }
-    let recorded: Vec<Recorded> = diesel::sql_query("SELECT action, token_name, done FROM bulk_actions")
-        .load(&mut conn)
-        .unwrap();
+    let recorded: Vec<Recorded> =
+        diesel::sql_query("SELECT action, token_name, done FROM bulk_actions")
+            .load(&mut conn)
+            .unwrap();
     assert_eq!(recorded.len(), 1, "dry runs and refusals record nothing");
-    assert_eq!((recorded[0].action.as_str(), recorded[0].token_name.as_deref(), recorded[0].done), ("rerun", Some("night-ops"), 1_000));
+    assert_eq!(
+        (recorded[0].action.as_str(), recorded[0].token_name.as_deref(), recorded[0].done),
+        ("rerun", Some("night-ops"), 1_000)
+    );
     handle.stop(true).await;
 }
 
@@ -241,7 +263,8 @@ async fn a_bulk_cancel_skips_finished_tasks_and_a_bulk_delete_removes_only_finis
 
     let cancel = api.bulk(&operator, json!({"action": "cancel", "ids": asked})).await;
     let fresh = api.create(&admin, "mixed", 1).await;
-    let delete = api.bulk(&operator, json!({"action": "delete", "filter": {"queue": "mixed"}})).await;
+    let delete =
+        api.bulk(&operator, json!({"action": "delete", "filter": {"queue": "mixed"}})).await;
     let gone = api.call(&operator, Method::GET, &format!("/api/tasks/{}", ids[2]), None).await;
     let kept = api.call(&operator, Method::GET, &format!("/api/tasks/{}", fresh[0]), None).await;
 
@@ -257,7 +280,10 @@ async fn a_bulk_cancel_skips_finished_tasks_and_a_bulk_delete_removes_only_finis
         "{cancel}"
     );
     assert!(cancel["results"][0]["detail"].as_str().unwrap().contains("SUCCEEDED"), "{cancel}");
-    assert_eq!((cancel["matched"].as_u64(), cancel["done"].as_u64(), cancel["skipped"].as_u64()), (Some(3), Some(2), Some(2)));
+    assert_eq!(
+        (cancel["matched"].as_u64(), cancel["done"].as_u64(), cancel["skipped"].as_u64()),
+        (Some(3), Some(2), Some(2))
+    );
     let delete = delete.ok();
     let mut deleted = outcomes(delete);
     deleted.sort();
@@ -296,6 +322,13 @@ async fn filters_and_bulk_bodies_refuse_bad_values_naming_the_parameter() {
     for (query, names) in bad_queries {
         list(query).await.problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED", names);
     }
+    // One spelling of several statuses: comma-separated; a repeated parameter is refused.
+    let repeated = list("status=FAILED&status=CANCELLED").await;
+    assert_eq!(repeated.status, StatusCode::BAD_REQUEST, "{}", repeated.body);
+    assert!(repeated.body["detail"].as_str().unwrap().contains("status"), "{}", repeated.body);
+    list("status=failed,Cancelled&retryState=NONE&createdAfter=2026-01-01T00:00:00%2B02:00&lastError=x&payload=%7B%22a%22%3A1%7D")
+        .await
+        .ok();
     let bad_bodies = [
         (json!({"action": "delete"}), "filter or ids"),
         (json!({"action": "delete", "filter": {}}), "all"),

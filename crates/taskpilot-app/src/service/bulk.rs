@@ -150,10 +150,8 @@ impl TaskService {
                     for id in chunk {
                         match found.iter().find(|t| t.id() == *id) {
                             Some(task) if reach.allows(task.queue()) => tasks.push(task.clone()),
-                            _ => items.push(BulkItem {
-                                id: *id,
-                                outcome: Err(AppError::NotFound(*id)),
-                            }),
+                            _ => items
+                                .push(BulkItem { id: *id, outcome: Err(AppError::NotFound(*id)) }),
                         }
                     }
                     matched += tasks.len() as u64;
@@ -248,10 +246,12 @@ impl TaskService {
                 break;
             }
             if attempt + 1 == MAX_BULK_ATTEMPTS {
-                outcomes.extend(lost.into_iter().map(|id| BulkItem {
-                    id,
-                    outcome: Err(AppError::ConcurrentModification(id)),
-                }));
+                outcomes.extend(
+                    lost.into_iter().map(|id| BulkItem {
+                        id,
+                        outcome: Err(AppError::ConcurrentModification(id)),
+                    }),
+                );
                 break;
             }
             let fresh = self.repo.get_many(&lost)?;
@@ -279,7 +279,8 @@ fn selection_json(selection: &BulkSelection) -> Value {
         }
         BulkSelection::Filter(f) => {
             let mut out = serde_json::Map::new();
-            let at = |t: &chrono::DateTime<chrono::Utc>| Value::from(taskpilot_api::time::format(*t));
+            let at =
+                |t: &chrono::DateTime<chrono::Utc>| Value::from(taskpilot_api::time::format(*t));
             if let Some(q) = &f.queue {
                 out.insert("queue".into(), q.as_str().into());
             }
@@ -464,7 +465,9 @@ mod tests {
         });
         repo.expect_delete_many()
             .times(1)
-            .withf(|doomed| doomed.iter().map(|(id, _)| *id).collect::<Vec<_>>() == [task_id(1), task_id(2)])
+            .withf(|doomed| {
+                doomed.iter().map(|(id, _)| *id).collect::<Vec<_>>() == [task_id(1), task_id(2)]
+            })
             .returning(|_| Ok(vec![task_id(2)]));
         repo.expect_record_bulk_action()
             .withf(|r| r.action == "delete" && (r.matched, r.done, r.skipped) == (3, 1, 3))
@@ -482,19 +485,29 @@ mod tests {
         let codes: Vec<(TaskId, String)> = report
             .results
             .iter()
-            .map(|r| (r.id, r.outcome.as_ref().map_or_else(|e| format!("{e:?}"), |()| "done".into())))
+            .map(|r| {
+                (r.id, r.outcome.as_ref().map_or_else(|e| format!("{e:?}"), |()| "done".into()))
+            })
             .collect();
         assert_eq!(codes[0], (task_id(1), "done".to_owned()));
-        assert!(codes[1].1.contains("action: Delete") && codes[1].1.contains("Pending"), "{codes:?}");
-        assert!(codes[2].1.contains("action: Delete") && codes[2].1.contains("Running"), "{codes:?}");
-        assert!(matches!(report.results[3].outcome, Err(AppError::NotFound(id)) if id == task_id(4)));
+        assert!(
+            codes[1].1.contains("action: Delete") && codes[1].1.contains("Pending"),
+            "{codes:?}"
+        );
+        assert!(
+            codes[2].1.contains("action: Delete") && codes[2].1.contains("Running"),
+            "{codes:?}"
+        );
+        assert!(
+            matches!(report.results[3].outcome, Err(AppError::NotFound(id)) if id == task_id(4))
+        );
     }
 
     #[test]
     fn a_bulk_action_refuses_a_limit_outside_1_to_10000_without_asking_storage() {
         for limit in [0, 10_001] {
-            let outcome =
-                service(MockTaskRepository::new()).bulk(&by_filter(BulkAction::Cancel, limit), &QueueScope::All);
+            let outcome = service(MockTaskRepository::new())
+                .bulk(&by_filter(BulkAction::Cancel, limit), &QueueScope::All);
             assert!(matches!(outcome, Err(AppError::InvalidBulkLimit(l)) if l == limit));
         }
     }

@@ -55,7 +55,8 @@ pub(super) fn delete_many(
         .bind::<Array<BigInt>, _>(&versions)
         .load(conn)
         .map_err(|e| classify(e, "cannot delete tasks"))?;
-    let deleted: std::collections::HashSet<uuid::Uuid> = deleted.into_iter().map(|d| d.id).collect();
+    let deleted: std::collections::HashSet<uuid::Uuid> =
+        deleted.into_iter().map(|d| d.id).collect();
     Ok(tasks.iter().map(|(id, _)| *id).filter(|id| !deleted.contains(&id.as_uuid())).collect())
 }
 
