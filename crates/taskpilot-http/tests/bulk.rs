@@ -89,7 +89,7 @@ impl Api {
         let reply =
             self.call(token, Method::POST, "/api/tasks/batch", Some(json!({"tasks": tasks}))).await;
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
-        reply.body["items"].as_array().unwrap().iter().map(|t| id_of(t)).collect()
+        reply.body["items"].as_array().unwrap().iter().map(id_of).collect()
     }
 
     /// Claims up to `n` tasks of `queue`; their ids and lease tokens.
