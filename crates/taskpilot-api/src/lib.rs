@@ -26,6 +26,7 @@
 //! ```
 
 mod batch;
+mod bulk;
 pub mod limits;
 #[cfg(feature = "openapi")]
 pub mod openapi;
@@ -37,6 +38,9 @@ mod tokens;
 pub use batch::{
     CompleteTasksRequest, CompleteTasksResponse, CompletionItem, CompletionOutcome,
     CompletionResult, CreateTaskBatchRequest, CreateTaskBatchResponse,
+};
+pub use bulk::{
+    BulkActionKind, BulkActionRequest, BulkActionResponse, BulkFilter, BulkOutcome, BulkResult,
 };
 pub use problem::{ProblemBody, ProblemCode, PROBLEM_JSON};
 pub use tasks::{

@@ -23,3 +23,11 @@ pub const EARLIEST_INSTANT_MICROS: i64 = -62_167_219_200_000_000;
 /// The latest instant the API reads or writes, 9999-12-31T23:59:59.999999Z, in microseconds
 /// since the Unix epoch.
 pub const LATEST_INSTANT_MICROS: i64 = 253_402_300_799_999_999;
+/// Most tasks one bulk action (`POST /api/tasks/bulk`) may take, by filter or by ids.
+pub const MAX_BULK: u32 = 10_000;
+/// Tasks a bulk action takes at most when it names no `limit`.
+pub const DEFAULT_BULK: u32 = 1_000;
+/// Tasks a bulk action judges and writes per transaction.
+pub const BULK_BATCH: u32 = 500;
+/// The longest text a `lastError` filter may look for, in characters.
+pub const MAX_ERROR_FILTER_CHARS: usize = 500;

@@ -116,20 +116,82 @@ named_schema!(
 );
 
 named_schema!(
-    /// `status` of `GET /api/tasks`: a status in any case, or empty.
+    /// `status` of `GET /api/tasks`: statuses in any case, comma-separated, or empty.
     StatusFilter,
     or_empty(
-        ObjectBuilder::new().schema_type(Type::String).pattern(Some(any_case(&[
-            TaskStatus::Pending,
-            TaskStatus::Running,
-            TaskStatus::Succeeded,
-            TaskStatus::Failed,
-            TaskStatus::Cancelled,
-        ]))),
-        "Only tasks in this status (`PENDING`, `RUNNING`, `SUCCEEDED`, `FAILED` or \
-         `CANCELLED`, in any case).",
+        ObjectBuilder::new().schema_type(Type::String).pattern(Some(comma_separated(&any_case(
+            &[
+                TaskStatus::Pending,
+                TaskStatus::Running,
+                TaskStatus::Succeeded,
+                TaskStatus::Failed,
+                TaskStatus::Cancelled,
+            ]
+        )))),
+        "Only tasks in one of these statuses, comma-separated (`PENDING`, `RUNNING`, \
+         `SUCCEEDED`, `FAILED`, `CANCELLED`, in any case), e.g. `FAILED,CANCELLED`.",
     )
 );
+
+named_schema!(
+    /// `retryState` of `GET /api/tasks`: a retry state, or empty.
+    RetryStateFilter,
+    or_empty(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^(NONE|RETRY_SCHEDULED|EXHAUSTED|NON_RETRYABLE)$")),
+        "Only tasks in this retry state.",
+    )
+);
+
+named_schema!(
+    /// `createdAfter`, `createdBefore`, `completedAfter`, `completedBefore` of
+    /// `GET /api/tasks`: an RFC 3339 instant, or empty.
+    InstantFilter,
+    or_empty(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .pattern(Some(
+                r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$",
+            )),
+        "An RFC 3339 instant between years 0000 and 9999; `after` bounds are inclusive, \
+         `before` bounds exclusive.",
+    )
+);
+
+named_schema!(
+    /// `lastError` of `GET /api/tasks` and of a bulk filter: text to look for.
+    ErrorText,
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(crate::limits::MAX_ERROR_FILTER_CHARS))
+        .pattern(Some(r"^[^\u0000]*$"))
+        .description(Some(
+            "Text the last error contains, ignoring case; `%` and `_` are literal. Up to 500 \
+             characters, no NUL. Empty counts as absent.",
+        ))
+        .into()
+);
+
+named_schema!(
+    /// `payload` of `GET /api/tasks`: a JSON object, or empty.
+    PayloadFilter,
+    or_empty(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .content_media_type("application/json")
+            .pattern(Some(r"^\s*\{.*\}\s*$")),
+        "A JSON object the payload must contain (`payload @> value`), e.g. \
+         `{\"customerId\":42}`; the listing reaches the newest 10,000 such tasks.",
+    )
+);
+
+/// A pattern of one or more comma-separated items of `item` (a `^(...)$` pattern).
+fn comma_separated(item: &str) -> String {
+    let inner = item.trim_start_matches('^').trim_end_matches('$');
+    format!("^{inner}(,{inner})*$")
+}
 
 /// A pattern that matches each status's spelling in upper, lower or mixed case.
 fn any_case(statuses: &[TaskStatus]) -> String {

@@ -268,14 +268,44 @@ pub struct ListTasksQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", param(value_type = Option<crate::openapi::QueueFilter>))]
     pub queue: Option<String>,
-    /// Only tasks in this status, e.g. `PENDING`.
+    /// Only tasks in one of these statuses, comma-separated, e.g. `FAILED,CANCELLED`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", param(value_type = Option<crate::openapi::StatusFilter>))]
     pub status: Option<String>,
+    /// Only tasks in this retry state, e.g. `EXHAUSTED`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::openapi::RetryStateFilter>))]
+    pub retry_state: Option<String>,
     /// Only tasks of this name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", param(value_type = Option<crate::openapi::NameFilter>))]
     pub name: Option<String>,
+    /// Only tasks created at or after this instant (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::openapi::InstantFilter>))]
+    pub created_after: Option<String>,
+    /// Only tasks created before this instant (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::openapi::InstantFilter>))]
+    pub created_before: Option<String>,
+    /// Only tasks that finished at or after this instant (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::openapi::InstantFilter>))]
+    pub completed_after: Option<String>,
+    /// Only tasks that finished before this instant (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::openapi::InstantFilter>))]
+    pub completed_before: Option<String>,
+    /// Only tasks whose `lastError` contains this text, ignoring case; every character is
+    /// literal, `%` and `_` included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::openapi::ErrorText>))]
+    pub last_error: Option<String>,
+    /// Only tasks whose payload contains this JSON object, e.g. `{"customerId":42}`
+    /// (`payload @> value`); a listing with it reaches the newest 10,000 such tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::openapi::PayloadFilter>))]
+    pub payload: Option<String>,
     /// Page size, 1 to 500 (default 50).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", param(value_type = Option<crate::openapi::PageSize>))]

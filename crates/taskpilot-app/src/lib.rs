@@ -162,6 +162,15 @@
 //! #   fn fold_counts(&self, _: chrono::DateTime<chrono::Utc>, _: u32) -> Result<u64, RepoError> {
 //! #       unimplemented!()
 //! #   }
+//! #   fn delete_many(&self, _: &[(TaskId, u64)]) -> Result<Vec<TaskId>, RepoError> {
+//! #       unimplemented!()
+//! #   }
+//! #   fn record_bulk_action(
+//! #       &self,
+//! #       _: &taskpilot_app::BulkActionRecord,
+//! #   ) -> Result<(), RepoError> {
+//! #       unimplemented!()
+//! #   }
 //! #   fn delete_finished(
 //! #       &self,
 //! #       _: TaskStatus,
@@ -252,7 +261,10 @@ pub use events::{Actor, EventKind, Rejection, RejectionCount, StaleCall, TaskEve
 pub use observer::{NoObserver, TaskObserver};
 #[cfg(any(test, feature = "mocks"))]
 pub use repository::MockTaskRepository;
-pub use repository::{ClaimRequest, Cursor, RepoError, TaskFilter, TaskRepository, TaskWrite};
+pub use repository::{
+    BulkActionRecord, ClaimRequest, Cursor, RepoError, TaskFilter, TaskRepository, TaskWrite,
+};
 pub use service::{
-    Acting, Completion, CreateTask, Pruned, ReportedOutcome, ServiceDefaults, TaskPage, TaskService,
+    Acting, BulkAction, BulkItem, BulkReport, BulkRequest, BulkSelection, Completion, CreateTask,
+    Pruned, ReportedOutcome, ServiceDefaults, TaskPage, TaskService,
 };

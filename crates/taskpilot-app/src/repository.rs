@@ -1,10 +1,11 @@
 //! The storage port.
 
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use taskpilot_api::limits::{EARLIEST_INSTANT_MICROS, LATEST_INSTANT_MICROS};
 use taskpilot_domain::{
-    LeaseDuration, LiveSuccess, QueueName, Task, TaskId, TaskName, TaskStatus, TokenId, TokenName,
-    WorkerId,
+    LeaseDuration, LiveSuccess, QueueName, RetryState, Task, TaskId, TaskName, TaskStatus, TokenId,
+    TokenName, WorkerId,
 };
 
 use crate::{RejectionCount, TaskCounts, TaskEvent};
@@ -83,19 +84,64 @@ impl Cursor {
     }
 }
 
-/// Which tasks a listing wants.
+/// Which tasks a listing wants: every condition given must hold.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TaskFilter {
     /// Only tasks in this queue.
     pub queue: Option<QueueName>,
-    /// Only tasks in this status.
-    pub status: Option<TaskStatus>,
+    /// Only tasks in one of these statuses; any status when empty.
+    pub statuses: Vec<TaskStatus>,
+    /// Only tasks in this retry state.
+    pub retry_state: Option<RetryState>,
     /// Only tasks of this name.
     pub name: Option<TaskName>,
+    /// Only tasks created at or after this instant.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only tasks created strictly before this instant.
+    pub created_before: Option<DateTime<Utc>>,
+    /// Only tasks that finished at or after this instant (so only terminal tasks).
+    pub completed_after: Option<DateTime<Utc>>,
+    /// Only tasks that finished strictly before this instant (so only terminal tasks).
+    pub completed_before: Option<DateTime<Utc>>,
+    /// Only tasks whose last error contains this text, case-insensitively; every character
+    /// is literal (`%` and `_` included).
+    pub error_contains: Option<String>,
+    /// Only tasks whose payload contains this JSON value (PostgreSQL's `@>`): an object
+    /// matches every payload holding at least its keys with those values. Storage looks only
+    /// among the newest [`TaskFilter::MAX_PAYLOAD_MATCHES`] such tasks.
+    pub payload_contains: Option<Value>,
     /// Only tasks in one of these queues (a token's reach); every queue when `None`.
     pub queues: Option<Vec<QueueName>>,
     /// Only tasks created by this token.
     pub created_by: Option<TokenId>,
+}
+
+impl TaskFilter {
+    /// A payload filter reaches at most this many tasks, the newest whose payload contains
+    /// the value: later pages of such a listing end there.
+    pub const MAX_PAYLOAD_MATCHES: u32 = 10_000;
+}
+
+/// One operator action on many tasks, as it is recorded once: see
+/// [`TaskRepository::record_bulk_action`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct BulkActionRecord {
+    /// Its identity.
+    pub id: uuid::Uuid,
+    /// `rerun`, `cancel` or `delete`.
+    pub action: &'static str,
+    /// What selected the tasks: the filter's conditions or the ids, as JSON.
+    pub selection: Value,
+    /// The API token that asked for it, `None` under open access.
+    pub token: Option<TokenName>,
+    /// How many tasks matched.
+    pub matched: u64,
+    /// How many it changed (or deleted).
+    pub done: u64,
+    /// How many it left alone, each for a rule that refused it.
+    pub skipped: u64,
+    /// When it ran.
+    pub at: DateTime<Utc>,
 }
 
 /// One compare-and-swap write of a batch: see [`TaskRepository::write_many`].
@@ -263,6 +309,15 @@ pub trait TaskRepository: Send + Sync {
         after: Option<Cursor>,
         limit: u32,
     ) -> Result<Vec<Task>, RepoError>;
+
+    /// Deletes each task whose stored version is still the version given, with its whole
+    /// history, all in one transaction, and returns the ids it did not delete (the version
+    /// moved on, or the task is gone). The caller has judged each task deletable
+    /// ([`Task::check_deletable`]) at that version.
+    fn delete_many(&self, tasks: &[(TaskId, u64)]) -> Result<Vec<TaskId>, RepoError>;
+
+    /// Records one bulk action, once, for the operators' audit.
+    fn record_bulk_action(&self, record: &BulkActionRecord) -> Result<(), RepoError>;
 
     /// Succeeds when the store answers.
     fn ping(&self) -> Result<(), RepoError>;

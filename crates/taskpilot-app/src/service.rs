@@ -6,6 +6,7 @@
 
 mod acting;
 mod batch;
+mod bulk;
 mod retention;
 mod transitions;
 
@@ -25,6 +26,7 @@ use uuid::Uuid;
 
 pub use acting::Acting;
 pub use batch::{Completion, ReportedOutcome};
+pub use bulk::{BulkAction, BulkItem, BulkReport, BulkRequest, BulkSelection};
 pub use retention::Pruned;
 
 use crate::{
@@ -511,7 +513,7 @@ mod tests {
         let cursor = Cursor::after(&newest_first(3)[2]);
         let filter = TaskFilter {
             queue: Some(queue("emails")),
-            status: Some(TaskStatus::Failed),
+            statuses: vec![TaskStatus::Failed],
             name: Some(TaskName::parse("send-email").unwrap()),
             ..TaskFilter::default()
         };

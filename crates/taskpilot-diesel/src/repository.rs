@@ -9,11 +9,11 @@ use diesel::dsl::{exists, min, sql};
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, PooledConnection};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sql_types::{Array, BigInt, Bool, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Bool, Jsonb, Text, Timestamptz, Uuid as SqlUuid};
 use serde_json::Value;
 use taskpilot_app::{
-    Actor, ClaimRequest, Cursor, RejectionCount, RepoError, StaleCall, TaskCounts, TaskEvent,
-    TaskFilter, TaskRepository, TaskWrite,
+    Actor, BulkActionRecord, ClaimRequest, Cursor, RejectionCount, RepoError, StaleCall,
+    TaskCounts, TaskEvent, TaskFilter, TaskRepository, TaskWrite,
 };
 use taskpilot_domain::{
     to_micros, AttemptEnd, LeaseToken, LiveSuccess, MaxAttempts, QueueName, RetryState, Task,
@@ -26,6 +26,7 @@ use crate::schema::{task_events, tasks};
 use crate::PgPool;
 
 mod batch;
+mod bulk;
 mod counts;
 mod live;
 pub(crate) mod retention;
@@ -406,11 +407,50 @@ impl TaskRepository for PgTaskRepository {
         if let Some(queue) = &filter.queue {
             query = query.filter(tasks::queue.eq(queue.as_str().to_owned()));
         }
-        if let Some(status) = filter.status {
-            query = query.filter(tasks::status.eq(status.as_str()));
+        match filter.statuses.as_slice() {
+            [] => {}
+            // One status keeps the plain equality the partial indexes are written for.
+            [status] => query = query.filter(tasks::status.eq(status.as_str())),
+            statuses => {
+                let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+                query = query.filter(tasks::status.eq_any(statuses));
+            }
+        }
+        if let Some(retry_state) = filter.retry_state {
+            query = query.filter(tasks::retry_state.eq(retry_state.as_str()));
         }
         if let Some(name) = &filter.name {
             query = query.filter(tasks::name.eq(name.as_str().to_owned()));
+        }
+        if let Some(at) = filter.created_after {
+            query = query.filter(tasks::created_at.ge(at));
+        }
+        if let Some(at) = filter.created_before {
+            query = query.filter(tasks::created_at.lt(at));
+        }
+        if let Some(at) = filter.completed_after {
+            query = query.filter(tasks::completed_at.ge(at));
+        }
+        if let Some(at) = filter.completed_before {
+            query = query.filter(tasks::completed_at.lt(at));
+        }
+        if let Some(text) = &filter.error_contains {
+            query = query.filter(tasks::last_error.ilike(contains_pattern(text)).escape('\\'));
+        }
+        if let Some(payload) = &filter.payload_contains {
+            // Among the newest MAX_PAYLOAD_MATCHES tasks whose payload contains the value:
+            // found through the GIN index `tasks_payload_idx` when few match, by walking the
+            // created_at index when many do, and then looked up by primary key, so that the
+            // cost is bounded however many tasks match; the other conditions and the cursor
+            // apply on top. As an array (`= ANY (ARRAY (...))`), not `IN (subquery)`: joined,
+            // the planner guesses the subquery's size and may scan the whole table.
+            query = query.filter(
+                sql::<Bool>("tasks.id = ANY (ARRAY (SELECT p.id FROM tasks p WHERE p.payload @> ")
+                    .bind::<Jsonb, _>(payload.clone())
+                    .sql(" ORDER BY p.created_at DESC, p.id DESC LIMIT ")
+                    .bind::<BigInt, _>(i64::from(TaskFilter::MAX_PAYLOAD_MATCHES))
+                    .sql("))"),
+            );
         }
         if let Some(queues) = &filter.queues {
             let queues: Vec<String> = queues.iter().map(|q| q.as_str().to_owned()).collect();
@@ -447,6 +487,18 @@ impl TaskRepository for PgTaskRepository {
         counts::fold_counts(&mut conn, now, limit)
     }
 
+    /// One statement (see `bulk`): lock the tasks still at the judged version, skipping
+    /// locked rows, delete their history, then them.
+    fn delete_many(&self, tasks: &[(TaskId, u64)]) -> Result<Vec<TaskId>, RepoError> {
+        let mut conn = self.conn()?;
+        bulk::delete_many(&mut conn, tasks)
+    }
+
+    fn record_bulk_action(&self, record: &BulkActionRecord) -> Result<(), RepoError> {
+        let mut conn = self.conn()?;
+        bulk::record_bulk_action(&mut conn, record)
+    }
+
     fn ping(&self) -> Result<(), RepoError> {
         let mut conn = self.conn()?;
         diesel::sql_query("SELECT 1")
@@ -466,6 +518,21 @@ impl TaskRepository for PgTaskRepository {
         let mut conn = self.conn()?;
         retention::delete_finished(&mut conn, status, completed_before, limit)
     }
+}
+
+/// A `LIKE` pattern matching any text that contains `text`: `\\`, `%` and `_` in it are
+/// escaped with `\\`, so that every character the user typed is literal.
+fn contains_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 /// Sorts a diesel error into "the database is unreachable or too busy now" and everything

@@ -116,5 +116,27 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// One row per bulk action; see `migrations/*_bulk_actions/up.sql`.
+    bulk_actions (id) {
+        /// The action's id (UUID v7).
+        id -> Uuid,
+        /// `rerun`, `cancel` or `delete`.
+        action -> Text,
+        /// `{"filter": {...}}` or `{"ids": [...]}`: what selected the tasks.
+        selection -> Jsonb,
+        /// The API token that asked for it; NULL under open access.
+        token_name -> Nullable<Text>,
+        /// How many tasks matched.
+        matched -> Int8,
+        /// How many it changed or deleted.
+        done -> Int8,
+        /// How many a rule refused.
+        skipped -> Int8,
+        /// When it ran.
+        at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(task_events -> tasks (task_id));
-diesel::allow_tables_to_appear_in_same_query!(tasks, task_events, api_tokens);
+diesel::allow_tables_to_appear_in_same_query!(tasks, task_events, api_tokens, bulk_actions);

@@ -318,7 +318,7 @@ fn listing_is_newest_first_and_filters_by_status_and_name() {
     let expect = |indexes: &[usize]| indexes.iter().map(|&i| tasks[i].id()).collect::<Vec<_>>();
     let filter = |status: Option<TaskStatus>, name: Option<&str>| TaskFilter {
         queue: None,
-        status,
+        statuses: status.into_iter().collect(),
         name: name.map(|n| TaskName::parse(n).unwrap()),
         ..TaskFilter::default()
     };
@@ -557,7 +557,11 @@ fn listing_filters_by_queue() {
         store(&repo, task);
     }
     let list = |q: &str, status: Option<TaskStatus>| {
-        let filter = TaskFilter { queue: Some(queue(q)), status, ..TaskFilter::default() };
+        let filter = TaskFilter {
+            queue: Some(queue(q)),
+            statuses: status.into_iter().collect(),
+            ..TaskFilter::default()
+        };
         repo.list(&filter, None, 10).unwrap().iter().map(Task::id).collect::<Vec<_>>()
     };
 

@@ -76,7 +76,7 @@ pub enum TokenKind {
     Worker,
     /// Reads everything: tasks, history, stats, queues, metrics.
     Viewer,
-    /// A viewer that also cancels and reruns tasks.
+    /// A viewer that also cancels and reruns tasks, one at a time or in bulk.
     Operator,
     /// Every operation, managing tokens included.
     Admin,
@@ -108,6 +108,8 @@ pub enum Operation {
     ReadMetrics,
     /// Create, list and revoke tokens.
     ManageTokens,
+    /// Rerun, cancel or delete many tasks at once (`POST /api/tasks/bulk`).
+    BulkAction,
 }
 
 /// What a kind of token may do with an operation.
@@ -146,7 +148,7 @@ impl TokenKind {
                 K::Viewer | K::Operator,
                 O::ReadTask | O::ListTasks | O::ReadStats | O::ReadMetrics,
             ) => Any,
-            (K::Operator, O::CancelTask | O::RerunTask) => Any,
+            (K::Operator, O::CancelTask | O::RerunTask | O::BulkAction) => Any,
             (K::Metrics, O::ReadMetrics) => Any,
             _ => Denied,
         }
@@ -437,15 +439,16 @@ mod tests {
             ReadStats,
             ReadMetrics,
             ManageTokens,
+            BulkAction,
         ];
         // Columns in the order of `operations`.
-        let table: [(TokenKind, [Grant; 10]); 6] = [
-            (TokenKind::Producer, [A, O, O, O, D, D, D, D, D, D]),
-            (TokenKind::Worker, [D, D, D, D, D, A, A, D, D, D]),
-            (TokenKind::Viewer, [D, A, A, D, D, D, D, A, A, D]),
-            (TokenKind::Operator, [D, A, A, A, A, D, D, A, A, D]),
-            (TokenKind::Admin, [A, A, A, A, A, A, A, A, A, A]),
-            (TokenKind::Metrics, [D, D, D, D, D, D, D, D, A, D]),
+        let table: [(TokenKind, [Grant; 11]); 6] = [
+            (TokenKind::Producer, [A, O, O, O, D, D, D, D, D, D, D]),
+            (TokenKind::Worker, [D, D, D, D, D, A, A, D, D, D, D]),
+            (TokenKind::Viewer, [D, A, A, D, D, D, D, A, A, D, D]),
+            (TokenKind::Operator, [D, A, A, A, A, D, D, A, A, D, A]),
+            (TokenKind::Admin, [A, A, A, A, A, A, A, A, A, A, A]),
+            (TokenKind::Metrics, [D, D, D, D, D, D, D, D, A, D, D]),
         ];
         assert_eq!(table.map(|(kind, _)| kind), TokenKind::ALL, "every kind has its row");
         for (kind, row) in table {

@@ -125,6 +125,8 @@ pub enum Action {
     ExpireLease,
     /// [`Task::release`](crate::Task::release).
     Release,
+    /// [`Task::check_deletable`](crate::Task::check_deletable).
+    Delete,
 }
 
 impl fmt::Display for Action {
@@ -138,6 +140,7 @@ impl fmt::Display for Action {
             Self::Heartbeat => "heartbeat",
             Self::ExpireLease => "expire its lease",
             Self::Release => "release",
+            Self::Delete => "be deleted",
         })
     }
 }

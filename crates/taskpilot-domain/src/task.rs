@@ -378,6 +378,20 @@ impl Task {
         Ok(())
     }
 
+    /// Whether the task may be deleted by an operator: only a terminal task (succeeded,
+    /// failed or cancelled) may, so that no pending or running work disappears unseen.
+    ///
+    /// # Errors
+    /// [`DomainError::InvalidTransition`] with [`Action::Delete`] for a pending or running
+    /// task.
+    pub fn check_deletable(&self) -> Result<(), DomainError> {
+        if self.status().is_terminal() {
+            Ok(())
+        } else {
+            Err(self.refuse(Action::Delete))
+        }
+    }
+
     /// Whether [`Task::start`] would accept the task at `now`.
     pub fn is_runnable_at(&self, now: DateTime<Utc>) -> bool {
         matches!(self.state, TaskState::Pending { next_run_at } if next_run_at.is_none_or(|at| at <= now))
@@ -602,6 +616,38 @@ mod tests {
                 task.heartbeat(None, token, lease(), now).map(changed)
             }
             Action::Release => task.release(&Reporter::anyone(), now),
+            Action::Delete => task.check_deletable().map(|()| Applied::Replayed),
+        }
+    }
+
+    #[test]
+    fn only_terminal_tasks_can_be_deleted() {
+        use TaskStatus::{Cancelled, Failed, Pending, Running, Succeeded};
+        let table = [
+            (Pending, false),
+            (Running, false),
+            (Succeeded, true),
+            (Failed, true),
+            (Cancelled, true),
+        ];
+        let from: Vec<TaskStatus> = table.iter().map(|(from, _)| *from).collect();
+        assert_eq!(from, TaskStatus::ALL, "every status is listed");
+        for (status, deletable) in table {
+            let task = task_in(status);
+            let outcome = task.check_deletable();
+            if deletable {
+                assert_eq!(outcome, Ok(()), "{status}");
+            } else {
+                assert_eq!(
+                    outcome,
+                    Err(DomainError::InvalidTransition {
+                        task: task.id(),
+                        from: status,
+                        action: Action::Delete
+                    }),
+                    "{status}"
+                );
+            }
         }
     }
 

@@ -17,20 +17,21 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use taskpilot_api::limits::{
-    MAX_BATCH, MAX_CLAIM_BATCH, MAX_CLAIM_QUEUES, MAX_CLAIM_WAIT_MS, MAX_PAGE_SIZE,
+    DEFAULT_BULK, MAX_BATCH, MAX_BULK, MAX_CLAIM_BATCH, MAX_CLAIM_QUEUES, MAX_CLAIM_WAIT_MS,
+    MAX_ERROR_FILTER_CHARS, MAX_PAGE_SIZE,
 };
 pub use taskpilot_api::time::format as format_time;
 use taskpilot_api::{
-    ClaimResponse, ClaimTasksRequest, CompletionItem, CompletionOutcome, CompletionResult,
-    CreateTaskBatchRequest, CreateTaskBatchResponse, CreateTaskRequest, FailTaskRequest,
-    HeartbeatRequest, ListTasksQuery, QueueStatsResponse, RejectionCountResponse,
-    RejectionStatsResponse, ReleaseTaskRequest, RetryState, StartTaskRequest, StatsResponse,
-    StatusCountsResponse, SucceedTaskRequest, TaskEventListResponse, TaskEventResponse,
-    TaskListResponse, TaskResponse, TaskStatus,
+    BulkActionKind, BulkActionRequest, BulkActionResponse, BulkOutcome, BulkResult, ClaimResponse,
+    ClaimTasksRequest, CompletionItem, CompletionOutcome, CompletionResult, CreateTaskBatchRequest,
+    CreateTaskBatchResponse, CreateTaskRequest, FailTaskRequest, HeartbeatRequest, ListTasksQuery,
+    QueueStatsResponse, RejectionCountResponse, RejectionStatsResponse, ReleaseTaskRequest,
+    RetryState, StartTaskRequest, StatsResponse, StatusCountsResponse, SucceedTaskRequest,
+    TaskEventListResponse, TaskEventResponse, TaskListResponse, TaskResponse, TaskStatus,
 };
 use taskpilot_app::{
-    Completion, CreateTask, RejectionCount, ReportedOutcome, StatusCounts, TaskCounts, TaskEvent,
-    TaskFilter, TaskPage,
+    BulkAction, BulkReport, BulkRequest, BulkSelection, Completion, CreateTask, RejectionCount,
+    ReportedOutcome, StatusCounts, TaskCounts, TaskEvent, TaskFilter, TaskPage,
 };
 use taskpilot_domain::{
     check_json, to_micros, LeaseDuration, LeaseToken, MaxAttempts, QueueName, Reporter, Task,
@@ -218,24 +219,54 @@ pub struct ListRequest {
     pub limit: Option<u32>,
 }
 
-/// `GET /api/tasks`'s query, validated.
+/// `GET /api/tasks`'s query, validated: each parameter named in the error of its bad value.
 ///
 /// # Errors
-/// An unknown status, an invalid name or queue, or a limit that is not a number.
+/// An unknown status or retry state, an invalid name or queue, an instant that is not
+/// RFC 3339, error text too long, a payload that is no JSON object, or a limit that is not
+/// a number.
 pub fn list_request(query: ListTasksQuery) -> Result<ListRequest, ApiError> {
     let present = |v: Option<String>| v.filter(|v| !v.is_empty());
-    let status = present(query.status)
+    let statuses = match present(query.status) {
+        None => Vec::new(),
+        Some(raw) => raw.split(',').map(status_named).collect::<Result<Vec<_>, _>>()?,
+    };
+    let retry_state = present(query.retry_state)
         .map(|raw| {
-            taskpilot_domain::TaskStatus::parse(&raw).ok_or_else(|| {
-                let all = taskpilot_domain::TaskStatus::ALL
-                    .map(taskpilot_domain::TaskStatus::as_str)
-                    .join(", ");
-                ApiError::Validation(format!("status must be one of {all}, got {raw:?}"))
+            taskpilot_domain::RetryState::parse(&raw).ok_or_else(|| {
+                ApiError::Validation(format!(
+                    "retryState must be one of NONE, RETRY_SCHEDULED, EXHAUSTED, \
+                     NON_RETRYABLE, got {raw:?}"
+                ))
             })
         })
         .transpose()?;
-    let name = present(query.name).map(|raw| TaskName::parse(&raw)).transpose()?;
-    let queue = present(query.queue).map(|raw| QueueName::parse(&raw)).transpose()?;
+    let at =
+        |field: &str, raw: Option<String>| present(raw).map(|raw| rfc3339(field, &raw)).transpose();
+    let payload = present(query.payload)
+        .map(|raw| {
+            serde_json::from_str::<Value>(&raw).map_err(|_| {
+                ApiError::Validation(format!(
+                    "payload must be a JSON object such as {{\"customerId\":42}}, got {raw:?}"
+                ))
+            })
+        })
+        .transpose()?;
+    let filter = task_filter(
+        RawFilter {
+            queue: present(query.queue),
+            statuses,
+            retry_state,
+            name: present(query.name),
+            created_after: at("createdAfter", query.created_after)?,
+            created_before: at("createdBefore", query.created_before)?,
+            completed_after: at("completedAfter", query.completed_after)?,
+            completed_before: at("completedBefore", query.completed_before)?,
+            last_error: present(query.last_error),
+            payload,
+        },
+        "",
+    )?;
     let limit = present(query.limit)
         .map(|raw| {
             raw.parse::<u32>().map_err(|_| {
@@ -246,11 +277,228 @@ pub fn list_request(query: ListTasksQuery) -> Result<ListRequest, ApiError> {
         })
         .transpose()?;
     let cursor = present(query.cursor);
-    Ok(ListRequest {
-        filter: TaskFilter { queue, status, name, ..TaskFilter::default() },
-        cursor,
-        limit,
+    Ok(ListRequest { filter, cursor, limit })
+}
+
+/// One status of a `status` list, in any case.
+fn status_named(raw: &str) -> Result<taskpilot_domain::TaskStatus, ApiError> {
+    taskpilot_domain::TaskStatus::parse(raw).ok_or_else(|| {
+        let all =
+            taskpilot_domain::TaskStatus::ALL.map(taskpilot_domain::TaskStatus::as_str).join(", ");
+        ApiError::Validation(format!(
+            "status must be one or more of {all}, comma-separated, got {raw:?}"
+        ))
     })
+}
+
+/// An RFC 3339 instant of a query parameter.
+fn rfc3339(field: &str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
+    let at = DateTime::parse_from_rfc3339(raw).map_err(|_| {
+        ApiError::Validation(format!(
+            "{field} must be an RFC 3339 instant such as 2026-12-01T12:00:00Z, got {raw:?}"
+        ))
+    })?;
+    instant(field, at.with_timezone(&Utc))
+}
+
+/// The filters as a query or a bulk body gives them, before validation.
+struct RawFilter {
+    queue: Option<String>,
+    statuses: Vec<taskpilot_domain::TaskStatus>,
+    retry_state: Option<taskpilot_domain::RetryState>,
+    name: Option<String>,
+    created_after: Option<DateTime<Utc>>,
+    created_before: Option<DateTime<Utc>>,
+    completed_after: Option<DateTime<Utc>>,
+    completed_before: Option<DateTime<Utc>>,
+    last_error: Option<String>,
+    payload: Option<Value>,
+}
+
+/// Validates the filters; errors name the field after `prefix` (`""` for the query,
+/// `"filter."` for a bulk body).
+fn task_filter(raw: RawFilter, prefix: &str) -> Result<TaskFilter, ApiError> {
+    let named = |e: ApiError| match e {
+        ApiError::Validation(detail) => ApiError::Validation(format!("{prefix}{detail}")),
+        other => other,
+    };
+    let invalid =
+        |e: taskpilot_domain::ValidationError| ApiError::Validation(format!("{prefix}{e}"));
+    let queue = raw.queue.as_deref().map(QueueName::parse).transpose().map_err(invalid)?;
+    let name = raw.name.as_deref().map(TaskName::parse).transpose().map_err(invalid)?;
+    let mut statuses = Vec::with_capacity(raw.statuses.len());
+    for status in raw.statuses {
+        if !statuses.contains(&status) {
+            statuses.push(status);
+        }
+    }
+    let at = |field: &str, value: Option<DateTime<Utc>>| {
+        value.map(|v| instant(field, v)).transpose().map_err(named)
+    };
+    let error_contains = match raw.last_error {
+        Some(text) if text.chars().count() > MAX_ERROR_FILTER_CHARS => {
+            return Err(named(ApiError::Validation(format!(
+                "lastError must be at most {MAX_ERROR_FILTER_CHARS} characters"
+            ))))
+        }
+        Some(text) if text.contains('\0') => {
+            return Err(named(ApiError::Validation(
+                "lastError must not contain NUL characters (\\u0000)".to_owned(),
+            )))
+        }
+        other => other,
+    };
+    if let Some(payload) = &raw.payload {
+        if !payload.is_object() {
+            return Err(named(ApiError::Validation(format!(
+                "payload must be a JSON object such as {{\"customerId\":42}}, got {payload}"
+            ))));
+        }
+        check_json("payload", payload).map_err(invalid)?;
+    }
+    Ok(TaskFilter {
+        queue,
+        statuses,
+        retry_state: raw.retry_state,
+        name,
+        created_after: at("createdAfter", raw.created_after)?,
+        created_before: at("createdBefore", raw.created_before)?,
+        completed_after: at("completedAfter", raw.completed_after)?,
+        completed_before: at("completedBefore", raw.completed_before)?,
+        error_contains,
+        payload_contains: raw.payload,
+        ..TaskFilter::default()
+    })
+}
+
+/// A wire status as the domain names it.
+fn domain_status(status: TaskStatus) -> taskpilot_domain::TaskStatus {
+    use taskpilot_domain::TaskStatus as S;
+    match status {
+        TaskStatus::Pending => S::Pending,
+        TaskStatus::Running => S::Running,
+        TaskStatus::Succeeded => S::Succeeded,
+        TaskStatus::Failed => S::Failed,
+        TaskStatus::Cancelled => S::Cancelled,
+    }
+}
+
+/// A wire retry state as the domain names it.
+fn domain_retry_state(state: RetryState) -> taskpilot_domain::RetryState {
+    use taskpilot_domain::RetryState as R;
+    match state {
+        RetryState::None => R::None,
+        RetryState::RetryScheduled => R::RetryScheduled,
+        RetryState::Exhausted => R::Exhausted,
+        RetryState::NonRetryable => R::NonRetryable,
+    }
+}
+
+/// `POST /api/tasks/bulk`'s body, validated.
+///
+/// A filter with no condition would take every task: it is refused unless the body says
+/// `"all": true`, so that a forgotten or misspelt filter never acts on everything.
+///
+/// # Errors
+/// Both or neither of `filter` and `ids`; an empty filter without `all`; a limit outside
+/// 1 to [`MAX_BULK`]; more ids than the limit; any invalid filter value.
+pub fn bulk_request(body: BulkActionRequest) -> Result<BulkRequest, ApiError> {
+    let action = match body.action {
+        BulkActionKind::Rerun => BulkAction::Rerun,
+        BulkActionKind::Cancel => BulkAction::Cancel,
+        BulkActionKind::Delete => BulkAction::Delete,
+    };
+    let limit = match body.limit {
+        None => None,
+        Some(n) => {
+            Some(u32::try_from(n).ok().filter(|n| (1..=MAX_BULK).contains(n)).ok_or_else(|| {
+                ApiError::Validation(format!("limit must be between 1 and {MAX_BULK}, got {n}"))
+            })?)
+        }
+    };
+    let all = body.all.unwrap_or(false);
+    let (selection, limit) = match (body.filter, body.ids) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::Validation("give filter or ids, not both".to_owned()))
+        }
+        (None, Some(ids)) => {
+            let most = limit.unwrap_or(MAX_BULK);
+            if ids.is_empty() || ids.len() > most as usize {
+                return Err(ApiError::Validation(format!(
+                    "ids must hold 1 to {most} ids (the limit), got {}",
+                    ids.len()
+                )));
+            }
+            let ids = ids.into_iter().map(TaskId::from_uuid).collect();
+            (BulkSelection::Ids(ids), most)
+        }
+        (filter, None) => {
+            if filter.is_none() && !all {
+                return Err(ApiError::Validation(
+                    "filter or ids is required (or \"all\": true for every task)".to_owned(),
+                ));
+            }
+            let f = filter.unwrap_or_default();
+            let filter = task_filter(
+                RawFilter {
+                    queue: f.queue,
+                    statuses: f.status.unwrap_or_default().into_iter().map(domain_status).collect(),
+                    retry_state: f.retry_state.map(domain_retry_state),
+                    name: f.name,
+                    created_after: f.created_after,
+                    created_before: f.created_before,
+                    completed_after: f.completed_after,
+                    completed_before: f.completed_before,
+                    last_error: f.last_error.filter(|t| !t.is_empty()),
+                    payload: f.payload,
+                },
+                "filter.",
+            )?;
+            if filter == TaskFilter::default() && !all {
+                return Err(ApiError::Validation(
+                    "filter has no condition, so it would take every task: send \"all\": true \
+                     to mean that"
+                        .to_owned(),
+                ));
+            }
+            (BulkSelection::Filter(filter), limit.unwrap_or(DEFAULT_BULK))
+        }
+    };
+    Ok(BulkRequest { action, selection, dry_run: body.dry_run.unwrap_or(false), limit })
+}
+
+/// The answer of a bulk action: each skipped task with the code and detail the single call
+/// would have answered, judged at `now`.
+pub fn bulk_response(report: BulkReport, now: DateTime<Utc>) -> BulkActionResponse {
+    let done = report.done();
+    let results: Vec<BulkResult> = report
+        .results
+        .into_iter()
+        .map(|item| {
+            let id = item.id.as_uuid();
+            match item.outcome {
+                Ok(()) => BulkResult { id, outcome: BulkOutcome::Done, code: None, detail: None },
+                Err(e) => {
+                    let body = ApiError::from_app_at(e, now).problem_body();
+                    BulkResult {
+                        id,
+                        outcome: BulkOutcome::Skipped,
+                        code: Some(body.code),
+                        detail: Some(body.detail),
+                    }
+                }
+            }
+        })
+        .collect();
+    BulkActionResponse {
+        id: report.id,
+        matched: report.matched,
+        more: report.more,
+        dry_run: report.dry_run,
+        done,
+        skipped: results.len() as u64 - done,
+        results,
+    }
 }
 
 /// A claim, validated.

@@ -351,6 +351,7 @@ fn refusal(e: &AppError) -> Problem {
         | AppError::InvalidLimit(_)
         | AppError::InvalidClaimLimit(_)
         | AppError::InvalidBatchSize(_)
+        | AppError::InvalidBulkLimit(_)
         | AppError::InvalidCursor => Problem::new(C::ValidationFailed, e.to_string()),
         AppError::ConcurrentModification(id) => {
             Problem::new(C::ConcurrentModification, e.to_string()).task(*id)

@@ -10,10 +10,11 @@ use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use serde::de::DeserializeOwned;
 // The response bodies are named by the handlers' OpenAPI annotations.
 use taskpilot_api::{
-    ClaimResponse, ClaimTasksRequest, CompleteTasksRequest, CompleteTasksResponse,
-    CompletionResult, CreateTaskBatchRequest, CreateTaskBatchResponse, CreateTaskRequest,
-    FailTaskRequest, HeartbeatRequest, ListTasksQuery, RejectionStatsResponse, ReleaseTaskRequest,
-    StartTaskRequest, SucceedTaskRequest, TaskEventListResponse, TaskListResponse, TaskResponse,
+    BulkActionRequest, BulkActionResponse, ClaimResponse, ClaimTasksRequest, CompleteTasksRequest,
+    CompleteTasksResponse, CompletionResult, CreateTaskBatchRequest, CreateTaskBatchResponse,
+    CreateTaskRequest, FailTaskRequest, HeartbeatRequest, ListTasksQuery, RejectionStatsResponse,
+    ReleaseTaskRequest, StartTaskRequest, SucceedTaskRequest, TaskEventListResponse,
+    TaskListResponse, TaskResponse,
 };
 use taskpilot_app::{AppError, TaskService};
 use taskpilot_domain::{Operation, Task, WorkerId};
@@ -201,6 +202,34 @@ pub async fn list_tasks(
     let page = run(&service, move |s| s.acting_as(&caller).list(&filter, cursor.as_deref(), limit))
         .await?;
     Ok(HttpResponse::Ok().json(dto::list_response(&page)))
+}
+
+/// `POST /api/tasks/bulk`: rerun, cancel or delete the tasks a filter or a list of ids
+/// selects (operators and admins), each through the rule of the single call, in batches of
+/// 500 per transaction; or, with `dryRun`, only count them. A task a rule refuses is skipped
+/// with that rule's code.
+#[utoipa::path(
+    post, path = "/api/tasks/bulk", operation_id = "bulkAction", tag = "tasks",
+    request_body = BulkActionRequest,
+    responses(
+        (status = 200, description = "How many tasks matched and, unless a dry run, what happened to each.", body = BulkActionResponse),
+        crate::openapi::BodyRefused, crate::openapi::Unavailable,
+    ),
+)]
+pub async fn bulk_action(
+    service: web::Data<TaskService>,
+    Authenticated(caller): Authenticated,
+    hub: web::Data<WakeHub>,
+    body: Body<BulkActionRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let request = dto::bulk_request(body.0)?;
+    let rerun = request.action == taskpilot_app::BulkAction::Rerun && !request.dry_run;
+    let report = run(&service, move |s| s.acting_as(&caller).bulk(&request)).await?;
+    if rerun && report.done() > 0 {
+        // Rerun tasks are runnable at once: waiting claims look again.
+        hub.wake();
+    }
+    Ok(HttpResponse::Ok().json(dto::bulk_response(report, service.now())))
 }
 
 /// `POST /api/tasks/claim`: up to `limit` runnable tasks, each started under a fresh lease,

@@ -17,7 +17,8 @@ use std::sync::Arc;
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use taskpilot_api::openapi::{
-    Cursor, NameFilter, PageSize, QueueFilter, QueueName, StatusFilter, TaskName, TokenName,
+    Cursor, ErrorText, InstantFilter, NameFilter, PageSize, PayloadFilter, QueueFilter, QueueName,
+    RetryStateFilter, StatusFilter, TaskName, TokenName,
 };
 use taskpilot_api::{ProblemBody, PROBLEM_JSON};
 use utoipa::openapi::header::HeaderBuilder;
@@ -56,6 +57,7 @@ const BEARER: &str = "bearer";
         handlers::claim_tasks,
         handlers::create_task_batch,
         handlers::complete_tasks,
+        handlers::bulk_action,
         handlers::get_task,
         handlers::task_events,
         handlers::start_task,
@@ -80,7 +82,7 @@ const BEARER: &str = "bearer";
     // Path and query parameters do not bring their schemas along as bodies do.
     components(schemas(
         ProblemBody, QueueName, TaskName, TokenName, QueueFilter, NameFilter, StatusFilter, PageSize, Cursor,
-        PageFile,
+        RetryStateFilter, InstantFilter, ErrorText, PayloadFilter, PageFile,
     )),
     modifiers(&Conventions),
 )]

@@ -176,6 +176,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         post("/api/tasks/claim", claim_tasks),
         post("/api/tasks/batch", create_task_batch).batch_body(),
         post("/api/tasks/complete", complete_tasks).batch_body(),
+        post("/api/tasks/bulk", bulk_action),
         get("/api/tasks/{id}", get_task),
         get("/api/tasks/{id}/events", task_events),
         put("/api/tasks/{id}/start", start_task),

@@ -374,6 +374,13 @@ async fn every_route_answers_every_kind_of_caller_as_its_scopes_say() {
             own: "",
         },
         Row {
+            method: Method::POST,
+            path: "/api/tasks/bulk",
+            body: Some(json!({"action": "cancel", "filter": {"queue": "nothing-here"}})),
+            allowed: "OA",
+            own: "",
+        },
+        Row {
             method: Method::GET,
             path: "/api/stats/rejections",
             body: None,

@@ -8,7 +8,7 @@ use taskpilot_domain::{
     TaskId, WorkerId,
 };
 
-use super::{Completion, CreateTask, TaskPage, TaskService};
+use super::{BulkReport, BulkRequest, Completion, CreateTask, TaskPage, TaskService};
 use crate::{AppError, RejectionCount, TaskEvent, TaskFilter};
 
 /// [`TaskService`] acting for one [`Caller`]; see [`TaskService::acting_as`].
@@ -242,6 +242,21 @@ impl Acting<'_> {
         let grant = self.may(Operation::RerunTask)?;
         self.check_visible(id, grant)?;
         self.service.rerun(id)
+    }
+
+    /// Runs a bulk action over the tasks within the caller's queues, recorded with its token.
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`] unless the caller may act in bulk, also for a queue filter
+    /// outside its queues; as [`TaskService::bulk`].
+    pub fn bulk(&self, request: &BulkRequest) -> Result<BulkReport, AppError> {
+        self.may(Operation::BulkAction)?;
+        if let super::BulkSelection::Filter(TaskFilter { queue: Some(queue), .. }) =
+            &request.selection
+        {
+            self.caller.may_use_queue(queue)?;
+        }
+        self.service.bulk(request, self.caller.queues())
     }
 
     /// How many stale calls were refused.

@@ -1,0 +1,2 @@
+DROP TABLE bulk_actions;
+DROP INDEX tasks_payload_idx;
