@@ -252,7 +252,10 @@ pub use events::{Actor, EventKind, Rejection, RejectionCount, StaleCall, TaskEve
 pub use observer::{NoObserver, TaskObserver};
 #[cfg(any(test, feature = "mocks"))]
 pub use repository::MockTaskRepository;
-pub use repository::{ClaimRequest, Cursor, RepoError, TaskFilter, TaskRepository, TaskWrite};
+pub use repository::{
+    ClaimRequest, Cursor, NewIdempotencyKey, RepoError, TaskFilter, TaskRepository, TaskWrite,
+};
 pub use service::{
-    Acting, Completion, CreateTask, Pruned, ReportedOutcome, ServiceDefaults, TaskPage, TaskService,
+    Acting, Completion, CreateTask, Idempotency, KeyedAnswer, Pruned, ReportedOutcome,
+    ServiceDefaults, TaskPage, TaskService, DEFAULT_IDEMPOTENCY_TTL, OPEN_SCOPE,
 };

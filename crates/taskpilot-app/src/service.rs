@@ -6,6 +6,7 @@
 
 mod acting;
 mod batch;
+mod idempotency;
 mod retention;
 mod transitions;
 
@@ -25,6 +26,7 @@ use uuid::Uuid;
 
 pub use acting::Acting;
 pub use batch::{Completion, ReportedOutcome};
+pub use idempotency::{Idempotency, KeyedAnswer, DEFAULT_IDEMPOTENCY_TTL, OPEN_SCOPE};
 pub use retention::Pruned;
 
 use crate::{
@@ -75,6 +77,8 @@ pub struct TaskService {
     backoff: Arc<dyn BackoffPolicy>,
     defaults: ServiceDefaults,
     retention: Retention,
+    /// How long an `Idempotency-Key` is kept.
+    idempotency_ttl: chrono::TimeDelta,
     observer: Arc<dyn TaskObserver>,
     /// The API token the use cases act for: its name goes into every history entry.
     token: Option<TokenName>,
@@ -94,6 +98,7 @@ impl TaskService {
             backoff,
             defaults,
             retention: Retention::default(),
+            idempotency_ttl: DEFAULT_IDEMPOTENCY_TTL,
             observer: Arc::new(NoObserver),
             token: None,
         }
