@@ -256,6 +256,6 @@ pub use repository::{
     ClaimRequest, Cursor, NewIdempotencyKey, RepoError, TaskFilter, TaskRepository, TaskWrite,
 };
 pub use service::{
-    Acting, Completion, CreateTask, Idempotency, KeyedAnswer, Pruned, ReportedOutcome,
+    fingerprint, Acting, Completion, CreateTask, Idempotency, KeyedAnswer, Pruned, ReportedOutcome,
     ServiceDefaults, TaskPage, TaskService, DEFAULT_IDEMPOTENCY_TTL, OPEN_SCOPE,
 };

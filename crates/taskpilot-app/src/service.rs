@@ -26,7 +26,9 @@ use uuid::Uuid;
 
 pub use acting::Acting;
 pub use batch::{Completion, ReportedOutcome};
-pub use idempotency::{Idempotency, KeyedAnswer, DEFAULT_IDEMPOTENCY_TTL, OPEN_SCOPE};
+pub use idempotency::{
+    fingerprint, Idempotency, KeyedAnswer, DEFAULT_IDEMPOTENCY_TTL, OPEN_SCOPE,
+};
 pub use retention::Pruned;
 
 use crate::{

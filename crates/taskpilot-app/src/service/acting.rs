@@ -79,7 +79,7 @@ impl Acting<'_> {
         &self,
         request: CreateTask,
         idempotency: Idempotency,
-        render: impl FnOnce(&Task) -> taskpilot_domain::StoredResponse,
+        render: impl FnOnce(&Task) -> Result<taskpilot_domain::StoredResponse, AppError>,
     ) -> Result<KeyedAnswer, AppError> {
         self.may(Operation::CreateTask)?;
         self.caller.may_use_queue(request.queue.as_ref().unwrap_or(&QueueName::default()))?;
@@ -95,7 +95,7 @@ impl Acting<'_> {
         &self,
         requests: Vec<CreateTask>,
         idempotency: Idempotency,
-        render: impl FnOnce(&[Task]) -> taskpilot_domain::StoredResponse,
+        render: impl FnOnce(&[Task]) -> Result<taskpilot_domain::StoredResponse, AppError>,
     ) -> Result<KeyedAnswer, AppError> {
         self.may(Operation::CreateTask)?;
         for request in &requests {

@@ -3,6 +3,7 @@
 //! request gets what is the domain's rule ([`taskpilot_domain::decide_idempotency`]).
 
 use chrono::TimeDelta;
+use sha2::{Digest, Sha256};
 use taskpilot_domain::{
     decide_idempotency, Fingerprint, IdempotencyDecision, IdempotencyKey, StoredResponse, Task,
     TokenId,
@@ -16,6 +17,18 @@ pub const OPEN_SCOPE: &str = "open";
 
 /// How long a key is kept when nothing else is configured: 24 hours.
 pub const DEFAULT_IDEMPOTENCY_TTL: TimeDelta = TimeDelta::hours(24);
+
+/// The fingerprint of a request: SHA-256 of its method, its path and its canonical body (the
+/// same JSON value always written the same way), each ended by a NUL byte, which neither a
+/// method nor a path holds.
+pub fn fingerprint(method: &str, path: &str, canonical_body: &[u8]) -> Fingerprint {
+    let mut hash = Sha256::new();
+    for part in [method.as_bytes(), path.as_bytes(), canonical_body] {
+        hash.update(part);
+        hash.update([0]);
+    }
+    Fingerprint::from_bytes(hash.finalize().into())
+}
 
 /// A create's `Idempotency-Key` and the fingerprint of the request that carried it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,10 +73,10 @@ impl TaskService {
         request: CreateTask,
         token: Option<TokenId>,
         idempotency: Idempotency,
-        render: impl FnOnce(&Task) -> StoredResponse,
+        render: impl FnOnce(&Task) -> Result<StoredResponse, AppError>,
     ) -> Result<KeyedAnswer, AppError> {
         let task = self.new_task(request, self.clock.now()).with_creator(token);
-        let response = render(&task);
+        let response = render(&task)?;
         self.store_keyed(vec![task], token, idempotency, response)
     }
 
@@ -81,10 +94,10 @@ impl TaskService {
         requests: Vec<CreateTask>,
         token: Option<TokenId>,
         idempotency: Idempotency,
-        render: impl FnOnce(&[Task]) -> StoredResponse,
+        render: impl FnOnce(&[Task]) -> Result<StoredResponse, AppError>,
     ) -> Result<KeyedAnswer, AppError> {
         let tasks = self.new_batch(requests, token)?;
-        let response = render(&tasks);
+        let response = render(&tasks)?;
         self.store_keyed(tasks, token, idempotency, response)
     }
 
@@ -142,12 +155,17 @@ mod tests {
         }
     }
 
-    fn answer_for(task: &Task) -> StoredResponse {
+    fn answer_of(task: &Task) -> StoredResponse {
         StoredResponse {
             status: 201,
             body: format!("{{\"id\":\"{}\"}}", task.id()),
             location: Some(format!("/api/tasks/{}", task.id())),
         }
+    }
+
+    #[expect(clippy::unnecessary_wraps, reason = "the shape `render` takes")]
+    fn answer_for(task: &Task) -> Result<StoredResponse, AppError> {
+        Ok(answer_of(task))
     }
 
     fn first_answer() -> StoredResponse {
@@ -180,7 +198,7 @@ mod tests {
                     && key.scope == token.to_string()
                     && key.key.as_str() == "key-1"
                     && key.fingerprint == Fingerprint::from_bytes([1; 32])
-                    && key.response == answer_for(&tasks[0])
+                    && key.response == answer_of(&tasks[0])
                     && key.created_at == now()
                     && key.expires_at == now() + TimeDelta::hours(2)
             })
@@ -197,7 +215,7 @@ mod tests {
 
         let task = stored.lock().unwrap().clone().unwrap();
         assert!(!answer.replayed);
-        assert_eq!(answer.response, answer_for(&task));
+        assert_eq!(answer.response, answer_of(&task));
         assert_eq!(answer.created, vec![task]);
     }
 
@@ -235,7 +253,7 @@ mod tests {
             vec![create_request(); 2],
             None,
             idempotency(2),
-            |_| first_answer(),
+            |_| Ok(first_answer()),
         );
 
         assert!(matches!(outcome, Err(AppError::IdempotencyKeyReused)), "{outcome:?}");
@@ -265,7 +283,7 @@ mod tests {
 
         let answer = service(repo)
             .create_batch_keyed(vec![create_request(); 3], None, idempotency(1), |tasks| {
-                StoredResponse { status: 201, body: tasks.len().to_string(), location: None }
+                Ok(StoredResponse { status: 201, body: tasks.len().to_string(), location: None })
             })
             .unwrap();
 
@@ -278,9 +296,36 @@ mod tests {
         repo.expect_insert_keyed().never();
 
         let outcome =
-            service(repo).create_batch_keyed(Vec::new(), None, idempotency(1), |_| first_answer());
+            service(repo).create_batch_keyed(Vec::new(), None, idempotency(1), |_| Ok(first_answer()));
 
         assert!(matches!(outcome, Err(AppError::InvalidBatchSize(0))), "{outcome:?}");
+    }
+
+    #[test]
+    fn a_request_that_cannot_be_answered_stores_nothing() {
+        let mut repo = MockTaskRepository::new();
+        repo.expect_insert_keyed().never();
+
+        let outcome = service(repo).create_keyed(create_request(), None, idempotency(1), |_| {
+            Err(AppError::Unexpected(anyhow::anyhow!("cannot write the answer")))
+        });
+
+        assert!(matches!(outcome, Err(AppError::Unexpected(_))), "{outcome:?}");
+    }
+
+    #[test]
+    fn fingerprints_tell_method_path_and_body_apart() {
+        let base = fingerprint("POST", "/api/tasks", b"{}");
+
+        assert_eq!(base, fingerprint("POST", "/api/tasks", b"{}"));
+        for other in [
+            fingerprint("PUT", "/api/tasks", b"{}"),
+            fingerprint("POST", "/api/tasks/batch", b"{}"),
+            fingerprint("POST", "/api/tasks", b"{\"a\":1}"),
+            fingerprint("POST", "/api/tasks{}", b""),
+        ] {
+            assert_ne!(base, other);
+        }
     }
 
     #[test]
