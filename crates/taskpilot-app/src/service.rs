@@ -26,9 +26,7 @@ use uuid::Uuid;
 
 pub use acting::Acting;
 pub use batch::{Completion, ReportedOutcome};
-pub use idempotency::{
-    fingerprint, Idempotency, KeyedAnswer, DEFAULT_IDEMPOTENCY_TTL, OPEN_SCOPE,
-};
+pub use idempotency::{fingerprint, Idempotency, KeyedAnswer, DEFAULT_IDEMPOTENCY_TTL, OPEN_SCOPE};
 pub use retention::Pruned;
 
 use crate::{

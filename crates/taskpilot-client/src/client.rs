@@ -8,7 +8,6 @@ use reqwest::{Method, Response, Url};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
-use uuid::Uuid;
 use taskpilot_api::{
     ClaimResponse, ClaimTasksRequest, CompleteTasksRequest, CompleteTasksResponse, CompletionItem,
     CompletionResult, CreateTaskBatchRequest, CreateTaskBatchResponse, CreateTaskRequest,
@@ -16,6 +15,7 @@ use taskpilot_api::{
     ReleaseTaskRequest, StartTaskRequest, SucceedTaskRequest, TaskEventListResponse,
     TaskEventResponse, TaskListResponse, TaskResponse,
 };
+use uuid::Uuid;
 
 #[cfg(doc)]
 use taskpilot_api::ProblemCode;

@@ -226,14 +226,14 @@ mod tests {
             retry_after: None,
             problem: Box::new(ProblemBody::new(code, "t", "d")),
         };
-        let repeat = |e: &ClientError| policy.next_delay(1, Duration::ZERO, e, Safety::Keyed).is_some();
+        let repeat =
+            |e: &ClientError| policy.next_delay(1, Duration::ZERO, e, Safety::Keyed).is_some();
 
         assert!(repeat(&unavailable(None)));
         assert!(repeat(&problem(409, ProblemCode::IdempotencyKeyInUse)));
         assert!(!repeat(&problem(422, ProblemCode::IdempotencyKeyReused)));
         assert!(!repeat(&problem(400, ProblemCode::ValidationFailed)));
-        assert!(!policy
-            .next_delay(1, Duration::ZERO, &problem(409, ProblemCode::IdempotencyKeyInUse), Safety::Once)
-            .is_some());
+        let in_use = problem(409, ProblemCode::IdempotencyKeyInUse);
+        assert!(policy.next_delay(1, Duration::ZERO, &in_use, Safety::Once).is_none());
     }
 }

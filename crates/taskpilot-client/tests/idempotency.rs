@@ -2,7 +2,7 @@
 //! lost never creates twice: against the real server, through a proxy that drops the first
 //! answer after the server sent it (so after it committed).
 
-#![expect(clippy::unwrap_used, reason = "tests")]
+#![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 mod common;
 
@@ -166,7 +166,10 @@ async fn every_create_gets_a_fresh_key_and_a_key_of_the_callers_is_kept() {
     assert_ne!(first.id, second.id, "two creates, two tasks");
     assert_eq!(keyed.id, again.id, "the same key and request: the same task");
     assert!(
-        matches!(reused, ClientError::Api { status: 422, code: ProblemCode::IdempotencyKeyReused, .. }),
+        matches!(
+            reused,
+            ClientError::Api { status: 422, code: ProblemCode::IdempotencyKeyReused, .. }
+        ),
         "{reused:?}"
     );
     assert!(matches!(bad_key, ClientError::Api { status: 400, .. }), "{bad_key:?}");

@@ -186,7 +186,9 @@ fn of_many_requests_racing_with_one_new_key_exactly_one_creates() {
     let stored = claims.iter().filter(|c| **c == KeyClaim::Stored).count();
     assert_eq!(stored, 1, "{claims:?}");
     assert!(
-        claims.iter().all(|c| matches!(c, KeyClaim::Stored | KeyClaim::Held(_) | KeyClaim::InFlight)),
+        claims
+            .iter()
+            .all(|c| matches!(c, KeyClaim::Stored | KeyClaim::Held(_) | KeyClaim::InFlight)),
         "{claims:?}"
     );
     assert_eq!(tasks_stored(&db), 2, "one batch's tasks");
@@ -211,10 +213,7 @@ fn expired_keys_are_deleted_oldest_first_in_bounded_batches() {
 
     assert_eq!((first, second, none), (2, 1, 0));
     assert_eq!(keys_stored(&db), 1, "the key that expires later is kept");
-    assert_eq!(
-        count(&db.pool(), "SELECT count(*) AS n FROM idempotency_keys WHERE key = 'd'"),
-        1
-    );
+    assert_eq!(count(&db.pool(), "SELECT count(*) AS n FROM idempotency_keys WHERE key = 'd'"), 1);
     assert_eq!(tasks_stored(&db), 4, "tasks outlive their keys");
 }
 
@@ -227,5 +226,8 @@ fn a_missing_table_is_a_bug_not_a_free_key() {
     let batch = tasks(1);
     let outcome = repo.insert_keyed(&batch, &created(&batch), &key("open", 1, t0()));
 
-    assert!(matches!(outcome, Err(RepoError::Unexpected(_))), "a broken schema is a bug: {outcome:?}");
+    assert!(
+        matches!(outcome, Err(RepoError::Unexpected(_))),
+        "a broken schema is a bug: {outcome:?}"
+    );
 }

@@ -132,8 +132,7 @@ pub async fn create_task_batch(
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency::key_of(&req)?;
     let keyed = key.map(|key| idempotency::idempotency(&req, key, &body.0)).transpose()?;
-    let requests =
-        dto::create_batch(crate::body::from_value::<CreateTaskBatchRequest>(body.0)?)?;
+    let requests = dto::create_batch(crate::body::from_value::<CreateTaskBatchRequest>(body.0)?)?;
     let Some(keyed) = keyed else {
         let tasks = run(&service, move |s| s.acting_as(&caller).create_batch(requests)).await?;
         tracing::info!(tasks = tasks.len(), "{} tasks created in one batch", tasks.len());

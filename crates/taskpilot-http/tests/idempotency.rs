@@ -129,7 +129,8 @@ async fn a_key_used_for_another_request_is_refused() {
         .await;
 
     for reply in [other_body, other_path] {
-        let problem = reply.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED");
+        let problem =
+            reply.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED");
         assert!(problem["detail"].as_str().unwrap().contains("Idempotency-Key"), "{problem}");
     }
     assert_eq!(server.task_count().await, 1);
@@ -206,8 +207,7 @@ async fn racing_creates_with_one_new_key_create_one_task() {
         replies.push(reply.await.unwrap());
     }
 
-    let created: Vec<&Reply> =
-        replies.iter().filter(|r| r.status == StatusCode::CREATED).collect();
+    let created: Vec<&Reply> = replies.iter().filter(|r| r.status == StatusCode::CREATED).collect();
     let fresh = created.iter().filter(|r| r.replayed().is_none()).count();
     assert_eq!(fresh, 1, "exactly one created");
     for reply in &replies {

@@ -210,8 +210,9 @@ mod tests {
         repo.expect_insert().never();
         let service = service(repo).with_idempotency_ttl(TimeDelta::hours(2));
 
-        let answer =
-            service.create_keyed(create_request(), Some(token), idempotency(1), answer_for).unwrap();
+        let answer = service
+            .create_keyed(create_request(), Some(token), idempotency(1), answer_for)
+            .unwrap();
 
         let task = stored.lock().unwrap().clone().unwrap();
         assert!(!answer.replayed);
@@ -264,7 +265,8 @@ mod tests {
         let mut repo = MockTaskRepository::new();
         repo.expect_insert_keyed().times(1).returning(|_, _, _| Ok(KeyClaim::InFlight));
 
-        let outcome = service(repo).create_keyed(create_request(), None, idempotency(1), answer_for);
+        let outcome =
+            service(repo).create_keyed(create_request(), None, idempotency(1), answer_for);
 
         assert!(matches!(outcome, Err(AppError::IdempotencyKeyInUse)), "{outcome:?}");
     }
@@ -295,8 +297,8 @@ mod tests {
         let mut repo = MockTaskRepository::new();
         repo.expect_insert_keyed().never();
 
-        let outcome =
-            service(repo).create_batch_keyed(Vec::new(), None, idempotency(1), |_| Ok(first_answer()));
+        let outcome = service(repo)
+            .create_batch_keyed(Vec::new(), None, idempotency(1), |_| Ok(first_answer()));
 
         assert!(matches!(outcome, Err(AppError::InvalidBatchSize(0))), "{outcome:?}");
     }
@@ -330,8 +332,12 @@ mod tests {
 
     #[test]
     fn storage_that_is_down_is_unavailable() {
-        let outcome =
-            service(storage_down()).create_keyed(create_request(), None, idempotency(1), answer_for);
+        let outcome = service(storage_down()).create_keyed(
+            create_request(),
+            None,
+            idempotency(1),
+            answer_for,
+        );
 
         assert!(matches!(outcome, Err(AppError::Unavailable(_))), "{outcome:?}");
     }

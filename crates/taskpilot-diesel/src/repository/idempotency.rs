@@ -2,10 +2,10 @@
 //! deleted once expired. What a found key means for the request is the domain's rule; this
 //! module only stores and finds.
 
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use diesel::sql_types::{BigInt, Bytea, Int4, Nullable, Text, Timestamptz};
-use chrono::{DateTime, Utc};
 use taskpilot_app::{NewIdempotencyKey, RepoError, TaskEvent};
 use taskpilot_domain::{Fingerprint, IdempotencyRecord, KeyClaim, StoredResponse, Task};
 
@@ -83,7 +83,7 @@ pub(super) fn insert_keyed(
             .bind::<Timestamptz, _>(key.expires_at)
             .execute(conn)?;
         if stored == 0 {
-            return Ok(held(conn, key)?);
+            return held(conn, key);
         }
         diesel::sql_query("SET LOCAL lock_timeout TO DEFAULT").execute(conn)?;
         batch::insert_many(conn, tasks, events).map_err(Failure::Repo)?;
