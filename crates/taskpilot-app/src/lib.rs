@@ -131,6 +131,21 @@
 //! #   fn insert_many(&self, _: &[Task], _: &[TaskEvent]) -> Result<(), RepoError> {
 //! #       unimplemented!()
 //! #   }
+//! #   fn insert_keyed(
+//! #       &self,
+//! #       _: &[Task],
+//! #       _: &[TaskEvent],
+//! #       _: &taskpilot_app::NewIdempotencyKey,
+//! #   ) -> Result<taskpilot_domain::KeyClaim, RepoError> {
+//! #       unimplemented!()
+//! #   }
+//! #   fn delete_expired_keys(
+//! #       &self,
+//! #       _: chrono::DateTime<chrono::Utc>,
+//! #       _: u32,
+//! #   ) -> Result<u64, RepoError> {
+//! #       unimplemented!()
+//! #   }
 //! #   fn get_many(&self, _: &[TaskId]) -> Result<Vec<Task>, RepoError> {
 //! #       unimplemented!()
 //! #   }
