@@ -46,10 +46,14 @@ pub enum ProblemCode {
     TaskCancelled,
     /// 409: the attempt already ended with a different outcome.
     OutcomeConflict,
+    /// 409: a request with this `Idempotency-Key` is still being handled; retry later.
+    IdempotencyKeyInUse,
     /// 413: the body is over the limit.
     PayloadTooLarge,
     /// 415: the body is not `application/json`.
     UnsupportedMediaType,
+    /// 422: the `Idempotency-Key` was used before for a different request.
+    IdempotencyKeyReused,
     /// 500: a bug; the body says nothing more.
     InternalError,
     /// 503: PostgreSQL cannot be reached; Retry-After says when to try again.
@@ -58,7 +62,7 @@ pub enum ProblemCode {
 
 impl ProblemCode {
     /// Every code, in the README's order.
-    pub const ALL: [ProblemCode; 20] = [
+    pub const ALL: [ProblemCode; 22] = [
         Self::MalformedRequest,
         Self::ValidationFailed,
         Self::Unauthenticated,
@@ -75,8 +79,10 @@ impl ProblemCode {
         Self::AttemptSuperseded,
         Self::TaskCancelled,
         Self::OutcomeConflict,
+        Self::IdempotencyKeyInUse,
         Self::PayloadTooLarge,
         Self::UnsupportedMediaType,
+        Self::IdempotencyKeyReused,
         Self::InternalError,
         Self::DatabaseUnavailable,
     ];
@@ -100,8 +106,10 @@ impl ProblemCode {
             Self::AttemptSuperseded => "ATTEMPT_SUPERSEDED",
             Self::TaskCancelled => "TASK_CANCELLED",
             Self::OutcomeConflict => "OUTCOME_CONFLICT",
+            Self::IdempotencyKeyInUse => "IDEMPOTENCY_KEY_IN_USE",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             Self::InternalError => "INTERNAL_ERROR",
             Self::DatabaseUnavailable => "DATABASE_UNAVAILABLE",
         }
@@ -127,9 +135,11 @@ impl ProblemCode {
             | Self::LeaseExpired
             | Self::AttemptSuperseded
             | Self::TaskCancelled
-            | Self::OutcomeConflict => 409,
+            | Self::OutcomeConflict
+            | Self::IdempotencyKeyInUse => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
+            Self::IdempotencyKeyReused => 422,
             Self::InternalError => 500,
             Self::DatabaseUnavailable => 503,
         }

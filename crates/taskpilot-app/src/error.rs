@@ -47,6 +47,13 @@ pub enum AppError {
     /// The task kept changing under us; the caller may try again.
     #[error("task {0} is being modified concurrently; try again")]
     ConcurrentModification(TaskId),
+    /// The `Idempotency-Key` was used before for a different request (another body, method
+    /// or path).
+    #[error("the Idempotency-Key was used before for a different request; use a new key")]
+    IdempotencyKeyReused,
+    /// The first request with this `Idempotency-Key` is still being handled.
+    #[error("a request with this Idempotency-Key is still being handled; try again later")]
+    IdempotencyKeyInUse,
     /// Storage cannot be reached now.
     #[error("storage unavailable")]
     Unavailable(#[source] anyhow::Error),

@@ -131,6 +131,21 @@
 //! #   fn insert_many(&self, _: &[Task], _: &[TaskEvent]) -> Result<(), RepoError> {
 //! #       unimplemented!()
 //! #   }
+//! #   fn insert_keyed(
+//! #       &self,
+//! #       _: &[Task],
+//! #       _: &[TaskEvent],
+//! #       _: &taskpilot_app::NewIdempotencyKey,
+//! #   ) -> Result<taskpilot_domain::KeyClaim, RepoError> {
+//! #       unimplemented!()
+//! #   }
+//! #   fn delete_expired_keys(
+//! #       &self,
+//! #       _: chrono::DateTime<chrono::Utc>,
+//! #       _: u32,
+//! #   ) -> Result<u64, RepoError> {
+//! #       unimplemented!()
+//! #   }
 //! #   fn get_many(&self, _: &[TaskId]) -> Result<Vec<Task>, RepoError> {
 //! #       unimplemented!()
 //! #   }
@@ -262,9 +277,11 @@ pub use observer::{NoObserver, TaskObserver};
 #[cfg(any(test, feature = "mocks"))]
 pub use repository::MockTaskRepository;
 pub use repository::{
-    BulkActionRecord, ClaimRequest, Cursor, RepoError, TaskFilter, TaskRepository, TaskWrite,
+    BulkActionRecord, ClaimRequest, Cursor, NewIdempotencyKey, RepoError, TaskFilter,
+    TaskRepository, TaskWrite,
 };
 pub use service::{
-    Acting, BulkAction, BulkItem, BulkReport, BulkRequest, BulkSelection, Completion, CreateTask,
-    Pruned, ReportedOutcome, ServiceDefaults, TaskPage, TaskService,
+    fingerprint, Acting, BulkAction, BulkItem, BulkReport, BulkRequest, BulkSelection, Completion,
+    CreateTask, Idempotency, KeyedAnswer, Pruned, ReportedOutcome, ServiceDefaults, TaskPage,
+    TaskService, DEFAULT_IDEMPOTENCY_TTL, OPEN_SCOPE,
 };

@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use taskpilot_api::limits::{EARLIEST_INSTANT_MICROS, LATEST_INSTANT_MICROS};
 use taskpilot_domain::{
-    LeaseDuration, LiveSuccess, QueueName, RetryState, Task, TaskId, TaskName, TaskStatus, TokenId,
-    TokenName, WorkerId,
+    Fingerprint, IdempotencyKey, KeyClaim, LeaseDuration, LiveSuccess, QueueName, RetryState,
+    StoredResponse, Task, TaskId, TaskName, TaskStatus, TokenId, TokenName, WorkerId,
 };
 
 use crate::{RejectionCount, TaskCounts, TaskEvent};
@@ -155,6 +155,25 @@ pub struct TaskWrite {
     pub events: Vec<TaskEvent>,
 }
 
+/// An `Idempotency-Key` to store together with the tasks of the create that used it; see
+/// [`TaskRepository::insert_keyed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewIdempotencyKey {
+    /// Whose key it is: the token id that sent it, or `open` on a server without tokens.
+    /// Keys of different scopes never meet.
+    pub scope: String,
+    /// The key.
+    pub key: IdempotencyKey,
+    /// The request that used it.
+    pub fingerprint: Fingerprint,
+    /// The answer the create gets, to answer again.
+    pub response: StoredResponse,
+    /// When it was stored, by the service's clock.
+    pub created_at: DateTime<Utc>,
+    /// From when on it is forgotten: a later request with it is a new request.
+    pub expires_at: DateTime<Utc>,
+}
+
 /// What a worker asks for when it claims work.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimRequest {
@@ -231,6 +250,27 @@ pub trait TaskRepository: Send + Sync {
     /// Stores new tasks and their creation events, all or none, in one round trip.
     /// [`RepoError::Conflict`] naming the first id that is taken.
     fn insert_many(&self, tasks: &[Task], events: &[TaskEvent]) -> Result<(), RepoError>;
+
+    /// Stores `key` and, with it in one transaction, the new tasks and their creation events,
+    /// all or none, when the key is free in its scope: never stored, or stored with an
+    /// `expires_at` at or before `key.created_at` (that old row is replaced). Otherwise it
+    /// stores nothing and says what holds the key: [`KeyClaim::Held`] with what was stored,
+    /// or [`KeyClaim::InFlight`] while another transaction that stores the same key has not
+    /// ended yet after a short wait.
+    ///
+    /// Implementations MUST make two calls with the same scope and key that race store at
+    /// most one of them (the key is stored before the tasks), and MUST NOT keep a key whose
+    /// tasks were not stored. [`RepoError::Conflict`] as [`TaskRepository::insert_many`].
+    fn insert_keyed(
+        &self,
+        tasks: &[Task],
+        events: &[TaskEvent],
+        key: &NewIdempotencyKey,
+    ) -> Result<KeyClaim, RepoError>;
+
+    /// Deletes up to `limit` idempotency keys whose `expires_at` is at or before `now`,
+    /// oldest first, skipping rows others hold locked, and returns how many it deleted.
+    fn delete_expired_keys(&self, now: DateTime<Utc>, limit: u32) -> Result<u64, RepoError>;
 
     /// Loads the tasks with these ids that exist, in any order, in one round trip.
     fn get_many(&self, ids: &[TaskId]) -> Result<Vec<Task>, RepoError>;

@@ -7,6 +7,7 @@
 mod acting;
 mod batch;
 mod bulk;
+mod idempotency;
 mod retention;
 mod transitions;
 
@@ -27,6 +28,7 @@ use uuid::Uuid;
 pub use acting::Acting;
 pub use batch::{Completion, ReportedOutcome};
 pub use bulk::{BulkAction, BulkItem, BulkReport, BulkRequest, BulkSelection};
+pub use idempotency::{fingerprint, Idempotency, KeyedAnswer, DEFAULT_IDEMPOTENCY_TTL, OPEN_SCOPE};
 pub use retention::Pruned;
 
 use crate::{
@@ -77,6 +79,8 @@ pub struct TaskService {
     backoff: Arc<dyn BackoffPolicy>,
     defaults: ServiceDefaults,
     retention: Retention,
+    /// How long an `Idempotency-Key` is kept.
+    idempotency_ttl: chrono::TimeDelta,
     observer: Arc<dyn TaskObserver>,
     /// The API token the use cases act for: its name goes into every history entry.
     token: Option<TokenName>,
@@ -96,6 +100,7 @@ impl TaskService {
             backoff,
             defaults,
             retention: Retention::default(),
+            idempotency_ttl: DEFAULT_IDEMPOTENCY_TTL,
             observer: Arc::new(NoObserver),
             token: None,
         }

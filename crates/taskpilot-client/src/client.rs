@@ -15,6 +15,7 @@ use taskpilot_api::{
     ReleaseTaskRequest, StartTaskRequest, SucceedTaskRequest, TaskEventListResponse,
     TaskEventResponse, TaskListResponse, TaskResponse,
 };
+use uuid::Uuid;
 
 #[cfg(doc)]
 use taskpilot_api::ProblemCode;
@@ -198,18 +199,37 @@ impl Client {
 
     /// `POST /api/tasks`: creates a task.
     ///
-    /// Repeated only after a connection that could not be made: once the request may have
-    /// reached the server, a repeat could create the task twice, so a broken connection or a
-    /// 503 is returned to the caller, who knows whether a duplicate matters.
+    /// Sends a fresh `Idempotency-Key` (a random UUID) and repeats the request with the same
+    /// key after a transient failure: a broken connection, 502, 503, 504, or 409
+    /// IDEMPOTENCY_KEY_IN_USE while the first try is still being handled. A repeat of a
+    /// create the server already made answers that task again, so a lost answer never
+    /// creates a duplicate.
     ///
     /// # Errors
     /// [`ProblemCode::ValidationFailed`] and transport errors.
     pub async fn create(&self, task: &CreateTaskRequest) -> Result<TaskResponse, ClientError> {
-        self.call(Method::POST, &["api", "tasks"], Some(task), Safety::Once, Duration::ZERO).await
+        self.create_with_key(task, &Uuid::new_v4().to_string()).await
+    }
+
+    /// [`Client::create`] with a key of the caller's, such as one kept with the work that
+    /// asks for the task, so that even a create repeated by a restarted process creates
+    /// once (within the server's `--idempotency-ttl`).
+    ///
+    /// # Errors
+    /// As [`Client::create`]; [`ProblemCode::IdempotencyKeyReused`] when the key was used for
+    /// a different request; [`ProblemCode::ValidationFailed`] for a key that is not 1 to 255
+    /// visible ASCII characters.
+    pub async fn create_with_key(
+        &self,
+        task: &CreateTaskRequest,
+        idempotency_key: &str,
+    ) -> Result<TaskResponse, ClientError> {
+        let url = self.url(&["api", "tasks"]);
+        self.send_keyed(Method::POST, url, Some(task), Some(idempotency_key)).await
     }
 
     /// `POST /api/tasks/batch`: creates up to 1,000 tasks in one transaction, all or none,
-    /// and returns them in the order given. Repeated like [`Client::create`].
+    /// and returns them in the order given. Keyed and repeated like [`Client::create`].
     ///
     /// # Errors
     /// [`ProblemCode::ValidationFailed`] naming the bad task's `index`
@@ -218,16 +238,22 @@ impl Client {
         &self,
         tasks: Vec<CreateTaskRequest>,
     ) -> Result<Vec<TaskResponse>, ClientError> {
+        self.create_batch_with_key(tasks, &Uuid::new_v4().to_string()).await
+    }
+
+    /// [`Client::create_batch`] with a key of the caller's (see [`Client::create_with_key`]).
+    ///
+    /// # Errors
+    /// As [`Client::create_batch`] and [`Client::create_with_key`].
+    pub async fn create_batch_with_key(
+        &self,
+        tasks: Vec<CreateTaskRequest>,
+        idempotency_key: &str,
+    ) -> Result<Vec<TaskResponse>, ClientError> {
         let body = CreateTaskBatchRequest { tasks };
-        let answer: CreateTaskBatchResponse = self
-            .call(
-                Method::POST,
-                &["api", "tasks", "batch"],
-                Some(&body),
-                Safety::Once,
-                Duration::ZERO,
-            )
-            .await?;
+        let url = self.url(&["api", "tasks", "batch"]);
+        let answer: CreateTaskBatchResponse =
+            self.send_keyed(Method::POST, url, Some(&body), Some(idempotency_key)).await?;
         Ok(answer.items)
     }
 
@@ -472,7 +498,7 @@ impl Client {
     /// errors when the server cannot.
     pub async fn ready(&self) -> Result<(), ClientError> {
         let url = self.url(&["readyz"]);
-        let response = self.try_once(Method::GET, url, None::<&()>, Duration::ZERO).await?;
+        let response = self.try_once(Method::GET, url, None::<&()>, Duration::ZERO, None).await?;
         let _: Value = response.json().await.map_err(read_error)?;
         Ok(())
     }
@@ -520,12 +546,36 @@ impl Client {
         safety: Safety,
         extra_timeout: Duration,
     ) -> Result<T, ClientError> {
+        self.send_with(method, url, body, safety, extra_timeout, None).await
+    }
+
+    /// [`Client::send`] with `Idempotency-Key: key` on every try, repeated as
+    /// [`Safety::Keyed`].
+    async fn send_keyed<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&B>,
+        key: Option<&str>,
+    ) -> Result<T, ClientError> {
+        self.send_with(method, url, body, Safety::Keyed, Duration::ZERO, key).await
+    }
+
+    async fn send_with<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&B>,
+        safety: Safety,
+        extra_timeout: Duration,
+        key: Option<&str>,
+    ) -> Result<T, ClientError> {
         let first = Instant::now();
         let mut tries = 0;
         loop {
             tries += 1;
             let outcome =
-                match self.try_once(method.clone(), url.clone(), body, extra_timeout).await {
+                match self.try_once(method.clone(), url.clone(), body, extra_timeout, key).await {
                     Ok(response) => response.json::<T>().await.map_err(read_error),
                     Err(e) => Err(e),
                 };
@@ -553,8 +603,12 @@ impl Client {
         url: Url,
         body: Option<&B>,
         extra_timeout: Duration,
+        idempotency_key: Option<&str>,
     ) -> Result<Response, ClientError> {
         let mut request = self.http.request(method, url).timeout(self.timeout + extra_timeout);
+        if let Some(key) = idempotency_key {
+            request = request.header(IDEMPOTENCY_KEY, key);
+        }
         if let Some(Token(secret)) = &self.token {
             // reqwest marks the header sensitive.
             request = request.bearer_auth(secret);
@@ -569,6 +623,9 @@ impl Client {
         Err(error_from(response).await)
     }
 }
+
+/// The header that makes a create safe to repeat.
+const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 
 /// A completion with a lease token is replay-safe; without one it is not.
 fn fenced(has_token: bool) -> Safety {

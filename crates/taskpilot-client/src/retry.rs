@@ -19,10 +19,14 @@ use crate::ClientError;
 ///   `complete_batch`) are safe to repeat: after a connection error, a broken connection,
 ///   502, 503 or 504. A completion repeated after its answer was lost is a replay, which the
 ///   server accepts with 200 and the stored task;
-/// - calls that would act twice (`create`, `create_batch`, `claim`, `start`, `cancel`,
-///   `rerun`, and unfenced completions) only when the request provably never reached the
-///   server: a connection that could not be made. A 503 or a broken connection after the
-///   request was sent may hide a success, so they are returned to the caller.
+/// - creates (`create`, `create_batch`) carry an `Idempotency-Key`, the same on every try, so
+///   they are repeated after the same failures, and after 409 IDEMPOTENCY_KEY_IN_USE (the
+///   first try is still being handled): a repeat of a create the server made answers the
+///   first answer again and creates nothing;
+/// - calls that would act twice (`claim`, `start`, `cancel`, `rerun`, and unfenced
+///   completions) only when the request provably never reached the server: a connection
+///   that could not be made. A 503 or a broken connection after the request was sent may
+///   hide a success, so they are returned to the caller.
 ///
 /// ```
 /// use std::time::Duration;
@@ -124,7 +128,10 @@ fn jitter() -> f64 {
 pub(crate) enum Safety {
     /// Repeating it has the effect of doing it once (reads, heartbeats, fenced completions).
     Idempotent,
-    /// Repeating it after it reached the server may act twice (create, claim, start, ...).
+    /// Safe to repeat because every try carries the same `Idempotency-Key` (the creates):
+    /// as [`Safety::Idempotent`], and also while the first try is still in flight.
+    Keyed,
+    /// Repeating it after it reached the server may act twice (claim, start, ...).
     Once,
     /// Never repeated here: the caller repeats it (the worker's claims).
     Never,
@@ -134,6 +141,10 @@ impl Safety {
     fn may_repeat_after(self, error: &ClientError) -> bool {
         match self {
             Self::Idempotent => error.is_transient(),
+            Self::Keyed => {
+                error.is_transient()
+                    || error.code() == Some(taskpilot_api::ProblemCode::IdempotencyKeyInUse)
+            }
             Self::Once => error.never_arrived(),
             Self::Never => false,
         }
@@ -142,6 +153,8 @@ impl Safety {
 
 #[cfg(test)]
 mod tests {
+    use taskpilot_api::{ProblemBody, ProblemCode};
+
     use super::*;
 
     fn unavailable(retry_after: Option<Duration>) -> ClientError {
@@ -201,5 +214,26 @@ mod tests {
         assert!(policy
             .next_delay(1, Duration::ZERO, &unavailable(None), Safety::Idempotent)
             .is_some());
+    }
+
+    #[test]
+    fn keyed_creates_are_repeated_after_transient_failures_and_while_their_key_is_in_use() {
+        let policy = RetryPolicy::default();
+        let problem = |status: u16, code: ProblemCode| ClientError::Api {
+            status,
+            code,
+            detail: "d".to_owned(),
+            retry_after: None,
+            problem: Box::new(ProblemBody::new(code, "t", "d")),
+        };
+        let repeat =
+            |e: &ClientError| policy.next_delay(1, Duration::ZERO, e, Safety::Keyed).is_some();
+
+        assert!(repeat(&unavailable(None)));
+        assert!(repeat(&problem(409, ProblemCode::IdempotencyKeyInUse)));
+        assert!(!repeat(&problem(422, ProblemCode::IdempotencyKeyReused)));
+        assert!(!repeat(&problem(400, ProblemCode::ValidationFailed)));
+        let in_use = problem(409, ProblemCode::IdempotencyKeyInUse);
+        assert!(policy.next_delay(1, Duration::ZERO, &in_use, Safety::Once).is_none());
     }
 }

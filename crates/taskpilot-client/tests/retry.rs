@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use taskpilot_client::{
-    Client, ClientError, CompletionItem, CreateTaskRequest, Outcome, ProblemCode, RetryPolicy,
+    Client, CompletionItem, CreateTaskRequest, Outcome, ProblemCode, RetryPolicy,
     SucceedTaskRequest, TaskContext, Worker,
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -195,28 +195,30 @@ async fn a_batch_completion_is_repeated_after_its_answer_was_lost() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_create_is_not_repeated_once_it_may_have_reached_the_server() {
+async fn a_keyed_create_is_repeated_after_503_or_a_lost_answer_but_an_unfenced_report_is_not() {
     let refused = Stub::start(vec![unavailable(), ok(task_json())]).await;
     let hung_up = Stub::start(vec![Reply::Hangup, ok(task_json())]).await;
+    let batch_lost = Stub::start(vec![Reply::Hangup, ok(json!({"items": [task_json()]}))]).await;
     let unfenced = Stub::start(vec![unavailable(), ok(task_json())]).await;
     let request = CreateTaskRequest::new("send-email");
 
-    let unavailable = refused.client(quick()).create(&request).await.unwrap_err();
-    let lost = hung_up.client(quick()).create(&request).await.unwrap_err();
+    let created = refused.client(quick()).create(&request).await.unwrap();
+    let after_lost = hung_up.client(quick()).create(&request).await.unwrap();
+    let batch = batch_lost.client(quick()).create_batch(vec![request.clone()]).await.unwrap();
     let unfenced_success = unfenced
         .client(quick())
         .succeed(ID, &SucceedTaskRequest { lease_token: None, ..fenced_success() })
         .await
         .unwrap_err();
 
-    assert!(matches!(
-        unavailable,
-        ClientError::Api { status: 503, code: ProblemCode::DatabaseUnavailable, .. }
-    ));
-    assert_eq!(unavailable.retry_after(), Some(Duration::from_secs(1)));
-    assert!(matches!(lost, ClientError::Transport(_)), "{lost:?}");
+    assert_eq!(created.id.to_string(), ID);
+    assert_eq!(after_lost.id.to_string(), ID);
+    assert_eq!(batch.len(), 1);
     assert!(unfenced_success.is_transient());
-    assert_eq!((refused.requests(), hung_up.requests(), unfenced.requests()), (1, 1, 1));
+    assert_eq!(
+        (refused.requests(), hung_up.requests(), batch_lost.requests(), unfenced.requests()),
+        (2, 2, 2, 1)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

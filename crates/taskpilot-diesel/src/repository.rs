@@ -12,12 +12,12 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{Array, BigInt, Bool, Jsonb, Text, Timestamptz, Uuid as SqlUuid};
 use serde_json::Value;
 use taskpilot_app::{
-    Actor, BulkActionRecord, ClaimRequest, Cursor, RejectionCount, RepoError, StaleCall,
-    TaskCounts, TaskEvent, TaskFilter, TaskRepository, TaskWrite,
+    Actor, BulkActionRecord, ClaimRequest, Cursor, NewIdempotencyKey, RejectionCount, RepoError,
+    StaleCall, TaskCounts, TaskEvent, TaskFilter, TaskRepository, TaskWrite,
 };
 use taskpilot_domain::{
-    to_micros, AttemptEnd, LeaseToken, LiveSuccess, MaxAttempts, QueueName, RetryState, Task,
-    TaskId, TaskName, TaskRecord, TaskStatus, TokenId, TokenName, WorkerId,
+    to_micros, AttemptEnd, KeyClaim, LeaseToken, LiveSuccess, MaxAttempts, QueueName, RetryState,
+    Task, TaskId, TaskName, TaskRecord, TaskStatus, TokenId, TokenName, WorkerId,
 };
 use uuid::Uuid;
 
@@ -28,6 +28,7 @@ use crate::PgPool;
 mod batch;
 mod bulk;
 mod counts;
+mod idempotency;
 mod live;
 pub(crate) mod retention;
 mod tokens;
@@ -297,6 +298,24 @@ impl TaskRepository for PgTaskRepository {
     fn insert_many(&self, tasks: &[Task], events: &[TaskEvent]) -> Result<(), RepoError> {
         let mut conn = self.conn()?;
         batch::insert_many(&mut conn, tasks, events)
+    }
+
+    /// One transaction (see `idempotency`): the key first, so that a second request with it
+    /// waits for the first, then the tasks as [`TaskRepository::insert_many`] stores them.
+    fn insert_keyed(
+        &self,
+        tasks: &[Task],
+        events: &[TaskEvent],
+        key: &NewIdempotencyKey,
+    ) -> Result<KeyClaim, RepoError> {
+        let mut conn = self.conn()?;
+        idempotency::insert_keyed(&mut conn, tasks, events, key)
+    }
+
+    /// One statement (see `idempotency`), skipping locked rows.
+    fn delete_expired_keys(&self, now: DateTime<Utc>, limit: u32) -> Result<u64, RepoError> {
+        let mut conn = self.conn()?;
+        idempotency::delete_expired(&mut conn, now, limit)
     }
 
     /// One statement: `WHERE id = ANY($1)` with the ids as one array.

@@ -138,5 +138,34 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// The Idempotency-Key of each successful create with its answer; see
+    /// `migrations/*_add_idempotency_keys/up.sql`.
+    idempotency_keys (scope, key) {
+        /// The token id that sent the key, or `open`.
+        scope -> Text,
+        /// The key as the client sent it.
+        key -> Text,
+        /// SHA-256 of the method, path and canonical body.
+        fingerprint -> Bytea,
+        /// The status the create answered (2xx).
+        response_status -> Int4,
+        /// The body it answered, as sent.
+        response_body -> Text,
+        /// Its Location header, if any.
+        response_location -> Nullable<Text>,
+        /// When the key was stored.
+        created_at -> Timestamptz,
+        /// When it may be forgotten.
+        expires_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(task_events -> tasks (task_id));
-diesel::allow_tables_to_appear_in_same_query!(tasks, task_events, api_tokens, bulk_actions);
+diesel::allow_tables_to_appear_in_same_query!(
+    tasks,
+    task_events,
+    api_tokens,
+    bulk_actions,
+    idempotency_keys
+);

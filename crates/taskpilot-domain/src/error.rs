@@ -47,6 +47,10 @@ pub enum ValidationError {
     /// A backoff policy whose base delay is not positive or whose cap is below its base.
     #[error("backoff needs a positive base delay and a cap at least as long as the base")]
     Backoff,
+    /// An `Idempotency-Key` header that is empty, longer than 255 characters or holds a
+    /// character that is not visible ASCII.
+    #[error("Idempotency-Key header must be 1 to 255 visible ASCII characters (no spaces)")]
+    IdempotencyKey,
 }
 
 /// A transition the task's current state does not allow.

@@ -24,6 +24,7 @@
 //! | `lease` | [`LeaseToken`], [`LeaseDuration`], [`Lease`] |
 //! | `ids` | validated names and ids: [`TaskId`], [`QueueName`], [`TaskName`], [`WorkerId`], [`MaxAttempts`] |
 //! | `ports` | [`Clock`], [`BackoffPolicy`], [`ExponentialBackoff`], and [`FixedClock`] and [`FixedBackoff`] for tests |
+//! | `idempotency` | [`IdempotencyKey`], [`Fingerprint`], [`StoredResponse`] and the rule for a create sent again ([`decide_idempotency`] over a [`KeyClaim`]) |
 //! | `retention` | [`Retention`] and [`KeepFor`]: which finished task is due for deletion when |
 //! | `storage` | what storage can keep: [`to_micros`], [`check_json`], [`MAX_ERROR_BYTES`] |
 //! | `access` | who may do what: [`TokenKind`] and its grants ([`TokenKind::grants`], one table), [`Caller`], [`QueueScope`], [`ApiToken`] |
@@ -94,6 +95,7 @@ mod access;
 pub mod arbitrary;
 mod error;
 mod fencing;
+mod idempotency;
 mod ids;
 mod lease;
 mod ports;
@@ -111,6 +113,10 @@ pub use access::{
 pub use error::{DomainError, RestoreError, StaleLease, ValidationError};
 pub use fencing::{
     Applied, AttemptEnd, AttemptHistory, EndedAttempt, FencedCall, Refusal, Reporter, Verdict,
+};
+pub use idempotency::{
+    decide as decide_idempotency, Fingerprint, IdempotencyDecision, IdempotencyKey,
+    IdempotencyRecord, KeyClaim, StoredResponse,
 };
 pub use ids::{MaxAttempts, QueueName, TaskId, TaskName, TextRule, WorkerId};
 pub use lease::{Lease, LeaseDuration, LeaseToken};

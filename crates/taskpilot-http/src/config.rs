@@ -193,8 +193,15 @@ pub struct Config {
           value_parser = parse_keep_for)]
     pub retention_cancelled: KeepFor,
 
+    /// How long the answer to a create with an `Idempotency-Key` is kept, so that the same
+    /// request sent again gets it again instead of creating again, e.g. `15m`, `24h`, `7d`
+    /// (not `0`). The pruner deletes expired keys.
+    #[arg(long, env = "TASKPILOT_IDEMPOTENCY_TTL", default_value = "24h", global = true,
+          value_parser = parse_ttl)]
+    pub idempotency_ttl: Duration,
+
     /// Pause between two passes of the pruner, which deletes the finished tasks retention
-    /// no longer keeps, in milliseconds. It pauses longer while the database is busy or down.
+    /// no longer keeps and the expired idempotency keys, in milliseconds. It pauses longer while the database is busy or down.
     #[arg(long, env = "TASKPILOT_PRUNE_INTERVAL_MS", default_value_t = 60_000, global = true,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub prune_interval_ms: u64,
@@ -321,6 +328,11 @@ impl Config {
         Retention::new(self.retention_succeeded, self.retention_failed, self.retention_cancelled)
     }
 
+    /// How long an `Idempotency-Key` is kept.
+    pub fn idempotency_ttl(&self) -> TimeDelta {
+        TimeDelta::from_std(self.idempotency_ttl).unwrap_or(TimeDelta::MAX)
+    }
+
     /// The HTTP-level part of the configuration.
     pub fn http(&self) -> HttpConfig {
         HttpConfig {
@@ -341,6 +353,16 @@ impl Config {
 /// `14d`), or `0` for forever.
 fn parse_keep_for(raw: &str) -> Result<KeepFor, String> {
     parse_duration(raw).map(KeepFor::from_duration)
+}
+
+/// Reads how long idempotency keys are kept: a duration as for keep times, never `0`.
+fn parse_ttl(raw: &str) -> Result<Duration, String> {
+    match parse_duration(raw) {
+        Ok(ttl) if ttl.is_zero() => {
+            Err("the idempotency TTL must be longer than 0 (such as 24h)".to_owned())
+        }
+        other => other,
+    }
 }
 
 /// A duration written as a whole number and a unit (`s`, `m`, `h`, `d`), or `0`.
@@ -497,6 +519,7 @@ mod tests {
             ("--retention-failed", "TASKPILOT_RETENTION_FAILED", "14d"),
             ("--retention-cancelled", "TASKPILOT_RETENTION_CANCELLED", "7d"),
             ("--prune-interval-ms", "TASKPILOT_PRUNE_INTERVAL_MS", "60000"),
+            ("--idempotency-ttl", "TASKPILOT_IDEMPOTENCY_TTL", "24h"),
             ("--counts-fold-interval-ms", "TASKPILOT_COUNTS_FOLD_INTERVAL_MS", "10000"),
             ("--metrics-max-queues", "TASKPILOT_METRICS_MAX_QUEUES", "50"),
             ("--db-statement-timeout-ms", "TASKPILOT_DB_STATEMENT_TIMEOUT_MS", "30000"),
@@ -546,6 +569,20 @@ mod tests {
         );
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
         assert_eq!(parse_duration(" 14d "), Ok(Duration::from_secs(14 * 86_400)));
+    }
+
+    #[test]
+    fn idempotency_keys_are_kept_a_day_unless_told_otherwise_and_never_for_zero() {
+        let default = Cli::try_parse_from(["taskpilot"]).unwrap();
+        let set = Cli::try_parse_from(["taskpilot", "--idempotency-ttl", "15m"]).unwrap();
+
+        assert_eq!(default.config.idempotency_ttl(), TimeDelta::hours(24));
+        assert_eq!(set.config.idempotency_ttl(), TimeDelta::minutes(15));
+        for value in ["0", "24", "1.5h"] {
+            let arg = format!("--idempotency-ttl={value}");
+            let error = Cli::try_parse_from(["taskpilot", &arg]).unwrap_err().to_string();
+            assert!(error.contains("--idempotency-ttl"), "{value:?}: {error}");
+        }
     }
 
     #[test]

@@ -194,6 +194,8 @@ fn title(code: ProblemCode) -> &'static str {
         ProblemCode::AttemptSuperseded => "Attempt superseded",
         ProblemCode::TaskCancelled => "Task cancelled",
         ProblemCode::OutcomeConflict => "Outcome conflict",
+        ProblemCode::IdempotencyKeyInUse => "Idempotency key in use",
+        ProblemCode::IdempotencyKeyReused => "Idempotency key reused",
         ProblemCode::PayloadTooLarge => "Payload too large",
         ProblemCode::UnsupportedMediaType => "Unsupported media type",
         ProblemCode::InternalError => "Internal error",
@@ -353,6 +355,8 @@ fn refusal(e: &AppError) -> Problem {
         | AppError::InvalidBatchSize(_)
         | AppError::InvalidBulkLimit(_)
         | AppError::InvalidCursor => Problem::new(C::ValidationFailed, e.to_string()),
+        AppError::IdempotencyKeyReused => Problem::new(C::IdempotencyKeyReused, e.to_string()),
+        AppError::IdempotencyKeyInUse => Problem::new(C::IdempotencyKeyInUse, e.to_string()),
         AppError::ConcurrentModification(id) => {
             Problem::new(C::ConcurrentModification, e.to_string()).task(*id)
         }

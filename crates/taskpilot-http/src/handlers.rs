@@ -5,9 +5,10 @@ use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::dev::Payload;
-use actix_web::http::header;
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 // The response bodies are named by the handlers' OpenAPI annotations.
 use taskpilot_api::{
     BulkActionRequest, BulkActionResponse, ClaimResponse, ClaimTasksRequest, CompleteTasksRequest,
@@ -25,6 +26,7 @@ use crate::auth::Authenticated;
 use crate::body::Body;
 use crate::dto;
 use crate::error::ApiError;
+use crate::idempotency;
 use crate::metrics::{ClaimOutcome, Metrics};
 use crate::wake::{wake_when_due, Wake, WakeHub};
 
@@ -52,48 +54,104 @@ fn holder_ok(task: &Task) -> HttpResponse {
     HttpResponse::Ok().json(dto::holder_response(task))
 }
 
-/// `POST /api/tasks`: 201 with the task and its Location.
+/// `POST /api/tasks`: 201 with the task and its Location. With an `Idempotency-Key`, the
+/// same request sent again answers the first answer again, with `Idempotent-Replayed: true`.
 #[utoipa::path(
     post, path = "/api/tasks", operation_id = "createTask", tag = "tasks",
     request_body = CreateTaskRequest,
+    params(crate::openapi::IdempotencyKeyHeader),
     responses(
-        (status = 201, description = "The task, PENDING.", body = TaskResponse,
-         headers(("Location" = String, description = "The task's URL: `/api/tasks/{id}`."))),
-        crate::openapi::BodyRefused, crate::openapi::Unavailable,
+        (status = 201, description = "The task, PENDING; or, for a request sent again with \
+         the same `Idempotency-Key`, the first answer again.", body = TaskResponse,
+         headers(
+             ("Location" = String, description = "The task's URL: `/api/tasks/{id}`."),
+             ("Idempotent-Replayed" = String,
+              description = "`true` on the first answer given again for an `Idempotency-Key`."),
+         )),
+        crate::openapi::BodyRefused, crate::openapi::KeyRefused, crate::openapi::Unavailable,
     ),
 )]
 pub async fn create_task(
     service: web::Data<TaskService>,
     Authenticated(caller): Authenticated,
-    body: Body<CreateTaskRequest>,
+    req: HttpRequest,
+    body: Body<Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = dto::create_task(body.0)?;
-    let task = run(&service, move |s| s.acting_as(&caller).create(request)).await?;
-    Span::current().record("task_id", tracing::field::display(task.id()));
-    Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, format!("/api/tasks/{}", task.id())))
-        .json(dto::task_response(&task)))
+    let key = idempotency::key_of(&req)?;
+    let keyed = key.map(|key| idempotency::idempotency(&req, key, &body.0)).transpose()?;
+    let request = dto::create_task(crate::body::from_value::<CreateTaskRequest>(body.0)?)?;
+    let Some(keyed) = keyed else {
+        let task = run(&service, move |s| s.acting_as(&caller).create(request)).await?;
+        Span::current().record("task_id", tracing::field::display(task.id()));
+        return Ok(HttpResponse::Created()
+            .insert_header((header::LOCATION, location(&task)))
+            .json(dto::task_response(&task)));
+    };
+    let answer = run(&service, move |s| {
+        s.acting_as(&caller).create_keyed(request, keyed, |task| {
+            idempotency::stored(
+                StatusCode::CREATED,
+                &dto::task_response(task),
+                Some(location(task)),
+            )
+        })
+    })
+    .await?;
+    if let Some(task) = answer.created.first() {
+        Span::current().record("task_id", tracing::field::display(task.id()));
+    }
+    Ok(idempotency::respond(&answer))
+}
+
+fn location(task: &Task) -> String {
+    format!("/api/tasks/{}", task.id())
 }
 
 /// `POST /api/tasks/batch`: 201 with the created tasks in the order given. All or nothing:
-/// an invalid task fails the whole batch with 400 VALIDATION_FAILED naming its index.
+/// an invalid task fails the whole batch with 400 VALIDATION_FAILED naming its index. With
+/// an `Idempotency-Key` as on `POST /api/tasks`.
 #[utoipa::path(
     post, path = "/api/tasks/batch", operation_id = "createTaskBatch", tag = "batches",
     request_body = CreateTaskBatchRequest,
+    params(crate::openapi::IdempotencyKeyHeader),
     responses(
-        (status = 201, description = "The tasks, in the order given.", body = CreateTaskBatchResponse),
-        crate::openapi::BodyRefused, crate::openapi::Unavailable,
+        (status = 201, description = "The tasks, in the order given; or, for a request sent \
+         again with the same `Idempotency-Key`, the first answer again.",
+         body = CreateTaskBatchResponse,
+         headers(
+             ("Idempotent-Replayed" = String,
+              description = "`true` on the first answer given again for an `Idempotency-Key`."),
+         )),
+        crate::openapi::BodyRefused, crate::openapi::KeyRefused, crate::openapi::Unavailable,
     ),
 )]
 pub async fn create_task_batch(
     service: web::Data<TaskService>,
     Authenticated(caller): Authenticated,
-    body: Body<CreateTaskBatchRequest>,
+    req: HttpRequest,
+    body: Body<Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let requests = dto::create_batch(body.0)?;
-    let tasks = run(&service, move |s| s.acting_as(&caller).create_batch(requests)).await?;
-    tracing::info!(tasks = tasks.len(), "{} tasks created in one batch", tasks.len());
-    Ok(HttpResponse::Created().json(dto::batch_response(&tasks)))
+    let key = idempotency::key_of(&req)?;
+    let keyed = key.map(|key| idempotency::idempotency(&req, key, &body.0)).transpose()?;
+    let requests = dto::create_batch(crate::body::from_value::<CreateTaskBatchRequest>(body.0)?)?;
+    let Some(keyed) = keyed else {
+        let tasks = run(&service, move |s| s.acting_as(&caller).create_batch(requests)).await?;
+        tracing::info!(tasks = tasks.len(), "{} tasks created in one batch", tasks.len());
+        return Ok(HttpResponse::Created().json(dto::batch_response(&tasks)));
+    };
+    let answer = run(&service, move |s| {
+        s.acting_as(&caller).create_batch_keyed(requests, keyed, |tasks| {
+            idempotency::stored(StatusCode::CREATED, &dto::batch_response(tasks), None)
+        })
+    })
+    .await?;
+    if answer.replayed {
+        tracing::info!("a batch sent again answered as the first time");
+    } else {
+        let n = answer.created.len();
+        tracing::info!(tasks = n, "{n} tasks created in one batch");
+    }
+    Ok(idempotency::respond(&answer))
 }
 
 /// `POST /api/tasks/complete`: up to [`MAX_BATCH`](taskpilot_api::limits::MAX_BATCH) outcomes

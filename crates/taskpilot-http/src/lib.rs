@@ -6,6 +6,7 @@
 //!
 //! - **Settings** ([`config`]): the command line and environment, as plain values. No I/O.
 //! - **The HTTP adapter** ([`routes`], [`handlers`], [`auth`], [`body`], [`dto`], [`error`],
+//!   the creates' `Idempotency-Key` in [`idempotency`],
 //!   [`request_log`], [`metrics`], the claims' [`WakeHub`] in [`wake`], the API's document
 //!   and page in [`openapi`]): thin handlers that map a request into validated domain and
 //!   use-case values ([`dto`]), run one use case on the blocking pool,
@@ -28,6 +29,7 @@ pub mod config;
 pub mod dto;
 pub mod error;
 pub mod handlers;
+pub mod idempotency;
 pub mod metrics;
 pub mod openapi;
 pub mod request_log;

@@ -228,6 +228,44 @@ impl IntoResponses for Refused {
     }
 }
 
+/// 409 and 422: the `Idempotency-Key` is held by a request still running, or was used for a
+/// different request.
+pub struct KeyRefused;
+
+impl IntoResponses for KeyRefused {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        answers(vec![
+            (
+                "409",
+                problem(
+                    "IDEMPOTENCY_KEY_IN_USE: a request with this `Idempotency-Key` is still \
+                     being handled; send it again later.",
+                ),
+            ),
+            (
+                "422",
+                problem(
+                    "IDEMPOTENCY_KEY_REUSED: this `Idempotency-Key` was used before for a \
+                     different request (another body or endpoint); use a new key.",
+                ),
+            ),
+        ])
+    }
+}
+
+/// The `Idempotency-Key` request header of the creates.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKeyHeader {
+    /// Makes the create safe to send again: the same request with the same key, within
+    /// the server's `--idempotency-ttl` (24 hours by default), answers the first answer again
+    /// (with `Idempotent-Replayed: true`) and creates nothing. 1 to 255 visible ASCII
+    /// characters, such as a UUID; keys are per API token.
+    #[param(rename = "Idempotency-Key", min_length = 1, max_length = 255, pattern = "^[!-~]+$")]
+    #[allow(dead_code, reason = "read by the OpenAPI derive only")]
+    idempotency_key: Option<String>,
+}
+
 /// 503: PostgreSQL cannot be reached.
 pub struct Unavailable;
 

@@ -668,3 +668,32 @@ async fn no_secret_and_no_payload_reaches_the_logs() {
     }
     assert!(!logs.contains(marker), "a payload reached the logs");
 }
+
+#[actix_web::test]
+async fn idempotency_keys_belong_to_the_token_that_sent_them() {
+    let db = TestDatabase::new();
+    let first = create_token(&db, "producer", "billing", &[]);
+    let second = create_token(&db, "producer", "shipping", &[]);
+    let server = Served::start(&db, &["--idempotency-ttl", "1h"]);
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let create = async |token: &str| {
+        let mut response = client
+            .post(format!("{}/api/tasks", server.base))
+            .insert_header((AUTHORIZATION, format!("Bearer {token}")))
+            .insert_header(("Idempotency-Key", "order-42"))
+            .send_json(&json!({"name": "x"}))
+            .await
+            .unwrap();
+        let replayed = response.headers().contains_key("Idempotent-Replayed");
+        let body: Value = response.json().await.unwrap();
+        (response.status(), replayed, body["id"].as_str().unwrap().to_owned())
+    };
+
+    let (status, replayed, by_first) = create(&first).await;
+    assert_eq!((status, replayed), (StatusCode::CREATED, false));
+    let (status, replayed, by_second) = create(&second).await;
+    assert_eq!((status, replayed), (StatusCode::CREATED, false), "another token's key");
+    assert_ne!(by_first, by_second);
+    let (status, replayed, again) = create(&first).await;
+    assert_eq!((status, replayed, again), (StatusCode::CREATED, true, by_first));
+}

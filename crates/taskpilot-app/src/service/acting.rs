@@ -8,7 +8,10 @@ use taskpilot_domain::{
     TaskId, WorkerId,
 };
 
-use super::{BulkReport, BulkRequest, Completion, CreateTask, TaskPage, TaskService};
+use super::{
+    BulkReport, BulkRequest, Completion, CreateTask, Idempotency, KeyedAnswer, TaskPage,
+    TaskService,
+};
 use crate::{AppError, RejectionCount, TaskEvent, TaskFilter};
 
 /// [`TaskService`] acting for one [`Caller`]; see [`TaskService::acting_as`].
@@ -68,6 +71,40 @@ impl Acting<'_> {
             self.caller.may_use_queue(request.queue.as_ref().unwrap_or(&QueueName::default()))?;
         }
         self.service.create_batch_by(requests, self.caller.token_id())
+    }
+
+    /// [`Acting::create`] under an `Idempotency-Key` of the caller's token (see
+    /// [`TaskService::create_keyed`]).
+    ///
+    /// # Errors
+    /// As [`Acting::create`]; as [`TaskService::create_keyed`].
+    pub fn create_keyed(
+        &self,
+        request: CreateTask,
+        idempotency: Idempotency,
+        render: impl FnOnce(&Task) -> Result<taskpilot_domain::StoredResponse, AppError>,
+    ) -> Result<KeyedAnswer, AppError> {
+        self.may(Operation::CreateTask)?;
+        self.caller.may_use_queue(request.queue.as_ref().unwrap_or(&QueueName::default()))?;
+        self.service.create_keyed(request, self.caller.token_id(), idempotency, render)
+    }
+
+    /// [`Acting::create_batch`] under an `Idempotency-Key` of the caller's token (see
+    /// [`TaskService::create_batch_keyed`]).
+    ///
+    /// # Errors
+    /// As [`Acting::create_batch`]; as [`TaskService::create_batch_keyed`].
+    pub fn create_batch_keyed(
+        &self,
+        requests: Vec<CreateTask>,
+        idempotency: Idempotency,
+        render: impl FnOnce(&[Task]) -> Result<taskpilot_domain::StoredResponse, AppError>,
+    ) -> Result<KeyedAnswer, AppError> {
+        self.may(Operation::CreateTask)?;
+        for request in &requests {
+            self.caller.may_use_queue(request.queue.as_ref().unwrap_or(&QueueName::default()))?;
+        }
+        self.service.create_batch_keyed(requests, self.caller.token_id(), idempotency, render)
     }
 
     /// Loads one task the caller may see.

@@ -71,12 +71,7 @@ impl TaskService {
         requests: Vec<CreateTask>,
         token: Option<TokenId>,
     ) -> Result<Vec<Task>, AppError> {
-        if requests.is_empty() || requests.len() > MAX_BATCH {
-            return Err(AppError::InvalidBatchSize(requests.len()));
-        }
-        let now = self.clock.now();
-        let tasks: Vec<Task> =
-            requests.into_iter().map(|r| self.new_task(r, now).with_creator(token)).collect();
+        let tasks = self.new_batch(requests, token)?;
         let events: Vec<TaskEvent> = tasks
             .iter()
             .map(|t| self.stamp(TaskEvent::transition(None, t, Actor::Client)))
@@ -84,6 +79,19 @@ impl TaskService {
         self.repo.insert_many(&tasks, &events)?;
         self.observer.created(&tasks);
         Ok(tasks)
+    }
+
+    /// The tasks of a batch, created now by `token`, once its size is checked.
+    pub(super) fn new_batch(
+        &self,
+        requests: Vec<CreateTask>,
+        token: Option<TokenId>,
+    ) -> Result<Vec<Task>, AppError> {
+        if requests.is_empty() || requests.len() > MAX_BATCH {
+            return Err(AppError::InvalidBatchSize(requests.len()));
+        }
+        let now = self.clock.now();
+        Ok(requests.into_iter().map(|r| self.new_task(r, now).with_creator(token)).collect())
     }
 
     /// Reports up to [`MAX_BATCH`] outcomes at once, each under the fencing rules of a single

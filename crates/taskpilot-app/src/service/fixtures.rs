@@ -263,6 +263,8 @@ pub(super) fn storage_down() -> MockTaskRepository {
     repo.expect_expired_leases().returning(|_, _| Err(unavailable()));
     repo.expect_earliest_scheduled_run().returning(|_| Err(unavailable()));
     repo.expect_insert_many().returning(|_, _| Err(unavailable()));
+    repo.expect_insert_keyed().returning(|_, _, _| Err(unavailable()));
+    repo.expect_delete_expired_keys().returning(|_, _| Err(unavailable()));
     repo.expect_get_many().returning(|_| Err(unavailable()));
     repo.expect_write_many().returning(|_, _| Err(unavailable()));
     repo.expect_succeed_live().returning(|_, _| Err(unavailable()));

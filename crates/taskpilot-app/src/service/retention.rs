@@ -14,6 +14,9 @@ pub struct Pruned {
     pub failed: u64,
     /// Cancelled tasks deleted.
     pub cancelled: u64,
+    /// Expired idempotency keys deleted (not counted in [`Pruned::total`], which counts
+    /// tasks).
+    pub idempotency_keys: u64,
     /// Whether some status filled its batch, so that more of it may be due already.
     pub more_due: bool,
 }
@@ -39,6 +42,7 @@ impl Pruned {
         self.succeeded += other.succeeded;
         self.failed += other.failed;
         self.cancelled += other.cancelled;
+        self.idempotency_keys += other.idempotency_keys;
         self.more_due = other.more_due;
     }
 
@@ -60,7 +64,8 @@ impl TaskService {
 
     /// Deletes, with their history, up to `limit` finished tasks of each terminal status
     /// that the service's [`Retention`] says are due now, oldest first; a status kept
-    /// forever is not asked about. Each status is one short call to storage, which skips
+    /// forever is not asked about. Then up to `limit` idempotency keys that expired
+    /// ([`TaskService::idempotency_ttl`] after they were stored). Each status is one short call to storage, which skips
     /// tasks others hold locked, so any number of servers may prune at once. Call it again
     /// while [`Pruned::more_due`] says so.
     ///
@@ -77,6 +82,9 @@ impl TaskService {
             pruned.record(status, deleted);
             pruned.more_due |= deleted >= u64::from(limit);
         }
+        let keys = self.repo.delete_expired_keys(now, limit)?;
+        pruned.idempotency_keys = keys;
+        pruned.more_due |= keys >= u64::from(limit);
         Ok(pruned)
     }
 }
@@ -136,6 +144,11 @@ mod tests {
                 .in_sequence(&mut seq)
                 .returning(move |_, _, _| Ok(deleted));
         }
+        repo.expect_delete_expired_keys()
+            .withf(|at, limit| *at == now() && *limit == 100)
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _| Ok(1));
         let clock = Arc::new(CountingClock(AtomicUsize::new(0)));
         let service = TaskService::new(
             Arc::new(repo),
@@ -149,7 +162,7 @@ mod tests {
 
         assert_eq!(
             pruned,
-            Pruned { succeeded: 3, failed: 0, cancelled: 2, more_due: false },
+            Pruned { succeeded: 3, failed: 0, cancelled: 2, idempotency_keys: 1, more_due: false },
             "no batch was full"
         );
         assert_eq!(pruned.total(), 5);
@@ -163,6 +176,7 @@ mod tests {
             .withf(|s, _, _| *s == TaskStatus::Failed)
             .times(1)
             .returning(|_, _, _| Ok(1));
+        repo.expect_delete_expired_keys().times(1).returning(|_, _| Ok(0));
         let retention = Retention::new(KeepFor::Forever, keep_days(14), KeepFor::Forever);
 
         let pruned = service_with(repo, retention).prune(10).unwrap();
@@ -171,13 +185,30 @@ mod tests {
     }
 
     #[test]
-    fn keeping_everything_forever_touches_no_storage() {
+    fn keeping_every_task_forever_still_deletes_expired_idempotency_keys() {
         let mut repo = MockTaskRepository::new();
         repo.expect_delete_finished().never();
+        repo.expect_delete_expired_keys()
+            .withf(|at, limit| *at == now() && *limit == 10)
+            .times(1)
+            .returning(|_, _| Ok(4));
 
         let pruned = service_with(repo, Retention::FOREVER).prune(10).unwrap();
 
-        assert_eq!(pruned, Pruned::default());
+        assert_eq!(pruned, Pruned { idempotency_keys: 4, ..Pruned::default() });
+        assert_eq!(pruned.total(), 0, "the total counts tasks");
+    }
+
+    #[test]
+    fn a_full_batch_of_keys_says_more_may_be_due() {
+        let mut repo = MockTaskRepository::new();
+        repo.expect_delete_finished().returning(|_, _, _| Ok(0));
+        repo.expect_delete_expired_keys().times(1).returning(|_, limit| Ok(u64::from(limit)));
+
+        let pruned = service_with(repo, Retention::default()).prune(50).unwrap();
+
+        assert_eq!(pruned.idempotency_keys, 50);
+        assert!(pruned.more_due);
     }
 
     #[test]
@@ -186,6 +217,7 @@ mod tests {
         repo.expect_delete_finished().returning(|status, _, limit| {
             Ok(if status == TaskStatus::Cancelled { u64::from(limit) } else { 0 })
         });
+        repo.expect_delete_expired_keys().returning(|_, _| Ok(0));
 
         let pruned = service_with(repo, Retention::default()).prune(50).unwrap();
 
@@ -229,10 +261,25 @@ mod tests {
     fn running_totals_add_up_per_status() {
         let mut totals = Pruned::default();
 
-        totals.add(&Pruned { succeeded: 2, failed: 1, cancelled: 0, more_due: true });
-        totals.add(&Pruned { succeeded: 3, failed: 0, cancelled: 4, more_due: false });
+        totals.add(&Pruned {
+            succeeded: 2,
+            failed: 1,
+            cancelled: 0,
+            idempotency_keys: 1,
+            more_due: true,
+        });
+        totals.add(&Pruned {
+            succeeded: 3,
+            failed: 0,
+            cancelled: 4,
+            idempotency_keys: 2,
+            more_due: false,
+        });
 
-        assert_eq!(totals, Pruned { succeeded: 5, failed: 1, cancelled: 4, more_due: false });
+        assert_eq!(
+            totals,
+            Pruned { succeeded: 5, failed: 1, cancelled: 4, idempotency_keys: 3, more_due: false }
+        );
         assert_eq!(totals.count(TaskStatus::Succeeded), 5);
         assert_eq!(totals.count(TaskStatus::Pending), 0);
     }

@@ -235,8 +235,10 @@ async fn prune(
 ) {
     let retention = service.retention();
     if retention.cutoffs(service.now()).is_empty() {
-        tracing::info!("retention keeps every finished task forever; the pruner does not run");
-        return;
+        tracing::info!(
+            "retention keeps every finished task forever; the pruner deletes only expired \
+             idempotency keys"
+        );
     }
     tracing::info!(
         retention.succeeded = %retention.keep(TaskStatus::Succeeded),
@@ -278,6 +280,13 @@ async fn prune(
         }
         let run = if outcome.is_ok() { RunOutcome::Ok } else { RunOutcome::Error };
         metrics.pruner_run(run, &pass);
+        if pass.idempotency_keys > 0 {
+            tracing::info!(
+                pruned.idempotency_keys = pass.idempotency_keys,
+                "deleted {} expired idempotency keys",
+                pass.idempotency_keys,
+            );
+        }
         if pass.total() > 0 {
             totals.add(&pass);
             tracing::info!(
