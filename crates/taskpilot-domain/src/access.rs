@@ -76,7 +76,7 @@ pub enum TokenKind {
     Worker,
     /// Reads everything: tasks, history, stats, queues, metrics.
     Viewer,
-    /// A viewer that also cancels and reruns tasks.
+    /// A viewer that also cancels and reruns tasks, and pauses and resumes queues.
     Operator,
     /// Every operation, managing tokens included.
     Admin,
@@ -108,6 +108,10 @@ pub enum Operation {
     ReadMetrics,
     /// Create, list and revoke tokens.
     ManageTokens,
+    /// Read the queues: their counts, pause state and activity (`/api/queues`).
+    ReadQueues,
+    /// Pause and resume queues.
+    ManageQueues,
 }
 
 /// What a kind of token may do with an operation.
@@ -144,9 +148,9 @@ impl TokenKind {
             (K::Worker, O::Claim | O::LeaseCall) => Any,
             (
                 K::Viewer | K::Operator,
-                O::ReadTask | O::ListTasks | O::ReadStats | O::ReadMetrics,
+                O::ReadTask | O::ListTasks | O::ReadStats | O::ReadMetrics | O::ReadQueues,
             ) => Any,
-            (K::Operator, O::CancelTask | O::RerunTask) => Any,
+            (K::Operator, O::CancelTask | O::RerunTask | O::ManageQueues) => Any,
             (K::Metrics, O::ReadMetrics) => Any,
             _ => Denied,
         }
@@ -437,15 +441,17 @@ mod tests {
             ReadStats,
             ReadMetrics,
             ManageTokens,
+            ReadQueues,
+            ManageQueues,
         ];
         // Columns in the order of `operations`.
-        let table: [(TokenKind, [Grant; 10]); 6] = [
-            (TokenKind::Producer, [A, O, O, O, D, D, D, D, D, D]),
-            (TokenKind::Worker, [D, D, D, D, D, A, A, D, D, D]),
-            (TokenKind::Viewer, [D, A, A, D, D, D, D, A, A, D]),
-            (TokenKind::Operator, [D, A, A, A, A, D, D, A, A, D]),
-            (TokenKind::Admin, [A, A, A, A, A, A, A, A, A, A]),
-            (TokenKind::Metrics, [D, D, D, D, D, D, D, D, A, D]),
+        let table: [(TokenKind, [Grant; 12]); 6] = [
+            (TokenKind::Producer, [A, O, O, O, D, D, D, D, D, D, D, D]),
+            (TokenKind::Worker, [D, D, D, D, D, A, A, D, D, D, D, D]),
+            (TokenKind::Viewer, [D, A, A, D, D, D, D, A, A, D, A, D]),
+            (TokenKind::Operator, [D, A, A, A, A, D, D, A, A, D, A, A]),
+            (TokenKind::Admin, [A, A, A, A, A, A, A, A, A, A, A, A]),
+            (TokenKind::Metrics, [D, D, D, D, D, D, D, D, A, D, D, D]),
         ];
         assert_eq!(table.map(|(kind, _)| kind), TokenKind::ALL, "every kind has its row");
         for (kind, row) in table {

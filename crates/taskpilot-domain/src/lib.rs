@@ -97,6 +97,7 @@ mod fencing;
 mod ids;
 mod lease;
 mod ports;
+mod queue;
 mod retention;
 mod state;
 mod storage;
@@ -115,6 +116,10 @@ pub use fencing::{
 pub use ids::{MaxAttempts, QueueName, TaskId, TaskName, TextRule, WorkerId};
 pub use lease::{Lease, LeaseDuration, LeaseToken};
 pub use ports::{BackoffPolicy, Clock, ExponentialBackoff, FixedBackoff, FixedClock};
+pub use queue::{
+    explain, Ahead, ExplainFacts, Explanation, Pause, QueueState, Reason, AHEAD_CAP,
+    CLAIM_IDLE_AFTER, REASON_CODES,
+};
 pub use retention::{KeepFor, Retention};
 pub use state::{Action, RetryState, TaskState, TaskStatus};
 pub use storage::{check_json, to_micros, MAX_ERROR_BYTES};
