@@ -162,6 +162,39 @@
 //! #   fn fold_counts(&self, _: chrono::DateTime<chrono::Utc>, _: u32) -> Result<u64, RepoError> {
 //! #       unimplemented!()
 //! #   }
+//! #   fn queue_states(
+//! #       &self,
+//! #   ) -> Result<Vec<(taskpilot_domain::QueueName, taskpilot_domain::QueueState)>, RepoError> {
+//! #       unimplemented!()
+//! #   }
+//! #   fn queue_state(
+//! #       &self,
+//! #       _: &taskpilot_domain::QueueName,
+//! #   ) -> Result<taskpilot_domain::QueueState, RepoError> {
+//! #       unimplemented!()
+//! #   }
+//! #   fn write_queue_state(
+//! #       &self,
+//! #       _: &taskpilot_domain::QueueName,
+//! #       _: &taskpilot_domain::QueueState,
+//! #       _: u64,
+//! #   ) -> Result<bool, RepoError> {
+//! #       unimplemented!()
+//! #   }
+//! #   fn queue_activity(
+//! #       &self,
+//! #       _: chrono::DateTime<chrono::Utc>,
+//! #   ) -> Result<Vec<taskpilot_app::QueueActivity>, RepoError> {
+//! #       unimplemented!()
+//! #   }
+//! #   fn runnable_ahead(
+//! #       &self,
+//! #       _: &Task,
+//! #       _: chrono::DateTime<chrono::Utc>,
+//! #       _: u32,
+//! #   ) -> Result<u64, RepoError> {
+//! #       unimplemented!()
+//! #   }
 //! #   fn delete_finished(
 //! #       &self,
 //! #       _: TaskStatus,
@@ -252,7 +285,10 @@ pub use events::{Actor, EventKind, Rejection, RejectionCount, StaleCall, TaskEve
 pub use observer::{NoObserver, TaskObserver};
 #[cfg(any(test, feature = "mocks"))]
 pub use repository::MockTaskRepository;
-pub use repository::{ClaimRequest, Cursor, RepoError, TaskFilter, TaskRepository, TaskWrite};
+pub use repository::{
+    ClaimRequest, Cursor, QueueActivity, RepoError, TaskFilter, TaskRepository, TaskWrite,
+};
 pub use service::{
-    Acting, Completion, CreateTask, Pruned, ReportedOutcome, ServiceDefaults, TaskPage, TaskService,
+    Acting, ClaimLog, Completion, CreateTask, Pruned, QueueView, ReportedOutcome, ServiceDefaults,
+    TaskExplanation, TaskPage, TaskService,
 };
