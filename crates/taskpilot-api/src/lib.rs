@@ -30,6 +30,7 @@ pub mod limits;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 mod problem;
+mod queues;
 mod tasks;
 pub mod time;
 mod tokens;
@@ -39,6 +40,7 @@ pub use batch::{
     CompletionResult, CreateTaskBatchRequest, CreateTaskBatchResponse,
 };
 pub use problem::{ProblemBody, ProblemCode, PROBLEM_JSON};
+pub use queues::{ExplainReasonResponse, ExplainResponse, QueueListResponse, QueueResponse};
 pub use tasks::{
     ClaimResponse, ClaimTasksRequest, CreateTaskRequest, FailTaskRequest, HeartbeatRequest,
     ListTasksQuery, QueueStatsResponse, RejectionCountResponse, RejectionStatsResponse,

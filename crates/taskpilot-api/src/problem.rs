@@ -26,6 +26,8 @@ pub enum ProblemCode {
     TaskNotFound,
     /// 404: no API token has this id.
     TokenNotFound,
+    /// 404: no task is stored in this queue and it was never paused.
+    QueueNotFound,
     /// 404: no such endpoint.
     RouteNotFound,
     /// 405: the endpoint exists but not with this method.
@@ -58,13 +60,14 @@ pub enum ProblemCode {
 
 impl ProblemCode {
     /// Every code, in the README's order.
-    pub const ALL: [ProblemCode; 20] = [
+    pub const ALL: [ProblemCode; 21] = [
         Self::MalformedRequest,
         Self::ValidationFailed,
         Self::Unauthenticated,
         Self::Forbidden,
         Self::TaskNotFound,
         Self::TokenNotFound,
+        Self::QueueNotFound,
         Self::RouteNotFound,
         Self::MethodNotAllowed,
         Self::InvalidTransition,
@@ -90,6 +93,7 @@ impl ProblemCode {
             Self::Forbidden => "FORBIDDEN",
             Self::TaskNotFound => "TASK_NOT_FOUND",
             Self::TokenNotFound => "TOKEN_NOT_FOUND",
+            Self::QueueNotFound => "QUEUE_NOT_FOUND",
             Self::RouteNotFound => "ROUTE_NOT_FOUND",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::InvalidTransition => "INVALID_TRANSITION",
@@ -118,7 +122,9 @@ impl ProblemCode {
             Self::MalformedRequest | Self::ValidationFailed => 400,
             Self::Unauthenticated => 401,
             Self::Forbidden => 403,
-            Self::TaskNotFound | Self::TokenNotFound | Self::RouteNotFound => 404,
+            Self::TaskNotFound | Self::TokenNotFound | Self::QueueNotFound | Self::RouteNotFound => {
+                404
+            }
             Self::MethodNotAllowed => 405,
             Self::InvalidTransition
             | Self::NotYetRunnable

@@ -184,6 +184,7 @@ fn title(code: ProblemCode) -> &'static str {
         ProblemCode::Forbidden => "Forbidden",
         ProblemCode::TaskNotFound => "Task not found",
         ProblemCode::TokenNotFound => "Token not found",
+        ProblemCode::QueueNotFound => "Queue not found",
         ProblemCode::RouteNotFound => "Route not found",
         ProblemCode::MethodNotAllowed => "Method not allowed",
         ProblemCode::InvalidTransition => "Invalid transition",
@@ -299,6 +300,9 @@ fn refusal(e: &AppError) -> Problem {
         AppError::TokenNotFound(id) => {
             Problem::new(C::TokenNotFound, format!("no token has id {id}"))
                 .with("tokenId", id.to_string())
+        }
+        AppError::QueueNotFound(queue) => {
+            Problem::new(C::QueueNotFound, e.to_string()).with("queue", queue.as_str())
         }
         AppError::Forbidden(taskpilot_domain::Forbidden::Operation { kind }) => {
             Problem::new(C::Forbidden, e.to_string()).with("tokenKind", kind.as_str())

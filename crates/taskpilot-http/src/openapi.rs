@@ -58,6 +58,7 @@ const BEARER: &str = "bearer";
         handlers::complete_tasks,
         handlers::get_task,
         handlers::task_events,
+        handlers::explain_task,
         handlers::start_task,
         handlers::heartbeat_task,
         handlers::succeed_task,
@@ -65,6 +66,10 @@ const BEARER: &str = "bearer";
         handlers::release_task,
         handlers::cancel_task,
         handlers::rerun_task,
+        handlers::list_queues,
+        handlers::get_queue,
+        handlers::pause_queue,
+        handlers::resume_queue,
         handlers::rejection_stats,
         handlers::stats,
         handlers::metrics_text,
@@ -206,6 +211,18 @@ impl IntoResponses for TaskNotFound {
         answers(vec![(
             "404",
             problem("TASK_NOT_FOUND: no task has this id (or it was deleted by retention)."),
+        )])
+    }
+}
+
+/// 404: the queue holds no task and was never paused.
+pub struct QueueNotFound;
+
+impl IntoResponses for QueueNotFound {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        answers(vec![(
+            "404",
+            problem("QUEUE_NOT_FOUND: no task is stored in this queue and it was never paused."),
         )])
     }
 }
