@@ -48,6 +48,8 @@ pub enum ProblemCode {
     TaskCancelled,
     /// 409: the attempt already ended with a different outcome.
     OutcomeConflict,
+    /// 412: `If-Match` names a version the resource no longer has.
+    PreconditionFailed,
     /// 413: the body is over the limit.
     PayloadTooLarge,
     /// 415: the body is not `application/json`.
@@ -60,7 +62,7 @@ pub enum ProblemCode {
 
 impl ProblemCode {
     /// Every code, in the README's order.
-    pub const ALL: [ProblemCode; 21] = [
+    pub const ALL: [ProblemCode; 22] = [
         Self::MalformedRequest,
         Self::ValidationFailed,
         Self::Unauthenticated,
@@ -78,6 +80,7 @@ impl ProblemCode {
         Self::AttemptSuperseded,
         Self::TaskCancelled,
         Self::OutcomeConflict,
+        Self::PreconditionFailed,
         Self::PayloadTooLarge,
         Self::UnsupportedMediaType,
         Self::InternalError,
@@ -104,6 +107,7 @@ impl ProblemCode {
             Self::AttemptSuperseded => "ATTEMPT_SUPERSEDED",
             Self::TaskCancelled => "TASK_CANCELLED",
             Self::OutcomeConflict => "OUTCOME_CONFLICT",
+            Self::PreconditionFailed => "PRECONDITION_FAILED",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Self::InternalError => "INTERNAL_ERROR",
@@ -122,9 +126,10 @@ impl ProblemCode {
             Self::MalformedRequest | Self::ValidationFailed => 400,
             Self::Unauthenticated => 401,
             Self::Forbidden => 403,
-            Self::TaskNotFound | Self::TokenNotFound | Self::QueueNotFound | Self::RouteNotFound => {
-                404
-            }
+            Self::TaskNotFound
+            | Self::TokenNotFound
+            | Self::QueueNotFound
+            | Self::RouteNotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::InvalidTransition
             | Self::NotYetRunnable
@@ -134,6 +139,7 @@ impl ProblemCode {
             | Self::AttemptSuperseded
             | Self::TaskCancelled
             | Self::OutcomeConflict => 409,
+            Self::PreconditionFailed => 412,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::InternalError => 500,

@@ -41,6 +41,14 @@ pub enum AppError {
     /// No token has this id.
     #[error("token {0} not found")]
     TokenNotFound(TokenId),
+    /// `If-Match` named none of the queue's current version.
+    #[error("queue {queue} is at version {current}, not the one If-Match names")]
+    QueueVersionMismatch {
+        /// The queue.
+        queue: QueueName,
+        /// Its version now.
+        current: u64,
+    },
     /// No task is stored in this queue and it was never paused.
     #[error("queue {0} not found: it holds no task and was never paused")]
     QueueNotFound(QueueName),

@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use taskpilot_api::limits::{EARLIEST_INSTANT_MICROS, LATEST_INSTANT_MICROS};
 use taskpilot_domain::{
-    LeaseDuration, LiveSuccess, QueueName, QueueState, Task, TaskId, TaskName, TaskStatus,
-    TokenId, TokenName, WorkerId,
+    LeaseDuration, LiveSuccess, QueueName, QueueState, Task, TaskId, TaskName, TaskStatus, TokenId,
+    TokenName, WorkerId,
 };
 
 use crate::{RejectionCount, TaskCounts, TaskEvent};

@@ -4,9 +4,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::{
-    AttemptEnd, QueueName, RetryState, Task, TaskState, TokenName, WorkerId,
-};
+use crate::{AttemptEnd, QueueName, RetryState, Task, TaskState, TokenName, WorkerId};
 
 /// Who paused a queue, and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +52,11 @@ impl QueueState {
     /// The state after the queue is resumed at `now`; `None` when it is not paused.
     pub fn resume(&self, now: DateTime<Utc>) -> Option<Self> {
         self.paused.as_ref()?;
-        Some(Self { paused: None, version: self.version + 1, updated_at: Some(crate::to_micros(now)) })
+        Some(Self {
+            paused: None,
+            version: self.version + 1,
+            updated_at: Some(crate::to_micros(now)),
+        })
     }
 }
 
@@ -423,10 +425,7 @@ mod tests {
         let mut retried = running(3);
         retried.fail_and_schedule_retry(&Reporter::anyone(), "flaky", t0(), &BACKOFF).unwrap();
         let e = explain(&facts(&retried, &open, t0()));
-        assert_eq!(
-            e.reasons,
-            vec![Reason::Scheduled { run_at: t0() + secs(30), retry: true }]
-        );
+        assert_eq!(e.reasons, vec![Reason::Scheduled { run_at: t0() + secs(30), retry: true }]);
         assert!(e.reasons[0].message().contains("retry"));
     }
 

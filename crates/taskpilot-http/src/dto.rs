@@ -63,6 +63,44 @@ pub fn queue_name(raw: &str) -> Result<taskpilot_domain::QueueName, ApiError> {
     Ok(taskpilot_domain::QueueName::parse(raw)?)
 }
 
+/// The versions an `If-Match` header names: `None` without the header or for `*`, else the
+/// versions of its strong entity tags (`"3"`, `"3", "4"`), as the queue routes' `ETag`
+/// writes them.
+///
+/// # Errors
+/// 400 MALFORMED_REQUEST for anything else.
+pub fn if_match(req: &actix_web::HttpRequest) -> Result<Option<Vec<u64>>, ApiError> {
+    let Some(raw) = req.headers().get(actix_web::http::header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let refused = || {
+        ApiError::Malformed(
+            "If-Match must be * or a list of versions in quotes, as ETag gives them (\"3\")"
+                .to_owned(),
+        )
+    };
+    let raw = raw.to_str().map_err(|_| refused())?.trim();
+    if raw == "*" {
+        return Ok(None);
+    }
+    raw.split(',')
+        .map(|tag| {
+            let tag = tag.trim();
+            tag.strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(refused)
+        })
+        .collect::<Result<Vec<u64>, ApiError>>()
+        .map(Some)
+}
+
+/// The `ETag` of a queue: its version, quoted.
+pub fn queue_etag(view: &taskpilot_app::QueueView) -> String {
+    format!("\"{}\"", view.state.version)
+}
+
 /// A worker id.
 ///
 /// # Errors

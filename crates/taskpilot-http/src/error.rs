@@ -195,6 +195,7 @@ fn title(code: ProblemCode) -> &'static str {
         ProblemCode::AttemptSuperseded => "Attempt superseded",
         ProblemCode::TaskCancelled => "Task cancelled",
         ProblemCode::OutcomeConflict => "Outcome conflict",
+        ProblemCode::PreconditionFailed => "Precondition failed",
         ProblemCode::PayloadTooLarge => "Payload too large",
         ProblemCode::UnsupportedMediaType => "Unsupported media type",
         ProblemCode::InternalError => "Internal error",
@@ -300,6 +301,11 @@ fn refusal(e: &AppError) -> Problem {
         AppError::TokenNotFound(id) => {
             Problem::new(C::TokenNotFound, format!("no token has id {id}"))
                 .with("tokenId", id.to_string())
+        }
+        AppError::QueueVersionMismatch { queue, current } => {
+            Problem::new(C::PreconditionFailed, e.to_string())
+                .with("queue", queue.as_str())
+                .with("currentVersion", *current)
         }
         AppError::QueueNotFound(queue) => {
             Problem::new(C::QueueNotFound, e.to_string()).with("queue", queue.as_str())

@@ -500,7 +500,8 @@ pub async fn list_queues(
     get, path = "/api/queues/{name}", operation_id = "getQueue", tag = "queues",
     params(("name" = QueueName, Path, description = "The queue.")),
     responses(
-        (status = 200, description = "The queue.", body = taskpilot_api::QueueResponse),
+        (status = 200, description = "The queue.", body = taskpilot_api::QueueResponse,
+         headers(("ETag" = String, description = "The queue's version, quoted: what `If-Match` of a pause or resume names."))),
         crate::openapi::BadRequest, crate::openapi::QueueNotFound, crate::openapi::Unavailable,
     ),
 )]
@@ -511,7 +512,7 @@ pub async fn get_queue(
 ) -> Result<HttpResponse, ApiError> {
     let queue = dto::queue_name(&path)?;
     let view = run(&service, move |s| s.acting_as(&caller).queue(&queue)).await?;
-    Ok(HttpResponse::Ok().json(dto::queue_response(&view, service.now())))
+    Ok(queue_ok(&view, service.now()))
 }
 
 /// `PUT /api/queues/{name}/pause`: claims on every server take nothing more from the queue;
@@ -519,20 +520,28 @@ pub async fn get_queue(
 /// nothing and answers 200 with its state. A queue need not hold tasks to be paused.
 #[utoipa::path(
     put, path = "/api/queues/{name}/pause", operation_id = "pauseQueue", tag = "queues",
-    params(("name" = QueueName, Path, description = "The queue.")),
+    params(
+        ("name" = QueueName, Path, description = "The queue."),
+        ("If-Match" = Option<String>, Header, description = "Only if the queue's version (its `ETag`) is one of these; `*` or none: whatever it is."),
+    ),
     responses(
-        (status = 200, description = "The queue, paused.", body = taskpilot_api::QueueResponse),
-        crate::openapi::BadRequest, crate::openapi::Unavailable,
+        (status = 200, description = "The queue, paused.", body = taskpilot_api::QueueResponse,
+         headers(("ETag" = String, description = "The queue's version, quoted."))),
+        crate::openapi::BadRequest, crate::openapi::PreconditionFailed, crate::openapi::Unavailable,
     ),
 )]
 pub async fn pause_queue(
     service: web::Data<TaskService>,
     Authenticated(caller): Authenticated,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let queue = dto::queue_name(&path)?;
-    let view = run(&service, move |s| s.acting_as(&caller).pause_queue(&queue)).await?;
-    Ok(HttpResponse::Ok().json(dto::queue_response(&view, service.now())))
+    let if_match = dto::if_match(&req)?;
+    let view =
+        run(&service, move |s| s.acting_as(&caller).pause_queue(&queue, if_match.as_deref()))
+            .await?;
+    Ok(queue_ok(&view, service.now()))
 }
 
 /// `PUT /api/queues/{name}/resume`: the queue is claimable again on every server, and the
@@ -540,24 +549,40 @@ pub async fn pause_queue(
 /// nothing.
 #[utoipa::path(
     put, path = "/api/queues/{name}/resume", operation_id = "resumeQueue", tag = "queues",
-    params(("name" = QueueName, Path, description = "The queue.")),
+    params(
+        ("name" = QueueName, Path, description = "The queue."),
+        ("If-Match" = Option<String>, Header, description = "Only if the queue's version (its `ETag`) is one of these; `*` or none: whatever it is."),
+    ),
     responses(
-        (status = 200, description = "The queue, not paused.", body = taskpilot_api::QueueResponse),
-        crate::openapi::BadRequest, crate::openapi::QueueNotFound, crate::openapi::Unavailable,
+        (status = 200, description = "The queue, not paused.", body = taskpilot_api::QueueResponse,
+         headers(("ETag" = String, description = "The queue's version, quoted."))),
+        crate::openapi::BadRequest, crate::openapi::QueueNotFound,
+        crate::openapi::PreconditionFailed, crate::openapi::Unavailable,
     ),
 )]
 pub async fn resume_queue(
     service: web::Data<TaskService>,
     Authenticated(caller): Authenticated,
     hub: web::Data<WakeHub>,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let queue = dto::queue_name(&path)?;
-    let view = run(&service, move |s| s.acting_as(&caller).resume_queue(&queue)).await?;
+    let if_match = dto::if_match(&req)?;
+    let view =
+        run(&service, move |s| s.acting_as(&caller).resume_queue(&queue, if_match.as_deref()))
+            .await?;
     // The notification from the resume reaches every server, this one included; waking here
     // too spares this server's claims the round trip.
     hub.wake();
-    Ok(HttpResponse::Ok().json(dto::queue_response(&view, service.now())))
+    Ok(queue_ok(&view, service.now()))
+}
+
+/// 200 with the queue and its version as `ETag`.
+fn queue_ok(view: &taskpilot_app::QueueView, now: chrono::DateTime<chrono::Utc>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::ETAG, dto::queue_etag(view)))
+        .json(dto::queue_response(view, now))
 }
 
 /// `GET /api/stats/rejections`: refused stale calls by code and call, and how many of them

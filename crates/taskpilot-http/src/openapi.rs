@@ -227,6 +227,21 @@ impl IntoResponses for QueueNotFound {
     }
 }
 
+/// 412: `If-Match` names a version the queue no longer has.
+pub struct PreconditionFailed;
+
+impl IntoResponses for PreconditionFailed {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        answers(vec![(
+            "412",
+            problem(
+                "PRECONDITION_FAILED: `If-Match` names none of the queue's current version \
+                 (`currentVersion`); read it again.",
+            ),
+        )])
+    }
+}
+
 /// 409: the task's state or the attempt's token refuses the call.
 pub struct Refused;
 

@@ -1752,7 +1752,10 @@ async fn a_paused_queue_gives_claims_nothing_takes_tasks_and_its_resume_wakes_a_
 
     let explained = app.get(&format!("/api/tasks/{id}/explain")).await;
     let explained = explained.assert_status(StatusCode::OK).clone();
-    assert_eq!((explained["runnable"].as_bool(), explained["status"].as_str()), (Some(false), Some("PENDING")));
+    assert_eq!(
+        (explained["runnable"].as_bool(), explained["status"].as_str()),
+        (Some(false), Some("PENDING"))
+    );
     assert_eq!(reason_codes(&explained), ["QUEUE_PAUSED"]);
     assert_eq!(explained["reasons"][0]["by"], "open-access");
     assert_eq!(explained["reasons"][0]["since"], paused["pausedAt"]);
@@ -1760,12 +1763,18 @@ async fn a_paused_queue_gives_claims_nothing_takes_tasks_and_its_resume_wakes_a_
     let listed = app.get("/api/queues").await;
     let listed = listed.assert_status(StatusCode::OK);
     let emails = queue_in(listed, "emails");
-    assert_eq!((emails["paused"].as_bool(), emails["pausedBy"].as_str()), (Some(true), Some("open-access")));
+    assert_eq!(
+        (emails["paused"].as_bool(), emails["pausedBy"].as_str()),
+        (Some(true), Some("open-access"))
+    );
     assert_eq!(emails["counts"]["runnable"], 1);
     assert_eq!(emails["createdLastMinute"], 1);
     assert!(emails["oldestRunnableAgeSeconds"].as_f64().unwrap() >= 0.0);
     let sms_queue = queue_in(listed, "sms");
-    assert_eq!((sms_queue["counts"]["running"].as_u64(), sms_queue["runningLeases"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (sms_queue["counts"]["running"].as_u64(), sms_queue["runningLeases"].as_u64()),
+        (Some(1), Some(1))
+    );
     assert_eq!(sms_queue["paused"], false);
     assert!(sms_queue["pausedBy"].is_null());
     assert_micros_format(&sms_queue["lastClaimAt"]);
@@ -1787,7 +1796,7 @@ async fn a_paused_queue_gives_claims_nothing_takes_tasks_and_its_resume_wakes_a_
     assert!(resumed["pausedBy"].is_null() && resumed["pausedAt"].is_null());
     let woken = answer(claim).await;
     let items = woken.assert_status(StatusCode::OK)["items"].as_array().unwrap().clone();
-    assert_eq!(items.iter().map(id_of).collect::<Vec<_>>(), [id.clone()]);
+    assert_eq!(items.iter().map(id_of).collect::<Vec<_>>(), [id.as_str()]);
 
     let explained = app.get(&format!("/api/tasks/{id}/explain")).await;
     let explained = explained.assert_status(StatusCode::OK);
@@ -1834,5 +1843,39 @@ async fn explain_says_when_a_delayed_task_runs_and_why_a_finished_one_will_not()
     assert_eq!(unknown.body["queue"], "never-used");
     let bad = app.send(Method::PUT, "/api/queues/Not%20A%20Queue/pause", None).await;
     bad.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn pause_and_resume_honour_if_match_against_the_queues_etag() {
+    let db = TestDatabase::new();
+    let app = TestApp::on(&db, TimeDelta::seconds(10));
+    let put = |action: &'static str, if_match: &'static str| {
+        let request = app
+            .client
+            .put(format!("{}/api/queues/audits/{action}", app.base))
+            .insert_header(("If-Match", if_match));
+        async move { TestApp::read(request.send().await.unwrap()).await }
+    };
+
+    let paused = put("pause", "\"0\"").await;
+    paused.assert_status(StatusCode::OK);
+    assert_eq!(paused.header("etag"), "\"1\"");
+    let stale = put("resume", "\"0\"").await;
+    stale.assert_problem(StatusCode::PRECONDITION_FAILED, "PRECONDITION_FAILED");
+    assert_eq!(stale.body["currentVersion"], 1);
+    let listed = app.get("/api/queues/audits").await;
+    assert_eq!(
+        listed.assert_status(StatusCode::OK)["paused"],
+        true,
+        "the refused resume did nothing"
+    );
+    assert_eq!(listed.header("etag"), "\"1\"");
+
+    let resumed = put("resume", "\"7\", \"1\"").await;
+    assert_eq!(resumed.assert_status(StatusCode::OK)["paused"], false);
+    assert_eq!(resumed.header("etag"), "\"2\"");
+    put("pause", "*").await.assert_status(StatusCode::OK);
+    put("pause", "three").await.assert_problem(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST");
     app.stop().await;
 }

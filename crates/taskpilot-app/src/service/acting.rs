@@ -290,20 +290,28 @@ impl Acting<'_> {
     ///
     /// # Errors
     /// [`AppError::Forbidden`]; as [`TaskService::pause_queue`].
-    pub fn pause_queue(&self, queue: &QueueName) -> Result<QueueView, AppError> {
+    pub fn pause_queue(
+        &self,
+        queue: &QueueName,
+        if_match: Option<&[u64]>,
+    ) -> Result<QueueView, AppError> {
         self.may(Operation::ManageQueues)?;
         self.caller.may_use_queue(queue)?;
-        self.service.pause_queue(queue, self.caller.name())
+        self.service.pause_queue(queue, self.caller.name(), if_match)
     }
 
     /// Resumes a queue within the caller's reach.
     ///
     /// # Errors
     /// [`AppError::Forbidden`]; as [`TaskService::resume_queue`].
-    pub fn resume_queue(&self, queue: &QueueName) -> Result<QueueView, AppError> {
+    pub fn resume_queue(
+        &self,
+        queue: &QueueName,
+        if_match: Option<&[u64]>,
+    ) -> Result<QueueView, AppError> {
         self.may(Operation::ManageQueues)?;
         self.caller.may_use_queue(queue)?;
-        self.service.resume_queue(queue)
+        self.service.resume_queue(queue, if_match)
     }
 
     /// Fails unless the caller may do `operation` (for calls outside the task use cases,
@@ -434,12 +442,12 @@ mod tests {
             Err(AppError::Forbidden(_))
         ));
         assert!(matches!(
-            service.acting_as(&viewer).pause_queue(&queue("emails")),
+            service.acting_as(&viewer).pause_queue(&queue("emails"), None),
             Err(AppError::Forbidden(_))
         ));
         let operator = caller(TokenKind::Operator, 9, emails_only());
         assert!(matches!(
-            service.acting_as(&operator).resume_queue(&queue("sms")),
+            service.acting_as(&operator).resume_queue(&queue("sms"), None),
             Err(AppError::Forbidden(_))
         ));
         let worker = caller(TokenKind::Worker, 10, QueueScope::All);

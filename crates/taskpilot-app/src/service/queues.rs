@@ -57,7 +57,8 @@ impl ClaimLog {
         };
         for queue in queues {
             if seen.by_queue.len() >= MAX_REMEMBERED_QUEUES && !seen.by_queue.contains_key(queue) {
-                let oldest = seen.by_queue.iter().min_by_key(|(_, at)| **at).map(|(q, _)| q.clone());
+                let oldest =
+                    seen.by_queue.iter().min_by_key(|(_, at)| **at).map(|(q, _)| q.clone());
                 if let Some(oldest) = oldest {
                     seen.by_queue.remove(&oldest);
                 }
@@ -159,8 +160,16 @@ impl TaskService {
     ///
     /// # Errors
     /// Storage errors.
-    pub fn pause_queue(&self, queue: &QueueName, by: &TokenName) -> Result<QueueView, AppError> {
-        self.change_queue(queue, |state, now| state.pause(by, now))?;
+    ///
+    /// With `if_match`, only while the queue's version is one of those listed
+    /// ([`AppError::QueueVersionMismatch`] otherwise; a queue never paused is version 0).
+    pub fn pause_queue(
+        &self,
+        queue: &QueueName,
+        by: &TokenName,
+        if_match: Option<&[u64]>,
+    ) -> Result<QueueView, AppError> {
+        self.change_queue(queue, if_match, |state, now| state.pause(by, now))?;
         tracing::info!(queue = %queue, by = %by, "queue {queue} paused by {by}");
         self.queue(queue)
     }
@@ -170,21 +179,35 @@ impl TaskService {
     ///
     /// # Errors
     /// [`AppError::QueueNotFound`] for a queue with no task and no stored state; storage errors.
-    pub fn resume_queue(&self, queue: &QueueName) -> Result<QueueView, AppError> {
-        self.change_queue(queue, |state, now| state.resume(now))?;
+    ///
+    /// `if_match` as for [`TaskService::pause_queue`].
+    pub fn resume_queue(
+        &self,
+        queue: &QueueName,
+        if_match: Option<&[u64]>,
+    ) -> Result<QueueView, AppError> {
+        self.change_queue(queue, if_match, |state, now| state.resume(now))?;
         tracing::info!(queue = %queue, "queue {queue} resumed");
         self.queue(queue)
     }
 
-    /// Reads the queue's state, asks `change` for the new one (`None`: nothing to do) and
-    /// stores it compare-and-swap, again on a lost race.
+    /// Reads the queue's state, checks `if_match` against its version, asks `change` for the
+    /// new one (`None`: nothing to do) and stores it compare-and-swap, again on a lost race
+    /// (whose winner moved the version, so `if_match` is checked again).
     fn change_queue(
         &self,
         queue: &QueueName,
+        if_match: Option<&[u64]>,
         change: impl Fn(&QueueState, DateTime<Utc>) -> Option<QueueState>,
     ) -> Result<(), AppError> {
         for _ in 0..QUEUE_WRITE_TRIES {
             let state = self.repo.queue_state(queue)?;
+            if if_match.is_some_and(|versions| !versions.contains(&state.version)) {
+                return Err(AppError::QueueVersionMismatch {
+                    queue: queue.clone(),
+                    current: state.version,
+                });
+            }
             let Some(next) = change(&state, self.clock.now()) else { return Ok(()) };
             if self.repo.write_queue_state(queue, &next, state.version)? {
                 return Ok(());
@@ -247,9 +270,7 @@ mod tests {
 
     use super::super::fixtures::*;
     use super::*;
-    use crate::{
-        Actor, MockTaskRepository, QueueActivity, QueueCounts, TaskCounts, TaskEvent,
-    };
+    use crate::{Actor, MockTaskRepository, QueueActivity, QueueCounts, TaskCounts, TaskEvent};
 
     fn ops() -> TokenName {
         TokenName::parse("ops").unwrap()
@@ -318,12 +339,9 @@ mod tests {
         repo.expect_queue_states()
             .times(1)
             .returning(|| Ok(vec![(queue("paused-empty"), paused_state())]));
-        repo.expect_queue_activity()
-            .with(eq(now() - TimeDelta::minutes(1)))
-            .times(1)
-            .returning(|_| {
-                Ok(vec![QueueActivity { queue: queue("emails"), created: 4, completed: 1 }])
-            });
+        repo.expect_queue_activity().with(eq(now() - TimeDelta::minutes(1))).times(1).returning(
+            |_| Ok(vec![QueueActivity { queue: queue("emails"), created: 4, completed: 1 }]),
+        );
 
         let views = service(repo).queues().unwrap();
 
@@ -380,12 +398,17 @@ mod tests {
             .returning(move || Ok(vec![(queue("emails"), listed.lock().unwrap().clone())]));
         let service = service(repo);
 
-        let first = service.pause_queue(&queue("emails"), &ops()).unwrap();
-        let second =
-            service.pause_queue(&queue("emails"), &TokenName::parse("other").unwrap()).unwrap();
+        let first = service.pause_queue(&queue("emails"), &ops(), Some(&[0])).unwrap();
+        let other = TokenName::parse("other").unwrap();
+        let second = service.pause_queue(&queue("emails"), &other, None).unwrap();
+        let stale = service.pause_queue(&queue("emails"), &other, Some(&[0, 7]));
 
         assert_eq!(first.state.paused, Some(Pause { by: ops(), at: now() }));
         assert_eq!(second, first, "pausing again keeps the first pause");
+        assert!(
+            matches!(stale, Err(AppError::QueueVersionMismatch { current: 1, .. })),
+            "{stale:?}"
+        );
     }
 
     #[test]
@@ -410,7 +433,7 @@ mod tests {
         });
         let service = service(repo);
 
-        let resumed = service.resume_queue(&queue("emails")).unwrap();
+        let resumed = service.resume_queue(&queue("emails"), None).unwrap();
 
         assert!(resumed.state.is_claimable());
     }

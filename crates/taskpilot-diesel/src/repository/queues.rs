@@ -61,8 +61,9 @@ impl QueueRow {
             (None, None) => None,
             _ => return Err(RepoError::unexpected(anyhow!("queue {queue}: half a pause"))),
         };
-        let version = u64::try_from(self.version)
-            .map_err(|_| RepoError::unexpected(anyhow!("queue {queue}: version {}", self.version)))?;
+        let version = u64::try_from(self.version).map_err(|_| {
+            RepoError::unexpected(anyhow!("queue {queue}: version {}", self.version))
+        })?;
         Ok((queue, QueueState { paused, version, updated_at: Some(self.updated_at) }))
     }
 }
