@@ -31,6 +31,7 @@ pub mod limits;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 mod problem;
+mod queues;
 mod tasks;
 pub mod time;
 mod tokens;
@@ -43,6 +44,7 @@ pub use bulk::{
     BulkActionKind, BulkActionRequest, BulkActionResponse, BulkFilter, BulkOutcome, BulkResult,
 };
 pub use problem::{ProblemBody, ProblemCode, PROBLEM_JSON};
+pub use queues::{ExplainReasonResponse, ExplainResponse, QueueListResponse, QueueResponse};
 pub use tasks::{
     ClaimResponse, ClaimTasksRequest, CreateTaskRequest, FailTaskRequest, HeartbeatRequest,
     ListTasksQuery, QueueStatsResponse, RejectionCountResponse, RejectionStatsResponse,

@@ -26,6 +26,8 @@ pub enum ProblemCode {
     TaskNotFound,
     /// 404: no API token has this id.
     TokenNotFound,
+    /// 404: no task is stored in this queue and it was never paused.
+    QueueNotFound,
     /// 404: no such endpoint.
     RouteNotFound,
     /// 405: the endpoint exists but not with this method.
@@ -48,6 +50,8 @@ pub enum ProblemCode {
     OutcomeConflict,
     /// 409: a request with this `Idempotency-Key` is still being handled; retry later.
     IdempotencyKeyInUse,
+    /// 412: `If-Match` names a version the resource no longer has.
+    PreconditionFailed,
     /// 413: the body is over the limit.
     PayloadTooLarge,
     /// 415: the body is not `application/json`.
@@ -62,13 +66,14 @@ pub enum ProblemCode {
 
 impl ProblemCode {
     /// Every code, in the README's order.
-    pub const ALL: [ProblemCode; 22] = [
+    pub const ALL: [ProblemCode; 24] = [
         Self::MalformedRequest,
         Self::ValidationFailed,
         Self::Unauthenticated,
         Self::Forbidden,
         Self::TaskNotFound,
         Self::TokenNotFound,
+        Self::QueueNotFound,
         Self::RouteNotFound,
         Self::MethodNotAllowed,
         Self::InvalidTransition,
@@ -80,6 +85,7 @@ impl ProblemCode {
         Self::TaskCancelled,
         Self::OutcomeConflict,
         Self::IdempotencyKeyInUse,
+        Self::PreconditionFailed,
         Self::PayloadTooLarge,
         Self::UnsupportedMediaType,
         Self::IdempotencyKeyReused,
@@ -96,6 +102,7 @@ impl ProblemCode {
             Self::Forbidden => "FORBIDDEN",
             Self::TaskNotFound => "TASK_NOT_FOUND",
             Self::TokenNotFound => "TOKEN_NOT_FOUND",
+            Self::QueueNotFound => "QUEUE_NOT_FOUND",
             Self::RouteNotFound => "ROUTE_NOT_FOUND",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::InvalidTransition => "INVALID_TRANSITION",
@@ -107,6 +114,7 @@ impl ProblemCode {
             Self::TaskCancelled => "TASK_CANCELLED",
             Self::OutcomeConflict => "OUTCOME_CONFLICT",
             Self::IdempotencyKeyInUse => "IDEMPOTENCY_KEY_IN_USE",
+            Self::PreconditionFailed => "PRECONDITION_FAILED",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
@@ -126,7 +134,10 @@ impl ProblemCode {
             Self::MalformedRequest | Self::ValidationFailed => 400,
             Self::Unauthenticated => 401,
             Self::Forbidden => 403,
-            Self::TaskNotFound | Self::TokenNotFound | Self::RouteNotFound => 404,
+            Self::TaskNotFound
+            | Self::TokenNotFound
+            | Self::QueueNotFound
+            | Self::RouteNotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::InvalidTransition
             | Self::NotYetRunnable
@@ -137,6 +148,7 @@ impl ProblemCode {
             | Self::TaskCancelled
             | Self::OutcomeConflict
             | Self::IdempotencyKeyInUse => 409,
+            Self::PreconditionFailed => 412,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::IdempotencyKeyReused => 422,

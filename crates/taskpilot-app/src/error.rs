@@ -1,7 +1,7 @@
 //! What a use case can fail with.
 
 use taskpilot_api::limits::{MAX_BATCH, MAX_BULK, MAX_CLAIM_BATCH, MAX_PAGE_SIZE};
-use taskpilot_domain::{DomainError, Forbidden, TaskId, TokenId, ValidationError};
+use taskpilot_domain::{DomainError, Forbidden, QueueName, TaskId, TokenId, ValidationError};
 
 use crate::RepoError;
 
@@ -44,6 +44,17 @@ pub enum AppError {
     /// No token has this id.
     #[error("token {0} not found")]
     TokenNotFound(TokenId),
+    /// `If-Match` named none of the queue's current version.
+    #[error("queue {queue} is at version {current}, not the one If-Match names")]
+    QueueVersionMismatch {
+        /// The queue.
+        queue: QueueName,
+        /// Its version now.
+        current: u64,
+    },
+    /// No task is stored in this queue and it was never paused.
+    #[error("queue {0} not found: it holds no task and was never paused")]
+    QueueNotFound(QueueName),
     /// The task kept changing under us; the caller may try again.
     #[error("task {0} is being modified concurrently; try again")]
     ConcurrentModification(TaskId),

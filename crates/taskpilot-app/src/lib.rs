@@ -186,6 +186,39 @@
 //! #   ) -> Result<(), RepoError> {
 //! #       unimplemented!()
 //! #   }
+//! #   fn queue_states(
+//! #       &self,
+//! #   ) -> Result<Vec<(taskpilot_domain::QueueName, taskpilot_domain::QueueState)>, RepoError> {
+//! #       unimplemented!()
+//! #   }
+//! #   fn queue_state(
+//! #       &self,
+//! #       _: &taskpilot_domain::QueueName,
+//! #   ) -> Result<taskpilot_domain::QueueState, RepoError> {
+//! #       unimplemented!()
+//! #   }
+//! #   fn write_queue_state(
+//! #       &self,
+//! #       _: &taskpilot_domain::QueueName,
+//! #       _: &taskpilot_domain::QueueState,
+//! #       _: u64,
+//! #   ) -> Result<bool, RepoError> {
+//! #       unimplemented!()
+//! #   }
+//! #   fn queue_activity(
+//! #       &self,
+//! #       _: chrono::DateTime<chrono::Utc>,
+//! #   ) -> Result<Vec<taskpilot_app::QueueActivity>, RepoError> {
+//! #       unimplemented!()
+//! #   }
+//! #   fn runnable_ahead(
+//! #       &self,
+//! #       _: &Task,
+//! #       _: chrono::DateTime<chrono::Utc>,
+//! #       _: u32,
+//! #   ) -> Result<u64, RepoError> {
+//! #       unimplemented!()
+//! #   }
 //! #   fn delete_finished(
 //! #       &self,
 //! #       _: TaskStatus,
@@ -277,11 +310,11 @@ pub use observer::{NoObserver, TaskObserver};
 #[cfg(any(test, feature = "mocks"))]
 pub use repository::MockTaskRepository;
 pub use repository::{
-    BulkActionRecord, ClaimRequest, Cursor, NewIdempotencyKey, RepoError, TaskFilter,
-    TaskRepository, TaskWrite,
+    BulkActionRecord, ClaimRequest, Cursor, NewIdempotencyKey, QueueActivity, RepoError,
+    TaskFilter, TaskRepository, TaskWrite,
 };
 pub use service::{
-    fingerprint, Acting, BulkAction, BulkItem, BulkReport, BulkRequest, BulkSelection, Completion,
-    CreateTask, Idempotency, KeyedAnswer, Pruned, ReportedOutcome, ServiceDefaults, TaskPage,
-    TaskService, DEFAULT_IDEMPOTENCY_TTL, OPEN_SCOPE,
+    fingerprint, Acting, BulkAction, BulkItem, BulkReport, BulkRequest, BulkSelection, ClaimLog,
+    Completion, CreateTask, Idempotency, KeyedAnswer, Pruned, QueueView, ReportedOutcome,
+    ServiceDefaults, TaskExplanation, TaskPage, TaskService, DEFAULT_IDEMPOTENCY_TTL, OPEN_SCOPE,
 };

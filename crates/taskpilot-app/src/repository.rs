@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use taskpilot_api::limits::{EARLIEST_INSTANT_MICROS, LATEST_INSTANT_MICROS};
 use taskpilot_domain::{
-    Fingerprint, IdempotencyKey, KeyClaim, LeaseDuration, LiveSuccess, QueueName, RetryState,
-    StoredResponse, Task, TaskId, TaskName, TaskStatus, TokenId, TokenName, WorkerId,
+    Fingerprint, IdempotencyKey, KeyClaim, LeaseDuration, LiveSuccess, QueueName, QueueState,
+    RetryState, StoredResponse, Task, TaskId, TaskName, TaskStatus, TokenId, TokenName, WorkerId,
 };
 
 use crate::{RejectionCount, TaskCounts, TaskEvent};
@@ -189,6 +189,17 @@ pub struct ClaimRequest {
     pub now: DateTime<Utc>,
 }
 
+/// What one queue did since an instant (see [`TaskRepository::queue_activity`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueActivity {
+    /// The queue.
+    pub queue: QueueName,
+    /// Tasks created since then (still stored).
+    pub created: u64,
+    /// Tasks that finished (SUCCEEDED, FAILED or CANCELLED) since then.
+    pub completed: u64,
+}
+
 /// The storage port for tasks. Implementations are synchronous; callers run them off any
 /// async executor.
 ///
@@ -229,7 +240,10 @@ pub trait TaskRepository: Send + Sync {
     /// Starts up to `request.limit` runnable tasks for `request.worker` in one atomic step and
     /// returns them as started.
     ///
-    /// Runnable means [`Task::is_runnable_at`] `request.now`, in `request.queues` when given.
+    /// Runnable means [`Task::is_runnable_at`] `request.now`, in `request.queues` when given,
+    /// and in a queue whose stored state [`QueueState::is_claimable`] (not paused): the claim
+    /// MUST read the pause state in the same statement or transaction that picks the tasks, so
+    /// that a pause stored by any server holds for every claim that starts after it.
     /// Order: priority descending, then the moment the task became runnable (`next_run_at`,
     /// else `created_at`) ascending, then id. Each task MUST change exactly as
     /// [`Task::start`] would change it, with a fresh token from a cryptographic random
@@ -361,6 +375,36 @@ pub trait TaskRepository: Send + Sync {
 
     /// Succeeds when the store answers.
     fn ping(&self) -> Result<(), RepoError>;
+
+    /// The stored state of every queue that has one (was ever paused or resumed), in name
+    /// order.
+    fn queue_states(&self) -> Result<Vec<(QueueName, QueueState)>, RepoError>;
+
+    /// The stored state of `queue`; [`QueueState::default`] when it has none.
+    fn queue_state(&self, queue: &QueueName) -> Result<QueueState, RepoError>;
+
+    /// Stores `state` for `queue` when its stored version is still `expected_version` (0: no
+    /// state stored yet) and returns whether it did (`false`: another write won; read again).
+    ///
+    /// Implementations MUST, when `state` is claimable, wake the long-polling claims of every
+    /// server waiting on the queue once the write is durable (the notification of tasks that
+    /// became runnable).
+    fn write_queue_state(
+        &self,
+        queue: &QueueName,
+        state: &QueueState,
+        expected_version: u64,
+    ) -> Result<bool, RepoError>;
+
+    /// By queue, the tasks created and the tasks finished at or after `since`, for the queues
+    /// where either is not zero. Its cost follows the number of tasks created and finished
+    /// since then, not the number stored.
+    fn queue_activity(&self, since: DateTime<Utc>) -> Result<Vec<QueueActivity>, RepoError>;
+
+    /// How many runnable tasks of `task`'s queue a claim at `now` takes before `task` (higher
+    /// priority, or the same priority and runnable earlier, then lower id), counting at most
+    /// `cap`.
+    fn runnable_ahead(&self, task: &Task, now: DateTime<Utc>, cap: u32) -> Result<u64, RepoError>;
 
     /// Deletes up to `limit` tasks in `status` that finished (`completed_at`) strictly before
     /// `completed_before`, oldest first, with their whole history, and returns how many it

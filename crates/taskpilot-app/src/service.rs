@@ -8,6 +8,7 @@ mod acting;
 mod batch;
 mod bulk;
 mod idempotency;
+mod queues;
 mod retention;
 mod transitions;
 
@@ -29,6 +30,7 @@ pub use acting::Acting;
 pub use batch::{Completion, ReportedOutcome};
 pub use bulk::{BulkAction, BulkItem, BulkReport, BulkRequest, BulkSelection};
 pub use idempotency::{fingerprint, Idempotency, KeyedAnswer, DEFAULT_IDEMPOTENCY_TTL, OPEN_SCOPE};
+pub use queues::{ClaimLog, QueueView, TaskExplanation};
 pub use retention::Pruned;
 
 use crate::{
@@ -84,6 +86,8 @@ pub struct TaskService {
     observer: Arc<dyn TaskObserver>,
     /// The API token the use cases act for: its name goes into every history entry.
     token: Option<TokenName>,
+    /// This server's last claim per queue, shared by every clone.
+    claims: Arc<ClaimLog>,
 }
 
 impl TaskService {
@@ -94,6 +98,7 @@ impl TaskService {
         backoff: Arc<dyn BackoffPolicy>,
         defaults: ServiceDefaults,
     ) -> Self {
+        let claims = Arc::new(ClaimLog::new(clock.now()));
         Self {
             repo,
             clock,
@@ -103,6 +108,7 @@ impl TaskService {
             idempotency_ttl: DEFAULT_IDEMPOTENCY_TTL,
             observer: Arc::new(NoObserver),
             token: None,
+            claims,
         }
     }
 
@@ -194,7 +200,9 @@ impl TaskService {
     }
 
     /// Starts up to `limit` runnable tasks for `worker`, highest priority and longest waiting
-    /// first, each under a fresh lease. An empty list when nothing is runnable.
+    /// first, each under a fresh lease, from queues that are not paused. An empty list when
+    /// nothing is runnable. Every claim, empty or not, is remembered as this server's last
+    /// claim from the queues it asked for ([`ClaimLog`]).
     ///
     /// # Errors
     /// [`AppError::InvalidClaimLimit`]; storage errors.
@@ -208,12 +216,14 @@ impl TaskService {
         if !(1..=MAX_CLAIM_BATCH).contains(&limit) {
             return Err(AppError::InvalidClaimLimit(limit));
         }
+        let now = self.clock.now();
+        self.claims.record(queues.as_deref(), now);
         let request = ClaimRequest {
             worker: worker.clone(),
             queues,
             limit,
             lease: lease.unwrap_or(self.defaults.lease),
-            now: self.clock.now(),
+            now,
         };
         let tasks = self.repo.claim(&request)?;
         if !tasks.is_empty() {

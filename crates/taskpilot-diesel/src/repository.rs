@@ -12,12 +12,13 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{Array, BigInt, Bool, Jsonb, Text, Timestamptz, Uuid as SqlUuid};
 use serde_json::Value;
 use taskpilot_app::{
-    Actor, BulkActionRecord, ClaimRequest, Cursor, NewIdempotencyKey, RejectionCount, RepoError,
-    StaleCall, TaskCounts, TaskEvent, TaskFilter, TaskRepository, TaskWrite,
+    Actor, BulkActionRecord, ClaimRequest, Cursor, NewIdempotencyKey, QueueActivity,
+    RejectionCount, RepoError, StaleCall, TaskCounts, TaskEvent, TaskFilter, TaskRepository,
+    TaskWrite,
 };
 use taskpilot_domain::{
-    to_micros, AttemptEnd, KeyClaim, LeaseToken, LiveSuccess, MaxAttempts, QueueName, RetryState,
-    Task, TaskId, TaskName, TaskRecord, TaskStatus, TokenId, TokenName, WorkerId,
+    to_micros, AttemptEnd, KeyClaim, LeaseToken, LiveSuccess, MaxAttempts, QueueName, QueueState,
+    RetryState, Task, TaskId, TaskName, TaskRecord, TaskStatus, TokenId, TokenName, WorkerId,
 };
 use uuid::Uuid;
 
@@ -30,6 +31,7 @@ mod bulk;
 mod counts;
 mod idempotency;
 mod live;
+pub(crate) mod queues;
 pub(crate) mod retention;
 mod tokens;
 
@@ -114,13 +116,21 @@ impl PgTaskRepository {
 /// `tasks_runnable_queue_idx` in claim order (PostgreSQL 15 cannot walk an index in order
 /// under `= ANY(...)`).
 ///
+/// `{pause_filter}` is the domain's rule that a paused queue is not claimable
+/// (`QueueState::is_claimable`), read in the same statement: for one queue a `NOT EXISTS` on
+/// `$5` alone, which PostgreSQL evaluates once per claim (a one-time filter: one probe of
+/// `queues_pkey`); otherwise a `NOT EXISTS` per candidate row on its queue, an anti-join on
+/// `queues_pkey` while the walk of the runnable index goes on in claim order. Tasks of a paused
+/// queue stay in the runnable index, so a claim over every queue steps over the paused
+/// queues' runnable tasks that come before the first claimable ones.
+///
 /// Binds: $1 now, $2 limit, $3 worker, $4 the lease expiry (`LeaseDuration::expiry_from` of
 /// $1, the domain's arithmetic, not the statement's), $5 queues (when filtered).
 const CLAIM_SQL: &str = "\
 WITH picked AS (
     SELECT id, priority, coalesce(next_run_at, created_at) AS runnable_since
     FROM tasks
-    WHERE status = 'PENDING' AND (next_run_at IS NULL OR next_run_at <= $1){queue_filter}
+    WHERE status = 'PENDING' AND (next_run_at IS NULL OR next_run_at <= $1){queue_filter}{pause_filter}
     ORDER BY priority DESC, coalesce(next_run_at, created_at), id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
@@ -149,13 +159,20 @@ ORDER BY picked.priority DESC, picked.runnable_since, picked.id";
 /// The claim statement over every queue (`None`), or over `Some(n)` queues bound as `$5`: one
 /// text for one queue, an array for more.
 pub(crate) fn claim_sql(queues: Option<usize>) -> String {
-    let filter = match queues {
-        None => "",
-        Some(1) => " AND queue = $5",
-        Some(_) => " AND queue = ANY($5)",
+    let (filter, paused) = match queues {
+        None => ("", PAUSED_ROW_QUEUE),
+        Some(1) => (" AND queue = $5", PAUSED_ONE_QUEUE),
+        Some(_) => (" AND queue = ANY($5)", PAUSED_ROW_QUEUE),
     };
-    CLAIM_SQL.replace("{queue_filter}", filter)
+    CLAIM_SQL.replace("{queue_filter}", filter).replace("{pause_filter}", paused)
 }
+
+/// The claim's pause filter for the one queue `$5`.
+const PAUSED_ONE_QUEUE: &str = "
+      AND NOT EXISTS (SELECT 1 FROM queues AS q WHERE q.name = $5 AND q.paused_at IS NOT NULL)";
+/// The claim's pause filter for each candidate row's queue.
+const PAUSED_ROW_QUEUE: &str = "
+      AND NOT EXISTS (SELECT 1 FROM queues AS q WHERE q.name = tasks.queue AND q.paused_at IS NOT NULL)";
 
 /// What an update's transaction found.
 enum Written {
@@ -528,6 +545,31 @@ impl TaskRepository for PgTaskRepository {
 
     /// One statement (see `retention`): the due tasks locked with `SKIP LOCKED`, their
     /// events deleted, then they.
+    fn queue_states(&self) -> Result<Vec<(QueueName, QueueState)>, RepoError> {
+        queues::queue_states(&mut *self.conn()?)
+    }
+
+    fn queue_state(&self, queue: &QueueName) -> Result<QueueState, RepoError> {
+        queues::queue_state(&mut *self.conn()?, queue)
+    }
+
+    fn write_queue_state(
+        &self,
+        queue: &QueueName,
+        state: &QueueState,
+        expected_version: u64,
+    ) -> Result<bool, RepoError> {
+        queues::write_queue_state(&mut *self.conn()?, queue, state, expected_version)
+    }
+
+    fn queue_activity(&self, since: DateTime<Utc>) -> Result<Vec<QueueActivity>, RepoError> {
+        queues::queue_activity(&mut *self.conn()?, since)
+    }
+
+    fn runnable_ahead(&self, task: &Task, now: DateTime<Utc>, cap: u32) -> Result<u64, RepoError> {
+        queues::runnable_ahead(&mut *self.conn()?, task, now, cap)
+    }
+
     fn delete_finished(
         &self,
         status: TaskStatus,

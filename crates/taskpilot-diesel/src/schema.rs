@@ -161,11 +161,29 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// The state an operator set on a queue (a queue with tasks needs no row); see
+    /// `migrations/*_add_queues/up.sql`.
+    queues (name) {
+        /// The queue.
+        name -> Text,
+        /// When it was paused; NULL while it is not.
+        paused_at -> Nullable<Timestamptz>,
+        /// The name of the API token that paused it; NULL while it is not paused.
+        paused_by -> Nullable<Text>,
+        /// When it last changed.
+        updated_at -> Timestamptz,
+        /// Bumped by every change.
+        version -> Int8,
+    }
+}
+
 diesel::joinable!(task_events -> tasks (task_id));
 diesel::allow_tables_to_appear_in_same_query!(
     tasks,
     task_events,
     api_tokens,
     bulk_actions,
-    idempotency_keys
+    idempotency_keys,
+    queues
 );

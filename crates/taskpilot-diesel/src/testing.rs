@@ -355,3 +355,15 @@ pub fn claim_sql(queues: Option<usize>) -> String {
 pub fn delete_finished_sql() -> &'static str {
     crate::repository::retention::DELETE_FINISHED_SQL
 }
+
+/// The statement behind `TaskRepository::queue_activity`; binds `$1` since. For tests that
+/// EXPLAIN it.
+pub fn queue_activity_sql() -> &'static str {
+    crate::repository::queues::ACTIVITY_SQL
+}
+
+/// The statement behind `TaskRepository::runnable_ahead`; binds `$1` queue, `$2` now, `$3`
+/// priority, `$4` runnable since, `$5` id, `$6` cap. For tests that EXPLAIN it.
+pub fn runnable_ahead_sql() -> &'static str {
+    crate::repository::queues::AHEAD_SQL
+}

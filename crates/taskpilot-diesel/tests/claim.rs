@@ -22,7 +22,8 @@ use taskpilot_diesel::testing::{claim_sql, TestDatabase};
 use taskpilot_diesel::{build_pool, PgTaskRepository, PoolConfig};
 use taskpilot_domain::arbitrary::{lifecycle, Lifecycle};
 use taskpilot_domain::{
-    FixedBackoff, LeaseDuration, NewTask, QueueName, Reporter, Task, TaskId, WorkerId,
+    FixedBackoff, LeaseDuration, NewTask, QueueName, QueueState, Reporter, Task, TaskId, TokenName,
+    WorkerId,
 };
 use uuid::Uuid;
 
@@ -82,13 +83,14 @@ fn reached(life: &Lifecycle) -> (Vec<Task>, Vec<DateTime<Utc>>) {
 
 /// One drawn case: the tasks a lifecycle reaches, a claim at an instant near one of its
 /// interesting instants (nanoseconds the database cannot keep included), over the queues
-/// asked for.
+/// asked for, with some queues paused.
 #[derive(Debug, Clone)]
 struct Case {
     life: Lifecycle,
     anchor: usize,
     offset: TimeDelta,
     queues: Option<Vec<&'static str>>,
+    paused: Vec<&'static str>,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -100,19 +102,33 @@ fn case() -> impl Strategy<Value = Case> {
         (-90..=90_i64).prop_map(secs),
     ];
     let queues = prop_oneof![Just(None), Just(Some(vec!["a"])), Just(Some(vec!["a", "b"]))];
-    (lifecycle(1..30), any::<usize>(), offset, queues)
-        .prop_map(|(life, anchor, offset, queues)| Case { life, anchor, offset, queues })
+    let paused = prop_oneof![Just(vec![]), Just(vec!["a"]), Just(vec!["b", "default"])];
+    (lifecycle(1..30), any::<usize>(), offset, queues, paused).prop_map(
+        |(life, anchor, offset, queues, paused)| Case { life, anchor, offset, queues, paused },
+    )
 }
 
-/// Stores the case's tasks, claims, and checks every task against `Task::start` at the same
-/// instant: claimed exactly when the domain starts it (and the queues asked for hold it),
+/// Stores the case's tasks, pauses its paused queues, claims, and checks every task against
+/// `Task::start` and `QueueState::is_claimable` at the same instant: claimed exactly when the
+/// domain starts it, its queue is claimable, and the queues asked for hold it,
 /// then field for field as the domain starts it, stored as returned and logged once; left
 /// alone otherwise. Returns how many were claimed and how many left.
 fn claim_matches_the_domain(db: &TestDatabase, case: &Case) -> (usize, usize) {
-    execute(&db.pool(), "TRUNCATE task_events, tasks");
+    execute(&db.pool(), "TRUNCATE task_events, tasks, queues");
     let repo = repo(db);
     let (tasks, instants) = reached(&case.life);
     let now = instants[case.anchor % instants.len()] + case.offset;
+    let ops = TokenName::parse("ops").unwrap();
+    let mut states: HashMap<QueueName, QueueState> = HashMap::new();
+    for name in QUEUES {
+        let mut state = QueueState::default();
+        if case.paused.contains(&name) {
+            let paused = state.pause(&ops, now).unwrap();
+            assert!(repo.write_queue_state(&queue(name), &paused, 0).unwrap());
+            state = paused;
+        }
+        states.insert(queue(name), state);
+    }
     let events: Vec<TaskEvent> =
         tasks.iter().map(|t| TaskEvent::transition(None, t, Actor::Client)).collect();
     repo.insert_many(&tasks, &events).unwrap();
@@ -128,7 +144,8 @@ fn claim_matches_the_domain(db: &TestDatabase, case: &Case) -> (usize, usize) {
         let label = format!("{before:?} claimed at {now:?} over {queues:?}");
         let stored = repo.get(before.id()).unwrap();
         let events = repo.events(before.id()).unwrap();
-        let asked_for = queues.is_none_or(|qs| qs.contains(&before.queue().as_str()));
+        let asked_for = queues.is_none_or(|qs| qs.contains(&before.queue().as_str()))
+            && states[before.queue()].is_claimable();
         let mut expected = before.clone();
         let token =
             claimed_by_id.get(&before.id()).map_or_else(token, |t| t.lease().unwrap().token);

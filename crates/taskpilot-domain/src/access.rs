@@ -76,7 +76,8 @@ pub enum TokenKind {
     Worker,
     /// Reads everything: tasks, history, stats, queues, metrics.
     Viewer,
-    /// A viewer that also cancels and reruns tasks, one at a time or in bulk.
+    /// A viewer that also cancels and reruns tasks, one at a time or in bulk, and pauses and
+    /// resumes queues.
     Operator,
     /// Every operation, managing tokens included.
     Admin,
@@ -110,6 +111,10 @@ pub enum Operation {
     ManageTokens,
     /// Rerun, cancel or delete many tasks at once (`POST /api/tasks/bulk`).
     BulkAction,
+    /// Read the queues: their counts, pause state and activity (`/api/queues`).
+    ReadQueues,
+    /// Pause and resume queues.
+    ManageQueues,
 }
 
 /// What a kind of token may do with an operation.
@@ -146,9 +151,9 @@ impl TokenKind {
             (K::Worker, O::Claim | O::LeaseCall) => Any,
             (
                 K::Viewer | K::Operator,
-                O::ReadTask | O::ListTasks | O::ReadStats | O::ReadMetrics,
+                O::ReadTask | O::ListTasks | O::ReadStats | O::ReadMetrics | O::ReadQueues,
             ) => Any,
-            (K::Operator, O::CancelTask | O::RerunTask | O::BulkAction) => Any,
+            (K::Operator, O::CancelTask | O::RerunTask | O::BulkAction | O::ManageQueues) => Any,
             (K::Metrics, O::ReadMetrics) => Any,
             _ => Denied,
         }
@@ -440,15 +445,17 @@ mod tests {
             ReadMetrics,
             ManageTokens,
             BulkAction,
+            ReadQueues,
+            ManageQueues,
         ];
         // Columns in the order of `operations`.
-        let table: [(TokenKind, [Grant; 11]); 6] = [
-            (TokenKind::Producer, [A, O, O, O, D, D, D, D, D, D, D]),
-            (TokenKind::Worker, [D, D, D, D, D, A, A, D, D, D, D]),
-            (TokenKind::Viewer, [D, A, A, D, D, D, D, A, A, D, D]),
-            (TokenKind::Operator, [D, A, A, A, A, D, D, A, A, D, A]),
-            (TokenKind::Admin, [A, A, A, A, A, A, A, A, A, A, A]),
-            (TokenKind::Metrics, [D, D, D, D, D, D, D, D, A, D, D]),
+        let table: [(TokenKind, [Grant; 13]); 6] = [
+            (TokenKind::Producer, [A, O, O, O, D, D, D, D, D, D, D, D, D]),
+            (TokenKind::Worker, [D, D, D, D, D, A, A, D, D, D, D, D, D]),
+            (TokenKind::Viewer, [D, A, A, D, D, D, D, A, A, D, D, A, D]),
+            (TokenKind::Operator, [D, A, A, A, A, D, D, A, A, D, A, A, A]),
+            (TokenKind::Admin, [A, A, A, A, A, A, A, A, A, A, A, A, A]),
+            (TokenKind::Metrics, [D, D, D, D, D, D, D, D, A, D, D, D, D]),
         ];
         assert_eq!(table.map(|(kind, _)| kind), TokenKind::ALL, "every kind has its row");
         for (kind, row) in table {

@@ -99,6 +99,7 @@ mod idempotency;
 mod ids;
 mod lease;
 mod ports;
+mod queue;
 mod retention;
 mod state;
 mod storage;
@@ -121,6 +122,10 @@ pub use idempotency::{
 pub use ids::{MaxAttempts, QueueName, TaskId, TaskName, TextRule, WorkerId};
 pub use lease::{Lease, LeaseDuration, LeaseToken};
 pub use ports::{BackoffPolicy, Clock, ExponentialBackoff, FixedBackoff, FixedClock};
+pub use queue::{
+    explain, Ahead, ExplainFacts, Explanation, Pause, QueueState, Reason, AHEAD_CAP,
+    CLAIM_IDLE_AFTER, REASON_CODES,
+};
 pub use retention::{KeepFor, Retention};
 pub use state::{Action, RetryState, TaskState, TaskStatus};
 pub use storage::{check_json, to_micros, MAX_ERROR_BYTES};

@@ -29,6 +29,7 @@ use taskpilot_api::{
     RetryState, StartTaskRequest, StatsResponse, StatusCountsResponse, SucceedTaskRequest,
     TaskEventListResponse, TaskEventResponse, TaskListResponse, TaskResponse, TaskStatus,
 };
+use taskpilot_api::{ExplainReasonResponse, ExplainResponse, QueueListResponse, QueueResponse};
 use taskpilot_app::{
     BulkAction, BulkReport, BulkRequest, BulkSelection, Completion, CreateTask, RejectionCount,
     ReportedOutcome, StatusCounts, TaskCounts, TaskEvent, TaskFilter, TaskPage,
@@ -53,6 +54,52 @@ pub fn task_id(raw: &str) -> Result<TaskId, ApiError> {
         .map_err(|e| ApiError::Malformed(format!("task id {raw:?} is not a UUID: {e}")))?;
     Span::current().record("task_id", tracing::field::display(id));
     Ok(TaskId::from_uuid(id))
+}
+
+/// A queue name from a path.
+///
+/// # Errors
+/// When the domain refuses it (400 VALIDATION_FAILED).
+pub fn queue_name(raw: &str) -> Result<taskpilot_domain::QueueName, ApiError> {
+    Ok(taskpilot_domain::QueueName::parse(raw)?)
+}
+
+/// The versions an `If-Match` header names: `None` without the header or for `*`, else the
+/// versions of its strong entity tags (`"3"`, `"3", "4"`), as the queue routes' `ETag`
+/// writes them.
+///
+/// # Errors
+/// 400 MALFORMED_REQUEST for anything else.
+pub fn if_match(req: &actix_web::HttpRequest) -> Result<Option<Vec<u64>>, ApiError> {
+    let Some(raw) = req.headers().get(actix_web::http::header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let refused = || {
+        ApiError::Malformed(
+            "If-Match must be * or a list of versions in quotes, as ETag gives them (\"3\")"
+                .to_owned(),
+        )
+    };
+    let raw = raw.to_str().map_err(|_| refused())?.trim();
+    if raw == "*" {
+        return Ok(None);
+    }
+    raw.split(',')
+        .map(|tag| {
+            let tag = tag.trim();
+            tag.strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(refused)
+        })
+        .collect::<Result<Vec<u64>, ApiError>>()
+        .map(Some)
+}
+
+/// The `ETag` of a queue: its version, quoted.
+pub fn queue_etag(view: &taskpilot_app::QueueView) -> String {
+    format!("\"{}\"", view.state.version)
 }
 
 /// A worker id.
@@ -749,6 +796,116 @@ pub fn stats_response(counts: &TaskCounts, now: chrono::DateTime<chrono::Utc>) -
             })
             .collect(),
         other_queues: counts.other_queues.as_ref().map(status_counts),
+    }
+}
+
+fn counts_response(c: &StatusCounts) -> StatusCountsResponse {
+    StatusCountsResponse {
+        runnable: c.runnable,
+        scheduled: c.scheduled,
+        running: c.running,
+        succeeded: c.succeeded,
+        failed: c.failed,
+        cancelled: c.cancelled,
+    }
+}
+
+/// One queue, with its ages as of `now`.
+pub fn queue_response(view: &taskpilot_app::QueueView, now: DateTime<Utc>) -> QueueResponse {
+    let paused = view.state.paused.as_ref();
+    QueueResponse {
+        name: view.queue.as_str().to_owned(),
+        counts: counts_response(&view.counts),
+        running_leases: view.counts.running,
+        oldest_runnable_since: view.oldest_runnable_since,
+        oldest_runnable_age_seconds: view
+            .oldest_runnable_since
+            .map(|since| (now - since).to_std().unwrap_or_default().as_secs_f64()),
+        paused: paused.is_some(),
+        paused_by: paused.map(|p| p.by.as_str().to_owned()),
+        paused_at: paused.map(|p| p.at),
+        created_last_minute: view.created_last_minute,
+        completed_last_minute: view.completed_last_minute,
+        last_claim_at: view.last_claim_at,
+        version: view.state.version,
+    }
+}
+
+/// Every queue.
+pub fn queue_list_response(
+    views: &[taskpilot_app::QueueView],
+    now: DateTime<Utc>,
+) -> QueueListResponse {
+    QueueListResponse { items: views.iter().map(|v| queue_response(v, now)).collect() }
+}
+
+/// One reason of an explanation, with the members of its code.
+fn reason_response(reason: &taskpilot_domain::Reason) -> ExplainReasonResponse {
+    use taskpilot_domain::Reason as R;
+    let base = ExplainReasonResponse {
+        code: reason.code().to_owned(),
+        message: reason.message(),
+        ..ExplainReasonResponse::default()
+    };
+    match reason {
+        R::Scheduled { run_at, retry } => {
+            ExplainReasonResponse { at: Some(*run_at), retry: Some(*retry), ..base }
+        }
+        R::QueuePaused { queue, by, since } => ExplainReasonResponse {
+            queue: Some(queue.as_str().to_owned()),
+            by: Some(by.as_str().to_owned()),
+            since: Some(*since),
+            ..base
+        },
+        R::TasksAhead { queue, ahead } => ExplainReasonResponse {
+            queue: Some(queue.as_str().to_owned()),
+            count: Some(ahead.count),
+            at_least: Some(ahead.capped),
+            ..base
+        },
+        R::NoRecentClaim { queue, last_claim_at, idle_seconds } => ExplainReasonResponse {
+            queue: Some(queue.as_str().to_owned()),
+            last_claim_at: *last_claim_at,
+            idle_seconds: Some(*idle_seconds),
+            ..base
+        },
+        R::Running { worker, started_at, lease_expires_at, last_heard_at, lease_expired } => {
+            ExplainReasonResponse {
+                worker_id: Some(worker.as_str().to_owned()),
+                started_at: Some(*started_at),
+                lease_expires_at: Some(*lease_expires_at),
+                last_heartbeat_at: Some(*last_heard_at),
+                lease_expired: Some(*lease_expired),
+                ..base
+            }
+        }
+        R::Succeeded { at } | R::NonRetryable { at } => ExplainReasonResponse { at: *at, ..base },
+        R::AttemptsExhausted { attempts, at } => {
+            ExplainReasonResponse { at: *at, attempts: Some(*attempts), ..base }
+        }
+        R::Cancelled { by, at } => ExplainReasonResponse {
+            at: *at,
+            by: by.as_ref().map(|b| b.as_str().to_owned()),
+            ..base
+        },
+    }
+}
+
+/// Why a task is not running.
+pub fn explain_response(found: &taskpilot_app::TaskExplanation) -> ExplainResponse {
+    let reasons: Vec<ExplainReasonResponse> =
+        found.explanation.reasons.iter().map(reason_response).collect();
+    let summary = if reasons.is_empty() {
+        "Nothing stands in its way: the next claim from its queue takes it.".to_owned()
+    } else {
+        reasons.iter().map(|r| r.message.as_str()).collect::<Vec<_>>().join(" ")
+    };
+    ExplainResponse {
+        task_id: found.task.id().as_uuid(),
+        status: status(found.task.status()),
+        runnable: found.explanation.runnable,
+        reasons,
+        summary,
     }
 }
 

@@ -184,6 +184,7 @@ fn title(code: ProblemCode) -> &'static str {
         ProblemCode::Forbidden => "Forbidden",
         ProblemCode::TaskNotFound => "Task not found",
         ProblemCode::TokenNotFound => "Token not found",
+        ProblemCode::QueueNotFound => "Queue not found",
         ProblemCode::RouteNotFound => "Route not found",
         ProblemCode::MethodNotAllowed => "Method not allowed",
         ProblemCode::InvalidTransition => "Invalid transition",
@@ -196,6 +197,7 @@ fn title(code: ProblemCode) -> &'static str {
         ProblemCode::OutcomeConflict => "Outcome conflict",
         ProblemCode::IdempotencyKeyInUse => "Idempotency key in use",
         ProblemCode::IdempotencyKeyReused => "Idempotency key reused",
+        ProblemCode::PreconditionFailed => "Precondition failed",
         ProblemCode::PayloadTooLarge => "Payload too large",
         ProblemCode::UnsupportedMediaType => "Unsupported media type",
         ProblemCode::InternalError => "Internal error",
@@ -301,6 +303,14 @@ fn refusal(e: &AppError) -> Problem {
         AppError::TokenNotFound(id) => {
             Problem::new(C::TokenNotFound, format!("no token has id {id}"))
                 .with("tokenId", id.to_string())
+        }
+        AppError::QueueVersionMismatch { queue, current } => {
+            Problem::new(C::PreconditionFailed, e.to_string())
+                .with("queue", queue.as_str())
+                .with("currentVersion", *current)
+        }
+        AppError::QueueNotFound(queue) => {
+            Problem::new(C::QueueNotFound, e.to_string()).with("queue", queue.as_str())
         }
         AppError::Forbidden(taskpilot_domain::Forbidden::Operation { kind }) => {
             Problem::new(C::Forbidden, e.to_string()).with("tokenKind", kind.as_str())

@@ -30,6 +30,9 @@ use crate::idempotency;
 use crate::metrics::{ClaimOutcome, Metrics};
 use crate::wake::{wake_when_due, Wake, WakeHub};
 
+// The path parameter's schema, named by the queue routes' annotations.
+use taskpilot_api::openapi::QueueName;
+
 /// Runs a use case on the blocking pool: diesel blocks, the executor must not.
 async fn run<T, F>(service: &web::Data<TaskService>, call: F) -> Result<T, ApiError>
 where
@@ -540,6 +543,133 @@ pub async fn task_events(
     let id = dto::task_id(&path)?;
     let events = run(&service, move |s| s.acting_as(&caller).events(id)).await?;
     Ok(HttpResponse::Ok().json(dto::events_response(&events)))
+}
+
+/// `GET /api/tasks/{id}/explain`: why the task is not running, as sentences and fields.
+#[utoipa::path(
+    get, path = "/api/tasks/{id}/explain", operation_id = "explainTask", tag = "tasks",
+    params(("id" = String, Path, format = Uuid, description = "The task's id.")),
+    responses(
+        (status = 200, description = "What stands between the task and a worker.", body = taskpilot_api::ExplainResponse),
+        crate::openapi::BadRequest, crate::openapi::TaskNotFound, crate::openapi::Unavailable,
+    ),
+)]
+pub async fn explain_task(
+    service: web::Data<TaskService>,
+    Authenticated(caller): Authenticated,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = dto::task_id(&path)?;
+    let found = run(&service, move |s| s.acting_as(&caller).explain(id)).await?;
+    Ok(HttpResponse::Ok().json(dto::explain_response(&found)))
+}
+
+/// `GET /api/queues`: every queue that holds tasks or was ever paused, within the token's
+/// queues.
+#[utoipa::path(
+    get, path = "/api/queues", operation_id = "listQueues", tag = "queues",
+    responses(
+        (status = 200, description = "The queues, by name.", body = taskpilot_api::QueueListResponse),
+        crate::openapi::Unavailable,
+    ),
+)]
+pub async fn list_queues(
+    service: web::Data<TaskService>,
+    Authenticated(caller): Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    let queues = run(&service, move |s| s.acting_as(&caller).queues()).await?;
+    Ok(HttpResponse::Ok().json(dto::queue_list_response(&queues, service.now())))
+}
+
+/// `GET /api/queues/{name}`: one queue; 404 QUEUE_NOT_FOUND when it holds no task and was
+/// never paused.
+#[utoipa::path(
+    get, path = "/api/queues/{name}", operation_id = "getQueue", tag = "queues",
+    params(("name" = QueueName, Path, description = "The queue.")),
+    responses(
+        (status = 200, description = "The queue.", body = taskpilot_api::QueueResponse,
+         headers(("ETag" = String, description = "The queue's version, quoted: what `If-Match` of a pause or resume names."))),
+        crate::openapi::BadRequest, crate::openapi::QueueNotFound, crate::openapi::Unavailable,
+    ),
+)]
+pub async fn get_queue(
+    service: web::Data<TaskService>,
+    Authenticated(caller): Authenticated,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let queue = dto::queue_name(&path)?;
+    let view = run(&service, move |s| s.acting_as(&caller).queue(&queue)).await?;
+    Ok(queue_ok(&view, service.now()))
+}
+
+/// `PUT /api/queues/{name}/pause`: claims on every server take nothing more from the queue;
+/// creates, heartbeats, completions and the reaper go on. Pausing a paused queue changes
+/// nothing and answers 200 with its state. A queue need not hold tasks to be paused.
+#[utoipa::path(
+    put, path = "/api/queues/{name}/pause", operation_id = "pauseQueue", tag = "queues",
+    params(
+        ("name" = QueueName, Path, description = "The queue."),
+        ("If-Match" = Option<String>, Header, description = "Only if the queue's version (its `ETag`) is one of these; `*` or none: whatever it is."),
+    ),
+    responses(
+        (status = 200, description = "The queue, paused.", body = taskpilot_api::QueueResponse,
+         headers(("ETag" = String, description = "The queue's version, quoted."))),
+        crate::openapi::BadRequest, crate::openapi::PreconditionFailed, crate::openapi::Unavailable,
+    ),
+)]
+pub async fn pause_queue(
+    service: web::Data<TaskService>,
+    Authenticated(caller): Authenticated,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let queue = dto::queue_name(&path)?;
+    let if_match = dto::if_match(&req)?;
+    let view =
+        run(&service, move |s| s.acting_as(&caller).pause_queue(&queue, if_match.as_deref()))
+            .await?;
+    Ok(queue_ok(&view, service.now()))
+}
+
+/// `PUT /api/queues/{name}/resume`: the queue is claimable again on every server, and the
+/// long-polling claims waiting on it wake up. Resuming a queue that is not paused changes
+/// nothing.
+#[utoipa::path(
+    put, path = "/api/queues/{name}/resume", operation_id = "resumeQueue", tag = "queues",
+    params(
+        ("name" = QueueName, Path, description = "The queue."),
+        ("If-Match" = Option<String>, Header, description = "Only if the queue's version (its `ETag`) is one of these; `*` or none: whatever it is."),
+    ),
+    responses(
+        (status = 200, description = "The queue, not paused.", body = taskpilot_api::QueueResponse,
+         headers(("ETag" = String, description = "The queue's version, quoted."))),
+        crate::openapi::BadRequest, crate::openapi::QueueNotFound,
+        crate::openapi::PreconditionFailed, crate::openapi::Unavailable,
+    ),
+)]
+pub async fn resume_queue(
+    service: web::Data<TaskService>,
+    Authenticated(caller): Authenticated,
+    hub: web::Data<WakeHub>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let queue = dto::queue_name(&path)?;
+    let if_match = dto::if_match(&req)?;
+    let view =
+        run(&service, move |s| s.acting_as(&caller).resume_queue(&queue, if_match.as_deref()))
+            .await?;
+    // The notification from the resume reaches every server, this one included; waking here
+    // too spares this server's claims the round trip.
+    hub.wake();
+    Ok(queue_ok(&view, service.now()))
+}
+
+/// 200 with the queue and its version as `ETag`.
+fn queue_ok(view: &taskpilot_app::QueueView, now: chrono::DateTime<chrono::Utc>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::ETAG, dto::queue_etag(view)))
+        .json(dto::queue_response(view, now))
 }
 
 /// `GET /api/stats/rejections`: refused stale calls by code and call, and how many of them

@@ -60,6 +60,7 @@ const BEARER: &str = "bearer";
         handlers::bulk_action,
         handlers::get_task,
         handlers::task_events,
+        handlers::explain_task,
         handlers::start_task,
         handlers::heartbeat_task,
         handlers::succeed_task,
@@ -67,6 +68,10 @@ const BEARER: &str = "bearer";
         handlers::release_task,
         handlers::cancel_task,
         handlers::rerun_task,
+        handlers::list_queues,
+        handlers::get_queue,
+        handlers::pause_queue,
+        handlers::resume_queue,
         handlers::rejection_stats,
         handlers::stats,
         handlers::metrics_text,
@@ -208,6 +213,33 @@ impl IntoResponses for TaskNotFound {
         answers(vec![(
             "404",
             problem("TASK_NOT_FOUND: no task has this id (or it was deleted by retention)."),
+        )])
+    }
+}
+
+/// 404: the queue holds no task and was never paused.
+pub struct QueueNotFound;
+
+impl IntoResponses for QueueNotFound {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        answers(vec![(
+            "404",
+            problem("QUEUE_NOT_FOUND: no task is stored in this queue and it was never paused."),
+        )])
+    }
+}
+
+/// 412: `If-Match` names a version the queue no longer has.
+pub struct PreconditionFailed;
+
+impl IntoResponses for PreconditionFailed {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        answers(vec![(
+            "412",
+            problem(
+                "PRECONDITION_FAILED: `If-Match` names none of the queue's current version \
+                 (`currentVersion`); read it again.",
+            ),
         )])
     }
 }

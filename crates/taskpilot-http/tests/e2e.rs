@@ -1711,3 +1711,171 @@ async fn a_finished_task_past_its_retention_is_pruned_and_then_answers_404_like_
     assert_eq!(kept.assert_status(StatusCode::OK)["status"], "CANCELLED", "kept forever");
     app.stop().await;
 }
+
+/// The queue named `name` in a `GET /api/queues` answer.
+fn queue_in<'a>(list: &'a Value, name: &str) -> &'a Value {
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == name)
+        .unwrap_or_else(|| panic!("no queue {name} in {list}"))
+}
+
+fn reason_codes(explained: &Value) -> Vec<&str> {
+    explained["reasons"].as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap()).collect()
+}
+
+#[actix_web::test]
+async fn a_paused_queue_gives_claims_nothing_takes_tasks_and_its_resume_wakes_a_claim_on_another_server(
+) {
+    let db = TestDatabase::new();
+    let app = TestApp::on(&db, TimeDelta::seconds(10));
+    let other = TestApp::on(&db, TimeDelta::seconds(10));
+
+    let paused = app.send(Method::PUT, "/api/queues/emails/pause", None).await;
+    let paused = paused.assert_status(StatusCode::OK).clone();
+    assert_eq!((paused["name"].as_str(), paused["paused"].as_bool()), (Some("emails"), Some(true)));
+    // No token on this server: the caller is open access, and that is the name recorded.
+    assert_eq!(paused["pausedBy"], "open-access");
+    assert_micros_format(&paused["pausedAt"]);
+    assert_eq!(paused["version"], 1);
+    let again = app.send(Method::PUT, "/api/queues/emails/pause", None).await;
+    assert_eq!(again.assert_status(StatusCode::OK)["pausedAt"], paused["pausedAt"], "idempotent");
+
+    let waiting_task = app.create(json!({"name": "send", "queue": "emails"})).await;
+    let id = id_of(&waiting_task);
+    app.create(json!({"name": "text", "queue": "sms"})).await;
+    assert!(app.claim(json!({"workerId": "w", "queues": ["emails"]})).await.is_empty());
+    let sms = app.claim(json!({"workerId": "w"})).await;
+    assert_eq!(sms.iter().map(|t| t["queue"].as_str().unwrap()).collect::<Vec<_>>(), ["sms"]);
+
+    let explained = app.get(&format!("/api/tasks/{id}/explain")).await;
+    let explained = explained.assert_status(StatusCode::OK).clone();
+    assert_eq!(
+        (explained["runnable"].as_bool(), explained["status"].as_str()),
+        (Some(false), Some("PENDING"))
+    );
+    assert_eq!(reason_codes(&explained), ["QUEUE_PAUSED"]);
+    assert_eq!(explained["reasons"][0]["by"], "open-access");
+    assert_eq!(explained["reasons"][0]["since"], paused["pausedAt"]);
+
+    let listed = app.get("/api/queues").await;
+    let listed = listed.assert_status(StatusCode::OK);
+    let emails = queue_in(listed, "emails");
+    assert_eq!(
+        (emails["paused"].as_bool(), emails["pausedBy"].as_str()),
+        (Some(true), Some("open-access"))
+    );
+    assert_eq!(emails["counts"]["runnable"], 1);
+    assert_eq!(emails["createdLastMinute"], 1);
+    assert!(emails["oldestRunnableAgeSeconds"].as_f64().unwrap() >= 0.0);
+    let sms_queue = queue_in(listed, "sms");
+    assert_eq!(
+        (sms_queue["counts"]["running"].as_u64(), sms_queue["runningLeases"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(sms_queue["paused"], false);
+    assert!(sms_queue["pausedBy"].is_null());
+    assert_micros_format(&sms_queue["lastClaimAt"]);
+    let one = app.get("/api/queues/emails").await;
+    let mut one = one.assert_status(StatusCode::OK).clone();
+    let mut emails = emails.clone();
+    // The age is as of each answer; the rest is the same queue.
+    for q in [&mut one, &mut emails] {
+        q.as_object_mut().unwrap().remove("oldestRunnableAgeSeconds");
+    }
+    assert_eq!(one, emails, "one queue as the list shows it");
+
+    // A claim waits on the other server; the resume, sent to this one, wakes it through
+    // PostgreSQL's notification.
+    let claim = other.waiting_claim(json!({"workerId": "w2", "queues": ["emails"]})).await;
+    let resumed = app.send(Method::PUT, "/api/queues/emails/resume", None).await;
+    let resumed = resumed.assert_status(StatusCode::OK);
+    assert_eq!((resumed["paused"].as_bool(), resumed["version"].as_u64()), (Some(false), Some(2)));
+    assert!(resumed["pausedBy"].is_null() && resumed["pausedAt"].is_null());
+    let woken = answer(claim).await;
+    let items = woken.assert_status(StatusCode::OK)["items"].as_array().unwrap().clone();
+    assert_eq!(items.iter().map(id_of).collect::<Vec<_>>(), [id.as_str()]);
+
+    let explained = app.get(&format!("/api/tasks/{id}/explain")).await;
+    let explained = explained.assert_status(StatusCode::OK);
+    assert_eq!(reason_codes(explained), ["RUNNING"]);
+    let running = &explained["reasons"][0];
+    assert_eq!(running["workerId"], "w2");
+    assert_eq!(running["leaseExpiresAt"], items[0]["leaseExpiresAt"]);
+    assert!(running["message"].as_str().unwrap().contains("worker w2 holds it"), "{running}");
+
+    other.stop().await;
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn explain_says_when_a_delayed_task_runs_and_why_a_finished_one_will_not() {
+    let db = TestDatabase::new();
+    let app = TestApp::on(&db, TimeDelta::seconds(10));
+    let run_at = "2100-01-01T00:00:00.000000Z";
+    let delayed = app.create(json!({"name": "later", "runAt": run_at})).await;
+    let explained = app.get(&format!("/api/tasks/{}/explain", id_of(&delayed))).await;
+    let explained = explained.assert_status(StatusCode::OK);
+    assert_eq!(reason_codes(explained), ["SCHEDULED"]);
+    assert_eq!(explained["reasons"][0]["at"], run_at);
+    assert_eq!(explained["runnable"], false);
+    assert!(explained["summary"].as_str().unwrap().contains(run_at), "{explained}");
+
+    let now = app.create(json!({"name": "now"})).await;
+    let explained = app.get(&format!("/api/tasks/{}/explain", id_of(&now))).await;
+    let explained = explained.assert_status(StatusCode::OK);
+    assert_eq!(explained["runnable"], true);
+    assert!(reason_codes(explained).iter().all(|c| *c == "NO_RECENT_CLAIM"), "{explained}");
+
+    let cancelled = app.transition(&id_of(&now), "cancel", None).await;
+    cancelled.assert_status(StatusCode::OK);
+    let explained = app.get(&format!("/api/tasks/{}/explain", id_of(&now))).await;
+    let explained = explained.assert_status(StatusCode::OK);
+    assert_eq!(reason_codes(explained), ["CANCELLED"]);
+    assert_eq!(explained["status"], "CANCELLED");
+
+    let missing = app.get("/api/tasks/00000000-0000-7000-8000-000000000000/explain").await;
+    missing.assert_problem(StatusCode::NOT_FOUND, "TASK_NOT_FOUND");
+    let unknown = app.get("/api/queues/never-used").await;
+    unknown.assert_problem(StatusCode::NOT_FOUND, "QUEUE_NOT_FOUND");
+    assert_eq!(unknown.body["queue"], "never-used");
+    let bad = app.send(Method::PUT, "/api/queues/Not%20A%20Queue/pause", None).await;
+    bad.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn pause_and_resume_honour_if_match_against_the_queues_etag() {
+    let db = TestDatabase::new();
+    let app = TestApp::on(&db, TimeDelta::seconds(10));
+    let put = |action: &'static str, if_match: &'static str| {
+        let request = app
+            .client
+            .put(format!("{}/api/queues/audits/{action}", app.base))
+            .insert_header(("If-Match", if_match));
+        async move { TestApp::read(request.send().await.unwrap()).await }
+    };
+
+    let paused = put("pause", "\"0\"").await;
+    paused.assert_status(StatusCode::OK);
+    assert_eq!(paused.header("etag"), "\"1\"");
+    let stale = put("resume", "\"0\"").await;
+    stale.assert_problem(StatusCode::PRECONDITION_FAILED, "PRECONDITION_FAILED");
+    assert_eq!(stale.body["currentVersion"], 1);
+    let listed = app.get("/api/queues/audits").await;
+    assert_eq!(
+        listed.assert_status(StatusCode::OK)["paused"],
+        true,
+        "the refused resume did nothing"
+    );
+    assert_eq!(listed.header("etag"), "\"1\"");
+
+    let resumed = put("resume", "\"7\", \"1\"").await;
+    assert_eq!(resumed.assert_status(StatusCode::OK)["paused"], false);
+    assert_eq!(resumed.header("etag"), "\"2\"");
+    put("pause", "*").await.assert_status(StatusCode::OK);
+    put("pause", "three").await.assert_problem(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST");
+    app.stop().await;
+}

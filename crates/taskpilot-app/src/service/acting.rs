@@ -9,8 +9,8 @@ use taskpilot_domain::{
 };
 
 use super::{
-    BulkReport, BulkRequest, Completion, CreateTask, Idempotency, KeyedAnswer, TaskPage,
-    TaskService,
+    BulkReport, BulkRequest, Completion, CreateTask, Idempotency, KeyedAnswer, QueueView,
+    TaskExplanation, TaskPage, TaskService,
 };
 use crate::{AppError, RejectionCount, TaskEvent, TaskFilter};
 
@@ -305,6 +305,67 @@ impl Acting<'_> {
         self.service.rejection_counts()
     }
 
+    /// Why a task the caller may see is not running (a producer: one it created).
+    ///
+    /// # Errors
+    /// As [`Acting::get`]; as [`TaskService::explain`].
+    pub fn explain(&self, id: TaskId) -> Result<TaskExplanation, AppError> {
+        let grant = self.may(Operation::ReadTask)?;
+        match self.check_visible(id, grant)? {
+            Some(task) => self.service.explain_task(task),
+            None => self.service.explain(id),
+        }
+    }
+
+    /// The queues within the caller's reach.
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`]; as [`TaskService::queues`].
+    pub fn queues(&self) -> Result<Vec<QueueView>, AppError> {
+        self.may(Operation::ReadQueues)?;
+        let mut queues = self.service.queues()?;
+        queues.retain(|q| self.caller.queues().allows(&q.queue));
+        Ok(queues)
+    }
+
+    /// One queue within the caller's reach.
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`], also for a queue outside its reach; as [`TaskService::queue`].
+    pub fn queue(&self, queue: &QueueName) -> Result<QueueView, AppError> {
+        self.may(Operation::ReadQueues)?;
+        self.caller.may_use_queue(queue)?;
+        self.service.queue(queue)
+    }
+
+    /// Pauses a queue within the caller's reach, recorded with the caller's token name.
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`]; as [`TaskService::pause_queue`].
+    pub fn pause_queue(
+        &self,
+        queue: &QueueName,
+        if_match: Option<&[u64]>,
+    ) -> Result<QueueView, AppError> {
+        self.may(Operation::ManageQueues)?;
+        self.caller.may_use_queue(queue)?;
+        self.service.pause_queue(queue, self.caller.name(), if_match)
+    }
+
+    /// Resumes a queue within the caller's reach.
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`]; as [`TaskService::resume_queue`].
+    pub fn resume_queue(
+        &self,
+        queue: &QueueName,
+        if_match: Option<&[u64]>,
+    ) -> Result<QueueView, AppError> {
+        self.may(Operation::ManageQueues)?;
+        self.caller.may_use_queue(queue)?;
+        self.service.resume_queue(queue, if_match)
+    }
+
     /// Fails unless the caller may do `operation` (for calls outside the task use cases,
     /// such as reading metrics or managing tokens).
     ///
@@ -411,6 +472,51 @@ mod tests {
         assert!(matches!(outside, Err(AppError::Forbidden(_))));
         let read = service.acting_as(&fleet).get(TaskId::from_uuid(Uuid::from_u128(1)));
         assert!(matches!(read, Err(AppError::Forbidden(_))));
+    }
+
+    #[test]
+    fn a_viewer_reads_queues_within_its_reach_and_only_an_operator_pauses() {
+        let mut repo = MockTaskRepository::new();
+        repo.expect_task_counts().returning(|_, _| Ok(crate::TaskCounts::default()));
+        repo.expect_queue_activity().returning(|_| Ok(vec![]));
+        repo.expect_queue_states().returning(|| {
+            let state = taskpilot_domain::QueueState::default();
+            Ok(vec![(queue("emails"), state.clone()), (queue("sms"), state)])
+        });
+        repo.expect_write_queue_state().never();
+        let service = service(repo);
+        let viewer = caller(TokenKind::Viewer, 8, emails_only());
+
+        let seen: Vec<_> = service.acting_as(&viewer).queues().unwrap();
+        assert_eq!(seen.iter().map(|q| q.queue.as_str()).collect::<Vec<_>>(), ["emails"]);
+        assert!(matches!(
+            service.acting_as(&viewer).queue(&queue("sms")),
+            Err(AppError::Forbidden(_))
+        ));
+        assert!(matches!(
+            service.acting_as(&viewer).pause_queue(&queue("emails"), None),
+            Err(AppError::Forbidden(_))
+        ));
+        let operator = caller(TokenKind::Operator, 9, emails_only());
+        assert!(matches!(
+            service.acting_as(&operator).resume_queue(&queue("sms"), None),
+            Err(AppError::Forbidden(_))
+        ));
+        let worker = caller(TokenKind::Worker, 10, QueueScope::All);
+        assert!(matches!(service.acting_as(&worker).queues(), Err(AppError::Forbidden(_))));
+    }
+
+    #[test]
+    fn a_producer_explains_only_its_own_tasks() {
+        let mut repo = MockTaskRepository::new();
+        let theirs = pending().with_creator(Some(TokenId::from_uuid(Uuid::from_u128(6))));
+        let id = theirs.id();
+        repo.expect_get().returning(move |_| Ok(theirs.clone()));
+        repo.expect_queue_state().never();
+        let service = service(repo);
+        let producer = caller(TokenKind::Producer, 5, QueueScope::All);
+
+        assert!(matches!(service.acting_as(&producer).explain(id), Err(AppError::NotFound(_))));
     }
 
     #[test]

@@ -157,6 +157,8 @@ mod tests {
             defaults(),
         )
         .with_retention(Retention::new(keep_days(1), keep_days(14), keep_days(7)));
+        // The service read the clock once to date its record of claims.
+        clock.0.store(0, Ordering::SeqCst);
 
         let pruned = service.prune(100).unwrap();
 
