@@ -22,7 +22,7 @@
 //! | `state` | the vocabulary: [`TaskStatus`], [`TaskState`], [`RetryState`], [`Action`] |
 //! | `fencing` | the fencing table: [`FencedCall`], [`AttemptHistory`], [`Verdict`], [`Refusal`]; [`Reporter`], [`Applied`], [`AttemptEnd`], [`EndedAttempt`] |
 //! | `lease` | [`LeaseToken`], [`LeaseDuration`], [`Lease`] |
-//! | `ids` | validated names and ids: [`TaskId`], [`QueueName`], [`TaskName`], [`WorkerId`], [`MaxAttempts`] |
+//! | `ids` | validated names and ids: [`TaskId`], [`QueueName`], [`TaskName`], [`WorkerId`], [`MaxAttempts`], [`MaxCrashes`] |
 //! | `ports` | [`Clock`], [`BackoffPolicy`], [`ExponentialBackoff`], and [`FixedClock`] and [`FixedBackoff`] for tests |
 //! | `retention` | [`Retention`] and [`KeepFor`]: which finished task is due for deletion when |
 //! | `storage` | what storage can keep: [`to_micros`], [`check_json`], [`MAX_ERROR_BYTES`] |
@@ -112,7 +112,7 @@ pub use error::{DomainError, RestoreError, StaleLease, ValidationError};
 pub use fencing::{
     Applied, AttemptEnd, AttemptHistory, EndedAttempt, FencedCall, Refusal, Reporter, Verdict,
 };
-pub use ids::{MaxAttempts, QueueName, TaskId, TaskName, TextRule, WorkerId};
+pub use ids::{MaxAttempts, MaxCrashes, QueueName, TaskId, TaskName, TextRule, WorkerId};
 pub use lease::{Lease, LeaseDuration, LeaseToken};
 pub use ports::{BackoffPolicy, Clock, ExponentialBackoff, FixedBackoff, FixedClock};
 pub use retention::{KeepFor, Retention};
