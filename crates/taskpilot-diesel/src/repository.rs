@@ -16,7 +16,7 @@ use taskpilot_app::{
     TaskFilter, TaskRepository, TaskWrite,
 };
 use taskpilot_domain::{
-    to_micros, AttemptEnd, LeaseToken, LiveSuccess, MaxAttempts, QueueName, RetryState, Task,
+    to_micros, AttemptEnd, LeaseToken, LiveSuccess, MaxAttempts, MaxCrashes, QueueName, RetryState, Task,
     TaskId, TaskName, TaskRecord, TaskStatus, TokenId, TokenName, WorkerId,
 };
 use uuid::Uuid;
@@ -548,6 +548,8 @@ pub(crate) struct TaskRow {
     updated_at: DateTime<Utc>,
     version: i64,
     created_by: Option<Uuid>,
+    crash_count: i32,
+    max_crashes: i32,
 }
 
 // The row selects exactly the table's columns, in the table's order: a column added to
@@ -576,6 +578,8 @@ impl TryFrom<&Task> for TaskRow {
             retry_state,
             attempt_count,
             max_attempts,
+            crash_count,
+            max_crashes,
             next_run_at,
             last_error,
             worker_id,
@@ -617,6 +621,8 @@ impl TryFrom<&Task> for TaskRow {
             version: i64::try_from(version)
                 .with_context(|| format!("task {id}: version out of range"))?,
             created_by: created_by.map(|t| t.as_uuid()),
+            crash_count: int(crash_count, "crashCount")?,
+            max_crashes: int(max_crashes.get(), "maxCrashes")?,
         })
     }
 }
@@ -655,6 +661,8 @@ impl TryFrom<TaskRow> for Task {
             updated_at,
             version,
             created_by,
+            crash_count,
+            max_crashes,
         } = row;
         let id = TaskId::from_uuid(id);
         let broken = |what: &str| format!("task {id}: stored {what} is invalid");
@@ -684,6 +692,9 @@ impl TryFrom<TaskRow> for Task {
             attempt_count: count(attempt_count, "attempt count")?,
             max_attempts: MaxAttempts::new(i64::from(max_attempts))
                 .with_context(|| broken("max attempts"))?,
+            crash_count: count(crash_count, "crash count")?,
+            max_crashes: MaxCrashes::new(i64::from(max_crashes))
+                .with_context(|| broken("max crashes"))?,
             next_run_at,
             last_error,
             worker_id: worker_id
