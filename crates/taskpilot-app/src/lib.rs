@@ -186,6 +186,7 @@
 //!     payload: json!({"to": "ada@example.com"}),
 //!     priority: 0,
 //!     max_attempts: None,
+//!     max_crashes: None,
 //!     run_at: None,
 //! })?;
 //! let worker = WorkerId::parse("worker-1")?;
@@ -255,4 +256,5 @@ pub use repository::MockTaskRepository;
 pub use repository::{ClaimRequest, Cursor, RepoError, TaskFilter, TaskRepository, TaskWrite};
 pub use service::{
     Acting, Completion, CreateTask, Pruned, ReportedOutcome, ServiceDefaults, TaskPage, TaskService,
+    VersionMatch,
 };

@@ -506,6 +506,7 @@ fn concurrent_starts_through_the_service_give_one_start_and_refusals_for_the_res
             payload: Value::Null,
             priority: 0,
             max_attempts: None,
+            max_crashes: None,
             run_at: None,
         })
         .unwrap();

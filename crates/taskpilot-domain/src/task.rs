@@ -364,8 +364,9 @@ impl Task {
         self.crash_count += 1;
         if self.crash_count >= self.max_crashes.get() {
             self.attempt_count += 1;
+            let times = if self.crash_count == 1 { "time" } else { "times" };
             self.last_error = Some(truncate_error(&format!(
-                "quarantined: lease expired {} times (last worker {worker})",
+                "quarantined: lease expired {} {times} (last worker {worker})",
                 self.crash_count
             )));
             self.state = TaskState::Failed { completed_at: now };

@@ -230,8 +230,9 @@ proptest! {
                                 // Quarantined, whatever attempts were left.
                                 prop_assert_eq!(task.status(), TaskStatus::Failed);
                                 prop_assert_eq!(task.retry_state(), RetryState::Quarantined);
+                                let times = if crashes == 1 { "time" } else { "times" };
                                 let error = format!(
-                                    "quarantined: lease expired {crashes} times (last worker {holder})"
+                                    "quarantined: lease expired {crashes} {times} (last worker {holder})"
                                 );
                                 prop_assert_eq!(task.last_error(), Some(error.as_str()));
                             } else {
