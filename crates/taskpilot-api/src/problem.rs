@@ -46,6 +46,9 @@ pub enum ProblemCode {
     TaskCancelled,
     /// 409: the attempt already ended with a different outcome.
     OutcomeConflict,
+    /// 412: `If-Match` names no entity tag the task has now (someone changed it since it was
+    /// read); `currentVersion` says which version it is at. Nothing was changed.
+    PreconditionFailed,
     /// 413: the body is over the limit.
     PayloadTooLarge,
     /// 415: the body is not `application/json`.
@@ -58,7 +61,7 @@ pub enum ProblemCode {
 
 impl ProblemCode {
     /// Every code, in the README's order.
-    pub const ALL: [ProblemCode; 20] = [
+    pub const ALL: [ProblemCode; 21] = [
         Self::MalformedRequest,
         Self::ValidationFailed,
         Self::Unauthenticated,
@@ -75,6 +78,7 @@ impl ProblemCode {
         Self::AttemptSuperseded,
         Self::TaskCancelled,
         Self::OutcomeConflict,
+        Self::PreconditionFailed,
         Self::PayloadTooLarge,
         Self::UnsupportedMediaType,
         Self::InternalError,
@@ -100,6 +104,7 @@ impl ProblemCode {
             Self::AttemptSuperseded => "ATTEMPT_SUPERSEDED",
             Self::TaskCancelled => "TASK_CANCELLED",
             Self::OutcomeConflict => "OUTCOME_CONFLICT",
+            Self::PreconditionFailed => "PRECONDITION_FAILED",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Self::InternalError => "INTERNAL_ERROR",
@@ -128,6 +133,7 @@ impl ProblemCode {
             | Self::AttemptSuperseded
             | Self::TaskCancelled
             | Self::OutcomeConflict => 409,
+            Self::PreconditionFailed => 412,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::InternalError => 500,

@@ -194,6 +194,7 @@ fn title(code: ProblemCode) -> &'static str {
         ProblemCode::AttemptSuperseded => "Attempt superseded",
         ProblemCode::TaskCancelled => "Task cancelled",
         ProblemCode::OutcomeConflict => "Outcome conflict",
+        ProblemCode::PreconditionFailed => "Precondition failed",
         ProblemCode::PayloadTooLarge => "Payload too large",
         ProblemCode::UnsupportedMediaType => "Unsupported media type",
         ProblemCode::InternalError => "Internal error",
@@ -352,6 +353,11 @@ fn refusal(e: &AppError) -> Problem {
         | AppError::InvalidClaimLimit(_)
         | AppError::InvalidBatchSize(_)
         | AppError::InvalidCursor => Problem::new(C::ValidationFailed, e.to_string()),
+        AppError::PreconditionFailed { task, current_version } => {
+            Problem::new(C::PreconditionFailed, e.to_string())
+                .task(*task)
+                .with("currentVersion", *current_version)
+        }
         AppError::ConcurrentModification(id) => {
             Problem::new(C::ConcurrentModification, e.to_string()).task(*id)
         }

@@ -43,12 +43,16 @@ where
 
 /// The task as anybody sees it (no lease token).
 fn task_ok(task: &Task) -> HttpResponse {
-    HttpResponse::Ok().json(dto::task_response(task))
+    HttpResponse::Ok()
+        .insert_header((header::ETAG, dto::entity_tag(task)))
+        .json(dto::task_response(task))
 }
 
 /// The task as the worker holding its lease sees it (with the token).
 fn holder_ok(task: &Task) -> HttpResponse {
-    HttpResponse::Ok().json(dto::holder_response(task))
+    HttpResponse::Ok()
+        .insert_header((header::ETAG, dto::entity_tag(task)))
+        .json(dto::holder_response(task))
 }
 
 /// `POST /api/tasks`: 201 with the task and its Location.
@@ -57,7 +61,10 @@ fn holder_ok(task: &Task) -> HttpResponse {
     request_body = CreateTaskRequest,
     responses(
         (status = 201, description = "The task, PENDING.", body = TaskResponse,
-         headers(("Location" = String, description = "The task's URL: `/api/tasks/{id}`."))),
+         headers(
+             ("Location" = String, description = "The task's URL: `/api/tasks/{id}`."),
+             ("ETag" = String, description = "The task's entity tag: its version, quoted (`\"7\"`). Send it as `If-Match` to cancel or rerun only that version."),
+         )),
         crate::openapi::BodyRefused, crate::openapi::Unavailable,
     ),
 )]
@@ -71,6 +78,7 @@ pub async fn create_task(
     Span::current().record("task_id", tracing::field::display(task.id()));
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/tasks/{}", task.id())))
+        .insert_header((header::ETAG, dto::entity_tag(&task)))
         .json(dto::task_response(&task)))
 }
 
@@ -169,7 +177,8 @@ pub async fn complete_tasks(
     get, path = "/api/tasks/{id}", operation_id = "getTask", tag = "tasks",
     params(("id" = String, Path, format = Uuid, description = "The task's id.")),
     responses(
-        (status = 200, description = "The task.", body = TaskResponse),
+        (status = 200, description = "The task.", body = TaskResponse,
+         headers(("ETag" = String, description = "The task's entity tag: its version, quoted (`\"7\"`). Send it as `If-Match` to cancel or rerun only that version."))),
         crate::openapi::BadRequest, crate::openapi::TaskNotFound, crate::openapi::Unavailable,
     ),
 )]
@@ -272,7 +281,8 @@ fn claimed(worker: &WorkerId, tasks: &[Task]) -> HttpResponse {
     params(("id" = String, Path, format = Uuid, description = "The task's id.")),
     request_body = StartTaskRequest,
     responses(
-        (status = 200, description = "The task, RUNNING, with its `leaseToken`.", body = TaskResponse),
+        (status = 200, description = "The task, RUNNING, with its `leaseToken`.", body = TaskResponse,
+         headers(("ETag" = String, description = "The task's entity tag: its version, quoted (`\"7\"`). Send it as `If-Match` to cancel or rerun only that version."))),
         crate::openapi::BodyRefused, crate::openapi::TaskNotFound, crate::openapi::Refused, crate::openapi::Unavailable,
     ),
 )]
@@ -295,7 +305,8 @@ pub async fn start_task(
     params(("id" = String, Path, format = Uuid, description = "The task's id.")),
     request_body = HeartbeatRequest,
     responses(
-        (status = 200, description = "The task, its lease extended, with its `leaseToken`.", body = TaskResponse),
+        (status = 200, description = "The task, its lease extended, with its `leaseToken`.", body = TaskResponse,
+         headers(("ETag" = String, description = "The task's entity tag: its version, quoted (`\"7\"`). Send it as `If-Match` to cancel or rerun only that version."))),
         crate::openapi::BodyRefused, crate::openapi::TaskNotFound, crate::openapi::Refused, crate::openapi::Unavailable,
     ),
 )]
@@ -320,7 +331,8 @@ pub async fn heartbeat_task(
     params(("id" = String, Path, format = Uuid, description = "The task's id.")),
     request_body = Option<SucceedTaskRequest>,
     responses(
-        (status = 200, description = "The task, SUCCEEDED (or as it stands, for a replay).", body = TaskResponse),
+        (status = 200, description = "The task, SUCCEEDED (or as it stands, for a replay).", body = TaskResponse,
+         headers(("ETag" = String, description = "The task's entity tag: its version, quoted (`\"7\"`). Send it as `If-Match` to cancel or rerun only that version."))),
         crate::openapi::BodyRefused, crate::openapi::TaskNotFound, crate::openapi::Refused, crate::openapi::Unavailable,
     ),
 )]
@@ -343,7 +355,8 @@ pub async fn succeed_task(
     params(("id" = String, Path, format = Uuid, description = "The task's id.")),
     request_body = FailTaskRequest,
     responses(
-        (status = 200, description = "The task: PENDING with a retry scheduled, or FAILED.", body = TaskResponse),
+        (status = 200, description = "The task: PENDING with a retry scheduled, or FAILED.", body = TaskResponse,
+         headers(("ETag" = String, description = "The task's entity tag: its version, quoted (`\"7\"`). Send it as `If-Match` to cancel or rerun only that version."))),
         crate::openapi::BodyRefused, crate::openapi::TaskNotFound, crate::openapi::Refused, crate::openapi::Unavailable,
     ),
 )]
@@ -377,7 +390,8 @@ pub async fn fail_task(
     params(("id" = String, Path, format = Uuid, description = "The task's id.")),
     request_body = ReleaseTaskRequest,
     responses(
-        (status = 200, description = "The task, PENDING and runnable at once.", body = TaskResponse),
+        (status = 200, description = "The task, PENDING and runnable at once.", body = TaskResponse,
+         headers(("ETag" = String, description = "The task's entity tag: its version, quoted (`\"7\"`). Send it as `If-Match` to cancel or rerun only that version."))),
         crate::openapi::BodyRefused, crate::openapi::TaskNotFound, crate::openapi::Refused, crate::openapi::Unavailable,
     ),
 )]
@@ -398,41 +412,59 @@ pub async fn release_task(
     Ok(task_ok(&task))
 }
 
-/// `PUT /api/tasks/{id}/cancel`: PENDING or RUNNING to CANCELLED.
+/// `PUT /api/tasks/{id}/cancel`: PENDING or RUNNING to CANCELLED; with `If-Match`, only if
+/// the task is still at one of those versions (else 412 PRECONDITION_FAILED).
 #[utoipa::path(
     put, path = "/api/tasks/{id}/cancel", operation_id = "cancelTask", tag = "tasks",
-    params(("id" = String, Path, format = Uuid, description = "The task's id.")),
+    params(
+        ("id" = String, Path, format = Uuid, description = "The task's id."),
+        ("If-Match" = Option<String>, Header, description = "Only if the task is still at one of these entity tags (its `ETag`), or `*` for any: otherwise 412 PRECONDITION_FAILED and nothing changes. Checked atomically with the write."),
+    ),
     responses(
-        (status = 200, description = "The task, CANCELLED.", body = TaskResponse),
-        crate::openapi::BadRequest, crate::openapi::TaskNotFound, crate::openapi::Refused, crate::openapi::Unavailable,
+        (status = 200, description = "The task, CANCELLED.", body = TaskResponse,
+         headers(("ETag" = String, description = "The task's entity tag: its version, quoted (`\"7\"`). Send it as `If-Match` to cancel or rerun only that version."))),
+        crate::openapi::BadRequest, crate::openapi::TaskNotFound, crate::openapi::Refused,
+        crate::openapi::PreconditionFailed, crate::openapi::Unavailable,
     ),
 )]
 pub async fn cancel_task(
     service: web::Data<TaskService>,
     Authenticated(caller): Authenticated,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = dto::task_id(&path)?;
-    let task = run(&service, move |s| s.acting_as(&caller).cancel(id)).await?;
+    let expected = dto::if_match(req.headers().get_all(header::IF_MATCH))?;
+    let task =
+        run(&service, move |s| s.acting_as(&caller).cancel_matching(id, &expected)).await?;
     Ok(task_ok(&task))
 }
 
-/// `PUT /api/tasks/{id}/rerun`: FAILED or CANCELLED back to PENDING with a fresh budget.
+/// `PUT /api/tasks/{id}/rerun`: FAILED or CANCELLED back to PENDING with a fresh attempt and
+/// crash budget; with `If-Match`, only if the task is still at one of those versions.
 #[utoipa::path(
     put, path = "/api/tasks/{id}/rerun", operation_id = "rerunTask", tag = "tasks",
-    params(("id" = String, Path, format = Uuid, description = "The task's id.")),
+    params(
+        ("id" = String, Path, format = Uuid, description = "The task's id."),
+        ("If-Match" = Option<String>, Header, description = "Only if the task is still at one of these entity tags (its `ETag`), or `*` for any: otherwise 412 PRECONDITION_FAILED and nothing changes. Checked atomically with the write."),
+    ),
     responses(
-        (status = 200, description = "The task, PENDING with a fresh budget.", body = TaskResponse),
-        crate::openapi::BadRequest, crate::openapi::TaskNotFound, crate::openapi::Refused, crate::openapi::Unavailable,
+        (status = 200, description = "The task, PENDING with a fresh budget.", body = TaskResponse,
+         headers(("ETag" = String, description = "The task's entity tag: its version, quoted (`\"7\"`). Send it as `If-Match` to cancel or rerun only that version."))),
+        crate::openapi::BadRequest, crate::openapi::TaskNotFound, crate::openapi::Refused,
+        crate::openapi::PreconditionFailed, crate::openapi::Unavailable,
     ),
 )]
 pub async fn rerun_task(
     service: web::Data<TaskService>,
     Authenticated(caller): Authenticated,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = dto::task_id(&path)?;
-    let task = run(&service, move |s| s.acting_as(&caller).rerun(id)).await?;
+    let expected = dto::if_match(req.headers().get_all(header::IF_MATCH))?;
+    let task =
+        run(&service, move |s| s.acting_as(&caller).rerun_matching(id, &expected)).await?;
     Ok(task_ok(&task))
 }
 

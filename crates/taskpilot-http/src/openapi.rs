@@ -226,6 +226,21 @@ impl IntoResponses for Refused {
     }
 }
 
+/// 412: `If-Match` names no entity tag the task has now.
+pub struct PreconditionFailed;
+
+impl IntoResponses for PreconditionFailed {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        answers(vec![(
+            "412",
+            problem(
+                "PRECONDITION_FAILED: the task changed since the `If-Match` entity tag was read \
+                 (`currentVersion` says where it is now); nothing was changed.",
+            ),
+        )])
+    }
+}
+
 /// 503: PostgreSQL cannot be reached.
 pub struct Unavailable;
 

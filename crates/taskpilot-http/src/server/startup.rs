@@ -296,7 +296,8 @@ fn service_over(
         Arc::new(config.backoff()?),
         config.service_defaults()?,
     )
-    .with_retention(config.retention()))
+    .with_retention(config.retention())
+    .with_default_max_crashes(config.max_crashes()?))
 }
 
 /// The token use cases over PostgreSQL, judged by `clock`.
