@@ -275,7 +275,9 @@ mod tests {
     fn a_quarantining_expiry_reads_as_lease_expired_into_failed_with_the_quarantine_error() {
         let before = running().with_max_crashes(taskpilot_domain::MaxCrashes::new(1).unwrap());
         let mut after = before.clone();
-        after.expire_lease(t0() + TimeDelta::seconds(60), &FixedBackoff(TimeDelta::zero())).unwrap();
+        after
+            .expire_lease(t0() + TimeDelta::seconds(60), &FixedBackoff(TimeDelta::zero()))
+            .unwrap();
 
         let event = TaskEvent::transition(Some(&before), &after, Actor::Reaper);
 

@@ -255,6 +255,6 @@ pub use observer::{NoObserver, TaskObserver};
 pub use repository::MockTaskRepository;
 pub use repository::{ClaimRequest, Cursor, RepoError, TaskFilter, TaskRepository, TaskWrite};
 pub use service::{
-    Acting, Completion, CreateTask, Pruned, ReportedOutcome, ServiceDefaults, TaskPage, TaskService,
-    VersionMatch,
+    Acting, Completion, CreateTask, Pruned, ReportedOutcome, ServiceDefaults, TaskPage,
+    TaskService, VersionMatch,
 };

@@ -18,8 +18,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use taskpilot_api::limits::{DEFAULT_PAGE_SIZE, MAX_CLAIM_BATCH, MAX_PAGE_SIZE};
 use taskpilot_domain::{
-    BackoffPolicy, Clock, LeaseDuration, MaxAttempts, MaxCrashes, NewTask, QueueName, Retention, Task, TaskId,
-    TaskName, TokenId, TokenName, WorkerId,
+    BackoffPolicy, Clock, LeaseDuration, MaxAttempts, MaxCrashes, NewTask, QueueName, Retention,
+    Task, TaskId, TaskName, TokenId, TokenName, WorkerId,
 };
 use uuid::Uuid;
 

@@ -16,8 +16,8 @@ use taskpilot_app::{
     TaskFilter, TaskRepository, TaskWrite,
 };
 use taskpilot_domain::{
-    to_micros, AttemptEnd, LeaseToken, LiveSuccess, MaxAttempts, MaxCrashes, QueueName, RetryState, Task,
-    TaskId, TaskName, TaskRecord, TaskStatus, TokenId, TokenName, WorkerId,
+    to_micros, AttemptEnd, LeaseToken, LiveSuccess, MaxAttempts, MaxCrashes, QueueName, RetryState,
+    Task, TaskId, TaskName, TaskRecord, TaskStatus, TokenId, TokenName, WorkerId,
 };
 use uuid::Uuid;
 

@@ -777,8 +777,9 @@ fn crash_counts_and_a_quarantine_round_trip_and_a_rerun_clears_them() {
     let w = worker("w-1");
     let mut task =
         task_at("crashy", t0()).with_max_crashes(taskpilot_domain::MaxCrashes::new(2).unwrap());
-    let mut quiet = task_at("quiet", t0())
-        .with_max_crashes(taskpilot_domain::MaxCrashes::new(taskpilot_domain::MaxCrashes::MAX.into()).unwrap());
+    let mut quiet = task_at("quiet", t0()).with_max_crashes(
+        taskpilot_domain::MaxCrashes::new(taskpilot_domain::MaxCrashes::MAX.into()).unwrap(),
+    );
     store(&repo, &task);
     // The batch insert binds the crash columns too.
     repo.insert_many(
@@ -812,5 +813,8 @@ fn crash_counts_and_a_quarantine_round_trip_and_a_rerun_clears_them() {
     assert_eq!(repo.get(quiet.id()).unwrap().max_crashes().get(), 100);
     transition(&repo, &mut task, |t| t.rerun(now));
     let rerun = repo.get(task.id()).unwrap();
-    assert_eq!((rerun.status(), rerun.crash_count(), rerun.max_crashes().get()), (TaskStatus::Pending, 0, 2));
+    assert_eq!(
+        (rerun.status(), rerun.crash_count(), rerun.max_crashes().get()),
+        (TaskStatus::Pending, 0, 2)
+    );
 }

@@ -33,8 +33,8 @@ use taskpilot_app::{Actor, Rejection, RejectionCount, StaleCall, TaskEvent, Task
 use taskpilot_diesel::testing::{migrations, TestDatabase};
 use taskpilot_diesel::{run_migrations, PgPool, PgTaskRepository};
 use taskpilot_domain::{
-    AttemptEnd, LeaseToken, MaxAttempts, MaxCrashes, QueueName, RetryState, TaskId, TaskName, TaskRecord,
-    TaskStatus, WorkerId,
+    AttemptEnd, LeaseToken, MaxAttempts, MaxCrashes, QueueName, RetryState, TaskId, TaskName,
+    TaskRecord, TaskStatus, WorkerId,
 };
 use uuid::Uuid;
 

@@ -10,8 +10,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    Applied, BackoffPolicy, ExponentialBackoff, LeaseDuration, LeaseToken, MaxAttempts, MaxCrashes, NewTask,
-    QueueName, Reporter, Task, TaskId, TaskName, WorkerId,
+    Applied, BackoffPolicy, ExponentialBackoff, LeaseDuration, LeaseToken, MaxAttempts, MaxCrashes,
+    NewTask, QueueName, Reporter, Task, TaskId, TaskName, WorkerId,
 };
 
 /// Who calls about the running attempt.

@@ -13,8 +13,8 @@ use crate::fencing::{fence, Fence};
 use crate::storage::truncate_error;
 use crate::{
     to_micros, Action, Applied, AttemptEnd, BackoffPolicy, DomainError, EndedAttempt, FencedCall,
-    Lease, LeaseDuration, LeaseToken, MaxAttempts, MaxCrashes, QueueName, Reporter, RetryState, TaskId,
-    TaskName, TaskState, TaskStatus, TokenId, WorkerId,
+    Lease, LeaseDuration, LeaseToken, MaxAttempts, MaxCrashes, QueueName, Reporter, RetryState,
+    TaskId, TaskName, TaskState, TaskStatus, TokenId, WorkerId,
 };
 
 /// What a client asks for when it creates a task; every field already validated.
@@ -1499,7 +1499,10 @@ mod tests {
         assert_eq!(task.attempt_count(), 3, "22 attempts are left unused");
         assert_eq!(task.attempt(), 3, "three workers ran it, not 25");
         assert_eq!(task.last_error(), Some("quarantined: lease expired 3 times (last worker w1)"));
-        assert_eq!(task.last_ended().map(|e| (e.attempt, e.end)), Some((3, AttemptEnd::LeaseExpired)));
+        assert_eq!(
+            task.last_ended().map(|e| (e.attempt, e.end)),
+            Some((3, AttemptEnd::LeaseExpired))
+        );
         assert!(task.completed_at().is_some());
         assert_eq!(task.next_run_at(), None);
         task.check_invariants().unwrap();
@@ -1561,8 +1564,11 @@ mod tests {
         let mut task = quarantined(25, 3);
         let later = t0() + secs(3600);
         for (what, action) in [("start", Action::Start), ("cancel", Action::Cancel)] {
-            let expected =
-                DomainError::InvalidTransition { task: task_id(), from: TaskStatus::Failed, action };
+            let expected = DomainError::InvalidTransition {
+                task: task_id(),
+                from: TaskStatus::Failed,
+                action,
+            };
             let call = |t: &mut Task| match action {
                 Action::Start => start(t, "w2", later),
                 _ => t.cancel(later),

@@ -14,6 +14,7 @@
 
 use std::time::Duration;
 
+use actix_web::http::header::HeaderValue;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use taskpilot_api::limits::{
@@ -33,10 +34,9 @@ use taskpilot_app::{
     TaskFilter, TaskPage, VersionMatch,
 };
 use taskpilot_domain::{
-    check_json, to_micros, LeaseDuration, LeaseToken, MaxAttempts, MaxCrashes, QueueName, Reporter, Task,
-    TaskId, TaskName, WorkerId,
+    check_json, to_micros, LeaseDuration, LeaseToken, MaxAttempts, MaxCrashes, QueueName, Reporter,
+    Task, TaskId, TaskName, WorkerId,
 };
-use actix_web::http::header::HeaderValue;
 use tracing::Span;
 use uuid::Uuid;
 

@@ -435,8 +435,7 @@ pub async fn cancel_task(
 ) -> Result<HttpResponse, ApiError> {
     let id = dto::task_id(&path)?;
     let expected = dto::if_match(req.headers().get_all(header::IF_MATCH))?;
-    let task =
-        run(&service, move |s| s.acting_as(&caller).cancel_matching(id, &expected)).await?;
+    let task = run(&service, move |s| s.acting_as(&caller).cancel_matching(id, &expected)).await?;
     Ok(task_ok(&task))
 }
 
@@ -463,8 +462,7 @@ pub async fn rerun_task(
 ) -> Result<HttpResponse, ApiError> {
     let id = dto::task_id(&path)?;
     let expected = dto::if_match(req.headers().get_all(header::IF_MATCH))?;
-    let task =
-        run(&service, move |s| s.acting_as(&caller).rerun_matching(id, &expected)).await?;
+    let task = run(&service, move |s| s.acting_as(&caller).rerun_matching(id, &expected)).await?;
     Ok(task_ok(&task))
 }
 

@@ -851,7 +851,10 @@ async fn a_task_whose_every_worker_dies_is_quarantined_after_its_crash_budget_an
     // 25 attempts (the server default), 3 crashes (the default crash budget).
     let created = app.create(json!({ "name": "poison" })).await;
     let id = id_of(&created);
-    assert_eq!((created["crashCount"].as_u64(), created["maxCrashes"].as_u64()), (Some(0), Some(3)));
+    assert_eq!(
+        (created["crashCount"].as_u64(), created["maxCrashes"].as_u64()),
+        (Some(0), Some(3))
+    );
     let mut seen = Vec::new();
 
     for n in 1..=3 {
@@ -912,7 +915,8 @@ async fn a_crash_budget_is_taken_from_create_and_batch_items_and_validated_namin
             Some(json!({ "tasks": [{ "name": "a", "maxCrashes": 100 }, { "name": "b" }] })),
         )
         .await;
-    let bad = app.send(Method::POST, "/api/tasks", Some(json!({ "name": "x", "maxCrashes": 0 }))).await;
+    let bad =
+        app.send(Method::POST, "/api/tasks", Some(json!({ "name": "x", "maxCrashes": 0 }))).await;
     let bad_item = app
         .send(
             Method::POST,
@@ -972,7 +976,8 @@ async fn operators_act_only_on_the_version_they_saw_when_they_send_if_match() {
     malformed.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
     assert!(malformed.body["detail"].as_str().unwrap().starts_with("If-Match"));
     // A refused precondition on an unknown task is still a 404.
-    let unknown = app.operator("0190a5c6-0000-7000-8000-000000000000", "cancel", Some("\"1\"")).await;
+    let unknown =
+        app.operator("0190a5c6-0000-7000-8000-000000000000", "cancel", Some("\"1\"")).await;
     unknown.assert_problem(StatusCode::NOT_FOUND, "TASK_NOT_FOUND");
 
     let plain = app.operator(&id, "cancel", None).await;

@@ -5,8 +5,8 @@ use serde_json::Value;
 
 use super::Task;
 use crate::{
-    AttemptEnd, EndedAttempt, Lease, LeaseToken, MaxAttempts, MaxCrashes, QueueName, RestoreError, RetryState,
-    TaskId, TaskName, TaskState, TaskStatus, TokenId, WorkerId,
+    AttemptEnd, EndedAttempt, Lease, LeaseToken, MaxAttempts, MaxCrashes, QueueName, RestoreError,
+    RetryState, TaskId, TaskName, TaskState, TaskStatus, TokenId, WorkerId,
 };
 
 /// Every field of a task, flat, as storage keeps it. [`Task::restore`] checks it.
@@ -594,7 +594,10 @@ mod tests {
         let cases: Vec<(&str, TaskRecord)> = vec![
             ("quarantined below its crash budget", TaskRecord { crash_count: 2, ..jailed.clone() }),
             ("crashes above the budget", TaskRecord { crash_count: 4, ..jailed.clone() }),
-            ("more crashes than failed attempts", TaskRecord { attempt_count: 2, ..jailed.clone() }),
+            (
+                "more crashes than failed attempts",
+                TaskRecord { attempt_count: 2, ..jailed.clone() },
+            ),
             (
                 "pending and quarantined",
                 TaskRecord { retry_state: RetryState::Quarantined, ..fresh.clone() },
@@ -610,10 +613,7 @@ mod tests {
                     ..fresh
                 },
             ),
-            (
-                "exhausted with no crashes left",
-                TaskRecord { crash_count: 3, ..dead.clone() },
-            ),
+            ("exhausted with no crashes left", TaskRecord { crash_count: 3, ..dead.clone() }),
             ("quarantined without lastError", TaskRecord { last_error: None, ..jailed.clone() }),
             (
                 "cancelled and quarantined",
