@@ -50,7 +50,8 @@ pub enum ProblemCode {
     OutcomeConflict,
     /// 409: a request with this `Idempotency-Key` is still being handled; retry later.
     IdempotencyKeyInUse,
-    /// 412: `If-Match` names a version the resource no longer has.
+    /// 412: `If-Match` names no entity tag the task or queue has now (someone changed it since
+    /// it was read); `currentVersion` says which version it is at. Nothing was changed.
     PreconditionFailed,
     /// 413: the body is over the limit.
     PayloadTooLarge,

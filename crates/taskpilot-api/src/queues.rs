@@ -111,6 +111,9 @@ pub struct ExplainReasonResponse {
     /// `ATTEMPTS_EXHAUSTED`: how many attempts failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
+    /// `QUARANTINED`: how many times its lease expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crashes: Option<u32>,
 }
 
 /// Answer of `GET /api/tasks/{id}/explain`: what stands between the task and a worker.

@@ -16,7 +16,8 @@ pub enum TaskStatus {
     Running,
     /// Finished well. Terminal.
     Succeeded,
-    /// Finished badly: attempts used up, or a non-retryable failure. Terminal until rerun.
+    /// Finished badly: attempts used up, a non-retryable failure, or quarantined after too
+    /// many lease expiries. Terminal until rerun.
     Failed,
     /// Stopped on request. Terminal until rerun.
     Cancelled,
@@ -48,6 +49,9 @@ pub enum RetryState {
     Exhausted,
     /// An attempt failed with `retryable: false`: FAILED at once, whatever attempts remained.
     NonRetryable,
+    /// Its lease expired `maxCrashes` times (workers died or hung without reporting): FAILED,
+    /// whatever attempts remained, until rerun.
+    Quarantined,
 }
 
 impl RetryState {
@@ -58,6 +62,7 @@ impl RetryState {
             Self::RetryScheduled => "RETRY_SCHEDULED",
             Self::Exhausted => "EXHAUSTED",
             Self::NonRetryable => "NON_RETRYABLE",
+            Self::Quarantined => "QUARANTINED",
         }
     }
 }
@@ -86,6 +91,11 @@ pub struct CreateTaskRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
     pub max_attempts: Option<i64>,
+    /// Lease expiries (workers that died or hung without reporting) before the task is
+    /// quarantined, 1 to 100; the server default (`--max-crashes`, 3) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
+    pub max_crashes: Option<i64>,
     /// Not runnable before this instant (RFC 3339, any offset).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::time::micros_option")]
     pub run_at: Option<DateTime<Utc>>,
@@ -104,6 +114,7 @@ impl CreateTaskRequest {
             payload: empty_object(),
             priority: 0,
             max_attempts: None,
+            max_crashes: None,
             run_at: None,
         }
     }
@@ -133,6 +144,13 @@ impl CreateTaskRequest {
     #[must_use]
     pub fn max_attempts(mut self, max_attempts: i64) -> Self {
         self.max_attempts = Some(max_attempts);
+        self
+    }
+
+    /// Quarantined after `max_crashes` lease expiries.
+    #[must_use]
+    pub fn max_crashes(mut self, max_crashes: i64) -> Self {
+        self.max_crashes = Some(max_crashes);
         self
     }
 
@@ -341,6 +359,11 @@ pub struct TaskResponse {
     pub attempt_count: u32,
     /// Attempts allowed.
     pub max_attempts: u32,
+    /// Lease expiries since creation or the last rerun: attempts whose worker never
+    /// reported (each also counts in `attemptCount`).
+    pub crash_count: u32,
+    /// Lease expiries allowed before the task is quarantined.
+    pub max_crashes: u32,
     /// When a pending task becomes runnable, if not at once.
     #[serde(with = "crate::time::micros_option")]
     pub next_run_at: Option<DateTime<Utc>>,
@@ -542,6 +565,8 @@ pub(crate) mod tests {
             attempt: 2,
             attempt_count: 1,
             max_attempts: 3,
+            crash_count: 0,
+            max_crashes: 3,
             next_run_at: None,
             last_error: Some("timeout".into()),
             worker_id: Some("w1".into()),
@@ -567,6 +592,8 @@ pub(crate) mod tests {
             "attempt": 2,
             "attemptCount": 1,
             "maxAttempts": 3,
+            "crashCount": 0,
+            "maxCrashes": 3,
             "nextRunAt": null,
             "lastError": "timeout",
             "workerId": "w1",
@@ -611,6 +638,7 @@ pub(crate) mod tests {
             (RetryState::RetryScheduled, "RETRY_SCHEDULED"),
             (RetryState::Exhausted, "EXHAUSTED"),
             (RetryState::NonRetryable, "NON_RETRYABLE"),
+            (RetryState::Quarantined, "QUARANTINED"),
         ] {
             round_trip(&state, &json!(wire));
             assert_eq!(state.as_str(), wire);

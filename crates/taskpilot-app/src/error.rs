@@ -55,6 +55,17 @@ pub enum AppError {
     /// No task is stored in this queue and it was never paused.
     #[error("queue {0} not found: it holds no task and was never paused")]
     QueueNotFound(QueueName),
+    /// The caller acted on a version of the task that is no longer the current one (an
+    /// operator's `If-Match`): nothing was changed. Checked against the version the write
+    /// compares and swaps on, so a change that lands between the read and the write is
+    /// refused too.
+    #[error("task {task} is at version {current_version}, not the one the request names")]
+    PreconditionFailed {
+        /// The task.
+        task: TaskId,
+        /// Its version now.
+        current_version: u64,
+    },
     /// The task kept changing under us; the caller may try again.
     #[error("task {0} is being modified concurrently; try again")]
     ConcurrentModification(TaskId),

@@ -77,7 +77,9 @@ pub enum EventKind {
     RetryScheduled,
     /// The worker handed the task back unfinished.
     Released,
-    /// The attempt's lease ran out and the reaper ended it (a retry, or failed for good).
+    /// The attempt's lease ran out and the reaper ended it: a retry, failed for good, or
+    /// (the task's crash budget used up) quarantined, FAILED with retry state QUARANTINED and
+    /// an error that says so.
     LeaseExpired,
     /// The task was cancelled.
     Cancelled,
@@ -267,6 +269,24 @@ mod tests {
         let lease = LeaseDuration::from_secs(60).unwrap();
         task.start(&WorkerId::parse("w1").unwrap(), token, lease, t0()).unwrap();
         task
+    }
+
+    #[test]
+    fn a_quarantining_expiry_reads_as_lease_expired_into_failed_with_the_quarantine_error() {
+        let before = running().with_max_crashes(taskpilot_domain::MaxCrashes::new(1).unwrap());
+        let mut after = before.clone();
+        after
+            .expire_lease(t0() + TimeDelta::seconds(60), &FixedBackoff(TimeDelta::zero()))
+            .unwrap();
+
+        let event = TaskEvent::transition(Some(&before), &after, Actor::Reaper);
+
+        assert_eq!(event.kind(), EventKind::LeaseExpired);
+        assert_eq!((event.from, event.to), (Some(TaskStatus::Running), TaskStatus::Failed));
+        assert_eq!(
+            event.error.as_deref(),
+            Some("quarantined: lease expired 1 time (last worker w1)")
+        );
     }
 
     #[test]

@@ -243,6 +243,7 @@
 //!     payload: json!({"to": "ada@example.com"}),
 //!     priority: 0,
 //!     max_attempts: None,
+//!     max_crashes: None,
 //!     run_at: None,
 //! })?;
 //! let worker = WorkerId::parse("worker-1")?;
@@ -316,5 +317,6 @@ pub use repository::{
 pub use service::{
     fingerprint, Acting, BulkAction, BulkItem, BulkReport, BulkRequest, BulkSelection, ClaimLog,
     Completion, CreateTask, Idempotency, KeyedAnswer, Pruned, QueueView, ReportedOutcome,
-    ServiceDefaults, TaskExplanation, TaskPage, TaskService, DEFAULT_IDEMPOTENCY_TTL, OPEN_SCOPE,
+    ServiceDefaults, TaskExplanation, TaskPage, TaskService, VersionMatch, DEFAULT_IDEMPOTENCY_TTL,
+    OPEN_SCOPE,
 };

@@ -21,8 +21,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use taskpilot_api::limits::{DEFAULT_PAGE_SIZE, MAX_CLAIM_BATCH, MAX_PAGE_SIZE};
 use taskpilot_domain::{
-    BackoffPolicy, Clock, LeaseDuration, MaxAttempts, NewTask, QueueName, Retention, Task, TaskId,
-    TaskName, TokenId, TokenName, WorkerId,
+    BackoffPolicy, Clock, LeaseDuration, MaxAttempts, MaxCrashes, NewTask, QueueName, Retention,
+    Task, TaskId, TaskName, TokenId, TokenName, WorkerId,
 };
 use uuid::Uuid;
 
@@ -32,6 +32,7 @@ pub use bulk::{BulkAction, BulkItem, BulkReport, BulkRequest, BulkSelection};
 pub use idempotency::{fingerprint, Idempotency, KeyedAnswer, DEFAULT_IDEMPOTENCY_TTL, OPEN_SCOPE};
 pub use queues::{ClaimLog, QueueView, TaskExplanation};
 pub use retention::Pruned;
+pub use transitions::VersionMatch;
 
 use crate::{
     Actor, AppError, ClaimRequest, Cursor, NoObserver, RejectionCount, TaskCounts, TaskEvent,
@@ -51,6 +52,8 @@ pub struct CreateTask {
     pub priority: i32,
     /// Attempts before the task fails for good; the service default when `None`.
     pub max_attempts: Option<MaxAttempts>,
+    /// Lease expiries before the task is quarantined; the service default when `None`.
+    pub max_crashes: Option<MaxCrashes>,
     /// Not runnable before then.
     pub run_at: Option<DateTime<Utc>>,
 }
@@ -83,6 +86,8 @@ pub struct TaskService {
     retention: Retention,
     /// How long an `Idempotency-Key` is kept.
     idempotency_ttl: chrono::TimeDelta,
+    /// The crash budget of a task created without `maxCrashes`.
+    max_crashes: MaxCrashes,
     observer: Arc<dyn TaskObserver>,
     /// The API token the use cases act for: its name goes into every history entry.
     token: Option<TokenName>,
@@ -106,6 +111,7 @@ impl TaskService {
             defaults,
             retention: Retention::default(),
             idempotency_ttl: DEFAULT_IDEMPOTENCY_TTL,
+            max_crashes: MaxCrashes::DEFAULT,
             observer: Arc::new(NoObserver),
             token: None,
             claims,
@@ -137,6 +143,19 @@ impl TaskService {
     pub fn with_retention(mut self, retention: Retention) -> Self {
         self.retention = retention;
         self
+    }
+
+    /// The same service, giving tasks created without `maxCrashes` that crash budget instead
+    /// of [`MaxCrashes::DEFAULT`].
+    #[must_use]
+    pub fn with_default_max_crashes(mut self, max_crashes: MaxCrashes) -> Self {
+        self.max_crashes = max_crashes;
+        self
+    }
+
+    /// The crash budget of a task created without `maxCrashes`.
+    pub fn default_max_crashes(&self) -> MaxCrashes {
+        self.max_crashes
     }
 
     /// The service's defaults.
@@ -303,6 +322,7 @@ impl TaskService {
             run_at: request.run_at,
         };
         Task::new(TaskId::from_uuid(Uuid::now_v7()), spec, now)
+            .with_max_crashes(request.max_crashes.unwrap_or(self.max_crashes))
     }
 }
 
@@ -391,6 +411,7 @@ mod tests {
             .returning(|_, _| Ok(()));
         let request = CreateTask {
             max_attempts: Some(MaxAttempts::new(3).unwrap()),
+            max_crashes: None,
             run_at: Some(run_at),
             ..create_request()
         };
@@ -399,6 +420,22 @@ mod tests {
 
         assert_eq!(task.max_attempts().get(), 3);
         assert_eq!(task.next_run_at(), Some(run_at));
+    }
+
+    #[test]
+    fn create_gives_the_service_default_crash_budget_unless_the_request_names_one() {
+        let mut repo = MockTaskRepository::new();
+        repo.expect_insert().times(2).returning(|_, _| Ok(()));
+        let service = service(repo).with_default_max_crashes(MaxCrashes::new(7).unwrap());
+        let explicit =
+            CreateTask { max_crashes: Some(MaxCrashes::new(1).unwrap()), ..create_request() };
+
+        let defaulted = service.create(create_request()).unwrap();
+        let asked = service.create(explicit).unwrap();
+
+        assert_eq!((defaulted.max_crashes().get(), defaulted.crash_count()), (7, 0));
+        assert_eq!(asked.max_crashes().get(), 1);
+        assert_eq!(service.default_max_crashes().get(), 7);
     }
 
     #[test]

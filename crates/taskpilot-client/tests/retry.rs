@@ -48,7 +48,8 @@ fn task_json() -> serde_json::Value {
     json!({
         "id": ID, "queue": "default", "name": "send-email", "payload": {}, "priority": 0,
         "status": "SUCCEEDED", "retryState": "NONE", "attempt": 1, "attemptCount": 0,
-        "maxAttempts": 3, "nextRunAt": null, "lastError": null, "workerId": null,
+        "maxAttempts": 3, "crashCount": 0, "maxCrashes": 3, "nextRunAt": null, "lastError": null,
+        "workerId": null,
         "processingStartedAt": null, "leaseExpiresAt": null, "result": null,
         "completedAt": "2026-11-26T09:37:33.000000Z", "createdAt": "2026-11-26T09:37:32.137733Z",
         "updatedAt": "2026-11-26T09:37:33.000000Z"

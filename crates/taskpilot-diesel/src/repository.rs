@@ -17,8 +17,9 @@ use taskpilot_app::{
     TaskWrite,
 };
 use taskpilot_domain::{
-    to_micros, AttemptEnd, KeyClaim, LeaseToken, LiveSuccess, MaxAttempts, QueueName, QueueState,
-    RetryState, Task, TaskId, TaskName, TaskRecord, TaskStatus, TokenId, TokenName, WorkerId,
+    to_micros, AttemptEnd, KeyClaim, LeaseToken, LiveSuccess, MaxAttempts, MaxCrashes, QueueName,
+    QueueState, RetryState, Task, TaskId, TaskName, TaskRecord, TaskStatus, TokenId, TokenName,
+    WorkerId,
 };
 use uuid::Uuid;
 
@@ -676,6 +677,8 @@ pub(crate) struct TaskRow {
     updated_at: DateTime<Utc>,
     version: i64,
     created_by: Option<Uuid>,
+    crash_count: i32,
+    max_crashes: i32,
 }
 
 // The row selects exactly the table's columns, in the table's order: a column added to
@@ -704,6 +707,8 @@ impl TryFrom<&Task> for TaskRow {
             retry_state,
             attempt_count,
             max_attempts,
+            crash_count,
+            max_crashes,
             next_run_at,
             last_error,
             worker_id,
@@ -745,6 +750,8 @@ impl TryFrom<&Task> for TaskRow {
             version: i64::try_from(version)
                 .with_context(|| format!("task {id}: version out of range"))?,
             created_by: created_by.map(|t| t.as_uuid()),
+            crash_count: int(crash_count, "crashCount")?,
+            max_crashes: int(max_crashes.get(), "maxCrashes")?,
         })
     }
 }
@@ -783,6 +790,8 @@ impl TryFrom<TaskRow> for Task {
             updated_at,
             version,
             created_by,
+            crash_count,
+            max_crashes,
         } = row;
         let id = TaskId::from_uuid(id);
         let broken = |what: &str| format!("task {id}: stored {what} is invalid");
@@ -812,6 +821,9 @@ impl TryFrom<TaskRow> for Task {
             attempt_count: count(attempt_count, "attempt count")?,
             max_attempts: MaxAttempts::new(i64::from(max_attempts))
                 .with_context(|| broken("max attempts"))?,
+            crash_count: count(crash_count, "crash count")?,
+            max_crashes: MaxCrashes::new(i64::from(max_crashes))
+                .with_context(|| broken("max crashes"))?,
             next_run_at,
             last_error,
             worker_id: worker_id

@@ -19,7 +19,7 @@ diesel::table! {
         priority -> Int4,
         /// `PENDING`, `RUNNING`, `SUCCEEDED`, `FAILED` or `CANCELLED`.
         status -> Text,
-        /// `NONE`, `RETRY_SCHEDULED`, `EXHAUSTED` or `NON_RETRYABLE`.
+        /// `NONE`, `RETRY_SCHEDULED`, `EXHAUSTED`, `NON_RETRYABLE` or `QUARANTINED`.
         retry_state -> Text,
         /// How many times it was started in its whole life; the current or last attempt.
         attempt -> Int4,
@@ -58,6 +58,11 @@ diesel::table! {
         version -> Int8,
         /// The API token that created the task; see `migrations/*_add_api_tokens/up.sql`.
         created_by -> Nullable<Uuid>,
+        /// Lease expiries since creation or the last rerun; see
+        /// `migrations/*_count_crashes/up.sql`.
+        crash_count -> Int4,
+        /// Lease expiries allowed before the task is quarantined, 1 to 100.
+        max_crashes -> Int4,
     }
 }
 

@@ -99,6 +99,7 @@ fn create_request(rng: &mut Rng, now: DateTime<Utc>) -> CreateTask {
         payload: json!({}),
         priority: rng.below(3) as i32 - 1,
         max_attempts: Some(MaxAttempts::new(1 + rng.below(3) as i64).unwrap()),
+        max_crashes: None,
         run_at,
     }
 }
@@ -343,6 +344,7 @@ fn queues_beyond_the_cap_are_counted_together() {
                 name: TaskName::parse("job").unwrap(),
                 payload: json!({}),
                 priority: 0,
+                max_crashes: None,
                 max_attempts: None,
                 run_at: None,
             };
@@ -374,6 +376,7 @@ fn a_duration_equal_to_a_bound_falls_in_that_bounds_bucket() {
                 queue: Some(queue(&name)),
                 name: TaskName::parse("job").unwrap(),
                 payload: json!({}),
+                max_crashes: None,
                 priority: 0,
                 max_attempts: None,
                 run_at: None,

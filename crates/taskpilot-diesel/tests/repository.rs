@@ -506,6 +506,7 @@ fn concurrent_starts_through_the_service_give_one_start_and_refusals_for_the_res
             payload: Value::Null,
             priority: 0,
             max_attempts: None,
+            max_crashes: None,
             run_at: None,
         })
         .unwrap();
@@ -769,5 +770,55 @@ fn rows_written_before_leases_existed_are_migrated_into_tasks_the_domain_accepts
             ("retrying".to_owned(), 1),
             ("running".to_owned(), 2),
         ]
+    );
+}
+
+#[test]
+fn crash_counts_and_a_quarantine_round_trip_and_a_rerun_clears_them() {
+    let db = TestDatabase::new();
+    let repo = repo(&db);
+    let backoff = FixedBackoff(TimeDelta::seconds(1));
+    let w = worker("w-1");
+    let mut task =
+        task_at("crashy", t0()).with_max_crashes(taskpilot_domain::MaxCrashes::new(2).unwrap());
+    let mut quiet = task_at("quiet", t0()).with_max_crashes(
+        taskpilot_domain::MaxCrashes::new(taskpilot_domain::MaxCrashes::MAX.into()).unwrap(),
+    );
+    store(&repo, &task);
+    // The batch insert binds the crash columns too.
+    repo.insert_many(
+        std::slice::from_ref(&quiet),
+        &[TaskEvent::transition(None, &quiet, Actor::Client)],
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut now = t0();
+    while task.status() != TaskStatus::Failed {
+        now = task.next_run_at().unwrap_or(now);
+        transition(&repo, &mut task, |t| t.start(&w, token(), lease(5), now));
+        now += secs(5);
+        transition(&repo, &mut task, |t| t.expire_lease(now, &backoff));
+        let loaded = repo.get(task.id()).unwrap();
+        assert_eq!(loaded.to_record(), task.to_record());
+        seen.push((loaded.status(), loaded.retry_state(), loaded.crash_count()));
+    }
+    transition(&repo, &mut quiet, |t| t.start(&w, token(), lease(5), t0()));
+
+    assert_eq!(
+        seen,
+        [
+            (TaskStatus::Pending, RetryState::RetryScheduled, 1),
+            (TaskStatus::Failed, RetryState::Quarantined, 2),
+        ]
+    );
+    let loaded = repo.get(task.id()).unwrap();
+    assert_eq!(loaded.max_crashes().get(), 2);
+    assert_eq!(loaded.last_error(), Some("quarantined: lease expired 2 times (last worker w-1)"));
+    assert_eq!(repo.get(quiet.id()).unwrap().max_crashes().get(), 100);
+    transition(&repo, &mut task, |t| t.rerun(now));
+    let rerun = repo.get(task.id()).unwrap();
+    assert_eq!(
+        (rerun.status(), rerun.crash_count(), rerun.max_crashes().get()),
+        (TaskStatus::Pending, 0, 2)
     );
 }

@@ -33,8 +33,8 @@ use taskpilot_app::{Actor, Rejection, RejectionCount, StaleCall, TaskEvent, Task
 use taskpilot_diesel::testing::{migrations, TestDatabase};
 use taskpilot_diesel::{run_migrations, PgPool, PgTaskRepository};
 use taskpilot_domain::{
-    AttemptEnd, LeaseToken, MaxAttempts, QueueName, RetryState, TaskId, TaskName, TaskRecord,
-    TaskStatus, WorkerId,
+    AttemptEnd, LeaseToken, MaxAttempts, MaxCrashes, QueueName, RetryState, TaskId, TaskName,
+    TaskRecord, TaskStatus, WorkerId,
 };
 use uuid::Uuid;
 
@@ -209,6 +209,8 @@ fn created(n: u128, name: &str, payload: serde_json::Value, created: i64) -> Tas
         retry_state: RetryState::None,
         attempt_count: 0,
         max_attempts: MaxAttempts::new(3).unwrap(),
+        crash_count: 0,
+        max_crashes: MaxCrashes::DEFAULT,
         next_run_at: None,
         last_error: None,
         worker_id: None,

@@ -10,8 +10,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    Applied, BackoffPolicy, ExponentialBackoff, LeaseDuration, LeaseToken, MaxAttempts, NewTask,
-    QueueName, Reporter, Task, TaskId, TaskName, WorkerId,
+    Applied, BackoffPolicy, ExponentialBackoff, LeaseDuration, LeaseToken, MaxAttempts, MaxCrashes,
+    NewTask, QueueName, Reporter, Task, TaskId, TaskName, WorkerId,
 };
 
 /// Who calls about the running attempt.
@@ -55,6 +55,9 @@ pub enum Op {
     Release(Who, Token),
     /// The reaper's visit.
     ExpireLease,
+    /// The running attempt's worker dies or hangs: the clock moves to its lease's expiry
+    /// (never back), then the reaper visits. Nothing when no attempt runs.
+    Crash,
     /// A client's cancel.
     Cancel,
     /// A client's rerun.
@@ -96,6 +99,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         1 => (who(), token(), "[a-z ]{0,12}").prop_map(|(w, t, e)| Op::FailPermanently(w, t, e)),
         2 => (who(), token()).prop_map(|(w, t)| Op::Release(w, t)),
         2 => Just(Op::ExpireLease),
+        2 => Just(Op::Crash),
         1 => Just(Op::Cancel),
         1 => Just(Op::Rerun),
         // Often short of the backoff or the lease, sometimes well past both.
@@ -191,6 +195,13 @@ pub fn drive(
         }
         Op::Release(who, which) => task.release(&reporter(task, *who, *which), *now),
         Op::ExpireLease => task.expire_lease(*now, backoff).map(|()| Applied::Changed),
+        Op::Crash => match task.lease() {
+            Some(lease) => {
+                *now = (*now).max(lease.expires_at);
+                task.expire_lease(*now, backoff).map(|()| Applied::Changed)
+            }
+            None => Ok(Applied::Replayed),
+        },
         Op::Cancel => task.cancel(*now).map(|()| Applied::Changed),
         Op::Rerun => task.rerun(*now).map(|()| Applied::Changed),
     };
@@ -224,11 +235,13 @@ impl Lifecycle {
     }
 }
 
-/// Lifecycles of a task with 1 to 6 attempts, among 2 or 3 workers, of `ops` operations.
+/// Lifecycles of a task with 1 to 6 attempts and a crash budget of 1 to 4, among 2 or 3
+/// workers, of `ops` operations.
 pub fn lifecycle(ops: impl Into<SizeRange>) -> impl Strategy<Value = Lifecycle> {
-    (any::<u128>(), 1..=6_i64, 2..=3_usize, prop::collection::vec(op(), ops)).prop_filter_map(
+    let budgets = (1..=6_i64, 1..=4_i64);
+    (any::<u128>(), budgets, 2..=3_usize, prop::collection::vec(op(), ops)).prop_filter_map(
         "valid constructor arguments",
-        |(id, max_attempts, workers, ops)| {
+        |(id, (max_attempts, max_crashes), workers, ops)| {
             let pool = (0..workers)
                 .map(|i| WorkerId::parse(&format!("worker-{i}")).ok())
                 .collect::<Option<Vec<_>>>()?;
@@ -240,7 +253,8 @@ pub fn lifecycle(ops: impl Into<SizeRange>) -> impl Strategy<Value = Lifecycle> 
                 max_attempts: MaxAttempts::new(max_attempts).ok()?,
                 run_at: None,
             };
-            let task = Task::new(TaskId::from_uuid(Uuid::from_u128(id)), spec, t0());
+            let task = Task::new(TaskId::from_uuid(Uuid::from_u128(id)), spec, t0())
+                .with_max_crashes(MaxCrashes::new(max_crashes).ok()?);
             let backoff =
                 ExponentialBackoff::new(TimeDelta::seconds(1), TimeDelta::seconds(60)).ok()?;
             Some(Lifecycle { task, pool, backoff, ops })

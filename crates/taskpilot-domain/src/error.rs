@@ -17,6 +17,9 @@ pub enum ValidationError {
     /// The attempt budget is outside 1 to 100.
     #[error("maxAttempts must be between 1 and {max}, got {0}", max = crate::MaxAttempts::MAX)]
     MaxAttempts(i64),
+    /// The crash budget is outside 1 to 100.
+    #[error("maxCrashes must be between 1 and {max}, got {0}", max = crate::MaxCrashes::MAX)]
+    MaxCrashes(i64),
     /// The queue name is empty, longer than 64 characters or holds a character outside
     /// `a-z 0-9 _ . -`.
     #[error("queue must be 1 to 64 of a-z, 0-9, '_', '.', '-', got {0:?}")]

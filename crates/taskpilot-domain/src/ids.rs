@@ -258,6 +258,66 @@ impl fmt::Display for MaxAttempts {
     }
 }
 
+/// How many lease expiries (crashes) a task survives before it is quarantined: 1 to
+/// [`MaxCrashes::MAX`]; [`MaxCrashes::DEFAULT`] unless the task or the server says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(try_from = "u32", into = "u32")
+)]
+pub struct MaxCrashes(u32);
+
+impl MaxCrashes {
+    /// The largest crash budget a task may be given.
+    pub const MAX: u32 = 100;
+
+    /// The crash budget of a task created without one: 3.
+    pub const DEFAULT: Self = Self(3);
+
+    /// Validates a crash budget.
+    ///
+    /// # Errors
+    /// [`ValidationError::MaxCrashes`] outside 1 to [`MaxCrashes::MAX`].
+    pub fn new(value: i64) -> Result<Self, ValidationError> {
+        match u32::try_from(value) {
+            Ok(v) if (1..=Self::MAX).contains(&v) => Ok(Self(v)),
+            _ => Err(ValidationError::MaxCrashes(value)),
+        }
+    }
+
+    /// The budget as a number.
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl Default for MaxCrashes {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+impl TryFrom<u32> for MaxCrashes {
+    type Error = ValidationError;
+
+    fn try_from(value: u32) -> Result<Self, Self::Error> {
+        Self::new(i64::from(value))
+    }
+}
+
+impl From<MaxCrashes> for u32 {
+    fn from(value: MaxCrashes) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for MaxCrashes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,6 +426,18 @@ mod tests {
         assert_eq!(MaxAttempts::try_from(0_u32), Err(ValidationError::MaxAttempts(0)));
         assert_eq!(MaxAttempts::try_from(101_u32), Err(ValidationError::MaxAttempts(101)));
         assert_eq!(MaxAttempts::try_from(100_u32).map(u32::from), Ok(100));
+    }
+
+    #[test]
+    fn a_crash_budget_is_1_to_100_and_3_by_default() {
+        for n in [1, 3, 100] {
+            assert_eq!(MaxCrashes::new(n).map(MaxCrashes::get), Ok(n as u32));
+        }
+        for n in [0, -1, 101, i64::MAX] {
+            assert_eq!(MaxCrashes::new(n), Err(ValidationError::MaxCrashes(n)));
+        }
+        assert_eq!(MaxCrashes::default().get(), 3);
+        assert_eq!(MaxCrashes::try_from(101_u32), Err(ValidationError::MaxCrashes(101)));
     }
 
     #[test]

@@ -22,7 +22,7 @@
 //! | `state` | the vocabulary: [`TaskStatus`], [`TaskState`], [`RetryState`], [`Action`] |
 //! | `fencing` | the fencing table: [`FencedCall`], [`AttemptHistory`], [`Verdict`], [`Refusal`]; [`Reporter`], [`Applied`], [`AttemptEnd`], [`EndedAttempt`] |
 //! | `lease` | [`LeaseToken`], [`LeaseDuration`], [`Lease`] |
-//! | `ids` | validated names and ids: [`TaskId`], [`QueueName`], [`TaskName`], [`WorkerId`], [`MaxAttempts`] |
+//! | `ids` | validated names and ids: [`TaskId`], [`QueueName`], [`TaskName`], [`WorkerId`], [`MaxAttempts`], [`MaxCrashes`] |
 //! | `ports` | [`Clock`], [`BackoffPolicy`], [`ExponentialBackoff`], and [`FixedClock`] and [`FixedBackoff`] for tests |
 //! | `idempotency` | [`IdempotencyKey`], [`Fingerprint`], [`StoredResponse`] and the rule for a create sent again ([`decide_idempotency`] over a [`KeyClaim`]) |
 //! | `retention` | [`Retention`] and [`KeepFor`]: which finished task is due for deletion when |
@@ -119,7 +119,7 @@ pub use idempotency::{
     decide as decide_idempotency, Fingerprint, IdempotencyDecision, IdempotencyKey,
     IdempotencyRecord, KeyClaim, StoredResponse,
 };
-pub use ids::{MaxAttempts, QueueName, TaskId, TaskName, TextRule, WorkerId};
+pub use ids::{MaxAttempts, MaxCrashes, QueueName, TaskId, TaskName, TextRule, WorkerId};
 pub use lease::{Lease, LeaseDuration, LeaseToken};
 pub use ports::{BackoffPolicy, Clock, ExponentialBackoff, FixedBackoff, FixedClock};
 pub use queue::{

@@ -156,6 +156,14 @@ pub enum Reason {
         /// When it failed for good.
         at: Option<DateTime<Utc>>,
     },
+    /// Its leases expired as often as its crash budget allows (its workers died or hung
+    /// on it), so it was taken out of the queue.
+    Quarantined {
+        /// How many times its lease expired.
+        crashes: u32,
+        /// When it was quarantined.
+        at: Option<DateTime<Utc>>,
+    },
     /// Its worker reported a failure that no retry can fix.
     NonRetryable {
         /// When.
@@ -171,7 +179,7 @@ pub enum Reason {
 }
 
 /// Every code a [`Reason`] can have, in the order [`explain`] lists them.
-pub const REASON_CODES: [&str; 9] = [
+pub const REASON_CODES: [&str; 10] = [
     "SCHEDULED",
     "QUEUE_PAUSED",
     "TASKS_AHEAD",
@@ -179,6 +187,7 @@ pub const REASON_CODES: [&str; 9] = [
     "RUNNING",
     "SUCCEEDED",
     "ATTEMPTS_EXHAUSTED",
+    "QUARANTINED",
     "NON_RETRYABLE",
     "CANCELLED",
 ];
@@ -202,6 +211,7 @@ impl Reason {
             Self::Running { .. } => "RUNNING",
             Self::Succeeded { .. } => "SUCCEEDED",
             Self::AttemptsExhausted { .. } => "ATTEMPTS_EXHAUSTED",
+            Self::Quarantined { .. } => "QUARANTINED",
             Self::NonRetryable { .. } => "NON_RETRYABLE",
             Self::Cancelled { .. } => "CANCELLED",
         }
@@ -254,6 +264,10 @@ impl Reason {
                 "It failed{}: all {attempts} attempts failed. Rerun it to try again.",
                 when(*at)
             ),
+            Self::Quarantined { crashes, at } => format!(
+                "It was quarantined{}: its lease expired {crashes} times (its workers died or hung on it), its whole crash budget. Rerun it to try again.",
+                when(*at)
+            ),
             Self::NonRetryable { at } => format!(
                 "It failed{}: its worker reported a failure that no retry can fix. Rerun it to try again.",
                 when(*at)
@@ -284,7 +298,7 @@ pub struct Explanation {
 /// | task | reasons |
 /// | --- | --- |
 /// | SUCCEEDED | `SUCCEEDED` |
-/// | FAILED | `NON_RETRYABLE` when its worker said so, else `ATTEMPTS_EXHAUSTED` |
+/// | FAILED | `QUARANTINED` when its crash budget ran out, `NON_RETRYABLE` when its worker said so, else `ATTEMPTS_EXHAUSTED` |
 /// | CANCELLED | `CANCELLED` (by the token its history names) |
 /// | RUNNING | `RUNNING` (worker, lease expiry, last heard from) |
 /// | PENDING, not due | `SCHEDULED`, then `QUEUE_PAUSED` if paused |
@@ -297,7 +311,9 @@ pub fn explain(facts: &ExplainFacts<'_>) -> Explanation {
         TaskState::Failed { .. } => {
             let non_retryable = task.retry_state() == RetryState::NonRetryable
                 || task.last_ended().is_some_and(|e| e.end == AttemptEnd::FailedPermanently);
-            if non_retryable {
+            if task.retry_state() == RetryState::Quarantined {
+                vec![Reason::Quarantined { crashes: task.crash_count(), at: completed }]
+            } else if non_retryable {
                 vec![Reason::NonRetryable { at: completed }]
             } else {
                 vec![Reason::AttemptsExhausted { attempts: task.attempt_count(), at: completed }]
@@ -518,6 +534,7 @@ mod tests {
             (task_in(TaskStatus::Succeeded), "SUCCEEDED", "succeeded"),
             (failed(3), "ATTEMPTS_EXHAUSTED", "all 3 attempts failed"),
             (failed_permanently(3), "NON_RETRYABLE", "no retry can fix"),
+            (quarantined(25, 3), "QUARANTINED", "lease expired 3 times"),
             (task_in(TaskStatus::Cancelled), "CANCELLED", "cancelled at"),
         ];
         for (task, code, words) in cases {
@@ -551,6 +568,7 @@ mod tests {
             },
             Reason::Succeeded { at: None },
             Reason::AttemptsExhausted { attempts: 1, at: None },
+            Reason::Quarantined { crashes: 3, at: None },
             Reason::NonRetryable { at: None },
             Reason::Cancelled { by: None, at: None },
         ];

@@ -78,6 +78,10 @@ pub enum RetryState {
     /// The worker reported a failure that no retry can fix; the task is `FAILED` without
     /// using its remaining attempts.
     NonRetryable,
+    /// The task's lease expired as often as its crash budget allows (`maxCrashes`): its
+    /// workers died or hung without reporting, so it is `FAILED` without using its remaining
+    /// attempts, until an operator reruns it.
+    Quarantined,
 }
 
 impl RetryState {
@@ -88,15 +92,18 @@ impl RetryState {
             Self::RetryScheduled => "RETRY_SCHEDULED",
             Self::Exhausted => "EXHAUSTED",
             Self::NonRetryable => "NON_RETRYABLE",
+            Self::Quarantined => "QUARANTINED",
         }
     }
 
     /// Reads the spelling of [`RetryState::as_str`].
     pub fn parse(raw: &str) -> Option<Self> {
-        [Self::None, Self::RetryScheduled, Self::Exhausted, Self::NonRetryable]
-            .into_iter()
-            .find(|s| s.as_str() == raw)
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
     }
+
+    /// Every retry state.
+    pub const ALL: [Self; 5] =
+        [Self::None, Self::RetryScheduled, Self::Exhausted, Self::NonRetryable, Self::Quarantined];
 }
 
 impl fmt::Display for RetryState {
@@ -218,18 +225,13 @@ mod tests {
 
     #[test]
     fn every_retry_state_spelling_round_trips_and_non_retryable_is_spelled_so() {
-        let all = [
-            RetryState::None,
-            RetryState::RetryScheduled,
-            RetryState::Exhausted,
-            RetryState::NonRetryable,
-        ];
-
-        for retry in all {
+        for retry in RetryState::ALL {
             assert_eq!(RetryState::parse(retry.as_str()), Some(retry));
             assert_eq!(retry.to_string(), retry.as_str());
         }
         assert_eq!(RetryState::NonRetryable.as_str(), "NON_RETRYABLE");
+        assert_eq!(RetryState::Quarantined.as_str(), "QUARANTINED");
+        assert_eq!(RetryState::parse("QUARANTINED"), Some(RetryState::Quarantined));
         assert_eq!(RetryState::parse("non_retryable"), None, "spellings are exact");
         assert_eq!(RetryState::parse("NONRETRYABLE"), None);
     }

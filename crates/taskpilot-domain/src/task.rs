@@ -13,8 +13,8 @@ use crate::fencing::{fence, Fence};
 use crate::storage::truncate_error;
 use crate::{
     to_micros, Action, Applied, AttemptEnd, BackoffPolicy, DomainError, EndedAttempt, FencedCall,
-    Lease, LeaseDuration, LeaseToken, MaxAttempts, QueueName, Reporter, RetryState, TaskId,
-    TaskName, TaskState, TaskStatus, TokenId, WorkerId,
+    Lease, LeaseDuration, LeaseToken, MaxAttempts, MaxCrashes, QueueName, Reporter, RetryState,
+    TaskId, TaskName, TaskState, TaskStatus, TokenId, WorkerId,
 };
 
 /// What a client asks for when it creates a task; every field already validated.
@@ -106,6 +106,8 @@ pub struct Task {
     priority: i32,
     max_attempts: MaxAttempts,
     attempt_count: u32,
+    max_crashes: MaxCrashes,
+    crash_count: u32,
     state: TaskState,
     retry_state: RetryState,
     last_error: Option<String>,
@@ -130,6 +132,8 @@ impl Task {
             priority: spec.priority,
             max_attempts: spec.max_attempts,
             attempt_count: 0,
+            max_crashes: MaxCrashes::DEFAULT,
+            crash_count: 0,
             state: TaskState::Pending { next_run_at },
             retry_state: RetryState::None,
             last_error: None,
@@ -146,6 +150,14 @@ impl Task {
     #[must_use]
     pub fn with_creator(mut self, token: Option<TokenId>) -> Self {
         self.created_by = token;
+        self
+    }
+
+    /// The same new task, quarantined after `max_crashes` lease expiries instead of
+    /// [`MaxCrashes::DEFAULT`] (see [`Task::expire_lease`]).
+    #[must_use]
+    pub fn with_max_crashes(mut self, max_crashes: MaxCrashes) -> Self {
+        self.max_crashes = max_crashes;
         self
     }
 
@@ -317,8 +329,17 @@ impl Task {
         Ok(Applied::Changed)
     }
 
-    /// Fails the running attempt whose lease ran out, as its worker would have: a retry after
-    /// the backoff, or failed for good. The error names the worker.
+    /// Fails the running attempt whose lease ran out: its worker died, hung or lost touch
+    /// without reporting. This is a crash, counted apart from reported failures in
+    /// [`Task::crash_count`], and also a failed attempt, as a reported failure would be:
+    ///
+    /// - with crashes left ([`Task::crash_count`] below [`Task::max_crashes`]), it is a
+    ///   failure like any other: a retry after the backoff, or failed for good
+    ///   ([`RetryState::Exhausted`]) when the attempts are used up. The error names the worker.
+    /// - the crash that uses up the crash budget quarantines the task: FAILED with
+    ///   [`RetryState::Quarantined`], whatever attempts remain, and a `lastError` saying how
+    ///   many leases expired and whose was the last. A task that kills or hangs every worker
+    ///   that runs it takes down `maxCrashes` workers, not `maxAttempts`.
     ///
     /// # Errors
     /// [`DomainError::InvalidTransition`] unless the task is running;
@@ -338,9 +359,22 @@ impl Task {
                 expires_at: lease.expires_at,
             });
         }
-        let error = format!("lease expired (worker {worker_id})");
+        let worker = worker_id.clone();
         self.end_attempt(AttemptEnd::LeaseExpired);
-        self.record_failure(&error, now, backoff);
+        self.crash_count += 1;
+        if self.crash_count >= self.max_crashes.get() {
+            self.attempt_count += 1;
+            let times = if self.crash_count == 1 { "time" } else { "times" };
+            self.last_error = Some(truncate_error(&format!(
+                "quarantined: lease expired {} {times} (last worker {worker})",
+                self.crash_count
+            )));
+            self.state = TaskState::Failed { completed_at: now };
+            self.retry_state = RetryState::Quarantined;
+            self.touch(now);
+        } else {
+            self.record_failure(&format!("lease expired (worker {worker})"), now, backoff);
+        }
         Ok(())
     }
 
@@ -361,7 +395,8 @@ impl Task {
         Ok(())
     }
 
-    /// Puts a failed or cancelled task back to pending with a fresh attempt budget.
+    /// Puts a failed or cancelled task back to pending with a fresh attempt budget and a
+    /// fresh crash budget (a quarantined task too: rerunning it says the cause is fixed).
     ///
     /// # Errors
     /// [`DomainError::InvalidTransition`] unless the task is failed or cancelled.
@@ -373,6 +408,7 @@ impl Task {
         self.state = TaskState::Pending { next_run_at: None };
         self.retry_state = RetryState::None;
         self.attempt_count = 0;
+        self.crash_count = 0;
         self.last_error = None;
         self.touch(now);
         Ok(())
@@ -468,6 +504,20 @@ impl Task {
     /// [`Task::attempt_count`].
     pub fn max_attempts(&self) -> MaxAttempts {
         self.max_attempts
+    }
+
+    /// Lease expiries since creation or the last rerun (the API's `crashCount`): attempts
+    /// whose worker never reported, what the crash budget, [`Task::max_crashes`], is spent
+    /// on. Reported failures never count here; every crash also counts in
+    /// [`Task::attempt_count`].
+    pub fn crash_count(&self) -> u32 {
+        self.crash_count
+    }
+
+    /// Lease expiries allowed before the task is quarantined: the bound of
+    /// [`Task::crash_count`].
+    pub fn max_crashes(&self) -> MaxCrashes {
+        self.max_crashes
     }
 
     /// When a pending task becomes runnable, if not at once.
@@ -589,7 +639,8 @@ mod tests {
     use super::*;
     use crate::test_support::{
         assert_unchanged_by, failed, failed_permanently, fenced, lease, on_its_last_attempt,
-        pending, running, secs, spec, start, t0, task_id, task_in, tok, worker, BACKOFF,
+        pending, quarantined, running, secs, spec, start, t0, task_id, task_in, tok, worker,
+        BACKOFF,
     };
     use crate::{ExponentialBackoff, FixedBackoff, MAX_ERROR_BYTES};
 
@@ -1467,5 +1518,128 @@ mod tests {
         assert_eq!(truncated.last_error(), Some(truncate_error(&long).as_str()));
         assert!(truncated.last_error().unwrap().len() <= MAX_ERROR_BYTES);
         assert_eq!(with_nul.last_error(), Some("bad\u{FFFD}byte"));
+    }
+
+    #[test]
+    fn a_lease_expiry_counts_a_crash_and_a_failed_attempt_with_crashes_left() {
+        let mut task = running(5);
+
+        task.expire_lease(t0() + secs(60), &BACKOFF).unwrap();
+
+        assert_eq!(task.status(), TaskStatus::Pending);
+        assert_eq!(task.retry_state(), RetryState::RetryScheduled);
+        assert_eq!((task.crash_count(), task.attempt_count()), (1, 1));
+        assert_eq!(task.max_crashes(), MaxCrashes::DEFAULT);
+        assert_eq!(task.next_run_at(), Some(t0() + secs(90)), "a crash waits out the backoff");
+        assert_eq!(task.last_error(), Some("lease expired (worker w1)"));
+        task.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn the_crash_that_uses_up_the_budget_quarantines_the_task_with_attempts_left() {
+        let task = quarantined(25, 3);
+
+        assert_eq!(task.status(), TaskStatus::Failed);
+        assert_eq!(task.retry_state(), RetryState::Quarantined);
+        assert_eq!(task.crash_count(), 3);
+        assert_eq!(task.attempt_count(), 3, "22 attempts are left unused");
+        assert_eq!(task.attempt(), 3, "three workers ran it, not 25");
+        assert_eq!(task.last_error(), Some("quarantined: lease expired 3 times (last worker w1)"));
+        assert_eq!(
+            task.last_ended().map(|e| (e.attempt, e.end)),
+            Some((3, AttemptEnd::LeaseExpired))
+        );
+        assert!(task.completed_at().is_some());
+        assert_eq!(task.next_run_at(), None);
+        task.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn quarantine_wins_over_exhaustion_when_both_budgets_run_out_together() {
+        for (max_attempts, max_crashes) in [(1, 1), (3, 3)] {
+            let task = quarantined(max_attempts, max_crashes);
+
+            assert_eq!(task.retry_state(), RetryState::Quarantined, "{max_attempts}/{max_crashes}");
+            assert_eq!(task.attempt_count(), task.max_attempts().get());
+            task.check_invariants().unwrap();
+        }
+    }
+
+    #[test]
+    fn attempts_running_out_before_crashes_exhaust_the_task_as_before() {
+        let mut task = pending(2).with_max_crashes(MaxCrashes::new(5).unwrap());
+        start(&mut task, "w1", t0()).unwrap();
+        task.expire_lease(t0() + secs(60), &BACKOFF).unwrap();
+        let due = task.next_run_at().unwrap();
+        start(&mut task, "w2", due).unwrap();
+
+        task.expire_lease(due + secs(60), &BACKOFF).unwrap();
+
+        assert_eq!(task.status(), TaskStatus::Failed);
+        assert_eq!(task.retry_state(), RetryState::Exhausted);
+        assert_eq!((task.crash_count(), task.attempt_count()), (2, 2));
+        assert_eq!(task.last_error(), Some("lease expired (worker w2)"));
+        task.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn reported_failures_and_releases_never_count_as_crashes() {
+        let mut task = pending(10).with_max_crashes(MaxCrashes::new(2).unwrap());
+        let mut now = t0();
+        start(&mut task, "w1", now).unwrap();
+        task.expire_lease(now + secs(60), &BACKOFF).unwrap();
+        for n in 2..=4_u128 {
+            now = task.next_run_at().unwrap();
+            start(&mut task, "w1", now).unwrap();
+            if n == 3 {
+                task.release(&fenced(n), now).unwrap();
+                start(&mut task, "w1", now).unwrap();
+                task.fail_and_schedule_retry(&fenced(n + 1), "boom", now, &BACKOFF).unwrap();
+                break;
+            }
+            task.fail_and_schedule_retry(&fenced(n), "boom", now, &BACKOFF).unwrap();
+        }
+
+        assert_eq!(task.status(), TaskStatus::Pending);
+        assert_eq!((task.crash_count(), task.attempt_count()), (1, 3));
+        task.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_quarantined_task_is_terminal_until_rerun_which_gives_it_a_fresh_crash_budget() {
+        let mut task = quarantined(25, 3);
+        let later = t0() + secs(3600);
+        for (what, action) in [("start", Action::Start), ("cancel", Action::Cancel)] {
+            let expected = DomainError::InvalidTransition {
+                task: task_id(),
+                from: TaskStatus::Failed,
+                action,
+            };
+            let call = |t: &mut Task| match action {
+                Action::Start => start(t, "w2", later),
+                _ => t.cancel(later),
+            };
+            assert_unchanged_by(&mut task, what, call, &expected);
+        }
+
+        task.rerun(later).unwrap();
+
+        assert_eq!(task.status(), TaskStatus::Pending);
+        assert_eq!(task.retry_state(), RetryState::None);
+        assert_eq!((task.crash_count(), task.attempt_count()), (0, 0));
+        assert_eq!(task.max_crashes().get(), 3);
+        assert_eq!(task.last_error(), None);
+        task.check_invariants().unwrap();
+        // The whole crash budget is there again: two crashes retry, the third quarantines.
+        let mut now = later;
+        for n in 1..=3 {
+            now = task.next_run_at().unwrap_or(now);
+            start(&mut task, "w3", now).unwrap();
+            now += secs(60);
+            task.expire_lease(now, &BACKOFF).unwrap();
+            assert_eq!(task.crash_count(), n);
+        }
+        assert_eq!(task.retry_state(), RetryState::Quarantined);
+        assert_eq!(task.last_error(), Some("quarantined: lease expired 3 times (last worker w3)"));
     }
 }

@@ -9,8 +9,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    DomainError, FixedBackoff, LeaseDuration, LeaseToken, MaxAttempts, NewTask, QueueName,
-    Reporter, Task, TaskId, TaskName, TaskStatus, WorkerId,
+    DomainError, FixedBackoff, LeaseDuration, LeaseToken, MaxAttempts, MaxCrashes, NewTask,
+    QueueName, Reporter, Task, TaskId, TaskName, TaskStatus, WorkerId,
 };
 
 /// The backoff of every test task: 30 s.
@@ -99,6 +99,21 @@ pub(crate) fn failed(max_attempts: i64) -> Task {
         start(&mut task, "w1", now).unwrap();
         task.fail_and_schedule_retry(&Reporter::worker(worker("w1")), "boom", now, &BACKOFF)
             .unwrap();
+    }
+    task
+}
+
+/// A task with `max_attempts` and a crash budget of `max_crashes` whose every attempt was
+/// started by `w1` as soon as runnable and never reported on, until the reaper quarantined
+/// it (each lease of 60 s reaped the moment it ran out).
+pub(crate) fn quarantined(max_attempts: i64, max_crashes: i64) -> Task {
+    let mut task = pending(max_attempts).with_max_crashes(MaxCrashes::new(max_crashes).unwrap());
+    let mut now = t0();
+    while task.status() != TaskStatus::Failed {
+        now = task.next_run_at().unwrap_or(now);
+        start(&mut task, "w1", now).unwrap();
+        now += secs(60);
+        task.expire_lease(now, &BACKOFF).unwrap();
     }
     task
 }

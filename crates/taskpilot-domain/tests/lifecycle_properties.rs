@@ -65,9 +65,20 @@ proptest! {
         let workers = pool.len();
         let mut now = t0();
         let max = task.max_attempts().get();
+        let max_crashes = task.max_crashes().get();
 
         for op in ops {
             let before = task.clone();
+            // A crash is the clock reaching the running lease's end, then the reaper's visit.
+            let op = match op {
+                Op::Crash => {
+                    if let Some(lease) = task.lease() {
+                        now = now.max(lease.expires_at);
+                    }
+                    Op::ExpireLease
+                }
+                other => other,
+            };
             let outcome: Option<Result<Applied, DomainError>> = match &op {
                 Op::Advance(s) => {
                     now += TimeDelta::seconds(*s);
@@ -204,8 +215,8 @@ proptest! {
                         Some(lease) => {
                             prop_assert!(outcome.is_ok());
                             let holder = before.worker_id().unwrap();
-                            let error = format!("lease expired (worker {holder})");
-                            prop_assert_eq!(task.last_error(), Some(error.as_str()));
+                            let crashes = before.crash_count() + 1;
+                            prop_assert_eq!(task.crash_count(), crashes, "a lease expiry is a crash");
                             prop_assert_eq!(task.attempt_count(), before.attempt_count() + 1);
                             prop_assert_eq!(
                                 task.last_ended(),
@@ -215,12 +226,26 @@ proptest! {
                                     end: AttemptEnd::LeaseExpired,
                                 })
                             );
-                            let exhausted = task.attempt_count() == max;
-                            prop_assert_eq!(task.status() == TaskStatus::Failed, exhausted);
+                            if crashes == max_crashes {
+                                // Quarantined, whatever attempts were left.
+                                prop_assert_eq!(task.status(), TaskStatus::Failed);
+                                prop_assert_eq!(task.retry_state(), RetryState::Quarantined);
+                                let times = if crashes == 1 { "time" } else { "times" };
+                                let error = format!(
+                                    "quarantined: lease expired {crashes} {times} (last worker {holder})"
+                                );
+                                prop_assert_eq!(task.last_error(), Some(error.as_str()));
+                            } else {
+                                let error = format!("lease expired (worker {holder})");
+                                prop_assert_eq!(task.last_error(), Some(error.as_str()));
+                                let exhausted = task.attempt_count() == max;
+                                prop_assert_eq!(task.status() == TaskStatus::Failed, exhausted);
+                            }
                         }
                     }
                     Some(outcome)
                 }
+                Op::Crash => unreachable!("a crash is an expiry at the lease's end, above"),
                 Op::Cancel => {
                     let outcome = task.cancel(now);
                     prop_assert_eq!(outcome.is_ok(), !before.status().is_terminal());
@@ -243,6 +268,7 @@ proptest! {
                     prop_assert_eq!(outcome.is_ok(), allowed);
                     if allowed {
                         prop_assert_eq!(task.attempt_count(), 0);
+                        prop_assert_eq!(task.crash_count(), 0, "a rerun gives a fresh crash budget");
                         prop_assert_eq!(task.retry_state(), RetryState::None);
                         prop_assert_eq!(task.next_run_at(), None);
                     }
@@ -292,11 +318,28 @@ proptest! {
                 "terminal iff completedAt is set"
             );
             prop_assert!(task.attempt_count() <= task.max_attempts().get());
+            prop_assert!(task.crash_count() <= max_crashes, "crashCount never exceeds maxCrashes");
+            prop_assert!(task.crash_count() <= task.attempt_count(), "every crash is a failed attempt");
+            prop_assert_eq!(task.max_crashes().get(), max_crashes, "the crash budget never changes");
+            if !matches!(op, Op::ExpireLease | Op::Rerun) {
+                prop_assert_eq!(
+                    task.crash_count(),
+                    before.crash_count(),
+                    "only the reaper counts crashes, only a rerun resets them: {:?}",
+                    op
+                );
+            }
             prop_assert_eq!(
-                matches!(task.retry_state(), RetryState::Exhausted | RetryState::NonRetryable),
+                matches!(
+                    task.retry_state(),
+                    RetryState::Exhausted | RetryState::NonRetryable | RetryState::Quarantined
+                ),
                 task.status() == TaskStatus::Failed,
-                "FAILED iff its retries are exhausted or given up on"
+                "FAILED iff its retries are exhausted, given up on or quarantined"
             );
+            if task.retry_state() == RetryState::Quarantined {
+                prop_assert_eq!(task.crash_count(), max_crashes, "QUARANTINED used every crash");
+            }
             if task.retry_state() == RetryState::Exhausted {
                 prop_assert_eq!(task.attempt_count(), max, "EXHAUSTED used every attempt");
             }

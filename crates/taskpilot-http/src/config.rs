@@ -10,7 +10,9 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use clap::{Parser, Subcommand};
 use taskpilot_app::ServiceDefaults;
-use taskpilot_domain::{ExponentialBackoff, KeepFor, LeaseDuration, MaxAttempts, Retention};
+use taskpilot_domain::{
+    ExponentialBackoff, KeepFor, LeaseDuration, MaxAttempts, MaxCrashes, Retention,
+};
 
 /// The `taskpilot` command line.
 #[derive(Debug, Clone, Parser)]
@@ -119,6 +121,13 @@ pub struct Config {
     #[arg(long, env = "TASKPILOT_DEFAULT_MAX_ATTEMPTS", default_value_t = 25, global = true,
           value_parser = clap::value_parser!(i64).range(1..=100))]
     pub default_max_attempts: i64,
+
+    /// Lease expiries a task survives when it is created without maxCrashes (1 to 100): the
+    /// expiry that uses them up quarantines it (FAILED, retry state QUARANTINED), so that a
+    /// task that kills or hangs its workers stops after that many.
+    #[arg(long, env = "TASKPILOT_MAX_CRASHES", default_value_t = 3, global = true,
+          value_parser = clap::value_parser!(i64).range(1..=100))]
+    pub max_crashes: i64,
 
     /// Lease of a claim, start or heartbeat that does not ask for one, in seconds (5 to 86400).
     /// A worker that neither reports nor heartbeats within it loses the task to the reaper.
@@ -276,6 +285,14 @@ impl Config {
     pub fn default_max_attempts(&self) -> anyhow::Result<MaxAttempts> {
         MaxAttempts::new(self.default_max_attempts)
             .map_err(|e| anyhow::anyhow!("TASKPILOT_DEFAULT_MAX_ATTEMPTS: {e}"))
+    }
+
+    /// The crash budget of tasks created without `maxCrashes`.
+    ///
+    /// # Errors
+    /// Outside 1 to 100.
+    pub fn max_crashes(&self) -> anyhow::Result<MaxCrashes> {
+        MaxCrashes::new(self.max_crashes).map_err(|e| anyhow::anyhow!("TASKPILOT_MAX_CRASHES: {e}"))
     }
 
     /// The lease of claims, starts and heartbeats that do not ask for one.
@@ -479,6 +496,7 @@ mod tests {
         assert_eq!(cli.config.backoff_base_ms, 1_000);
         assert_eq!(cli.config.backoff_max_ms, 3_600_000);
         assert_eq!(cli.config.default_max_attempts, 25);
+        assert_eq!(cli.config.max_crashes().unwrap().get(), 3);
         assert_eq!(cli.config.max_body_bytes, 1_048_576);
         assert_eq!(cli.config.max_batch_body_bytes, 16 * 1024 * 1024);
         assert_eq!(cli.config.default_lease_secs, 300);
@@ -631,6 +649,15 @@ mod tests {
     fn a_default_max_attempts_outside_one_to_a_hundred_is_refused() {
         assert!(Cli::try_parse_from(["taskpilot", "--default-max-attempts", "0"]).is_err());
         assert!(Cli::try_parse_from(["taskpilot", "--default-max-attempts", "101"]).is_err());
+    }
+
+    #[test]
+    fn a_crash_budget_outside_one_to_a_hundred_is_refused() {
+        for bad in ["0", "101", "-1"] {
+            assert!(Cli::try_parse_from(["taskpilot", "--max-crashes", bad]).is_err(), "{bad}");
+        }
+        let cli = Cli::try_parse_from(["taskpilot", "--max-crashes", "1"]).unwrap();
+        assert_eq!(cli.config.max_crashes().unwrap().get(), 1);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 use std::time::Duration;
 
+use actix_web::http::header::HeaderValue;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use taskpilot_api::limits::{
@@ -32,11 +33,11 @@ use taskpilot_api::{
 use taskpilot_api::{ExplainReasonResponse, ExplainResponse, QueueListResponse, QueueResponse};
 use taskpilot_app::{
     BulkAction, BulkReport, BulkRequest, BulkSelection, Completion, CreateTask, RejectionCount,
-    ReportedOutcome, StatusCounts, TaskCounts, TaskEvent, TaskFilter, TaskPage,
+    ReportedOutcome, StatusCounts, TaskCounts, TaskEvent, TaskFilter, TaskPage, VersionMatch,
 };
 use taskpilot_domain::{
-    check_json, to_micros, LeaseDuration, LeaseToken, MaxAttempts, QueueName, Reporter, Task,
-    TaskId, TaskName, WorkerId,
+    check_json, to_micros, LeaseDuration, LeaseToken, MaxAttempts, MaxCrashes, QueueName, Reporter,
+    Task, TaskId, TaskName, WorkerId,
 };
 use tracing::Span;
 use uuid::Uuid;
@@ -62,39 +63,6 @@ pub fn task_id(raw: &str) -> Result<TaskId, ApiError> {
 /// When the domain refuses it (400 VALIDATION_FAILED).
 pub fn queue_name(raw: &str) -> Result<taskpilot_domain::QueueName, ApiError> {
     Ok(taskpilot_domain::QueueName::parse(raw)?)
-}
-
-/// The versions an `If-Match` header names: `None` without the header or for `*`, else the
-/// versions of its strong entity tags (`"3"`, `"3", "4"`), as the queue routes' `ETag`
-/// writes them.
-///
-/// # Errors
-/// 400 MALFORMED_REQUEST for anything else.
-pub fn if_match(req: &actix_web::HttpRequest) -> Result<Option<Vec<u64>>, ApiError> {
-    let Some(raw) = req.headers().get(actix_web::http::header::IF_MATCH) else {
-        return Ok(None);
-    };
-    let refused = || {
-        ApiError::Malformed(
-            "If-Match must be * or a list of versions in quotes, as ETag gives them (\"3\")"
-                .to_owned(),
-        )
-    };
-    let raw = raw.to_str().map_err(|_| refused())?.trim();
-    if raw == "*" {
-        return Ok(None);
-    }
-    raw.split(',')
-        .map(|tag| {
-            let tag = tag.trim();
-            tag.strip_prefix('"')
-                .and_then(|t| t.strip_suffix('"'))
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or_else(refused)
-        })
-        .collect::<Result<Vec<u64>, ApiError>>()
-        .map(Some)
 }
 
 /// The `ETag` of a queue: its version, quoted.
@@ -152,6 +120,7 @@ pub fn create_task(body: CreateTaskRequest) -> Result<CreateTask, ApiError> {
         payload: body.payload,
         priority: body.priority,
         max_attempts: body.max_attempts.map(MaxAttempts::new).transpose()?,
+        max_crashes: body.max_crashes.map(MaxCrashes::new).transpose()?,
         run_at: body.run_at.map(|at| instant("runAt", at)).transpose()?,
     })
 }
@@ -438,6 +407,7 @@ fn domain_retry_state(state: RetryState) -> taskpilot_domain::RetryState {
         RetryState::RetryScheduled => R::RetryScheduled,
         RetryState::Exhausted => R::Exhausted,
         RetryState::NonRetryable => R::NonRetryable,
+        RetryState::Quarantined => R::Quarantined,
     }
 }
 
@@ -690,6 +660,7 @@ pub fn retry_state(state: taskpilot_domain::RetryState) -> RetryState {
         R::RetryScheduled => RetryState::RetryScheduled,
         R::Exhausted => RetryState::Exhausted,
         R::NonRetryable => RetryState::NonRetryable,
+        R::Quarantined => RetryState::Quarantined,
     }
 }
 
@@ -706,6 +677,8 @@ pub fn task_response(task: &Task) -> TaskResponse {
         attempt: task.attempt(),
         attempt_count: task.attempt_count(),
         max_attempts: task.max_attempts().get(),
+        crash_count: task.crash_count(),
+        max_crashes: task.max_crashes().get(),
         next_run_at: task.next_run_at(),
         last_error: task.last_error().map(str::to_owned),
         worker_id: task.worker_id().map(ToString::to_string),
@@ -717,6 +690,78 @@ pub fn task_response(task: &Task) -> TaskResponse {
         created_at: task.created_at(),
         updated_at: task.updated_at(),
     }
+}
+
+/// The strong entity tag of `task`, for its `ETag` header: its version, quoted (`"7"`). Every
+/// transition bumps the version, so the tag changes exactly when the task does.
+pub fn entity_tag(task: &Task) -> String {
+    format!("\"{}\"", task.version())
+}
+
+/// The versions an `If-Match` header allows: [`VersionMatch::Any`] without the header or for
+/// `*`, else those of its strong entity tags that are versions (`"7"`). A weak tag (`W/"7"`)
+/// or one that is no version is well formed but never matches (If-Match compares strongly),
+/// so a header of only such tags allows no version at all. Several header lines read as one
+/// list.
+///
+/// # Errors
+/// [`ApiError::Validation`] naming the header when it is neither `*` nor a comma-separated
+/// list of entity tags (RFC 9110, section 13.1.1).
+pub fn if_match<'a>(
+    values: impl IntoIterator<Item = &'a HeaderValue>,
+) -> Result<VersionMatch, ApiError> {
+    let malformed = || {
+        ApiError::Validation(
+            "If-Match must be * or a comma-separated list of entity tags such as \"7\", as the \
+             ETag header gives them"
+                .to_owned(),
+        )
+    };
+    let mut lines = Vec::new();
+    for value in values {
+        lines.push(value.to_str().map_err(|_| malformed())?.to_owned());
+    }
+    if lines.is_empty() {
+        return Ok(VersionMatch::Any);
+    }
+    let joined = lines.join(",");
+    if joined.trim() == "*" {
+        return Ok(VersionMatch::Any);
+    }
+    let mut versions = Vec::new();
+    let mut rest = joined.as_str();
+    let mut tags = 0_usize;
+    loop {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        if rest.is_empty() {
+            break;
+        }
+        let (weak, tag) = match rest.strip_prefix("W/") {
+            Some(after) => (true, after),
+            None => (false, rest),
+        };
+        let opaque = tag.strip_prefix('"').ok_or_else(malformed)?;
+        let end = opaque.find('"').ok_or_else(malformed)?;
+        let (inside, after) = (&opaque[..end], &opaque[end + 1..]);
+        // etagc: any visible character but DQUOTE (and obs-text, which to_str refused).
+        if !inside.bytes().all(|b| b == 0x21 || (0x23..=0x7e).contains(&b)) {
+            return Err(malformed());
+        }
+        let after = after.trim_start_matches([' ', '\t']);
+        if !(after.is_empty() || after.starts_with(',')) {
+            return Err(malformed());
+        }
+        tags += 1;
+        let canonical = inside.parse::<u64>().ok().filter(|v| v.to_string() == inside);
+        if let (false, Some(version)) = (weak, canonical) {
+            versions.push(version);
+        }
+        rest = after;
+    }
+    if tags == 0 {
+        return Err(malformed());
+    }
+    Ok(VersionMatch::OneOf(versions))
 }
 
 /// The task as its lease holder sees it: with the lease token of a running attempt.
@@ -883,6 +928,9 @@ fn reason_response(reason: &taskpilot_domain::Reason) -> ExplainReasonResponse {
         R::AttemptsExhausted { attempts, at } => {
             ExplainReasonResponse { at: *at, attempts: Some(*attempts), ..base }
         }
+        R::Quarantined { crashes, at } => {
+            ExplainReasonResponse { at: *at, crashes: Some(*crashes), ..base }
+        }
         R::Cancelled { by, at } => ExplainReasonResponse {
             at: *at,
             by: by.as_ref().map(|b| b.as_str().to_owned()),
@@ -932,4 +980,63 @@ pub fn refused_item(id: Uuid, error: &ApiError) -> CompletionResult {
         tracing::error!(task.id = %id, error = %format!("{error:#}"), "batch item {id} failed");
     }
     CompletionResult { id, status: body.status, task: None, error: Some(body) }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    fn parse(lines: &[&str]) -> Result<VersionMatch, ApiError> {
+        let values: Vec<HeaderValue> =
+            lines.iter().map(|l| HeaderValue::from_str(l).unwrap()).collect();
+        if_match(values.iter())
+    }
+
+    #[test]
+    fn no_if_match_or_a_star_allows_any_version() {
+        assert_eq!(parse(&[]).unwrap(), VersionMatch::Any);
+        assert_eq!(parse(&["*"]).unwrap(), VersionMatch::Any);
+        assert_eq!(parse(&[" * "]).unwrap(), VersionMatch::Any);
+    }
+
+    #[test]
+    fn strong_version_tags_are_the_versions_allowed_and_other_tags_match_none() {
+        assert_eq!(parse(&["\"7\""]).unwrap(), VersionMatch::OneOf(vec![7]));
+        assert_eq!(parse(&["\"7\", \"9\""]).unwrap(), VersionMatch::OneOf(vec![7, 9]));
+        assert_eq!(parse(&["\"7\"", "\"9\""]).unwrap(), VersionMatch::OneOf(vec![7, 9]));
+        assert_eq!(parse(&["W/\"7\", \"x\", \"07\", \"\""]).unwrap(), VersionMatch::OneOf(vec![]));
+        assert_eq!(parse(&[",\"3\",,"]).unwrap(), VersionMatch::OneOf(vec![3]));
+    }
+
+    #[test]
+    fn anything_else_is_refused_naming_the_header() {
+        for bad in ["7", "", " ", "\"7", "\"7\" \"8\"", "*, \"7\"", "W/7", "\"a\"b\"", "\"7\"x"] {
+            let refused = parse(&[bad]).unwrap_err();
+
+            assert!(
+                matches!(&refused, ApiError::Validation(d) if d.starts_with("If-Match")),
+                "{bad:?}: {refused:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_entity_tag_is_the_quoted_version() {
+        let task = taskpilot_domain::Task::new(
+            TaskId::from_uuid(Uuid::nil()),
+            taskpilot_domain::NewTask {
+                queue: QueueName::default(),
+                name: TaskName::parse("x").unwrap(),
+                payload: serde_json::json!({}),
+                priority: 0,
+                max_attempts: MaxAttempts::new(1).unwrap(),
+                run_at: None,
+            },
+            chrono::Utc::now(),
+        );
+
+        assert_eq!(entity_tag(&task), "\"1\"");
+        assert_eq!(parse(&[&entity_tag(&task)]).unwrap(), VersionMatch::OneOf(vec![1]));
+    }
 }

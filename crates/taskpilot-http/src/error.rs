@@ -367,6 +367,11 @@ fn refusal(e: &AppError) -> Problem {
         | AppError::InvalidCursor => Problem::new(C::ValidationFailed, e.to_string()),
         AppError::IdempotencyKeyReused => Problem::new(C::IdempotencyKeyReused, e.to_string()),
         AppError::IdempotencyKeyInUse => Problem::new(C::IdempotencyKeyInUse, e.to_string()),
+        AppError::PreconditionFailed { task, current_version } => {
+            Problem::new(C::PreconditionFailed, e.to_string())
+                .task(*task)
+                .with("currentVersion", *current_version)
+        }
         AppError::ConcurrentModification(id) => {
             Problem::new(C::ConcurrentModification, e.to_string()).task(*id)
         }

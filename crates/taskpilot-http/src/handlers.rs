@@ -17,7 +17,7 @@ use taskpilot_api::{
     ReleaseTaskRequest, StartTaskRequest, SucceedTaskRequest, TaskEventListResponse,
     TaskListResponse, TaskResponse,
 };
-use taskpilot_app::{AppError, TaskService};
+use taskpilot_app::{AppError, TaskService, VersionMatch};
 use taskpilot_domain::{Operation, Task, WorkerId};
 use tokio::time::Instant;
 use tracing::Span;
@@ -49,12 +49,16 @@ where
 
 /// The task as anybody sees it (no lease token).
 fn task_ok(task: &Task) -> HttpResponse {
-    HttpResponse::Ok().json(dto::task_response(task))
+    HttpResponse::Ok()
+        .insert_header((header::ETAG, dto::entity_tag(task)))
+        .json(dto::task_response(task))
 }
 
 /// The task as the worker holding its lease sees it (with the token).
 fn holder_ok(task: &Task) -> HttpResponse {
-    HttpResponse::Ok().json(dto::holder_response(task))
+    HttpResponse::Ok()
+        .insert_header((header::ETAG, dto::entity_tag(task)))
+        .json(dto::holder_response(task))
 }
 
 /// `POST /api/tasks`: 201 with the task and its Location. With an `Idempotency-Key`, the
@@ -68,6 +72,7 @@ fn holder_ok(task: &Task) -> HttpResponse {
          the same `Idempotency-Key`, the first answer again.", body = TaskResponse,
          headers(
              ("Location" = String, description = "The task's URL: `/api/tasks/{id}`."),
+             ("ETag" = String, description = "The task's entity tag: its version, quoted (`\"7\"`). Send it as `If-Match` to cancel or rerun only that version. Not sent with a replayed answer."),
              ("Idempotent-Replayed" = String,
               description = "`true` on the first answer given again for an `Idempotency-Key`."),
          )),
@@ -88,6 +93,7 @@ pub async fn create_task(
         Span::current().record("task_id", tracing::field::display(task.id()));
         return Ok(HttpResponse::Created()
             .insert_header((header::LOCATION, location(&task)))
+            .insert_header((header::ETAG, dto::entity_tag(&task)))
             .json(dto::task_response(&task)));
     };
     let answer = run(&service, move |s| {
@@ -100,10 +106,14 @@ pub async fn create_task(
         })
     })
     .await?;
+    let mut response = idempotency::respond(&answer);
     if let Some(task) = answer.created.first() {
         Span::current().record("task_id", tracing::field::display(task.id()));
+        if let Ok(tag) = header::HeaderValue::from_str(&dto::entity_tag(task)) {
+            response.headers_mut().insert(header::ETAG, tag);
+        }
     }
-    Ok(idempotency::respond(&answer))
+    Ok(response)
 }
 
 fn location(task: &Task) -> String {
@@ -231,7 +241,8 @@ pub async fn complete_tasks(
     get, path = "/api/tasks/{id}", operation_id = "getTask", tag = "tasks",
     params(("id" = String, Path, format = Uuid, description = "The task's id.")),
     responses(
-        (status = 200, description = "The task.", body = TaskResponse),
+        (status = 200, description = "The task.", body = TaskResponse,
+         headers(("ETag" = String, description = "The task's entity tag: its version, quoted (`\"7\"`). Send it as `If-Match` to cancel or rerun only that version."))),
         crate::openapi::BadRequest, crate::openapi::TaskNotFound, crate::openapi::Unavailable,
     ),
 )]
@@ -362,7 +373,8 @@ fn claimed(worker: &WorkerId, tasks: &[Task]) -> HttpResponse {
     params(("id" = String, Path, format = Uuid, description = "The task's id.")),
     request_body = StartTaskRequest,
     responses(
-        (status = 200, description = "The task, RUNNING, with its `leaseToken`.", body = TaskResponse),
+        (status = 200, description = "The task, RUNNING, with its `leaseToken`.", body = TaskResponse,
+         headers(("ETag" = String, description = "The task's entity tag: its version, quoted (`\"7\"`). Send it as `If-Match` to cancel or rerun only that version."))),
         crate::openapi::BodyRefused, crate::openapi::TaskNotFound, crate::openapi::Refused, crate::openapi::Unavailable,
     ),
 )]
@@ -385,7 +397,8 @@ pub async fn start_task(
     params(("id" = String, Path, format = Uuid, description = "The task's id.")),
     request_body = HeartbeatRequest,
     responses(
-        (status = 200, description = "The task, its lease extended, with its `leaseToken`.", body = TaskResponse),
+        (status = 200, description = "The task, its lease extended, with its `leaseToken`.", body = TaskResponse,
+         headers(("ETag" = String, description = "The task's entity tag: its version, quoted (`\"7\"`). Send it as `If-Match` to cancel or rerun only that version."))),
         crate::openapi::BodyRefused, crate::openapi::TaskNotFound, crate::openapi::Refused, crate::openapi::Unavailable,
     ),
 )]
@@ -410,7 +423,8 @@ pub async fn heartbeat_task(
     params(("id" = String, Path, format = Uuid, description = "The task's id.")),
     request_body = Option<SucceedTaskRequest>,
     responses(
-        (status = 200, description = "The task, SUCCEEDED (or as it stands, for a replay).", body = TaskResponse),
+        (status = 200, description = "The task, SUCCEEDED (or as it stands, for a replay).", body = TaskResponse,
+         headers(("ETag" = String, description = "The task's entity tag: its version, quoted (`\"7\"`). Send it as `If-Match` to cancel or rerun only that version."))),
         crate::openapi::BodyRefused, crate::openapi::TaskNotFound, crate::openapi::Refused, crate::openapi::Unavailable,
     ),
 )]
@@ -433,7 +447,8 @@ pub async fn succeed_task(
     params(("id" = String, Path, format = Uuid, description = "The task's id.")),
     request_body = FailTaskRequest,
     responses(
-        (status = 200, description = "The task: PENDING with a retry scheduled, or FAILED.", body = TaskResponse),
+        (status = 200, description = "The task: PENDING with a retry scheduled, or FAILED.", body = TaskResponse,
+         headers(("ETag" = String, description = "The task's entity tag: its version, quoted (`\"7\"`). Send it as `If-Match` to cancel or rerun only that version."))),
         crate::openapi::BodyRefused, crate::openapi::TaskNotFound, crate::openapi::Refused, crate::openapi::Unavailable,
     ),
 )]
@@ -467,7 +482,8 @@ pub async fn fail_task(
     params(("id" = String, Path, format = Uuid, description = "The task's id.")),
     request_body = ReleaseTaskRequest,
     responses(
-        (status = 200, description = "The task, PENDING and runnable at once.", body = TaskResponse),
+        (status = 200, description = "The task, PENDING and runnable at once.", body = TaskResponse,
+         headers(("ETag" = String, description = "The task's entity tag: its version, quoted (`\"7\"`). Send it as `If-Match` to cancel or rerun only that version."))),
         crate::openapi::BodyRefused, crate::openapi::TaskNotFound, crate::openapi::Refused, crate::openapi::Unavailable,
     ),
 )]
@@ -488,41 +504,57 @@ pub async fn release_task(
     Ok(task_ok(&task))
 }
 
-/// `PUT /api/tasks/{id}/cancel`: PENDING or RUNNING to CANCELLED.
+/// `PUT /api/tasks/{id}/cancel`: PENDING or RUNNING to CANCELLED; with `If-Match`, only if
+/// the task is still at one of those versions (else 412 PRECONDITION_FAILED).
 #[utoipa::path(
     put, path = "/api/tasks/{id}/cancel", operation_id = "cancelTask", tag = "tasks",
-    params(("id" = String, Path, format = Uuid, description = "The task's id.")),
+    params(
+        ("id" = String, Path, format = Uuid, description = "The task's id."),
+        ("If-Match" = Option<String>, Header, description = "Only if the task is still at one of these entity tags (its `ETag`), or `*` for any: otherwise 412 PRECONDITION_FAILED and nothing changes. Checked atomically with the write."),
+    ),
     responses(
-        (status = 200, description = "The task, CANCELLED.", body = TaskResponse),
-        crate::openapi::BadRequest, crate::openapi::TaskNotFound, crate::openapi::Refused, crate::openapi::Unavailable,
+        (status = 200, description = "The task, CANCELLED.", body = TaskResponse,
+         headers(("ETag" = String, description = "The task's entity tag: its version, quoted (`\"7\"`). Send it as `If-Match` to cancel or rerun only that version."))),
+        crate::openapi::BadRequest, crate::openapi::TaskNotFound, crate::openapi::Refused,
+        crate::openapi::PreconditionFailed, crate::openapi::Unavailable,
     ),
 )]
 pub async fn cancel_task(
     service: web::Data<TaskService>,
     Authenticated(caller): Authenticated,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = dto::task_id(&path)?;
-    let task = run(&service, move |s| s.acting_as(&caller).cancel(id)).await?;
+    let expected = dto::if_match(req.headers().get_all(header::IF_MATCH))?;
+    let task = run(&service, move |s| s.acting_as(&caller).cancel_matching(id, &expected)).await?;
     Ok(task_ok(&task))
 }
 
-/// `PUT /api/tasks/{id}/rerun`: FAILED or CANCELLED back to PENDING with a fresh budget.
+/// `PUT /api/tasks/{id}/rerun`: FAILED or CANCELLED back to PENDING with a fresh attempt and
+/// crash budget; with `If-Match`, only if the task is still at one of those versions.
 #[utoipa::path(
     put, path = "/api/tasks/{id}/rerun", operation_id = "rerunTask", tag = "tasks",
-    params(("id" = String, Path, format = Uuid, description = "The task's id.")),
+    params(
+        ("id" = String, Path, format = Uuid, description = "The task's id."),
+        ("If-Match" = Option<String>, Header, description = "Only if the task is still at one of these entity tags (its `ETag`), or `*` for any: otherwise 412 PRECONDITION_FAILED and nothing changes. Checked atomically with the write."),
+    ),
     responses(
-        (status = 200, description = "The task, PENDING with a fresh budget.", body = TaskResponse),
-        crate::openapi::BadRequest, crate::openapi::TaskNotFound, crate::openapi::Refused, crate::openapi::Unavailable,
+        (status = 200, description = "The task, PENDING with a fresh budget.", body = TaskResponse,
+         headers(("ETag" = String, description = "The task's entity tag: its version, quoted (`\"7\"`). Send it as `If-Match` to cancel or rerun only that version."))),
+        crate::openapi::BadRequest, crate::openapi::TaskNotFound, crate::openapi::Refused,
+        crate::openapi::PreconditionFailed, crate::openapi::Unavailable,
     ),
 )]
 pub async fn rerun_task(
     service: web::Data<TaskService>,
     Authenticated(caller): Authenticated,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = dto::task_id(&path)?;
-    let task = run(&service, move |s| s.acting_as(&caller).rerun(id)).await?;
+    let expected = dto::if_match(req.headers().get_all(header::IF_MATCH))?;
+    let task = run(&service, move |s| s.acting_as(&caller).rerun_matching(id, &expected)).await?;
     Ok(task_ok(&task))
 }
 
@@ -624,7 +656,10 @@ pub async fn pause_queue(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let queue = dto::queue_name(&path)?;
-    let if_match = dto::if_match(&req)?;
+    let if_match = match dto::if_match(req.headers().get_all(header::IF_MATCH))? {
+        VersionMatch::Any => None,
+        VersionMatch::OneOf(versions) => Some(versions),
+    };
     let view =
         run(&service, move |s| s.acting_as(&caller).pause_queue(&queue, if_match.as_deref()))
             .await?;
@@ -655,7 +690,10 @@ pub async fn resume_queue(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let queue = dto::queue_name(&path)?;
-    let if_match = dto::if_match(&req)?;
+    let if_match = match dto::if_match(req.headers().get_all(header::IF_MATCH))? {
+        VersionMatch::Any => None,
+        VersionMatch::OneOf(versions) => Some(versions),
+    };
     let view =
         run(&service, move |s| s.acting_as(&caller).resume_queue(&queue, if_match.as_deref()))
             .await?;

@@ -229,7 +229,7 @@ impl IntoResponses for QueueNotFound {
     }
 }
 
-/// 412: `If-Match` names a version the queue no longer has.
+/// 412: `If-Match` names a version the task or queue no longer has.
 pub struct PreconditionFailed;
 
 impl IntoResponses for PreconditionFailed {
@@ -237,8 +237,8 @@ impl IntoResponses for PreconditionFailed {
         answers(vec![(
             "412",
             problem(
-                "PRECONDITION_FAILED: `If-Match` names none of the queue's current version \
-                 (`currentVersion`); read it again.",
+                "PRECONDITION_FAILED: `If-Match` names none of the current version of the \
+                 task or queue (`currentVersion` says where it is now); nothing was changed.",
             ),
         )])
     }

@@ -182,6 +182,16 @@ impl TestApp {
         Self::read(response.unwrap()).await
     }
 
+    /// `PUT /api/tasks/{id}/{action}` without a body, with `If-Match: if_match` when given.
+    async fn operator(&self, id: &str, action: &str, if_match: Option<&str>) -> Reply {
+        let mut request =
+            self.client.request(Method::PUT, format!("{}/api/tasks/{id}/{action}", self.base));
+        if let Some(tags) = if_match {
+            request = request.insert_header(("If-Match", tags));
+        }
+        Self::read(request.send().await.unwrap()).await
+    }
+
     async fn send_raw(
         &self,
         method: Method,
@@ -831,6 +841,149 @@ async fn the_reaper_fails_a_task_for_good_when_its_attempts_are_used_up() {
     assert_eq!((last["from"].as_str(), last["to"].as_str()), (Some("RUNNING"), Some("FAILED")));
     assert_eq!(last["actor"], "REAPER");
     assert_eq!(last["workerId"], "w1");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_task_whose_every_worker_dies_is_quarantined_after_its_crash_budget_and_rerun_anew() {
+    let db = TestDatabase::new();
+    let (app, clock) = TestApp::with_clock(&db);
+    // 25 attempts (the server default), 3 crashes (the default crash budget).
+    let created = app.create(json!({ "name": "poison" })).await;
+    let id = id_of(&created);
+    assert_eq!(
+        (created["crashCount"].as_u64(), created["maxCrashes"].as_u64()),
+        (Some(0), Some(3))
+    );
+    let mut seen = Vec::new();
+
+    for n in 1..=3 {
+        let worker = format!("w-{n}");
+        let claimed = app.claim(json!({ "workerId": worker, "leaseSeconds": 5 })).await;
+        assert_eq!(ids(&claimed), std::slice::from_ref(&id), "claim {n}");
+        // The worker dies: nobody heartbeats or reports, the lease runs out.
+        clock.advance(TimeDelta::seconds(5));
+        let reaped = app.wait_for(&id, |t| t["crashCount"] == n).await;
+        seen.push((reaped["status"].clone(), reaped["retryState"].clone()));
+        if let Some(next) = reaped["nextRunAt"].as_str() {
+            clock.set(next.parse().unwrap());
+        }
+    }
+
+    let reply = app.get(&format!("/api/tasks/{id}")).await;
+    let task = reply.assert_status(StatusCode::OK);
+    assert_eq!(
+        seen,
+        [
+            (json!("PENDING"), json!("RETRY_SCHEDULED")),
+            (json!("PENDING"), json!("RETRY_SCHEDULED")),
+            (json!("FAILED"), json!("QUARANTINED")),
+        ]
+    );
+    assert_eq!(task["status"], "FAILED");
+    assert_eq!(task["retryState"], "QUARANTINED");
+    assert_eq!((task["crashCount"].as_u64(), task["maxCrashes"].as_u64()), (Some(3), Some(3)));
+    assert_eq!(task["attemptCount"], 3, "22 of its 25 attempts were never run");
+    assert_eq!(task["lastError"], "quarantined: lease expired 3 times (last worker w-3)");
+    assert!(app.claim(json!({ "workerId": "w-4" })).await.is_empty(), "nobody gets it again");
+    let events = app.events(&id).await;
+    let last = events.last().unwrap();
+    assert_eq!(last["kind"], "LEASE_EXPIRED");
+    assert_eq!((last["from"].as_str(), last["to"].as_str()), (Some("RUNNING"), Some("FAILED")));
+    assert_eq!(last["error"], "quarantined: lease expired 3 times (last worker w-3)");
+
+    let rerun = app.operator(&id, "rerun", None).await;
+
+    let rerun = rerun.assert_status(StatusCode::OK);
+    assert_eq!(rerun["status"], "PENDING");
+    assert_eq!(rerun["retryState"], "NONE");
+    assert_eq!((rerun["crashCount"].as_u64(), rerun["attemptCount"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(rerun["lastError"], Value::Null);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_crash_budget_is_taken_from_create_and_batch_items_and_validated_naming_the_field() {
+    let db = TestDatabase::new();
+    let app = TestApp::on(&db, TimeDelta::seconds(1));
+
+    let one = app.create(json!({ "name": "x", "maxCrashes": 1 })).await;
+    let batch = app
+        .send(
+            Method::POST,
+            "/api/tasks/batch",
+            Some(json!({ "tasks": [{ "name": "a", "maxCrashes": 100 }, { "name": "b" }] })),
+        )
+        .await;
+    let bad =
+        app.send(Method::POST, "/api/tasks", Some(json!({ "name": "x", "maxCrashes": 0 }))).await;
+    let bad_item = app
+        .send(
+            Method::POST,
+            "/api/tasks/batch",
+            Some(json!({ "tasks": [{ "name": "a" }, { "name": "b", "maxCrashes": 101 }] })),
+        )
+        .await;
+
+    assert_eq!(one["maxCrashes"], 1);
+    let items = batch.assert_status(StatusCode::CREATED)["items"].as_array().unwrap().clone();
+    let budgets: Vec<_> = items.iter().map(|t| t["maxCrashes"].as_u64()).collect();
+    assert_eq!(budgets, [Some(100), Some(3)]);
+    bad.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
+    assert!(bad.body["detail"].as_str().unwrap().starts_with("maxCrashes"), "{}", bad.body);
+    bad_item.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
+    assert_eq!(bad_item.body["index"], 1);
+    assert!(bad_item.body["detail"].as_str().unwrap().starts_with("tasks[1].maxCrashes"));
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn operators_act_only_on_the_version_they_saw_when_they_send_if_match() {
+    let db = TestDatabase::new();
+    let app = TestApp::on(&db, TimeDelta::seconds(1));
+    let created = app.send(Method::POST, "/api/tasks", Some(json!({ "name": "report" }))).await;
+    let id = id_of(created.assert_status(StatusCode::CREATED));
+    assert_eq!(created.header("etag"), "\"1\"");
+    let seen = app.get(&format!("/api/tasks/{id}")).await;
+    let seen_tag = seen.header("etag").to_owned();
+    assert_eq!(seen_tag, "\"1\"");
+    // Someone else moves the task on: a worker starts it.
+    let started =
+        app.transition(&id, "start", Some(json!({ "workerId": "w1", "leaseSeconds": 60 }))).await;
+    assert_eq!(started.header("etag"), "\"2\"");
+
+    let stale = app.operator(&id, "cancel", Some(&seen_tag)).await;
+
+    stale.assert_problem(StatusCode::PRECONDITION_FAILED, "PRECONDITION_FAILED");
+    assert_eq!(stale.body["currentVersion"], 2);
+    assert_eq!(stale.body["taskId"], id.as_str());
+    let unchanged = app.get(&format!("/api/tasks/{id}")).await;
+    assert_eq!(unchanged.assert_status(StatusCode::OK)["status"], "RUNNING");
+    assert_eq!(unchanged.header("etag"), "\"2\"");
+
+    let current = unchanged.header("etag").to_owned();
+    let cancelled = app.operator(&id, "cancel", Some(&format!("\"1\", {current}"))).await;
+
+    assert_eq!(cancelled.assert_status(StatusCode::OK)["status"], "CANCELLED");
+    assert_eq!(cancelled.header("etag"), "\"3\"");
+
+    let any = app.operator(&id, "rerun", Some("*")).await;
+    assert_eq!(any.assert_status(StatusCode::OK)["status"], "PENDING");
+    assert_eq!(any.header("etag"), "\"4\"");
+    let weak = app.operator(&id, "cancel", Some("W/\"4\"")).await;
+    weak.assert_problem(StatusCode::PRECONDITION_FAILED, "PRECONDITION_FAILED");
+    let malformed = app.operator(&id, "cancel", Some("4")).await;
+    malformed.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
+    assert!(malformed.body["detail"].as_str().unwrap().starts_with("If-Match"));
+    // A refused precondition on an unknown task is still a 404.
+    let unknown =
+        app.operator("0190a5c6-0000-7000-8000-000000000000", "cancel", Some("\"1\"")).await;
+    unknown.assert_problem(StatusCode::NOT_FOUND, "TASK_NOT_FOUND");
+
+    let plain = app.operator(&id, "cancel", None).await;
+
+    assert_eq!(plain.assert_status(StatusCode::OK)["status"], "CANCELLED");
+    assert_eq!(plain.header("etag"), "\"5\"");
     app.stop().await;
 }
 

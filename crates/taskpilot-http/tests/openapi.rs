@@ -169,6 +169,26 @@ async fn every_operation_documents_the_errors_it_can_answer_with_the_problem_bod
             }
         }
     }
+    // Every answer of one task carries its ETag; cancel and rerun take If-Match and say 412.
+    let one_task_schema = "#/components/schemas/TaskResponse";
+    let mut tagged = 0;
+    for (method, path) in operations(&document) {
+        let operation = &document["paths"][&path][method.to_ascii_lowercase()];
+        for (status, response) in operation["responses"].as_object().unwrap() {
+            let schema = &response["content"]["application/json"]["schema"]["$ref"];
+            if status.starts_with('2') && schema == one_task_schema {
+                assert!(response["headers"].get("ETag").is_some(), "{method} {path} {status}");
+                tagged += 1;
+            }
+        }
+        let takes_if_match = operation["parameters"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["name"] == "If-Match" && p["in"] == "header"));
+        let operator_action = path.ends_with("/cancel") || path.ends_with("/rerun");
+        assert_eq!(takes_if_match, operator_action, "{method} {path}");
+        assert_eq!(operation["responses"].get("412").is_some(), operator_action, "{method} {path}");
+    }
+    assert_eq!(tagged, 9, "create, get, start, heartbeat, succeed, fail, release, cancel, rerun");
     let text = document.to_string();
     for reference in text.split("\"#/components/schemas/").skip(1) {
         let name = &reference[..reference.find('"').unwrap()];

@@ -10,7 +10,7 @@ use taskpilot_domain::{
 
 use super::{
     BulkReport, BulkRequest, Completion, CreateTask, Idempotency, KeyedAnswer, QueueView,
-    TaskExplanation, TaskPage, TaskService,
+    TaskExplanation, TaskPage, TaskService, VersionMatch,
 };
 use crate::{AppError, RejectionCount, TaskEvent, TaskFilter};
 
@@ -265,9 +265,17 @@ impl Acting<'_> {
     /// [`AppError::Forbidden`]; [`AppError::NotFound`] also for a task out of reach; as
     /// [`TaskService::cancel`].
     pub fn cancel(&self, id: TaskId) -> Result<Task, AppError> {
+        self.cancel_matching(id, &VersionMatch::Any)
+    }
+
+    /// [`Acting::cancel`] on a version `expected` allows ([`TaskService::cancel_matching`]).
+    ///
+    /// # Errors
+    /// As [`Acting::cancel`]; [`AppError::PreconditionFailed`].
+    pub fn cancel_matching(&self, id: TaskId, expected: &VersionMatch) -> Result<Task, AppError> {
         let grant = self.may(Operation::CancelTask)?;
         self.check_visible(id, grant)?;
-        self.service.cancel(id)
+        self.service.cancel_matching(id, expected)
     }
 
     /// Reruns a finished task.
@@ -276,9 +284,17 @@ impl Acting<'_> {
     /// [`AppError::Forbidden`]; [`AppError::NotFound`] also for a task out of reach; as
     /// [`TaskService::rerun`].
     pub fn rerun(&self, id: TaskId) -> Result<Task, AppError> {
+        self.rerun_matching(id, &VersionMatch::Any)
+    }
+
+    /// [`Acting::rerun`] on a version `expected` allows ([`TaskService::rerun_matching`]).
+    ///
+    /// # Errors
+    /// As [`Acting::rerun`]; [`AppError::PreconditionFailed`].
+    pub fn rerun_matching(&self, id: TaskId, expected: &VersionMatch) -> Result<Task, AppError> {
         let grant = self.may(Operation::RerunTask)?;
         self.check_visible(id, grant)?;
-        self.service.rerun(id)
+        self.service.rerun_matching(id, expected)
     }
 
     /// Runs a bulk action over the tasks within the caller's queues, recorded with its token.

@@ -363,6 +363,7 @@ mod tests {
             CreateTask {
                 queue: Some(queue("emails")),
                 max_attempts: Some(MaxAttempts::new(5).unwrap()),
+                max_crashes: None,
                 run_at: Some(later),
                 priority: -1,
                 ..create_request()

@@ -192,6 +192,7 @@ pub(super) fn create_request() -> CreateTask {
         payload: json!({"to": "ada@example.com"}),
         priority: 5,
         max_attempts: None,
+        max_crashes: None,
         run_at: None,
     }
 }

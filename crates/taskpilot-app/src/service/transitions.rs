@@ -12,6 +12,27 @@ use uuid::Uuid;
 use super::TaskService;
 use crate::{Actor, AppError, RepoError, StaleCall, TaskEvent};
 
+/// Which versions of the task an operator's action may apply to: any (no `If-Match`, or
+/// `If-Match: *`), or only those listed (the entity tags of `If-Match`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum VersionMatch {
+    /// Whatever the version.
+    #[default]
+    Any,
+    /// Only one of these versions.
+    OneOf(Vec<u64>),
+}
+
+impl VersionMatch {
+    /// Whether a task at `version` may be acted on.
+    pub fn allows(&self, version: u64) -> bool {
+        match self {
+            Self::Any => true,
+            Self::OneOf(versions) => versions.contains(&version),
+        }
+    }
+}
+
 /// How often a transition that lost a race re-reads the task and tries again before giving up.
 const MAX_TRANSITION_ATTEMPTS: usize = 3;
 
@@ -132,7 +153,17 @@ impl TaskService {
     /// [`AppError::Conflict`] when the task is already terminal; [`AppError::NotFound`];
     /// storage errors.
     pub fn cancel(&self, id: TaskId) -> Result<Task, AppError> {
-        self.transition(id, Actor::Client, None, |task, now| {
+        self.cancel_matching(id, &VersionMatch::Any)
+    }
+
+    /// Cancels a pending or running task if its version is one `expected` allows, checked
+    /// on the version the write compares and swaps on.
+    ///
+    /// # Errors
+    /// [`AppError::PreconditionFailed`] when the task is (or, before the write, becomes) at
+    /// a version `expected` does not allow; as [`TaskService::cancel`].
+    pub fn cancel_matching(&self, id: TaskId, expected: &VersionMatch) -> Result<Task, AppError> {
+        self.transition_matching(id, Actor::Client, None, expected, |task, now| {
             task.cancel(now).map(|()| Applied::Changed)
         })
     }
@@ -145,7 +176,16 @@ impl TaskService {
     /// [`AppError::Conflict`] unless the task is failed or cancelled; [`AppError::NotFound`];
     /// storage errors.
     pub fn rerun(&self, id: TaskId) -> Result<Task, AppError> {
-        self.transition(id, Actor::Client, None, |task, now| {
+        self.rerun_matching(id, &VersionMatch::Any)
+    }
+
+    /// Reruns a failed or cancelled task if its version is one `expected` allows, as
+    /// [`TaskService::cancel_matching`] cancels.
+    ///
+    /// # Errors
+    /// [`AppError::PreconditionFailed`]; as [`TaskService::rerun`].
+    pub fn rerun_matching(&self, id: TaskId, expected: &VersionMatch) -> Result<Task, AppError> {
+        self.transition_matching(id, Actor::Client, None, expected, |task, now| {
             task.rerun(now).map(|()| Applied::Changed)
         })
     }
@@ -192,8 +232,29 @@ impl TaskService {
         stale: Option<(StaleCall, Option<WorkerId>)>,
         apply: impl Fn(&mut Task, DateTime<Utc>) -> Result<Applied, DomainError>,
     ) -> Result<Task, AppError> {
+        self.transition_matching(id, actor, stale, &VersionMatch::Any, apply)
+    }
+
+    /// [`TaskService::transition`], only on a version `expected` allows. The check is made
+    /// on every read, before the domain judges: a lost race re-reads the task, whose new
+    /// version then answers, so a change between the read and the write is refused as a
+    /// failed precondition rather than applied over.
+    fn transition_matching(
+        &self,
+        id: TaskId,
+        actor: Actor,
+        stale: Option<(StaleCall, Option<WorkerId>)>,
+        expected: &VersionMatch,
+        apply: impl Fn(&mut Task, DateTime<Utc>) -> Result<Applied, DomainError>,
+    ) -> Result<Task, AppError> {
         for _ in 0..MAX_TRANSITION_ATTEMPTS {
             let before = self.repo.get(id)?;
+            if !expected.allows(before.version()) {
+                return Err(AppError::PreconditionFailed {
+                    task: id,
+                    current_version: before.version(),
+                });
+            }
             let mut task = before.clone();
             let now = self.clock.now();
             match apply(&mut task, now) {
@@ -267,7 +328,7 @@ mod tests {
     use chrono::TimeDelta;
     use mockall::{predicate::eq, Sequence};
     use serde_json::json;
-    use taskpilot_domain::{Action, AttemptEnd, FixedBackoff, TaskStatus};
+    use taskpilot_domain::{Action, AttemptEnd, FixedBackoff, MaxCrashes, TaskStatus};
 
     use super::super::fixtures::*;
     use super::*;
@@ -987,5 +1048,114 @@ mod tests {
             assert_eq!(outcome.is_ok(), !heard.starts_with("refused"), "{heard}: {outcome:?}");
             assert_eq!(*recorder.0.lock().unwrap(), [heard.to_owned()]);
         }
+    }
+
+    #[test]
+    fn the_reaper_quarantines_a_task_on_its_last_crash_with_a_reaper_event_saying_so() {
+        let one_crash_left = new_task(id(), 25, t0()).with_max_crashes(MaxCrashes::new(1).unwrap());
+        let mut one_crash_left = one_crash_left;
+        one_crash_left.start(&worker("w1"), old_token(), lease(30), t0()).unwrap();
+        let event = TaskEvent {
+            error: Some("quarantined: lease expired 1 time (last worker w1)".to_owned()),
+            actor: Actor::Reaper,
+            ..transition(1, TaskStatus::Running, TaskStatus::Failed)
+        };
+        let mut repo = MockTaskRepository::new();
+        let found = vec![one_crash_left];
+        repo.expect_expired_leases().times(1).returning(move |_, _| Ok(found.clone()));
+        repo.expect_update()
+            .withf(move |t, v, e| {
+                *v == 2
+                    && t.status() == TaskStatus::Failed
+                    && t.retry_state() == taskpilot_domain::RetryState::Quarantined
+                    && (t.crash_count(), t.attempt_count()) == (1, 1)
+                    && *e == Some(&event)
+            })
+            .times(1)
+            .returning(|_, _, _| Ok(()));
+
+        let reaped = service(repo).reap_expired(10).unwrap();
+
+        assert_eq!(reaped.len(), 1);
+        assert_eq!(reaped[0].retry_state(), taskpilot_domain::RetryState::Quarantined);
+    }
+
+    #[test]
+    fn cancel_and_rerun_on_a_version_not_asked_for_fail_the_precondition_and_save_nothing() {
+        type Matching = fn(&TaskService, &VersionMatch) -> Result<Task, AppError>;
+        let cases: [(&str, Task, Matching); 2] = [
+            ("cancel", pending(), |s, m| s.cancel_matching(id(), m)),
+            ("rerun", failed(), |s, m| s.rerun_matching(id(), m)),
+        ];
+        for (what, stored, use_case) in cases {
+            let version = stored.version();
+            let mut repo = MockTaskRepository::new();
+            expect_get(&mut repo, &stored);
+            repo.expect_update().never();
+
+            let outcome = use_case(&service(repo), &VersionMatch::OneOf(vec![version + 1, 99]));
+
+            assert!(
+                matches!(
+                    outcome,
+                    Err(AppError::PreconditionFailed { task, current_version })
+                        if task == id() && current_version == version
+                ),
+                "{what}: {outcome:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn cancel_on_a_version_asked_for_saves_against_that_version() {
+        let stored = pending();
+        let mut repo = MockTaskRepository::new();
+        expect_get(&mut repo, &stored);
+        repo.expect_update()
+            .withf(|t, v, _| *v == 1 && t.status() == TaskStatus::Cancelled)
+            .times(1)
+            .returning(|_, _, _| Ok(()));
+
+        let task = service(repo).cancel_matching(id(), &VersionMatch::OneOf(vec![7, 1])).unwrap();
+
+        assert_eq!((task.status(), task.version()), (TaskStatus::Cancelled, 2));
+    }
+
+    #[test]
+    fn a_change_between_the_read_and_the_write_fails_the_precondition_instead_of_a_retry() {
+        // The operator saw version 1; a worker started the task before the cancel was written.
+        let mut moved_on = pending();
+        moved_on.start(&worker("w9"), old_token(), defaults().lease, t0()).unwrap();
+        let mut seq = Sequence::new();
+        let mut repo = MockTaskRepository::new();
+        let first = pending();
+        repo.expect_get().times(1).in_sequence(&mut seq).returning(move |_| Ok(first.clone()));
+        repo.expect_update()
+            .withf(|_, v, _| *v == 1)
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|t, _, _| Err(RepoError::Conflict(t.id())));
+        repo.expect_get().times(1).in_sequence(&mut seq).returning(move |_| Ok(moved_on.clone()));
+
+        let outcome = service(repo).cancel_matching(id(), &VersionMatch::OneOf(vec![1]));
+
+        assert!(
+            matches!(outcome, Err(AppError::PreconditionFailed { current_version: 2, .. })),
+            "{outcome:?}"
+        );
+    }
+
+    #[test]
+    fn any_version_cancels_whatever_the_version_as_a_plain_cancel_does() {
+        let mut stored = pending();
+        stored.cancel(t0()).unwrap();
+        stored.rerun(t0()).unwrap();
+        let mut repo = MockTaskRepository::new();
+        expect_get(&mut repo, &stored);
+        repo.expect_update().withf(|_, v, _| *v == 3).times(1).returning(|_, _, _| Ok(()));
+
+        let task = service(repo).cancel_matching(id(), &VersionMatch::Any).unwrap();
+
+        assert_eq!(task.status(), TaskStatus::Cancelled);
     }
 }

@@ -43,7 +43,7 @@ macro_rules! column_names {
 }
 column_names!(
     C01, C02, C03, C04, C05, C06, C07, C08, C09, C10, C11, C12, C13, C14, C15, C16, C17, C18, C19,
-    C20, C21, C22, C23, C24, C25
+    C20, C21, C22, C23, C24, C25, C26, C27
 );
 
 /// The columns of `tasks` as the schema declares them, which is the order [`TaskRow`]'s
@@ -75,7 +75,7 @@ fn params(first: usize, n: usize) -> String {
 /// nothing). `WITH ORDINALITY` and the `ORDER BY`
 /// keep the events' ids (their order in a history) in the order they were given.
 ///
-/// Binds: $1..$24 the task columns, $25..$34 the event columns, all arrays.
+/// Binds: $1..$27 the task columns, $28..$38 the event columns, all arrays.
 static INSERT_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
     let tasks = TASK_COLUMNS.join(", ");
     let events = EVENT_COLUMNS.join(", ");
@@ -115,8 +115,8 @@ ORDER BY e.seq",
 ///
 /// Returns the numbers of the writes that were applied.
 ///
-/// Binds: $1 write numbers, $2 expected versions, $3..$26 the task columns, $27 each event's
-/// write number, $28..$37 the event columns, all arrays.
+/// Binds: $1 write numbers, $2 expected versions, $3..$29 the task columns, $30 each event's
+/// write number, $31..$41 the event columns, all arrays.
 static WRITE_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
     let tasks = TASK_COLUMNS.join(", ");
     let set = TASK_COLUMNS[1..].iter().map(|c| format!("{c} = i.{c}")).collect::<Vec<_>>();
@@ -181,6 +181,8 @@ struct TaskColumns {
     updated_at: Vec<DateTime<Utc>>,
     version: Vec<i64>,
     created_by: Vec<Option<Uuid>>,
+    crash_count: Vec<i32>,
+    max_crashes: Vec<i32>,
 }
 
 impl TaskColumns {
@@ -212,6 +214,8 @@ impl TaskColumns {
             updated_at,
             version,
             created_by,
+            crash_count,
+            max_crashes,
         } = row;
         self.id.push(id);
         self.queue.push(queue);
@@ -238,6 +242,8 @@ impl TaskColumns {
         self.updated_at.push(updated_at);
         self.version.push(version);
         self.created_by.push(created_by);
+        self.crash_count.push(crash_count);
+        self.max_crashes.push(max_crashes);
     }
 
     /// Binds the columns in [`TASK_COLUMNS`] order. Every field by name, no `..`: a field
@@ -269,6 +275,8 @@ impl TaskColumns {
             updated_at,
             version,
             created_by,
+            crash_count,
+            max_crashes,
         } = self;
         query
             .bind::<Array<SqlUuid>, _>(id)
@@ -296,6 +304,8 @@ impl TaskColumns {
             .bind::<Array<Timestamptz>, _>(updated_at)
             .bind::<Array<BigInt>, _>(version)
             .bind::<Array<Nullable<SqlUuid>>, _>(created_by)
+            .bind::<Array<Integer>, _>(crash_count)
+            .bind::<Array<Integer>, _>(max_crashes)
     }
 }
 
@@ -491,7 +501,7 @@ mod tests {
             .collect();
 
         assert_eq!(TASK_COLUMNS, names);
-        assert_eq!(TASK_COLUMNS.len(), 25);
+        assert_eq!(TASK_COLUMNS.len(), 27);
     }
 
     #[test]

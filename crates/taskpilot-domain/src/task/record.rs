@@ -5,8 +5,8 @@ use serde_json::Value;
 
 use super::Task;
 use crate::{
-    AttemptEnd, EndedAttempt, Lease, LeaseToken, MaxAttempts, QueueName, RestoreError, RetryState,
-    TaskId, TaskName, TaskState, TaskStatus, TokenId, WorkerId,
+    AttemptEnd, EndedAttempt, Lease, LeaseToken, MaxAttempts, MaxCrashes, QueueName, RestoreError,
+    RetryState, TaskId, TaskName, TaskState, TaskStatus, TokenId, WorkerId,
 };
 
 /// Every field of a task, flat, as storage keeps it. [`Task::restore`] checks it.
@@ -36,6 +36,10 @@ pub struct TaskRecord {
     /// `attemptCount`).
     pub attempt_count: u32,
     pub max_attempts: MaxAttempts,
+    /// Lease expiries since creation or the last rerun ([`Task::crash_count`]; the API's
+    /// `crashCount`).
+    pub crash_count: u32,
+    pub max_crashes: MaxCrashes,
     pub next_run_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub worker_id: Option<WorkerId>,
@@ -73,6 +77,8 @@ impl Task {
             retry_state,
             attempt_count,
             max_attempts,
+            crash_count,
+            max_crashes,
             next_run_at,
             last_error,
             worker_id,
@@ -124,6 +130,8 @@ impl Task {
             priority,
             max_attempts,
             attempt_count,
+            max_crashes,
+            crash_count,
             state,
             retry_state,
             last_error,
@@ -162,6 +170,8 @@ impl Task {
             retry_state: self.retry_state,
             attempt_count: self.attempt_count,
             max_attempts: self.max_attempts,
+            crash_count: self.crash_count,
+            max_crashes: self.max_crashes,
             next_run_at: self.next_run_at(),
             last_error: self.last_error.clone(),
             worker_id: self.worker_id().cloned(),
@@ -184,6 +194,12 @@ impl Task {
         let max = self.max_attempts.get();
         if attempts > max {
             return Err("attemptCount exceeds maxAttempts");
+        }
+        if self.crash_count > self.max_crashes.get() {
+            return Err("crashCount exceeds maxCrashes");
+        }
+        if self.crash_count > attempts {
+            return Err("every crash is a failed attempt");
         }
         if self.updated_at < self.created_at {
             return Err("updatedAt is before createdAt");
@@ -225,8 +241,13 @@ impl Task {
         match (&self.state, self.retry_state) {
             (
                 TaskState::Pending { .. } | TaskState::Running { .. },
-                RetryState::Exhausted | RetryState::NonRetryable,
+                RetryState::Exhausted | RetryState::NonRetryable | RetryState::Quarantined,
             ) => Err("only a failed task has exhausted its retries or given up on them"),
+            (TaskState::Pending { .. } | TaskState::Running { .. }, _)
+                if self.crash_count >= self.max_crashes.get() =>
+            {
+                Err("a task with no crashes left must be quarantined")
+            }
             (TaskState::Pending { .. } | TaskState::Running { .. }, _) if attempts >= max => {
                 Err("a task with no attempts left must be failed")
             }
@@ -261,6 +282,16 @@ impl Task {
             (TaskState::Failed { .. }, RetryState::NonRetryable) if attempts == 0 => {
                 Err("a task that gave up on retries recorded a failed attempt")
             }
+            (TaskState::Failed { .. }, RetryState::Quarantined)
+                if self.crash_count != self.max_crashes.get() =>
+            {
+                Err("a quarantined task used every crash")
+            }
+            (TaskState::Failed { .. }, RetryState::Exhausted | RetryState::NonRetryable)
+                if self.crash_count >= self.max_crashes.get() =>
+            {
+                Err("a task with no crashes left is quarantined")
+            }
             (TaskState::Cancelled { .. }, retry) if retry != RetryState::None => {
                 Err("a cancelled task has no retry state")
             }
@@ -276,8 +307,8 @@ mod tests {
 
     use super::*;
     use crate::test_support::{
-        failed, failed_permanently, fenced, lease, pending, running, secs, spec, start, t0,
-        task_id, task_in, tok, worker, BACKOFF,
+        failed, failed_permanently, fenced, lease, pending, quarantined, running, secs, spec,
+        start, t0, task_id, task_in, tok, worker, BACKOFF,
     };
     use crate::Reporter;
 
@@ -329,6 +360,20 @@ mod tests {
             released,
             released_retry,
             restarted_after_release,
+            quarantined(5, 3),
+            quarantined(3, 3),
+            quarantined(5, 1),
+            {
+                let mut task = quarantined(5, 2);
+                task.rerun(t0() + secs(3600)).unwrap();
+                task
+            },
+            {
+                let mut crashed_once = pending(5).with_max_crashes(MaxCrashes::new(4).unwrap());
+                start(&mut crashed_once, "w1", t0()).unwrap();
+                crashed_once.expire_lease(t0() + secs(60), &BACKOFF).unwrap();
+                crashed_once
+            },
         ]);
 
         for task in reachable {
@@ -365,6 +410,8 @@ mod tests {
                 retry_state: RetryState::RetryScheduled,
                 attempt_count: 1,
                 max_attempts: MaxAttempts::new(3).unwrap(),
+                crash_count: 0,
+                max_crashes: MaxCrashes::DEFAULT,
                 next_run_at: None,
                 last_error: Some("boom".to_owned()),
                 worker_id: Some(worker("w2")),
@@ -535,6 +582,51 @@ mod tests {
 
             let err = refused.expect_err(what);
             assert_eq!(err.task, task_id(), "{what}");
+            assert!(!err.reason.is_empty(), "{what}");
+        }
+    }
+
+    #[test]
+    fn restore_refuses_crash_counts_that_no_transition_makes() {
+        let jailed = quarantined(5, 3).to_record();
+        let fresh = pending(5).to_record();
+        let dead = failed(3).to_record();
+        let cases: Vec<(&str, TaskRecord)> = vec![
+            ("quarantined below its crash budget", TaskRecord { crash_count: 2, ..jailed.clone() }),
+            ("crashes above the budget", TaskRecord { crash_count: 4, ..jailed.clone() }),
+            (
+                "more crashes than failed attempts",
+                TaskRecord { attempt_count: 2, ..jailed.clone() },
+            ),
+            (
+                "pending and quarantined",
+                TaskRecord { retry_state: RetryState::Quarantined, ..fresh.clone() },
+            ),
+            (
+                "pending with no crashes left",
+                TaskRecord {
+                    crash_count: 3,
+                    attempt_count: 3,
+                    retry_state: RetryState::RetryScheduled,
+                    last_error: Some("lease expired (worker w1)".into()),
+                    next_run_at: Some(t0()),
+                    ..fresh
+                },
+            ),
+            ("exhausted with no crashes left", TaskRecord { crash_count: 3, ..dead.clone() }),
+            ("quarantined without lastError", TaskRecord { last_error: None, ..jailed.clone() }),
+            (
+                "cancelled and quarantined",
+                TaskRecord {
+                    retry_state: RetryState::Quarantined,
+                    ..task_in(TaskStatus::Cancelled).to_record()
+                },
+            ),
+        ];
+
+        for (what, record) in cases {
+            let err = Task::restore(record).expect_err(what);
+
             assert!(!err.reason.is_empty(), "{what}");
         }
     }

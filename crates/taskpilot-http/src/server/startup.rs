@@ -297,7 +297,8 @@ fn service_over(
         config.service_defaults()?,
     )
     .with_retention(config.retention())
-    .with_idempotency_ttl(config.idempotency_ttl()))
+    .with_idempotency_ttl(config.idempotency_ttl())
+    .with_default_max_crashes(config.max_crashes()?))
 }
 
 /// The token use cases over PostgreSQL, judged by `clock`.
