@@ -199,7 +199,9 @@ fn a_claim_starts_exactly_the_runnable_tasks_of_its_queues_as_the_domain_starts_
         .unwrap();
 
     let (claimed, left) = (claimed.get(), left.get());
-    assert!(claimed >= 64, "the cases claim tasks: {claimed}");
+    // Crashes and paused queues leave fewer claimable tasks than there are cases; half of
+    // them is still enough for the comparison to mean something.
+    assert!(claimed >= 32, "the cases claim tasks: {claimed}");
     assert!(left >= 64, "the cases leave tasks alone: {left}");
 }
 

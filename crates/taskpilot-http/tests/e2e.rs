@@ -2029,6 +2029,6 @@ async fn pause_and_resume_honour_if_match_against_the_queues_etag() {
     assert_eq!(resumed.assert_status(StatusCode::OK)["paused"], false);
     assert_eq!(resumed.header("etag"), "\"2\"");
     put("pause", "*").await.assert_status(StatusCode::OK);
-    put("pause", "three").await.assert_problem(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST");
+    put("pause", "three").await.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
     app.stop().await;
 }

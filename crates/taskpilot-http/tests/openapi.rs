@@ -169,7 +169,8 @@ async fn every_operation_documents_the_errors_it_can_answer_with_the_problem_bod
             }
         }
     }
-    // Every answer of one task carries its ETag; cancel and rerun take If-Match and say 412.
+    // Every answer of one task carries its ETag; cancel and rerun, and a queue's pause and
+    // resume, take If-Match and say 412.
     let one_task_schema = "#/components/schemas/TaskResponse";
     let mut tagged = 0;
     for (method, path) in operations(&document) {
@@ -184,7 +185,8 @@ async fn every_operation_documents_the_errors_it_can_answer_with_the_problem_bod
         let takes_if_match = operation["parameters"]
             .as_array()
             .is_some_and(|p| p.iter().any(|p| p["name"] == "If-Match" && p["in"] == "header"));
-        let operator_action = path.ends_with("/cancel") || path.ends_with("/rerun");
+        let operator_action =
+            ["/cancel", "/rerun", "/pause", "/resume"].iter().any(|action| path.ends_with(action));
         assert_eq!(takes_if_match, operator_action, "{method} {path}");
         assert_eq!(operation["responses"].get("412").is_some(), operator_action, "{method} {path}");
     }
