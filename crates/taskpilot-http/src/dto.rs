@@ -719,7 +719,12 @@ pub fn if_match<'a>(
     };
     let mut lines = Vec::new();
     for value in values {
-        lines.push(value.to_str().map_err(|_| malformed())?.to_owned());
+        // Not `to_str`, which refuses the tabs that may separate entity tags (OWS).
+        let line = std::str::from_utf8(value.as_bytes()).map_err(|_| malformed())?;
+        if line.bytes().any(|b| b != b'\t' && !(0x20..=0x7e).contains(&b)) {
+            return Err(malformed());
+        }
+        lines.push(line.to_owned());
     }
     if lines.is_empty() {
         return Ok(VersionMatch::Any);
@@ -1007,6 +1012,8 @@ mod tests {
         assert_eq!(parse(&["\"7\"", "\"9\""]).unwrap(), VersionMatch::OneOf(vec![7, 9]));
         assert_eq!(parse(&["W/\"7\", \"x\", \"07\", \"\""]).unwrap(), VersionMatch::OneOf(vec![]));
         assert_eq!(parse(&[",\"3\",,"]).unwrap(), VersionMatch::OneOf(vec![3]));
+        // Tabs are optional whitespace too.
+        assert_eq!(parse(&["\"3\"\t,\t\"4\""]).unwrap(), VersionMatch::OneOf(vec![3, 4]));
     }
 
     #[test]

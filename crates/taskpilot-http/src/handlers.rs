@@ -510,7 +510,7 @@ pub async fn release_task(
     put, path = "/api/tasks/{id}/cancel", operation_id = "cancelTask", tag = "tasks",
     params(
         ("id" = String, Path, format = Uuid, description = "The task's id."),
-        ("If-Match" = Option<String>, Header, description = "Only if the task is still at one of these entity tags (its `ETag`), or `*` for any: otherwise 412 PRECONDITION_FAILED and nothing changes. Checked atomically with the write."),
+        crate::openapi::IfMatchHeader,
     ),
     responses(
         (status = 200, description = "The task, CANCELLED.", body = TaskResponse,
@@ -537,7 +537,7 @@ pub async fn cancel_task(
     put, path = "/api/tasks/{id}/rerun", operation_id = "rerunTask", tag = "tasks",
     params(
         ("id" = String, Path, format = Uuid, description = "The task's id."),
-        ("If-Match" = Option<String>, Header, description = "Only if the task is still at one of these entity tags (its `ETag`), or `*` for any: otherwise 412 PRECONDITION_FAILED and nothing changes. Checked atomically with the write."),
+        crate::openapi::IfMatchHeader,
     ),
     responses(
         (status = 200, description = "The task, PENDING with a fresh budget.", body = TaskResponse,
@@ -641,7 +641,7 @@ pub async fn get_queue(
     put, path = "/api/queues/{name}/pause", operation_id = "pauseQueue", tag = "queues",
     params(
         ("name" = QueueName, Path, description = "The queue."),
-        ("If-Match" = Option<String>, Header, description = "Only if the queue's version (its `ETag`) is one of these; `*` or none: whatever it is."),
+        crate::openapi::IfMatchHeader,
     ),
     responses(
         (status = 200, description = "The queue, paused.", body = taskpilot_api::QueueResponse,
@@ -673,7 +673,7 @@ pub async fn pause_queue(
     put, path = "/api/queues/{name}/resume", operation_id = "resumeQueue", tag = "queues",
     params(
         ("name" = QueueName, Path, description = "The queue."),
-        ("If-Match" = Option<String>, Header, description = "Only if the queue's version (its `ETag`) is one of these; `*` or none: whatever it is."),
+        crate::openapi::IfMatchHeader,
     ),
     responses(
         (status = 200, description = "The queue, not paused.", body = taskpilot_api::QueueResponse,

@@ -285,6 +285,23 @@ impl IntoResponses for KeyRefused {
     }
 }
 
+/// The `If-Match` request header of cancel, rerun, pause and resume.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IfMatchHeader {
+    /// Only if the task or queue is still at one of these entity tags (its `ETag`, `"7"`),
+    /// or `*` for any version: otherwise 412 PRECONDITION_FAILED and nothing changes,
+    /// checked atomically with the write. Weak tags (`W/"7"`) are read and never match.
+    #[param(
+        rename = "If-Match",
+        value_type = String,
+        required = false,
+        pattern = r#"^[ \t]*\*[ \t]*$|^[ \t,]*(W/)?"[!#-~]*"([ \t]*,[ \t,]*(W/)?"[!#-~]*")*[ \t,]*$"#
+    )]
+    #[allow(dead_code, reason = "read by the OpenAPI derive only")]
+    if_match: Option<String>,
+}
+
 /// The `Idempotency-Key` request header of the creates.
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Header)]
