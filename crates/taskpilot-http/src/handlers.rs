@@ -17,7 +17,7 @@ use taskpilot_api::{
     ReleaseTaskRequest, StartTaskRequest, SucceedTaskRequest, TaskEventListResponse,
     TaskListResponse, TaskResponse,
 };
-use taskpilot_app::{AppError, TaskService, VersionMatch};
+use taskpilot_app::{AppError, TaskService};
 use taskpilot_domain::{Operation, Task, WorkerId};
 use tokio::time::Instant;
 use tracing::Span;
@@ -656,13 +656,8 @@ pub async fn pause_queue(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let queue = dto::queue_name(&path)?;
-    let if_match = match dto::if_match(req.headers().get_all(header::IF_MATCH))? {
-        VersionMatch::Any => None,
-        VersionMatch::OneOf(versions) => Some(versions),
-    };
-    let view =
-        run(&service, move |s| s.acting_as(&caller).pause_queue(&queue, if_match.as_deref()))
-            .await?;
+    let if_match = dto::if_match(req.headers().get_all(header::IF_MATCH))?;
+    let view = run(&service, move |s| s.acting_as(&caller).pause_queue(&queue, &if_match)).await?;
     Ok(queue_ok(&view, service.now()))
 }
 
@@ -690,13 +685,8 @@ pub async fn resume_queue(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let queue = dto::queue_name(&path)?;
-    let if_match = match dto::if_match(req.headers().get_all(header::IF_MATCH))? {
-        VersionMatch::Any => None,
-        VersionMatch::OneOf(versions) => Some(versions),
-    };
-    let view =
-        run(&service, move |s| s.acting_as(&caller).resume_queue(&queue, if_match.as_deref()))
-            .await?;
+    let if_match = dto::if_match(req.headers().get_all(header::IF_MATCH))?;
+    let view = run(&service, move |s| s.acting_as(&caller).resume_queue(&queue, &if_match)).await?;
     // The notification from the resume reaches every server, this one included; waking here
     // too spares this server's claims the round trip.
     hub.wake();

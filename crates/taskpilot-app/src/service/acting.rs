@@ -361,7 +361,7 @@ impl Acting<'_> {
     pub fn pause_queue(
         &self,
         queue: &QueueName,
-        if_match: Option<&[u64]>,
+        if_match: &VersionMatch,
     ) -> Result<QueueView, AppError> {
         self.may(Operation::ManageQueues)?;
         self.caller.may_use_queue(queue)?;
@@ -375,7 +375,7 @@ impl Acting<'_> {
     pub fn resume_queue(
         &self,
         queue: &QueueName,
-        if_match: Option<&[u64]>,
+        if_match: &VersionMatch,
     ) -> Result<QueueView, AppError> {
         self.may(Operation::ManageQueues)?;
         self.caller.may_use_queue(queue)?;
@@ -510,12 +510,12 @@ mod tests {
             Err(AppError::Forbidden(_))
         ));
         assert!(matches!(
-            service.acting_as(&viewer).pause_queue(&queue("emails"), None),
+            service.acting_as(&viewer).pause_queue(&queue("emails"), &VersionMatch::Any),
             Err(AppError::Forbidden(_))
         ));
         let operator = caller(TokenKind::Operator, 9, emails_only());
         assert!(matches!(
-            service.acting_as(&operator).resume_queue(&queue("sms"), None),
+            service.acting_as(&operator).resume_queue(&queue("sms"), &VersionMatch::Any),
             Err(AppError::Forbidden(_))
         ));
         let worker = caller(TokenKind::Worker, 10, QueueScope::All);

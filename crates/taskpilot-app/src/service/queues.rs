@@ -10,7 +10,7 @@ use taskpilot_domain::{
     TokenName, AHEAD_CAP,
 };
 
-use super::TaskService;
+use super::{TaskService, VersionMatch};
 use crate::{AppError, RepoError, StatusCounts};
 
 /// The most queues a [`ClaimLog`] remembers by name: claims name queues a client chooses, so
@@ -167,7 +167,7 @@ impl TaskService {
         &self,
         queue: &QueueName,
         by: &TokenName,
-        if_match: Option<&[u64]>,
+        if_match: &VersionMatch,
     ) -> Result<QueueView, AppError> {
         self.change_queue(queue, if_match, |state, now| state.pause(by, now))?;
         tracing::info!(queue = %queue, by = %by, "queue {queue} paused by {by}");
@@ -184,7 +184,7 @@ impl TaskService {
     pub fn resume_queue(
         &self,
         queue: &QueueName,
-        if_match: Option<&[u64]>,
+        if_match: &VersionMatch,
     ) -> Result<QueueView, AppError> {
         self.change_queue(queue, if_match, |state, now| state.resume(now))?;
         tracing::info!(queue = %queue, "queue {queue} resumed");
@@ -197,12 +197,12 @@ impl TaskService {
     fn change_queue(
         &self,
         queue: &QueueName,
-        if_match: Option<&[u64]>,
+        if_match: &VersionMatch,
         change: impl Fn(&QueueState, DateTime<Utc>) -> Option<QueueState>,
     ) -> Result<(), AppError> {
         for _ in 0..QUEUE_WRITE_TRIES {
             let state = self.repo.queue_state(queue)?;
-            if if_match.is_some_and(|versions| !versions.contains(&state.version)) {
+            if !if_match.allows(state.version) {
                 return Err(AppError::QueueVersionMismatch {
                     queue: queue.clone(),
                     current: state.version,
@@ -398,10 +398,11 @@ mod tests {
             .returning(move || Ok(vec![(queue("emails"), listed.lock().unwrap().clone())]));
         let service = service(repo);
 
-        let first = service.pause_queue(&queue("emails"), &ops(), Some(&[0])).unwrap();
+        let first =
+            service.pause_queue(&queue("emails"), &ops(), &VersionMatch::OneOf(vec![0])).unwrap();
         let other = TokenName::parse("other").unwrap();
-        let second = service.pause_queue(&queue("emails"), &other, None).unwrap();
-        let stale = service.pause_queue(&queue("emails"), &other, Some(&[0, 7]));
+        let second = service.pause_queue(&queue("emails"), &other, &VersionMatch::Any).unwrap();
+        let stale = service.pause_queue(&queue("emails"), &other, &VersionMatch::OneOf(vec![0, 7]));
 
         assert_eq!(first.state.paused, Some(Pause { by: ops(), at: now() }));
         assert_eq!(second, first, "pausing again keeps the first pause");
@@ -433,7 +434,7 @@ mod tests {
         });
         let service = service(repo);
 
-        let resumed = service.resume_queue(&queue("emails"), None).unwrap();
+        let resumed = service.resume_queue(&queue("emails"), &VersionMatch::Any).unwrap();
 
         assert!(resumed.state.is_claimable());
     }
