@@ -78,6 +78,11 @@ pub struct BulkActionRequest {
     /// Which tasks, by id (1 to 10,000 ids).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ids: Option<Vec<Uuid>>,
+    /// With `ids`: the version (the `ETag`, unquoted) some of them must still be at, by id;
+    /// a task that moved on is skipped with `PRECONDITION_FAILED` and left as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<std::collections::HashMap<String, u64>>))]
+    pub versions: Option<std::collections::BTreeMap<Uuid, u64>>,
     /// Must be `true` for a filter with no condition: every task (within the token's queues).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub all: Option<bool>,

@@ -434,6 +434,16 @@ pub fn bulk_request(body: BulkActionRequest) -> Result<BulkRequest, ApiError> {
         }
     };
     let all = body.all.unwrap_or(false);
+    let versions = body.versions.unwrap_or_default();
+    if let Some(id) =
+        versions.keys().find(|id| !body.ids.as_ref().is_some_and(|ids| ids.contains(id)))
+    {
+        return Err(ApiError::Validation(format!(
+            "versions.{id} names a task that is not in ids (versions go with ids only)"
+        )));
+    }
+    let expected_versions =
+        versions.into_iter().map(|(id, version)| (TaskId::from_uuid(id), version)).collect();
     let (selection, limit) = match (body.filter, body.ids) {
         (Some(_), Some(_)) => {
             return Err(ApiError::Validation("give filter or ids, not both".to_owned()))
@@ -481,7 +491,13 @@ pub fn bulk_request(body: BulkActionRequest) -> Result<BulkRequest, ApiError> {
             (BulkSelection::Filter(filter), limit.unwrap_or(DEFAULT_BULK))
         }
     };
-    Ok(BulkRequest { action, selection, dry_run: body.dry_run.unwrap_or(false), limit })
+    Ok(BulkRequest {
+        action,
+        selection,
+        dry_run: body.dry_run.unwrap_or(false),
+        limit,
+        expected_versions,
+    })
 }
 
 /// The answer of a bulk action: each skipped task with the code and detail the single call

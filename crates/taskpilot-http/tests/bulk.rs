@@ -301,6 +301,44 @@ async fn a_bulk_cancel_skips_finished_tasks_and_a_bulk_delete_removes_only_finis
 }
 
 #[actix_web::test]
+async fn a_bulk_action_by_ids_leaves_a_task_that_moved_past_its_expected_version() {
+    let db = TestDatabase::new();
+    let (api, handle) = start(&db);
+    let admin = admin(&api).await;
+    let operator = api.token(&admin, "night-ops", "operator").await;
+    let ids = api.create(&admin, "versions", 2).await;
+    // The operator saw both tasks as created (ETag "1"); then a worker started the first
+    // (claims take the oldest first).
+    api.claim(&admin, "versions", 1).await;
+
+    let body = json!({"action": "cancel", "ids": ids, "versions": {&ids[0]: 1, &ids[1]: 1}});
+    let cancel = api.bulk(&operator, body).await;
+    let stray = api
+        .bulk(&operator, json!({"action": "cancel", "ids": [&ids[0]], "versions": {&ids[1]: 1}}))
+        .await;
+
+    assert_eq!(
+        outcomes(cancel.ok()),
+        vec![
+            (ids[0].clone(), "SKIPPED".to_owned(), "PRECONDITION_FAILED".to_owned()),
+            (ids[1].clone(), "DONE".to_owned(), "-".to_owned()),
+        ]
+    );
+    let status = |id: String| {
+        let api = &api;
+        let admin = admin.clone();
+        async move {
+            let now = api.call(&admin, Method::GET, &format!("/api/tasks/{id}"), None).await;
+            now.ok()["status"].as_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(status(ids[0].clone()).await, "RUNNING", "left as the worker has it");
+    assert_eq!(status(ids[1].clone()).await, "CANCELLED");
+    stray.problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED", "versions.");
+    handle.stop(true).await;
+}
+
+#[actix_web::test]
 async fn filters_and_bulk_bodies_refuse_bad_values_naming_the_parameter() {
     let db = TestDatabase::new();
     let (api, handle) = start(&db);

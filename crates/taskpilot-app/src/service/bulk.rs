@@ -8,7 +8,7 @@
 //! it) is judged again on a fresh read, so two servers or a server and its workers never
 //! both win. Nothing holds a lock between batches.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{json, Value};
 use taskpilot_api::limits::{BULK_BATCH, MAX_BULK};
@@ -64,6 +64,10 @@ pub struct BulkRequest {
     pub dry_run: bool,
     /// At most this many tasks, 1 to [`MAX_BULK`].
     pub limit: u32,
+    /// The version each of these tasks must still be at (an operator's `If-Match`, per task):
+    /// a task at another version is skipped with [`AppError::PreconditionFailed`], checked
+    /// against the version the write compares and swaps on. Empty: no such check.
+    pub expected_versions: HashMap<TaskId, u64>,
 }
 
 /// What happened to one task.
@@ -130,7 +134,7 @@ impl TaskService {
                     matched += page.len() as u64;
                     let full = page.len() == want;
                     if !request.dry_run {
-                        results.extend(self.bulk_batch(request.action, page)?);
+                        results.extend(self.bulk_batch(request, page)?);
                     }
                     if !full {
                         break;
@@ -156,7 +160,7 @@ impl TaskService {
                     }
                     matched += tasks.len() as u64;
                     if !request.dry_run {
-                        items.extend(self.bulk_batch(request.action, tasks)?);
+                        items.extend(self.bulk_batch(request, tasks)?);
                         items.sort_by_key(|item| chunk.iter().position(|id| *id == item.id));
                         results.extend(items);
                     }
@@ -185,7 +189,12 @@ impl TaskService {
 
     /// Judges and writes one batch, judging again on a fresh read the tasks that changed
     /// since they were read; the outcomes in the order of `tasks`.
-    fn bulk_batch(&self, action: BulkAction, tasks: Vec<Task>) -> Result<Vec<BulkItem>, AppError> {
+    fn bulk_batch(
+        &self,
+        request: &BulkRequest,
+        tasks: Vec<Task>,
+    ) -> Result<Vec<BulkItem>, AppError> {
+        let action = request.action;
         let order: Vec<TaskId> = tasks.iter().map(Task::id).collect();
         let mut outcomes: Vec<BulkItem> = Vec::with_capacity(tasks.len());
         let mut pending = tasks;
@@ -196,6 +205,18 @@ impl TaskService {
             let now = self.clock.now();
             let mut judged: Vec<(Task, Task)> = Vec::with_capacity(pending.len());
             for before in pending {
+                if let Some(&expected) = request.expected_versions.get(&before.id()) {
+                    if before.version() != expected {
+                        outcomes.push(BulkItem {
+                            id: before.id(),
+                            outcome: Err(AppError::PreconditionFailed {
+                                task: before.id(),
+                                current_version: before.version(),
+                            }),
+                        });
+                        continue;
+                    }
+                }
                 let mut after = before.clone();
                 let verdict = match action {
                     BulkAction::Rerun => after.rerun(now),
@@ -340,7 +361,13 @@ mod tests {
 
     fn by_filter(action: BulkAction, limit: u32) -> BulkRequest {
         let filter = TaskFilter { statuses: vec![TaskStatus::Failed], ..TaskFilter::default() };
-        BulkRequest { action, selection: BulkSelection::Filter(filter), dry_run: false, limit }
+        BulkRequest {
+            action,
+            selection: BulkSelection::Filter(filter),
+            dry_run: false,
+            limit,
+            expected_versions: HashMap::new(),
+        }
     }
 
     /// A repository listing `tasks` newest first as storage would, by cursor and limit.
@@ -428,6 +455,7 @@ mod tests {
             selection: BulkSelection::Ids(ids),
             dry_run: false,
             limit: 1_000,
+            expected_versions: HashMap::new(),
         };
 
         let report = service(repo).bulk(&request, &QueueScope::All).unwrap();
@@ -478,6 +506,7 @@ mod tests {
             selection: BulkSelection::Ids(vec![task_id(1), task_id(2), task_id(3), task_id(4)]),
             dry_run: false,
             limit: 1_000,
+            expected_versions: HashMap::new(),
         };
 
         let report = service(repo).bulk(&request, &QueueScope::All).unwrap();
