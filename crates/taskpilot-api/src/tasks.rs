@@ -89,6 +89,27 @@ pub struct CreateTaskRequest {
     /// Not runnable before this instant (RFC 3339, any offset).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::time::micros_option")]
     pub run_at: Option<DateTime<Utc>>,
+    /// 1 to 255 characters, no control characters: while a PENDING or RUNNING task of the
+    /// queue has this key, no other is created (see `onConflict`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
+    pub unique_key: Option<String>,
+    /// What happens when an active task of the queue holds `uniqueKey`: `return` (the
+    /// default) answers 200 with that task and `created: false`; `reject` answers 409
+    /// UNIQUE_KEY_HELD naming it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_conflict: Option<OnConflict>,
+}
+
+/// What a create does when an active task of its queue holds its `uniqueKey`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum OnConflict {
+    /// Answer 200 with the task that holds the key, `created: false`.
+    Return,
+    /// Answer 409 UNIQUE_KEY_HELD with the holder's id in `taskId`.
+    Reject,
 }
 
 fn empty_object() -> Value {
@@ -105,6 +126,8 @@ impl CreateTaskRequest {
             priority: 0,
             max_attempts: None,
             run_at: None,
+            unique_key: None,
+            on_conflict: None,
         }
     }
 
@@ -368,6 +391,13 @@ pub struct TaskResponse {
     /// When the task last changed.
     #[serde(with = "crate::time::micros")]
     pub updated_at: DateTime<Utc>,
+    /// Its unique key; `null` when it has none.
+    #[serde(default)]
+    pub unique_key: Option<String>,
+    /// On the answers of creates only: `true` when this task was created by the request,
+    /// `false` when it is the active task that already held the request's `uniqueKey`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<bool>,
 }
 
 /// One page of `GET /api/tasks`.
@@ -552,6 +582,8 @@ pub(crate) mod tests {
             completed_at: None,
             created_at: at(0),
             updated_at: at(123_456),
+            unique_key: None,
+            created: None,
         }
     }
 

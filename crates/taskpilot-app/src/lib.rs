@@ -315,6 +315,7 @@ pub use repository::{
 };
 pub use service::{
     fingerprint, Acting, BulkAction, BulkItem, BulkReport, BulkRequest, BulkSelection, ClaimLog,
-    Completion, CreateTask, Idempotency, KeyedAnswer, Pruned, QueueView, ReportedOutcome,
-    ServiceDefaults, TaskExplanation, TaskPage, TaskService, DEFAULT_IDEMPOTENCY_TTL, OPEN_SCOPE,
+    Completion, CreateTask, Created, Idempotency, KeyedAnswer, OnConflict, Pruned, QueueView,
+    ReportedOutcome, ServiceDefaults, TaskExplanation, TaskPage, TaskService,
+    DEFAULT_IDEMPOTENCY_TTL, OPEN_SCOPE,
 };

@@ -58,6 +58,9 @@ diesel::table! {
         version -> Int8,
         /// The API token that created the task; see `migrations/*_add_api_tokens/up.sql`.
         created_by -> Nullable<Uuid>,
+        /// At most one PENDING or RUNNING task per queue holds it; see
+        /// `migrations/*_add_unique_keys/up.sql`.
+        unique_key -> Nullable<Text>,
     }
 }
 

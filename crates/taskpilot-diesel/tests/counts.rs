@@ -100,6 +100,8 @@ fn create_request(rng: &mut Rng, now: DateTime<Utc>) -> CreateTask {
         priority: rng.below(3) as i32 - 1,
         max_attempts: Some(MaxAttempts::new(1 + rng.below(3) as i64).unwrap()),
         run_at,
+        unique_key: None,
+        on_conflict: taskpilot_app::OnConflict::Return,
     }
 }
 
@@ -345,6 +347,8 @@ fn queues_beyond_the_cap_are_counted_together() {
                 priority: 0,
                 max_attempts: None,
                 run_at: None,
+                unique_key: None,
+                on_conflict: taskpilot_app::OnConflict::Return,
             };
             service.create(request).unwrap();
         }
@@ -377,6 +381,8 @@ fn a_duration_equal_to_a_bound_falls_in_that_bounds_bucket() {
                 priority: 0,
                 max_attempts: None,
                 run_at: None,
+                unique_key: None,
+                on_conflict: taskpilot_app::OnConflict::Return,
             };
             let task = service.create(request).unwrap();
             let wait = TimeDelta::microseconds((bound * 1e6).round() as i64 + extra);

@@ -119,7 +119,7 @@ pub use idempotency::{
     decide as decide_idempotency, Fingerprint, IdempotencyDecision, IdempotencyKey,
     IdempotencyRecord, KeyClaim, StoredResponse,
 };
-pub use ids::{MaxAttempts, QueueName, TaskId, TaskName, TextRule, WorkerId};
+pub use ids::{MaxAttempts, QueueName, TaskId, TaskName, TextRule, UniqueKey, WorkerId};
 pub use lease::{Lease, LeaseDuration, LeaseToken};
 pub use ports::{BackoffPolicy, Clock, ExponentialBackoff, FixedBackoff, FixedClock};
 pub use queue::{

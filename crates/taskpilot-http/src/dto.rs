@@ -31,12 +31,13 @@ use taskpilot_api::{
 };
 use taskpilot_api::{ExplainReasonResponse, ExplainResponse, QueueListResponse, QueueResponse};
 use taskpilot_app::{
-    BulkAction, BulkReport, BulkRequest, BulkSelection, Completion, CreateTask, RejectionCount,
-    ReportedOutcome, StatusCounts, TaskCounts, TaskEvent, TaskFilter, TaskPage,
+    BulkAction, BulkReport, BulkRequest, BulkSelection, Completion, CreateTask, Created,
+    OnConflict, RejectionCount, ReportedOutcome, StatusCounts, TaskCounts, TaskEvent, TaskFilter,
+    TaskPage,
 };
 use taskpilot_domain::{
     check_json, to_micros, LeaseDuration, LeaseToken, MaxAttempts, QueueName, Reporter, Task,
-    TaskId, TaskName, WorkerId,
+    TaskId, TaskName, UniqueKey, WorkerId,
 };
 use tracing::Span;
 use uuid::Uuid;
@@ -153,6 +154,11 @@ pub fn create_task(body: CreateTaskRequest) -> Result<CreateTask, ApiError> {
         priority: body.priority,
         max_attempts: body.max_attempts.map(MaxAttempts::new).transpose()?,
         run_at: body.run_at.map(|at| instant("runAt", at)).transpose()?,
+        unique_key: body.unique_key.as_deref().map(UniqueKey::parse).transpose()?,
+        on_conflict: match body.on_conflict {
+            None | Some(taskpilot_api::OnConflict::Return) => OnConflict::Return,
+            Some(taskpilot_api::OnConflict::Reject) => OnConflict::Reject,
+        },
     })
 }
 
@@ -716,7 +722,14 @@ pub fn task_response(task: &Task) -> TaskResponse {
         completed_at: task.completed_at(),
         created_at: task.created_at(),
         updated_at: task.updated_at(),
+        unique_key: task.unique_key().map(ToString::to_string),
+        created: None,
     }
+}
+
+/// The answer of a create: the task, saying whether the request created it.
+pub fn created_response(answer: &Created) -> TaskResponse {
+    TaskResponse { created: Some(answer.created), ..task_response(&answer.task) }
 }
 
 /// The task as its lease holder sees it: with the lease token of a running attempt.
@@ -910,8 +923,8 @@ pub fn explain_response(found: &taskpilot_app::TaskExplanation) -> ExplainRespon
 }
 
 /// The tasks one batch created, in the order given.
-pub fn batch_response(tasks: &[Task]) -> CreateTaskBatchResponse {
-    CreateTaskBatchResponse { items: tasks.iter().map(task_response).collect() }
+pub fn batch_response(answers: &[Created]) -> CreateTaskBatchResponse {
+    CreateTaskBatchResponse { items: answers.iter().map(created_response).collect() }
 }
 
 /// A task's history, oldest first.

@@ -14,7 +14,7 @@ use taskpilot_domain::{
 };
 use uuid::Uuid;
 
-use super::{CreateTask, ServiceDefaults, TaskService};
+use super::{CreateTask, OnConflict, ServiceDefaults, TaskService};
 use crate::{Actor, MockTaskRepository, Rejection, RepoError, StaleCall, TaskEvent};
 
 pub(super) const DEFAULT_MAX_ATTEMPTS: i64 = 25;
@@ -84,6 +84,7 @@ pub(super) fn new_task(id: TaskId, max_attempts: i64, created_at: DateTime<Utc>)
         priority: 0,
         max_attempts: MaxAttempts::new(max_attempts).unwrap(),
         run_at: None,
+        unique_key: None,
     };
     Task::new(id, spec, created_at)
 }
@@ -193,6 +194,8 @@ pub(super) fn create_request() -> CreateTask {
         priority: 5,
         max_attempts: None,
         run_at: None,
+        unique_key: None,
+        on_conflict: OnConflict::Return,
     }
 }
 

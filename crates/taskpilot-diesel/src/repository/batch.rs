@@ -24,7 +24,7 @@ use taskpilot_app::{RepoError, TaskEvent, TaskWrite};
 use taskpilot_domain::{Task, TaskId};
 use uuid::Uuid;
 
-use super::{classify, TaskEventRow, TaskRow};
+use super::{classify, is_unique_key_violation, unique_key_holder, TaskEventRow, TaskRow};
 use crate::schema::tasks;
 
 /// The names of a tuple of columns, in order.
@@ -43,7 +43,7 @@ macro_rules! column_names {
 }
 column_names!(
     C01, C02, C03, C04, C05, C06, C07, C08, C09, C10, C11, C12, C13, C14, C15, C16, C17, C18, C19,
-    C20, C21, C22, C23, C24, C25
+    C20, C21, C22, C23, C24, C25, C26
 );
 
 /// The columns of `tasks` as the schema declares them, which is the order [`TaskRow`]'s
@@ -75,7 +75,7 @@ fn params(first: usize, n: usize) -> String {
 /// nothing). `WITH ORDINALITY` and the `ORDER BY`
 /// keep the events' ids (their order in a history) in the order they were given.
 ///
-/// Binds: $1..$24 the task columns, $25..$34 the event columns, all arrays.
+/// Binds: $1..$26 the task columns, $27..$37 the event columns, all arrays.
 static INSERT_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
     let tasks = TASK_COLUMNS.join(", ");
     let events = EVENT_COLUMNS.join(", ");
@@ -115,8 +115,8 @@ ORDER BY e.seq",
 ///
 /// Returns the numbers of the writes that were applied.
 ///
-/// Binds: $1 write numbers, $2 expected versions, $3..$26 the task columns, $27 each event's
-/// write number, $28..$37 the event columns, all arrays.
+/// Binds: $1 write numbers, $2 expected versions, $3..$28 the task columns, $29 each event's
+/// write number, $30..$40 the event columns, all arrays.
 static WRITE_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
     let tasks = TASK_COLUMNS.join(", ");
     let set = TASK_COLUMNS[1..].iter().map(|c| format!("{c} = i.{c}")).collect::<Vec<_>>();
@@ -181,6 +181,7 @@ struct TaskColumns {
     updated_at: Vec<DateTime<Utc>>,
     version: Vec<i64>,
     created_by: Vec<Option<Uuid>>,
+    unique_key: Vec<Option<String>>,
 }
 
 impl TaskColumns {
@@ -212,6 +213,7 @@ impl TaskColumns {
             updated_at,
             version,
             created_by,
+            unique_key,
         } = row;
         self.id.push(id);
         self.queue.push(queue);
@@ -238,6 +240,7 @@ impl TaskColumns {
         self.updated_at.push(updated_at);
         self.version.push(version);
         self.created_by.push(created_by);
+        self.unique_key.push(unique_key);
     }
 
     /// Binds the columns in [`TASK_COLUMNS`] order. Every field by name, no `..`: a field
@@ -269,6 +272,7 @@ impl TaskColumns {
             updated_at,
             version,
             created_by,
+            unique_key,
         } = self;
         query
             .bind::<Array<SqlUuid>, _>(id)
@@ -296,6 +300,7 @@ impl TaskColumns {
             .bind::<Array<Timestamptz>, _>(updated_at)
             .bind::<Array<BigInt>, _>(version)
             .bind::<Array<Nullable<SqlUuid>>, _>(created_by)
+            .bind::<Array<Nullable<Text>>, _>(unique_key)
     }
 }
 
@@ -379,9 +384,13 @@ pub(super) fn insert_many(
         event_columns.push(TaskEventRow::try_from(event).map_err(RepoError::unexpected)?);
     }
     let query = diesel::sql_query(INSERT_MANY_SQL.as_str()).into_boxed();
-    let inserted = event_columns.bind(task_columns.bind(query)).execute(conn);
+    // In a transaction of its own (a savepoint inside the caller's), so that the looks after
+    // a refusal run on a connection that is not in an aborted transaction.
+    let inserted =
+        conn.transaction(|conn| event_columns.bind(task_columns.bind(query)).execute(conn));
     match inserted {
         Ok(_) => Ok(()),
+        Err(e) if is_unique_key_violation(&e) => Err(first_held(conn, tasks.iter())),
         Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info))
             if info.constraint_name() == Some("tasks_pkey") =>
         {
@@ -389,6 +398,26 @@ pub(super) fn insert_many(
             Err(RepoError::Conflict(first_taken(conn, tasks)?))
         }
         Err(e) => Err(classify(e, "cannot insert the tasks")),
+    }
+}
+
+/// After a write of `tasks` violated the unique key index: [`RepoError::UniqueKeyHeld`]
+/// naming the holder of the first of their keys that is held, or [`RepoError::Conflict`]
+/// naming the first task when no holder is left (they finished since, or two of `tasks`
+/// met each other): the write may be tried again.
+fn first_held<'a>(conn: &mut PgConnection, tasks: impl Iterator<Item = &'a Task>) -> RepoError {
+    let mut first = None;
+    for task in tasks.filter(|t| t.unique_key().is_some()) {
+        first.get_or_insert(task.id());
+        match unique_key_holder(conn, task) {
+            Ok(Some(holder)) => return RepoError::UniqueKeyHeld(holder),
+            Ok(None) => {}
+            Err(e) => return classify(e, "cannot look up the holder of a unique key"),
+        }
+    }
+    match first {
+        Some(id) => RepoError::Conflict(id),
+        None => RepoError::unexpected(anyhow!("a unique key was held, but none of the batch is")),
     }
 }
 
@@ -460,13 +489,16 @@ pub(super) fn write_many(
         .bind::<Array<Integer>, _>(numbers)
         .bind::<Array<BigInt>, _>(expected_versions);
     let query = task_columns.bind(query).bind::<Array<Nullable<Integer>>, _>(event_writes);
-    let written: HashSet<i32> = event_columns
-        .bind(query)
-        .load::<Written>(conn)
-        .map_err(|e| classify(e, "cannot write the tasks"))?
-        .into_iter()
-        .map(|w| w.n)
-        .collect();
+    let loaded = conn.transaction(|conn| event_columns.bind(query).load::<Written>(conn));
+    let written: HashSet<i32> = match loaded {
+        Err(e) if is_unique_key_violation(&e) => {
+            return Err(first_held(conn, writes.iter().map(|w| &w.task)))
+        }
+        loaded => loaded.map_err(|e| classify(e, "cannot write the tasks"))?,
+    }
+    .into_iter()
+    .map(|w| w.n)
+    .collect();
     Ok(writes
         .iter()
         .zip(1..)
@@ -491,7 +523,7 @@ mod tests {
             .collect();
 
         assert_eq!(TASK_COLUMNS, names);
-        assert_eq!(TASK_COLUMNS.len(), 25);
+        assert_eq!(TASK_COLUMNS.len(), 26);
     }
 
     #[test]
