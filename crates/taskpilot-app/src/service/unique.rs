@@ -80,7 +80,7 @@ impl TaskService {
 }
 
 /// Whether `task` would hold the key `holder` holds (same queue, same key).
-fn same_key(task: &Task, holder: &Task) -> bool {
+pub(super) fn same_key(task: &Task, holder: &Task) -> bool {
     task.unique_key().is_some()
         && task.unique_key() == holder.unique_key()
         && task.queue() == holder.queue()
