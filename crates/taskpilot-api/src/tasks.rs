@@ -92,7 +92,7 @@ pub struct CreateTaskRequest {
     /// 1 to 255 characters, no control characters: while a PENDING or RUNNING task of the
     /// queue has this key, no other is created (see `onConflict`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::UniqueKey>))]
     pub unique_key: Option<String>,
     /// What happens when an active task of the queue holds `uniqueKey`: `return` (the
     /// default) answers 200 with that task and `created: false`; `reject` answers 409

@@ -75,8 +75,12 @@ pub enum AppError {
         /// The item of a batch whose key it is.
         index: Option<usize>,
     },
-    /// An item of a batch has the queue and unique key of an earlier item.
-    #[error("tasks[{index}]: uniqueKey repeats the key of tasks[{first}] in the same queue")]
+    /// An item of a batch that asked for [`OnConflict::Reject`](crate::OnConflict::Reject)
+    /// has the queue and unique key of an earlier item.
+    #[error(
+        "tasks[{index}]: the uniqueKey is held by tasks[{first}] of the same batch in the same \
+         queue"
+    )]
     RepeatedUniqueKey {
         /// The item.
         index: usize,

@@ -372,8 +372,10 @@ fn refusal(e: &AppError) -> Problem {
         AppError::UniqueKeyHeld { holder, index: Some(index) } => {
             Problem::new(C::UniqueKeyHeld, e.to_string()).task(*holder).with("index", *index)
         }
-        AppError::RepeatedUniqueKey { index, .. } => {
-            Problem::new(C::ValidationFailed, e.to_string()).with("index", *index)
+        AppError::RepeatedUniqueKey { index, first } => {
+            Problem::new(C::UniqueKeyHeld, e.to_string())
+                .with("index", *index)
+                .with("heldByIndex", *first)
         }
         AppError::IdempotencyKeyReused => Problem::new(C::IdempotencyKeyReused, e.to_string()),
         AppError::IdempotencyKeyInUse => Problem::new(C::IdempotencyKeyInUse, e.to_string()),

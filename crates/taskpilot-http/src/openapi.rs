@@ -276,7 +276,8 @@ impl IntoResponses for KeyRefused {
                      being handled; send it again later. UNIQUE_KEY_HELD: a PENDING or \
                      RUNNING task of the queue holds the `uniqueKey` of a task that asked for \
                      `onConflict: reject`; `taskId` names that task (and `index` the batch \
-                     item); nothing was created.",
+                     item; `heldByIndex` the earlier item of the batch with that queue and \
+                     key instead of `taskId`); nothing was created.",
                 ),
             ),
             (

@@ -185,7 +185,13 @@ async fn batch_items_answer_created_true_or_false_and_a_rejecting_item_refuses_t
     let refused =
         batch(json!([{"name": "a", "uniqueKey": "other"}, {"name": "b", "uniqueKey": "k", "onConflict": "reject"}]))
             .await;
-    let repeated =
+    let repeated = batch(json!([
+        {"name": "a", "uniqueKey": "twice"},
+        {"name": "b", "uniqueKey": "twice"},
+        {"name": "c", "uniqueKey": "twice", "onConflict": "reject"},
+    ]))
+    .await;
+    let repeated_once =
         batch(json!([{"name": "a", "uniqueKey": "twice"}, {"name": "b", "uniqueKey": "twice"}]))
             .await;
 
@@ -196,10 +202,15 @@ async fn batch_items_answer_created_true_or_false_and_a_rejecting_item_refuses_t
     assert_eq!(items[1]["id"], holder.id());
     let problem = refused.assert_problem(StatusCode::CONFLICT, "UNIQUE_KEY_HELD");
     assert_eq!((&problem["taskId"], &problem["index"]), (&json!(holder.id()), &json!(1)));
-    let problem = repeated.assert_problem(StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
-    assert_eq!(problem["index"], 1, "{problem}");
+    let problem = repeated.assert_problem(StatusCode::CONFLICT, "UNIQUE_KEY_HELD");
+    assert_eq!((&problem["index"], &problem["heldByIndex"]), (&json!(2), &json!(0)), "{problem}");
+    assert_eq!(repeated_once.status, StatusCode::CREATED, "{}", repeated_once.body);
+    let items = repeated_once.body["items"].as_array().unwrap();
+    assert_eq!((&items[0]["created"], &items[1]["created"]), (&json!(true), &json!(false)));
+    assert_eq!(items[1]["id"], items[0]["id"]);
     let listed = server.call(Method::GET, "/api/tasks?limit=100", None, Value::Null).await;
-    assert_eq!(listed.body["items"].as_array().unwrap().len(), 3, "holder, fresh and c only");
+    let listed = listed.body["items"].as_array().unwrap().len();
+    assert_eq!(listed, 4, "holder, fresh, c and one of the repeated key only");
     server.stop().await;
 }
 

@@ -6,11 +6,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use taskpilot_api::limits::MAX_BATCH;
-use taskpilot_domain::{
-    Applied, DomainError, LiveSuccess, QueueName, Reporter, Task, TaskId, TokenId,
-};
+use taskpilot_domain::{Applied, DomainError, LiveSuccess, Reporter, Task, TaskId, TokenId};
 
-use super::unique::repeated_key;
 use super::{CreateTask, Created, OnConflict, TaskService};
 use crate::{Actor, AppError, StaleCall, TaskEvent, TaskWrite};
 
@@ -82,9 +79,11 @@ impl TaskService {
     /// nothing; the others are created, all together.
     ///
     /// # Errors
-    /// [`AppError::InvalidBatchSize`]; [`AppError::RepeatedUniqueKey`] for two items with one
-    /// queue and unique key; [`AppError::UniqueKeyHeld`] naming the first item whose key is
-    /// held and that asked for [`OnConflict::Reject`] (nothing is created); storage errors.
+    /// [`AppError::InvalidBatchSize`]; [`AppError::UniqueKeyHeld`] naming the first item whose
+    /// key is held and that asked for [`OnConflict::Reject`], or [`AppError::RepeatedUniqueKey`]
+    /// for such an item that repeats an earlier item's queue and key (nothing is created
+    /// then); storage errors. An item that repeats an earlier one's queue and key with
+    /// [`OnConflict::Return`] answers what the earlier one answers, `created: false`.
     pub fn create_batch_unique_by(
         &self,
         requests: Vec<CreateTask>,
@@ -104,7 +103,7 @@ impl TaskService {
     }
 
     /// The tasks of a batch, created now by `token`, each with what it does when its unique
-    /// key is held, once its size is checked and no two share a queue and unique key.
+    /// key is held, once its size is checked.
     pub(super) fn new_batch(
         &self,
         requests: Vec<CreateTask>,
@@ -112,12 +111,6 @@ impl TaskService {
     ) -> Result<Vec<(Task, OnConflict)>, AppError> {
         if requests.is_empty() || requests.len() > MAX_BATCH {
             return Err(AppError::InvalidBatchSize(requests.len()));
-        }
-        let default = QueueName::default();
-        let keys =
-            requests.iter().map(|r| (r.queue.as_ref().unwrap_or(&default), r.unique_key.as_ref()));
-        if let Some((index, first)) = repeated_key(keys) {
-            return Err(AppError::RepeatedUniqueKey { index, first });
         }
         let now = self.clock.now();
         Ok(requests

@@ -30,18 +30,31 @@ impl TaskService {
         batch: bool,
         mut store: impl FnMut(&[Task], &[Created]) -> Result<T, AppError>,
     ) -> Result<(Vec<Created>, T), AppError> {
+        // An item with the queue and key of an earlier item of the same request is the same
+        // work: it answers what the earlier one answers, or refuses the request.
+        let repeats = repeats(&tasks);
+        for (index, repeat) in repeats.iter().enumerate() {
+            if let Some(first) = *repeat {
+                if tasks[index].1 == OnConflict::Reject {
+                    return Err(AppError::RepeatedUniqueKey { index, first });
+                }
+            }
+        }
         let mut held: Vec<Option<Task>> = vec![None; tasks.len()];
         // Every round answers at least one more item with a holder, so there are at most
         // as many rounds as items with a key, plus the last.
         for _ in 0..=tasks.len() {
-            let answers: Vec<Created> = tasks
-                .iter()
-                .zip(&held)
-                .map(|((task, _), holder)| match holder {
-                    Some(holder) => Created { task: holder.clone(), created: false },
-                    None => Created { task: task.clone(), created: true },
-                })
-                .collect();
+            let mut answers: Vec<Created> = Vec::with_capacity(tasks.len());
+            for (((task, _), holder), repeat) in tasks.iter().zip(&held).zip(&repeats) {
+                let answer = match (repeat, holder) {
+                    (Some(first), _) => {
+                        Created { task: answers[*first].task.clone(), created: false }
+                    }
+                    (None, Some(holder)) => Created { task: holder.clone(), created: false },
+                    (None, None) => Created { task: task.clone(), created: true },
+                };
+                answers.push(answer);
+            }
             let new: Vec<Task> =
                 answers.iter().filter(|a| a.created).map(|a| a.task.clone()).collect();
             let holder_id = match store(&new, &answers) {
@@ -58,8 +71,9 @@ impl TaskService {
                 Err(e) => return Err(e.into()),
             };
             let mut matched = false;
-            for (index, ((task, on_conflict), slot)) in tasks.iter().zip(&mut held).enumerate() {
-                if slot.is_none() && same_key(task, &holder) {
+            let items = tasks.iter().zip(&mut held).zip(&repeats).enumerate();
+            for (index, (((task, on_conflict), slot), repeat)) in items {
+                if repeat.is_none() && slot.is_none() && same_key(task, &holder) {
                     if *on_conflict == OnConflict::Reject {
                         let index = batch.then_some(index);
                         return Err(AppError::UniqueKeyHeld { holder: holder.id(), index });
@@ -79,27 +93,30 @@ impl TaskService {
     }
 }
 
+/// For each item, the first earlier item with its queue and unique key, if any.
+fn repeats(tasks: &[(Task, OnConflict)]) -> Vec<Option<usize>> {
+    let mut first: HashMap<(&QueueName, &UniqueKey), usize> = HashMap::new();
+    tasks
+        .iter()
+        .enumerate()
+        .map(|(index, (task, _))| {
+            let key = task.unique_key()?;
+            match first.get(&(task.queue(), key)) {
+                Some(earlier) => Some(*earlier),
+                None => {
+                    first.insert((task.queue(), key), index);
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
 /// Whether `task` would hold the key `holder` holds (same queue, same key).
 pub(super) fn same_key(task: &Task, holder: &Task) -> bool {
     task.unique_key().is_some()
         && task.unique_key() == holder.unique_key()
         && task.queue() == holder.queue()
-}
-
-/// The first item of `tasks` that repeats the queue and unique key of an earlier one, with
-/// the earlier one's index: a batch may hold each key of a queue once.
-pub(super) fn repeated_key<'a>(
-    tasks: impl IntoIterator<Item = (&'a QueueName, Option<&'a UniqueKey>)>,
-) -> Option<(usize, usize)> {
-    let mut seen: HashMap<(&QueueName, &UniqueKey), usize> = HashMap::new();
-    for (index, (queue, key)) in tasks.into_iter().enumerate() {
-        if let Some(key) = key {
-            if let Some(first) = seen.insert((queue, key), index) {
-                return Some((index, first));
-            }
-        }
-    }
-    None
 }
 
 #[cfg(test)]
@@ -230,9 +247,12 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_with_one_key_twice_in_a_queue_is_refused_before_storage() {
+    fn a_repeated_key_answers_the_earlier_item_or_refuses_the_batch_before_storage() {
         let mut repo = MockTaskRepository::new();
-        repo.expect_insert_many().never();
+        repo.expect_insert_many()
+            .withf(|tasks, _| tasks.len() == 3)
+            .times(1)
+            .returning(|_, _| Ok(()));
         let other_queue = CreateTask {
             queue: Some(QueueName::parse("other").unwrap()),
             ..keyed("k", OnConflict::Return)
@@ -243,10 +263,18 @@ mod tests {
             create_request(),
             keyed("k", OnConflict::Return),
         ];
+        let service = service(repo);
 
-        let refused = service(repo).create_batch_unique_by(requests, None);
+        let answers = service.create_batch_unique_by(requests, None).unwrap();
+        let refused = service.create_batch_unique_by(
+            vec![create_request(), keyed("k", OnConflict::Return), keyed("k", OnConflict::Reject)],
+            None,
+        );
 
-        assert!(matches!(refused, Err(AppError::RepeatedUniqueKey { index: 3, first: 0 })));
+        let created: Vec<bool> = answers.iter().map(|a| a.created).collect();
+        assert_eq!(created, vec![true, true, true, false]);
+        assert_eq!(answers[3].task, answers[0].task);
+        assert!(matches!(refused, Err(AppError::RepeatedUniqueKey { index: 2, first: 1 })));
     }
 
     #[test]
