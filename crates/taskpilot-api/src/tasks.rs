@@ -608,7 +608,8 @@ pub(crate) mod tests {
             "result": null,
             "completedAt": null,
             "createdAt": "2026-11-26T10:00:00.000000Z",
-            "updatedAt": "2026-11-26T10:00:00.123456Z"
+            "updatedAt": "2026-11-26T10:00:00.123456Z",
+            "uniqueKey": null
         })
     }
 
@@ -624,6 +625,36 @@ pub(crate) mod tests {
         wire.as_object_mut().unwrap().remove("leaseToken");
 
         round_trip(&task, &wire);
+    }
+
+    #[test]
+    fn a_create_answer_carries_its_unique_key_and_whether_it_created() {
+        let task = TaskResponse {
+            unique_key: Some("account-7".to_owned()),
+            created: Some(false),
+            ..running_task()
+        };
+        let mut wire = running_task_wire();
+        wire["uniqueKey"] = json!("account-7");
+        wire["created"] = json!(false);
+
+        round_trip(&task, &wire);
+    }
+
+    #[test]
+    fn a_create_request_names_its_unique_key_and_what_a_held_key_does() {
+        let request = CreateTaskRequest {
+            unique_key: Some("account-7".to_owned()),
+            on_conflict: Some(OnConflict::Reject),
+            ..CreateTaskRequest::new("sync")
+        };
+
+        round_trip(
+            &request,
+            &json!({"name": "sync", "payload": {}, "priority": 0, "uniqueKey": "account-7",
+                    "onConflict": "reject"}),
+        );
+        round_trip(&OnConflict::Return, &json!("return"));
     }
 
     #[test]
