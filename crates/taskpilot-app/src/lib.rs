@@ -24,7 +24,7 @@
 //! use chrono::TimeDelta;
 //! use serde_json::json;
 //! use taskpilot_app::{
-//!     Actor, CreateTask, RepoError, ServiceDefaults, SystemClock, TaskEvent, TaskRepository,
+//!     Actor, CreateTask, OnConflict, RepoError, ServiceDefaults, SystemClock, TaskEvent, TaskRepository,
 //!     TaskService,
 //! };
 //! use taskpilot_domain::{
@@ -244,6 +244,8 @@
 //!     priority: 0,
 //!     max_attempts: None,
 //!     run_at: None,
+//!     unique_key: None,
+//!     on_conflict: OnConflict::Return,
 //! })?;
 //! let worker = WorkerId::parse("worker-1")?;
 //! let started = service.start(task.id(), &worker, None)?;

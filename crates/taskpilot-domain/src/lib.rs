@@ -52,6 +52,7 @@
 //!     priority: 0,
 //!     max_attempts: MaxAttempts::new(3)?,
 //!     run_at: None,
+//!     unique_key: None,
 //! };
 //! let mut task = Task::new(TaskId::from_uuid(Uuid::from_u128(7)), spec, clock.now());
 //! let worker = WorkerId::parse("worker-1")?;
