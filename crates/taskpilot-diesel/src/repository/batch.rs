@@ -11,6 +11,7 @@ use std::sync::LazyLock;
 
 use anyhow::{anyhow, Context as _};
 use chrono::{DateTime, Utc};
+use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
@@ -384,10 +385,15 @@ pub(super) fn insert_many(
         event_columns.push(TaskEventRow::try_from(event).map_err(RepoError::unexpected)?);
     }
     let query = diesel::sql_query(INSERT_MANY_SQL.as_str()).into_boxed();
-    // In a transaction of its own (a savepoint inside the caller's), so that the looks after
-    // a refusal run on a connection that is not in an aborted transaction.
-    let inserted =
-        conn.transaction(|conn| event_columns.bind(task_columns.bind(query)).execute(conn));
+    let query = event_columns.bind(task_columns.bind(query));
+    // Inside the caller's transaction, under a savepoint of its own, so that the looks after a
+    // refusal run in a transaction that is not aborted; alone, as one statement (one round
+    // trip), whose failure leaves nothing to roll back.
+    let inserted = if in_transaction(conn) {
+        conn.transaction(|conn| query.execute(conn))
+    } else {
+        query.execute(conn)
+    };
     match inserted {
         Ok(_) => Ok(()),
         Err(e) if is_unique_key_violation(&e) => Err(first_held(conn, tasks.iter())),
@@ -399,6 +405,13 @@ pub(super) fn insert_many(
         }
         Err(e) => Err(classify(e, "cannot insert the tasks")),
     }
+}
+
+/// Whether `conn` is inside a transaction.
+fn in_transaction(conn: &mut PgConnection) -> bool {
+    AnsiTransactionManager::transaction_manager_status_mut(conn)
+        .transaction_depth()
+        .map_or(true, |depth| depth.is_some())
 }
 
 /// After a write of `tasks` violated the unique key index: [`RepoError::UniqueKeyHeld`]
@@ -489,7 +502,8 @@ pub(super) fn write_many(
         .bind::<Array<Integer>, _>(numbers)
         .bind::<Array<BigInt>, _>(expected_versions);
     let query = task_columns.bind(query).bind::<Array<Nullable<Integer>>, _>(event_writes);
-    let loaded = conn.transaction(|conn| event_columns.bind(query).load::<Written>(conn));
+    // Alone, as one statement: a refusal leaves the connection usable for the looks after it.
+    let loaded = event_columns.bind(query).load::<Written>(conn);
     let written: HashSet<i32> = match loaded {
         Err(e) if is_unique_key_violation(&e) => {
             return Err(first_held(conn, writes.iter().map(|w| &w.task)))
