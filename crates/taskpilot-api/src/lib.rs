@@ -47,7 +47,7 @@ pub use problem::{ProblemBody, ProblemCode, PROBLEM_JSON};
 pub use queues::{ExplainReasonResponse, ExplainResponse, QueueListResponse, QueueResponse};
 pub use tasks::{
     ClaimResponse, ClaimTasksRequest, CreateTaskRequest, FailTaskRequest, HeartbeatRequest,
-    ListTasksQuery, QueueStatsResponse, RejectionCountResponse, RejectionStatsResponse,
+    ListTasksQuery, OnConflict, QueueStatsResponse, RejectionCountResponse, RejectionStatsResponse,
     ReleaseTaskRequest, RetryState, StartTaskRequest, StatsResponse, StatusCountsResponse,
     SucceedTaskRequest, TaskEventListResponse, TaskEventResponse, TaskListResponse, TaskResponse,
     TaskStatus,

@@ -64,6 +64,16 @@ named_schema!(
 );
 
 named_schema!(
+    /// A task's unique key: 1 to 255 characters, not blank, no control characters.
+    UniqueKey,
+    text(
+        255,
+        "The same work as any other PENDING or RUNNING task of the queue with this key: 1 to \
+         255 characters, not blank, no control characters.",
+    )
+);
+
+named_schema!(
     /// An API token's name.
     TokenName,
     text(64, "A token's name: 1 to 64 characters, not blank, no control characters.")

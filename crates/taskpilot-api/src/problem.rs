@@ -50,6 +50,9 @@ pub enum ProblemCode {
     OutcomeConflict,
     /// 409: a request with this `Idempotency-Key` is still being handled; retry later.
     IdempotencyKeyInUse,
+    /// 409: another PENDING or RUNNING task of the queue holds the `uniqueKey`; `taskId`
+    /// names it (and `index` the batch item).
+    UniqueKeyHeld,
     /// 412: `If-Match` names no entity tag the task or queue has now (someone changed it since
     /// it was read); `currentVersion` says which version it is at. Nothing was changed.
     PreconditionFailed,
@@ -67,7 +70,7 @@ pub enum ProblemCode {
 
 impl ProblemCode {
     /// Every code, in the README's order.
-    pub const ALL: [ProblemCode; 24] = [
+    pub const ALL: [ProblemCode; 25] = [
         Self::MalformedRequest,
         Self::ValidationFailed,
         Self::Unauthenticated,
@@ -86,6 +89,7 @@ impl ProblemCode {
         Self::TaskCancelled,
         Self::OutcomeConflict,
         Self::IdempotencyKeyInUse,
+        Self::UniqueKeyHeld,
         Self::PreconditionFailed,
         Self::PayloadTooLarge,
         Self::UnsupportedMediaType,
@@ -115,6 +119,7 @@ impl ProblemCode {
             Self::TaskCancelled => "TASK_CANCELLED",
             Self::OutcomeConflict => "OUTCOME_CONFLICT",
             Self::IdempotencyKeyInUse => "IDEMPOTENCY_KEY_IN_USE",
+            Self::UniqueKeyHeld => "UNIQUE_KEY_HELD",
             Self::PreconditionFailed => "PRECONDITION_FAILED",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
@@ -148,7 +153,8 @@ impl ProblemCode {
             | Self::AttemptSuperseded
             | Self::TaskCancelled
             | Self::OutcomeConflict
-            | Self::IdempotencyKeyInUse => 409,
+            | Self::IdempotencyKeyInUse
+            | Self::UniqueKeyHeld => 409,
             Self::PreconditionFailed => 412,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,

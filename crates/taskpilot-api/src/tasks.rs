@@ -99,6 +99,27 @@ pub struct CreateTaskRequest {
     /// Not runnable before this instant (RFC 3339, any offset).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::time::micros_option")]
     pub run_at: Option<DateTime<Utc>>,
+    /// 1 to 255 characters, no control characters: while a PENDING or RUNNING task of the
+    /// queue has this key, no other is created (see `onConflict`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::openapi::UniqueKey>))]
+    pub unique_key: Option<String>,
+    /// What happens when an active task of the queue holds `uniqueKey`: `return` (the
+    /// default) answers 200 with that task and `created: false`; `reject` answers 409
+    /// UNIQUE_KEY_HELD naming it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_conflict: Option<OnConflict>,
+}
+
+/// What a create does when an active task of its queue holds its `uniqueKey`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum OnConflict {
+    /// Answer 200 with the task that holds the key, `created: false`.
+    Return,
+    /// Answer 409 UNIQUE_KEY_HELD with the holder's id in `taskId`.
+    Reject,
 }
 
 fn empty_object() -> Value {
@@ -116,6 +137,8 @@ impl CreateTaskRequest {
             max_attempts: None,
             max_crashes: None,
             run_at: None,
+            unique_key: None,
+            on_conflict: None,
         }
     }
 
@@ -391,6 +414,13 @@ pub struct TaskResponse {
     /// When the task last changed.
     #[serde(with = "crate::time::micros")]
     pub updated_at: DateTime<Utc>,
+    /// Its unique key; `null` when it has none.
+    #[serde(default)]
+    pub unique_key: Option<String>,
+    /// On the answers of creates only: `true` when this task was created by the request,
+    /// `false` when it is the active task that already held the request's `uniqueKey`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<bool>,
 }
 
 /// One page of `GET /api/tasks`.
@@ -577,6 +607,8 @@ pub(crate) mod tests {
             completed_at: None,
             created_at: at(0),
             updated_at: at(123_456),
+            unique_key: None,
+            created: None,
         }
     }
 
@@ -603,7 +635,8 @@ pub(crate) mod tests {
             "result": null,
             "completedAt": null,
             "createdAt": "2026-11-26T10:00:00.000000Z",
-            "updatedAt": "2026-11-26T10:00:00.123456Z"
+            "updatedAt": "2026-11-26T10:00:00.123456Z",
+            "uniqueKey": null
         })
     }
 
@@ -619,6 +652,36 @@ pub(crate) mod tests {
         wire.as_object_mut().unwrap().remove("leaseToken");
 
         round_trip(&task, &wire);
+    }
+
+    #[test]
+    fn a_create_answer_carries_its_unique_key_and_whether_it_created() {
+        let task = TaskResponse {
+            unique_key: Some("account-7".to_owned()),
+            created: Some(false),
+            ..running_task()
+        };
+        let mut wire = running_task_wire();
+        wire["uniqueKey"] = json!("account-7");
+        wire["created"] = json!(false);
+
+        round_trip(&task, &wire);
+    }
+
+    #[test]
+    fn a_create_request_names_its_unique_key_and_what_a_held_key_does() {
+        let request = CreateTaskRequest {
+            unique_key: Some("account-7".to_owned()),
+            on_conflict: Some(OnConflict::Reject),
+            ..CreateTaskRequest::new("sync")
+        };
+
+        round_trip(
+            &request,
+            &json!({"name": "sync", "payload": {}, "priority": 0, "uniqueKey": "account-7",
+                    "onConflict": "reject"}),
+        );
+        round_trip(&OnConflict::Return, &json!("return"));
     }
 
     #[test]

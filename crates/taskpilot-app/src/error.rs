@@ -76,6 +76,28 @@ pub enum AppError {
     /// The first request with this `Idempotency-Key` is still being handled.
     #[error("a request with this Idempotency-Key is still being handled; try again later")]
     IdempotencyKeyInUse,
+    /// Another PENDING or RUNNING task of the queue holds the task's unique key, and the
+    /// request asked to be refused then (or it was a rerun).
+    #[error("{}task {holder} holds this uniqueKey in its queue while it is PENDING or RUNNING",
+        index.map(|i| format!("tasks[{i}]: ")).unwrap_or_default())]
+    UniqueKeyHeld {
+        /// The task that holds the key.
+        holder: TaskId,
+        /// The item of a batch whose key it is.
+        index: Option<usize>,
+    },
+    /// An item of a batch that asked for [`OnConflict::Reject`](crate::OnConflict::Reject)
+    /// has the queue and unique key of an earlier item.
+    #[error(
+        "tasks[{index}]: the uniqueKey is held by tasks[{first}] of the same batch in the same \
+         queue"
+    )]
+    RepeatedUniqueKey {
+        /// The item.
+        index: usize,
+        /// The earlier item.
+        first: usize,
+    },
     /// Storage cannot be reached now.
     #[error("storage unavailable")]
     Unavailable(#[source] anyhow::Error),
@@ -89,6 +111,7 @@ impl From<RepoError> for AppError {
         match e {
             RepoError::NotFound(id) => Self::NotFound(id),
             RepoError::Conflict(id) => Self::ConcurrentModification(id),
+            RepoError::UniqueKeyHeld(holder) => Self::UniqueKeyHeld { holder, index: None },
             RepoError::Unavailable(e) => Self::Unavailable(e),
             RepoError::Unexpected(e) => Self::Unexpected(e),
         }

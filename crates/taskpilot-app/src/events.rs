@@ -263,6 +263,7 @@ mod tests {
             priority: 0,
             max_attempts: MaxAttempts::new(3).unwrap(),
             run_at: None,
+            unique_key: None,
         };
         let mut task = Task::new(TaskId::from_uuid(Uuid::from_u128(1)), spec, t0());
         let token = LeaseToken::from_uuid(Uuid::from_u128(0xa1));

@@ -24,7 +24,7 @@
 //! use chrono::TimeDelta;
 //! use serde_json::json;
 //! use taskpilot_app::{
-//!     Actor, CreateTask, RepoError, ServiceDefaults, SystemClock, TaskEvent, TaskRepository,
+//!     Actor, CreateTask, OnConflict, RepoError, ServiceDefaults, SystemClock, TaskEvent, TaskRepository,
 //!     TaskService,
 //! };
 //! use taskpilot_domain::{
@@ -245,6 +245,8 @@
 //!     max_attempts: None,
 //!     max_crashes: None,
 //!     run_at: None,
+//!     unique_key: None,
+//!     on_conflict: OnConflict::Return,
 //! })?;
 //! let worker = WorkerId::parse("worker-1")?;
 //! let started = service.start(task.id(), &worker, None)?;
@@ -316,7 +318,7 @@ pub use repository::{
 };
 pub use service::{
     fingerprint, Acting, BulkAction, BulkItem, BulkReport, BulkRequest, BulkSelection, ClaimLog,
-    Completion, CreateTask, Idempotency, KeyedAnswer, Pruned, QueueView, ReportedOutcome,
-    ServiceDefaults, TaskExplanation, TaskPage, TaskService, VersionMatch, DEFAULT_IDEMPOTENCY_TTL,
-    OPEN_SCOPE,
+    Completion, CreateTask, Created, Idempotency, KeyedAnswer, OnConflict, Pruned, QueueView,
+    ReportedOutcome, ServiceDefaults, TaskExplanation, TaskPage, TaskService, VersionMatch,
+    DEFAULT_IDEMPOTENCY_TTL, OPEN_SCOPE,
 };

@@ -24,6 +24,10 @@ pub enum RepoError {
     /// The task changed since it was read (its version moved on), or the id is taken.
     #[error("task {0} was modified concurrently")]
     Conflict(TaskId),
+    /// The write would make a second PENDING or RUNNING task of one queue with one unique
+    /// key; the task named holds the key.
+    #[error("the unique key is held by task {0}")]
+    UniqueKeyHeld(TaskId),
     /// Storage cannot be reached now; the same call may succeed later.
     #[error("storage unavailable: {0:#}")]
     Unavailable(#[source] anyhow::Error),
@@ -222,13 +226,19 @@ pub struct QueueActivity {
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 pub trait TaskRepository: Send + Sync {
     /// Stores a new task and its creation event. [`RepoError::Conflict`] when its id is taken.
+    ///
+    /// When the task has a [`Task::unique_key`] that another PENDING or RUNNING task of its
+    /// queue holds, stores nothing and returns [`RepoError::UniqueKeyHeld`] naming that task.
+    /// Implementations MUST decide that atomically with the insert, so that of any number of
+    /// racing inserts with one key exactly one is stored and the others name it.
     fn insert(&self, task: &Task, event: &TaskEvent) -> Result<(), RepoError>;
 
     /// Loads one task.
     fn get(&self, id: TaskId) -> Result<Task, RepoError>;
 
     /// Replaces a task whose stored version is `expected_version` with `task`, and records
-    /// `event` with it when given.
+    /// `event` with it when given. [`RepoError::UniqueKeyHeld`] when the task would become
+    /// PENDING or RUNNING while another such task of its queue holds its unique key.
     #[expect(clippy::needless_lifetimes, reason = "mockall cannot mock an elided Option<&T>")]
     fn update<'a>(
         &self,
@@ -262,7 +272,8 @@ pub trait TaskRepository: Send + Sync {
     ) -> Result<Option<DateTime<Utc>>, RepoError>;
 
     /// Stores new tasks and their creation events, all or none, in one round trip.
-    /// [`RepoError::Conflict`] naming the first id that is taken.
+    /// [`RepoError::Conflict`] naming the first id that is taken; [`RepoError::UniqueKeyHeld`]
+    /// (storing nothing) when a stored task holds the unique key of one of them.
     fn insert_many(&self, tasks: &[Task], events: &[TaskEvent]) -> Result<(), RepoError>;
 
     /// Stores `key` and, with it in one transaction, the new tasks and their creation events,
@@ -293,6 +304,8 @@ pub trait TaskRepository: Send + Sync {
     /// trip. Each write succeeds only if its task's stored version is still
     /// `expected_version`; its events are recorded only if it does. Returns the ids of the
     /// writes that lost (stored version moved on, or the task is gone); the others are stored.
+    /// [`RepoError::UniqueKeyHeld`] (storing nothing) when a write would make a second active
+    /// task of one queue and unique key.
     fn write_many(
         &self,
         writes: &[TaskWrite],
@@ -512,6 +525,7 @@ mod tests {
             priority: 0,
             max_attempts: MaxAttempts::new(1).unwrap(),
             run_at: None,
+            unique_key: None,
         };
         let task = Task::new(c.id, spec, c.created_at);
 

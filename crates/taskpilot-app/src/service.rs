@@ -11,6 +11,7 @@ mod idempotency;
 mod queues;
 mod retention;
 mod transitions;
+mod unique;
 
 #[cfg(test)]
 mod fixtures;
@@ -22,7 +23,7 @@ use serde_json::Value;
 use taskpilot_api::limits::{DEFAULT_PAGE_SIZE, MAX_CLAIM_BATCH, MAX_PAGE_SIZE};
 use taskpilot_domain::{
     BackoffPolicy, Clock, LeaseDuration, MaxAttempts, MaxCrashes, NewTask, QueueName, Retention,
-    Task, TaskId, TaskName, TokenId, TokenName, WorkerId,
+    Task, TaskId, TaskName, TokenId, TokenName, UniqueKey, WorkerId,
 };
 use uuid::Uuid;
 
@@ -35,8 +36,8 @@ pub use retention::Pruned;
 pub use transitions::VersionMatch;
 
 use crate::{
-    Actor, AppError, ClaimRequest, Cursor, NoObserver, RejectionCount, TaskCounts, TaskEvent,
-    TaskFilter, TaskObserver, TaskRepository,
+    Actor, AppError, ClaimRequest, Cursor, NoObserver, RejectionCount, RepoError, TaskCounts,
+    TaskEvent, TaskFilter, TaskObserver, TaskRepository,
 };
 
 /// What a client asks for when creating a task; unset fields take the service's defaults.
@@ -56,6 +57,29 @@ pub struct CreateTask {
     pub max_crashes: Option<MaxCrashes>,
     /// Not runnable before then.
     pub run_at: Option<DateTime<Utc>>,
+    /// The same work as any other PENDING or RUNNING task of the queue with this key.
+    pub unique_key: Option<UniqueKey>,
+    /// What a create does when another active task of the queue holds `unique_key`.
+    pub on_conflict: OnConflict,
+}
+
+/// What a create does when another PENDING or RUNNING task of its queue holds its unique key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnConflict {
+    /// Creates nothing and answers with the holder.
+    #[default]
+    Return,
+    /// Creates nothing and fails with [`AppError::UniqueKeyHeld`].
+    Reject,
+}
+
+/// What a create did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Created {
+    /// The new task, or the active task that holds its unique key.
+    pub task: Task,
+    /// `false` when `task` is the holder and nothing was created.
+    pub created: bool,
 }
 
 /// One page of a listing.
@@ -181,10 +205,40 @@ impl TaskService {
     /// # Errors
     /// As [`TaskService::create`].
     pub fn create_by(&self, request: CreateTask, token: Option<TokenId>) -> Result<Task, AppError> {
+        self.create_unique_by(request, token).map(|c| c.task)
+    }
+
+    /// [`TaskService::create_by`], telling a new task from the active task that holds the
+    /// request's unique key: with [`OnConflict::Return`] that task comes back with
+    /// `created: false` and nothing is created.
+    ///
+    /// # Errors
+    /// [`AppError::UniqueKeyHeld`] naming the holder with [`OnConflict::Reject`]; as
+    /// [`TaskService::create`].
+    pub fn create_unique_by(
+        &self,
+        request: CreateTask,
+        token: Option<TokenId>,
+    ) -> Result<Created, AppError> {
+        let on_conflict = request.on_conflict;
         let task = self.new_task(request, self.clock.now()).with_creator(token);
-        self.repo.insert(&task, &self.stamp(TaskEvent::transition(None, &task, Actor::Client)))?;
-        self.observer.created(std::slice::from_ref(&task));
-        Ok(task)
+        let event = self.stamp(TaskEvent::transition(None, &task, Actor::Client));
+        match self.repo.insert(&task, &event) {
+            Ok(()) => {
+                self.observer.created(std::slice::from_ref(&task));
+                Ok(Created { task, created: true })
+            }
+            Err(RepoError::UniqueKeyHeld(holder)) if on_conflict == OnConflict::Return => {
+                match self.repo.get(holder) {
+                    Ok(task) => Ok(Created { task, created: false }),
+                    // Finished and deleted since: the key is free, the create may be tried
+                    // again.
+                    Err(RepoError::NotFound(_)) => Err(AppError::ConcurrentModification(holder)),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Loads one task.
@@ -320,6 +374,7 @@ impl TaskService {
             priority: request.priority,
             max_attempts: request.max_attempts.unwrap_or(self.defaults.max_attempts),
             run_at: request.run_at,
+            unique_key: request.unique_key,
         };
         Task::new(TaskId::from_uuid(Uuid::now_v7()), spec, now)
             .with_max_crashes(request.max_crashes.unwrap_or(self.max_crashes))

@@ -10,7 +10,7 @@ use chrono::TimeDelta;
 use common::TestServer;
 use serde_json::json;
 use taskpilot_client::api::limits::MAX_BATCH;
-use taskpilot_client::api::RetryState;
+use taskpilot_client::api::{RetryState, TaskResponse};
 use taskpilot_client::{
     ClaimTasksRequest, ClientError, CompletionItem, CreateTaskRequest, FailTaskRequest,
     HeartbeatRequest, ListTasksQuery, ProblemCode, ReleaseTaskRequest, StartTaskRequest,
@@ -78,7 +78,8 @@ async fn every_call_works_against_the_real_server() {
 
     assert_eq!(created.status, TaskStatus::Pending);
     assert_eq!(created.queue, "mail");
-    assert_eq!(fetched, created);
+    assert_eq!(created.created, Some(true), "a create answer says it created");
+    assert_eq!(fetched, TaskResponse { created: None, ..created.clone() });
     assert_eq!(
         batch.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
         ["batch-0", "batch-1", "batch-2"]

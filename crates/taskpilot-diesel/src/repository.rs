@@ -19,7 +19,7 @@ use taskpilot_app::{
 use taskpilot_domain::{
     to_micros, AttemptEnd, KeyClaim, LeaseToken, LiveSuccess, MaxAttempts, MaxCrashes, QueueName,
     QueueState, RetryState, Task, TaskId, TaskName, TaskRecord, TaskStatus, TokenId, TokenName,
-    WorkerId,
+    UniqueKey, WorkerId,
 };
 use uuid::Uuid;
 
@@ -182,25 +182,98 @@ enum Written {
     Missing,
 }
 
+/// How one insert went.
+enum Inserted {
+    Stored,
+    /// Another active task of the queue holds the unique key.
+    Held(TaskId),
+    IdTaken,
+    /// Skipped for a key whose holder finished since.
+    Freed,
+}
+
+/// Why an update failed.
+enum Failure {
+    /// It would have made a second active task of one queue and unique key.
+    UniqueKey,
+    Other(RepoError),
+}
+
+/// The name of the partial unique index that lets one PENDING or RUNNING task of a queue
+/// hold a unique key; see `migrations/*_add_unique_keys/up.sql`.
+pub(crate) const UNIQUE_KEY_INDEX: &str = "tasks_unique_key_active";
+
+/// Whether `error` is a violation of [`UNIQUE_KEY_INDEX`].
+pub(crate) fn is_unique_key_violation(error: &DieselError) -> bool {
+    matches!(error, DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)
+        if info.constraint_name() == Some(UNIQUE_KEY_INDEX))
+}
+
+/// The PENDING or RUNNING task other than `task` that holds `task`'s unique key in its queue.
+pub(crate) fn unique_key_holder(
+    conn: &mut PgConnection,
+    task: &Task,
+) -> Result<Option<TaskId>, DieselError> {
+    let Some(key) = task.unique_key() else {
+        return Ok(None);
+    };
+    Ok(tasks::table
+        .filter(tasks::queue.eq(task.queue().as_str()))
+        .filter(tasks::unique_key.eq(key.as_str()))
+        .filter(tasks::status.eq_any(["PENDING", "RUNNING"]))
+        .filter(tasks::id.ne(task.id().as_uuid()))
+        .select(tasks::id)
+        .first::<Uuid>(conn)
+        .optional()?
+        .map(TaskId::from_uuid))
+}
+
+/// The error for a write of `task` that violated [`UNIQUE_KEY_INDEX`] (after its
+/// transaction ended): [`RepoError::UniqueKeyHeld`] naming the holder, or
+/// [`RepoError::Conflict`] when the holder finished since (the write may be tried again).
+pub(crate) fn held_by(conn: &mut PgConnection, task: &Task) -> RepoError {
+    match unique_key_holder(conn, task) {
+        Ok(Some(holder)) => RepoError::UniqueKeyHeld(holder),
+        Ok(None) => RepoError::Conflict(task.id()),
+        Err(e) => classify(e, "cannot look up the holder of a unique key"),
+    }
+}
+
 impl TaskRepository for PgTaskRepository {
     fn insert(&self, task: &Task, event: &TaskEvent) -> Result<(), RepoError> {
         let row = TaskRow::try_from(task).map_err(RepoError::unexpected)?;
         let event = TaskEventRow::try_from(event).map_err(RepoError::unexpected)?;
         let mut conn = self.conn()?;
-        // The task and its creation event commit together or not at all.
-        let inserted = conn.transaction(|conn| {
-            diesel::insert_into(tasks::table).values(&row).execute(conn)?;
-            diesel::insert_into(task_events::table).values(&event).execute(conn)
-        });
-        match inserted {
-            Ok(_) => Ok(()),
-            Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info))
-                if info.constraint_name() == Some("tasks_pkey") =>
-            {
-                Err(RepoError::Conflict(task.id()))
+        // A holder that finishes between the insert that met it and the look that names it
+        // frees the key: try again, a few times.
+        for _ in 0..3 {
+            // The task and its creation event commit together or not at all. `ON CONFLICT DO
+            // NOTHING` waits for a racing insert of the same key (or id) to end and then skips
+            // the row; the look that follows, a new statement, sees the winner.
+            let inserted = conn.transaction(|conn| {
+                let stored = diesel::insert_into(tasks::table)
+                    .values(&row)
+                    .on_conflict_do_nothing()
+                    .execute(conn)?;
+                if stored == 1 {
+                    diesel::insert_into(task_events::table).values(&event).execute(conn)?;
+                    return Ok(Inserted::Stored);
+                }
+                if let Some(holder) = unique_key_holder(conn, task)? {
+                    return Ok(Inserted::Held(holder));
+                }
+                let taken =
+                    diesel::select(exists(tasks::table.find(row.id))).get_result::<bool>(conn)?;
+                Ok(if taken { Inserted::IdTaken } else { Inserted::Freed })
+            });
+            match inserted.map_err(|e| classify(e, "cannot insert the task"))? {
+                Inserted::Stored => return Ok(()),
+                Inserted::Held(holder) => return Err(RepoError::UniqueKeyHeld(holder)),
+                Inserted::IdTaken => return Err(RepoError::Conflict(task.id())),
+                Inserted::Freed => {}
             }
-            Err(e) => Err(classify(e, "cannot insert the task")),
         }
+        Err(RepoError::Conflict(task.id()))
     }
 
     fn get(&self, id: TaskId) -> Result<Task, RepoError> {
@@ -252,7 +325,18 @@ impl TaskRepository for PgTaskRepository {
                     diesel::select(exists(tasks::table.find(row.id))).get_result::<bool>(conn)?;
                 Ok(if found { Written::VersionMoved } else { Written::Missing })
             })
-            .map_err(|e| classify(e, "cannot update the task"))?;
+            .map_err(|e| {
+                if is_unique_key_violation(&e) {
+                    Failure::UniqueKey
+                } else {
+                    Failure::Other(classify(e, "cannot update the task"))
+                }
+            });
+        let written = match written {
+            Ok(written) => written,
+            Err(Failure::UniqueKey) => return Err(held_by(&mut conn, task)),
+            Err(Failure::Other(e)) => return Err(e),
+        };
         match written {
             Written::Yes => Ok(()),
             Written::VersionMoved => Err(RepoError::Conflict(task.id())),
@@ -679,6 +763,7 @@ pub(crate) struct TaskRow {
     created_by: Option<Uuid>,
     crash_count: i32,
     max_crashes: i32,
+    unique_key: Option<String>,
 }
 
 // The row selects exactly the table's columns, in the table's order: a column added to
@@ -719,6 +804,7 @@ impl TryFrom<&Task> for TaskRow {
             updated_at,
             version,
             created_by,
+            unique_key,
         } = task.to_record();
         let int = |n: u32, what: &str| {
             i32::try_from(n).with_context(|| format!("task {id}: {what} out of range"))
@@ -752,6 +838,7 @@ impl TryFrom<&Task> for TaskRow {
             created_by: created_by.map(|t| t.as_uuid()),
             crash_count: int(crash_count, "crashCount")?,
             max_crashes: int(max_crashes.get(), "maxCrashes")?,
+            unique_key: unique_key.map(String::from),
         })
     }
 }
@@ -792,6 +879,7 @@ impl TryFrom<TaskRow> for Task {
             created_by,
             crash_count,
             max_crashes,
+            unique_key,
         } = row;
         let id = TaskId::from_uuid(id);
         let broken = |what: &str| format!("task {id}: stored {what} is invalid");
@@ -838,6 +926,11 @@ impl TryFrom<TaskRow> for Task {
             updated_at,
             version: u64::try_from(version).with_context(|| broken("version"))?,
             created_by: created_by.map(TokenId::from_uuid),
+            unique_key: unique_key
+                .as_deref()
+                .map(UniqueKey::parse)
+                .transpose()
+                .with_context(|| broken("unique key"))?,
         };
         Ok(Task::restore(record)?)
     }

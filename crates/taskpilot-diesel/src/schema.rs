@@ -63,6 +63,9 @@ diesel::table! {
         crash_count -> Int4,
         /// Lease expiries allowed before the task is quarantined, 1 to 100.
         max_crashes -> Int4,
+        /// At most one PENDING or RUNNING task per queue holds it; see
+        /// `migrations/*_add_unique_keys/up.sql`.
+        unique_key -> Nullable<Text>,
     }
 }
 

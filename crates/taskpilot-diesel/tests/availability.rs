@@ -34,6 +34,7 @@ fn new_task() -> Task {
         priority: 0,
         max_attempts: MaxAttempts::new(3).unwrap(),
         run_at: None,
+        unique_key: None,
     };
     Task::new(
         TaskId::from_uuid(Uuid::now_v7()),

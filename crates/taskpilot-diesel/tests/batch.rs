@@ -48,6 +48,7 @@ fn varied(i: usize) -> (Task, Vec<TaskEvent>) {
             priority: i32::try_from(i % 5).unwrap() - 2,
             max_attempts: MaxAttempts::new(2 + n % 3).unwrap(),
             run_at: (i % 5 == 1).then(|| t0() + secs(n)),
+            unique_key: None,
         },
         t0() + TimeDelta::microseconds(n),
     );

@@ -101,6 +101,8 @@ fn create_request(rng: &mut Rng, now: DateTime<Utc>) -> CreateTask {
         max_attempts: Some(MaxAttempts::new(1 + rng.below(3) as i64).unwrap()),
         max_crashes: None,
         run_at,
+        unique_key: None,
+        on_conflict: taskpilot_app::OnConflict::Return,
     }
 }
 
@@ -347,6 +349,8 @@ fn queues_beyond_the_cap_are_counted_together() {
                 max_crashes: None,
                 max_attempts: None,
                 run_at: None,
+                unique_key: None,
+                on_conflict: taskpilot_app::OnConflict::Return,
             };
             service.create(request).unwrap();
         }
@@ -380,6 +384,8 @@ fn a_duration_equal_to_a_bound_falls_in_that_bounds_bucket() {
                 priority: 0,
                 max_attempts: None,
                 run_at: None,
+                unique_key: None,
+                on_conflict: taskpilot_app::OnConflict::Return,
             };
             let task = service.create(request).unwrap();
             let wait = TimeDelta::microseconds((bound * 1e6).round() as i64 + extra);

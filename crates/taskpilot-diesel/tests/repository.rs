@@ -38,6 +38,7 @@ fn every_field_round_trips_through_every_status() {
             priority: -7,
             max_attempts: MaxAttempts::new(3).unwrap(),
             run_at: Some(t0() + TimeDelta::microseconds(1)),
+            unique_key: None,
         },
         t0(),
     );
@@ -133,6 +134,7 @@ fn a_task_read_back_equals_the_task_written_field_by_field() {
             priority: i32::MAX,
             max_attempts: MaxAttempts::new(100).unwrap(),
             run_at: None,
+            unique_key: None,
         },
         Utc.with_ymd_and_hms(2026, 12, 31, 23, 59, 59).unwrap() + TimeDelta::microseconds(999_999),
     );
@@ -508,6 +510,8 @@ fn concurrent_starts_through_the_service_give_one_start_and_refusals_for_the_res
             max_attempts: None,
             max_crashes: None,
             run_at: None,
+            unique_key: None,
+            on_conflict: taskpilot_app::OnConflict::Return,
         })
         .unwrap();
     let barrier = Arc::new(Barrier::new(THREADS));

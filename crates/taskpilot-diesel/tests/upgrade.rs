@@ -221,6 +221,7 @@ fn created(n: u128, name: &str, payload: serde_json::Value, created: i64) -> Tas
         updated_at: t(created),
         version: 1,
         created_by: None,
+        unique_key: None,
     }
 }
 

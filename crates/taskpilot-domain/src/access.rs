@@ -501,6 +501,7 @@ mod tests {
             priority: 0,
             max_attempts: MaxAttempts::new(3).unwrap(),
             run_at: None,
+            unique_key: None,
         };
         let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         Task::new(TaskId::from_uuid(Uuid::from_u128(1)), spec, now).with_creator(creator)

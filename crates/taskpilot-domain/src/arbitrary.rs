@@ -252,6 +252,7 @@ pub fn lifecycle(ops: impl Into<SizeRange>) -> impl Strategy<Value = Lifecycle> 
                 priority: 0,
                 max_attempts: MaxAttempts::new(max_attempts).ok()?,
                 run_at: None,
+                unique_key: None,
             };
             let task = Task::new(TaskId::from_uuid(Uuid::from_u128(id)), spec, t0())
                 .with_max_crashes(MaxCrashes::new(max_crashes).ok()?);

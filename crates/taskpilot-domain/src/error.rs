@@ -54,6 +54,9 @@ pub enum ValidationError {
     /// character that is not visible ASCII.
     #[error("Idempotency-Key header must be 1 to 255 visible ASCII characters (no spaces)")]
     IdempotencyKey,
+    /// The task's unique key broke a [`TextRule`].
+    #[error("uniqueKey {0}")]
+    UniqueKey(TextRule),
 }
 
 /// A transition the task's current state does not allow.

@@ -95,6 +95,37 @@ impl TaskName {
     }
 }
 
+/// What makes a task the same work as another while it is active (`uniqueKey`): 1 to
+/// [`UniqueKey::MAX_CHARS`] characters, not blank, no control characters, compared exactly.
+/// At most one PENDING or RUNNING task per queue holds a key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(try_from = "String", into = "String")
+)]
+pub struct UniqueKey(String);
+
+impl UniqueKey {
+    /// The longest key accepted, in characters.
+    pub const MAX_CHARS: usize = 255;
+
+    /// Validates a unique key.
+    ///
+    /// # Errors
+    /// [`ValidationError::UniqueKey`] when it is empty or blank, too long or holds a control
+    /// character.
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        check_text(raw, Self::MAX_CHARS).map_err(ValidationError::UniqueKey)?;
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Why a piece of text was refused; the `Display` of a [`ValidationError`] wraps it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TextRule {
@@ -162,6 +193,7 @@ macro_rules! text_conversions {
 text_conversions!(WorkerId);
 text_conversions!(TaskName);
 text_conversions!(QueueName);
+text_conversions!(UniqueKey);
 
 /// A queue tasks are grouped in, so that workers can ask for some kinds of work only:
 /// 1 to [`QueueName::MAX_CHARS`] of `a-z`, `0-9`, `_`, `.` and `-`.
@@ -321,6 +353,31 @@ impl fmt::Display for MaxCrashes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_unique_key_of_1_to_255_characters_is_accepted_as_given() {
+        for raw in ["a", "invoice-42", " padded ", &"k".repeat(255), &"é".repeat(255)] {
+            assert_eq!(UniqueKey::parse(raw).map(|k| k.as_str().to_owned()), Ok(raw.to_owned()));
+        }
+    }
+
+    #[test]
+    fn a_blank_too_long_or_control_character_unique_key_is_refused() {
+        let cases = [
+            (String::new(), TextRule::Blank),
+            ("   ".to_owned(), TextRule::Blank),
+            ("k".repeat(256), TextRule::TooLong(255)),
+            ("a\nb".to_owned(), TextRule::ControlCharacter),
+            ("a\u{0}b".to_owned(), TextRule::ControlCharacter),
+        ];
+        for (raw, rule) in cases {
+            assert_eq!(UniqueKey::parse(&raw), Err(ValidationError::UniqueKey(rule)), "{raw:?}");
+        }
+        assert_eq!(
+            ValidationError::UniqueKey(TextRule::TooLong(255)).to_string(),
+            "uniqueKey must be at most 255 characters"
+        );
+    }
 
     #[test]
     fn a_task_name_of_1_to_200_characters_is_accepted() {

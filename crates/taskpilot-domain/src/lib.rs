@@ -52,6 +52,7 @@
 //!     priority: 0,
 //!     max_attempts: MaxAttempts::new(3)?,
 //!     run_at: None,
+//!     unique_key: None,
 //! };
 //! let mut task = Task::new(TaskId::from_uuid(Uuid::from_u128(7)), spec, clock.now());
 //! let worker = WorkerId::parse("worker-1")?;
@@ -119,7 +120,9 @@ pub use idempotency::{
     decide as decide_idempotency, Fingerprint, IdempotencyDecision, IdempotencyKey,
     IdempotencyRecord, KeyClaim, StoredResponse,
 };
-pub use ids::{MaxAttempts, MaxCrashes, QueueName, TaskId, TaskName, TextRule, WorkerId};
+pub use ids::{
+    MaxAttempts, MaxCrashes, QueueName, TaskId, TaskName, TextRule, UniqueKey, WorkerId,
+};
 pub use lease::{Lease, LeaseDuration, LeaseToken};
 pub use ports::{BackoffPolicy, Clock, ExponentialBackoff, FixedBackoff, FixedClock};
 pub use queue::{

@@ -14,7 +14,7 @@ use crate::storage::truncate_error;
 use crate::{
     to_micros, Action, Applied, AttemptEnd, BackoffPolicy, DomainError, EndedAttempt, FencedCall,
     Lease, LeaseDuration, LeaseToken, MaxAttempts, MaxCrashes, QueueName, Reporter, RetryState,
-    TaskId, TaskName, TaskState, TaskStatus, TokenId, WorkerId,
+    TaskId, TaskName, TaskState, TaskStatus, TokenId, UniqueKey, WorkerId,
 };
 
 /// What a client asks for when it creates a task; every field already validated.
@@ -32,6 +32,9 @@ pub struct NewTask {
     pub max_attempts: MaxAttempts,
     /// Not runnable before this moment, when given and in the future.
     pub run_at: Option<DateTime<Utc>>,
+    /// The key that makes it the same work as another task of its queue while either is
+    /// active (see [`Task::unique_key`]).
+    pub unique_key: Option<UniqueKey>,
 }
 
 /// A unit of work and the rules of its life.
@@ -63,6 +66,7 @@ pub struct NewTask {
 ///     priority: 0,
 ///     max_attempts: MaxAttempts::new(2)?,
 ///     run_at: None,
+///     unique_key: None,
 /// };
 /// let mut task = Task::new(TaskId::from_uuid(Uuid::nil()), spec, t0);
 /// let worker = WorkerId::parse("worker-1")?;
@@ -117,6 +121,7 @@ pub struct Task {
     updated_at: DateTime<Utc>,
     version: u64,
     created_by: Option<TokenId>,
+    unique_key: Option<UniqueKey>,
 }
 
 impl Task {
@@ -143,6 +148,7 @@ impl Task {
             updated_at: now,
             version: 1,
             created_by: None,
+            unique_key: spec.unique_key,
         }
     }
 
@@ -586,6 +592,13 @@ impl Task {
     /// only the tasks it created.
     pub fn created_by(&self) -> Option<TokenId> {
         self.created_by
+    }
+
+    /// The key that makes this task the same work as another of its queue: while it is
+    /// PENDING or RUNNING, no other task of its queue with this key is created or rerun.
+    /// Storage enforces that; a finished task keeps its key but holds it no more.
+    pub fn unique_key(&self) -> Option<&UniqueKey> {
+        self.unique_key.as_ref()
     }
 
     /// Remembers how the running attempt, if any, ended.

@@ -55,6 +55,7 @@ pub(crate) fn spec(max_attempts: i64, run_at: Option<DateTime<Utc>>) -> NewTask 
         priority: 7,
         max_attempts: MaxAttempts::new(max_attempts).unwrap(),
         run_at,
+        unique_key: None,
     }
 }
 

@@ -601,7 +601,7 @@ mod tests {
             (json!({"name": 7}), "name must be a string, got the number 7"),
             (json!({"name": "x", "queue": ["a"]}), "queue must be a string, got an array"),
             (json!({"name": "x", "priority": null}), "priority must be an integer, got null"),
-            (json!({"name": "x", "colour": 1}), "the request body has an unknown field `colour`; the fields are `queue`, `name`, `payload`, `priority`, `maxAttempts`, `maxCrashes`, `runAt`"),
+            (json!({"name": "x", "colour": 1}), "the request body has an unknown field `colour`; the fields are `queue`, `name`, `payload`, `priority`, `maxAttempts`, `maxCrashes`, `runAt`, `uniqueKey`, `onConflict`"),
             (json!({"priority": 1}), "the request body lacks the required field `name`"),
         ] {
             assert_eq!(refusal::<CreateTaskRequest>(body), ("malformed", detail.to_owned()));

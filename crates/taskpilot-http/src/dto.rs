@@ -32,12 +32,13 @@ use taskpilot_api::{
 };
 use taskpilot_api::{ExplainReasonResponse, ExplainResponse, QueueListResponse, QueueResponse};
 use taskpilot_app::{
-    BulkAction, BulkReport, BulkRequest, BulkSelection, Completion, CreateTask, RejectionCount,
-    ReportedOutcome, StatusCounts, TaskCounts, TaskEvent, TaskFilter, TaskPage, VersionMatch,
+    BulkAction, BulkReport, BulkRequest, BulkSelection, Completion, CreateTask, Created,
+    OnConflict, RejectionCount, ReportedOutcome, StatusCounts, TaskCounts, TaskEvent, TaskFilter,
+    TaskPage, VersionMatch,
 };
 use taskpilot_domain::{
     check_json, to_micros, LeaseDuration, LeaseToken, MaxAttempts, MaxCrashes, QueueName, Reporter,
-    Task, TaskId, TaskName, WorkerId,
+    Task, TaskId, TaskName, UniqueKey, WorkerId,
 };
 use tracing::Span;
 use uuid::Uuid;
@@ -122,6 +123,11 @@ pub fn create_task(body: CreateTaskRequest) -> Result<CreateTask, ApiError> {
         max_attempts: body.max_attempts.map(MaxAttempts::new).transpose()?,
         max_crashes: body.max_crashes.map(MaxCrashes::new).transpose()?,
         run_at: body.run_at.map(|at| instant("runAt", at)).transpose()?,
+        unique_key: body.unique_key.as_deref().map(UniqueKey::parse).transpose()?,
+        on_conflict: match body.on_conflict {
+            None | Some(taskpilot_api::OnConflict::Return) => OnConflict::Return,
+            Some(taskpilot_api::OnConflict::Reject) => OnConflict::Reject,
+        },
     })
 }
 
@@ -705,6 +711,8 @@ pub fn task_response(task: &Task) -> TaskResponse {
         completed_at: task.completed_at(),
         created_at: task.created_at(),
         updated_at: task.updated_at(),
+        unique_key: task.unique_key().map(ToString::to_string),
+        created: None,
     }
 }
 
@@ -783,6 +791,11 @@ pub fn if_match<'a>(
         return Err(malformed());
     }
     Ok(VersionMatch::OneOf(versions))
+}
+
+/// The answer of a create: the task, saying whether the request created it.
+pub fn created_response(answer: &Created) -> TaskResponse {
+    TaskResponse { created: Some(answer.created), ..task_response(&answer.task) }
 }
 
 /// The task as its lease holder sees it: with the lease token of a running attempt.
@@ -979,8 +992,8 @@ pub fn explain_response(found: &taskpilot_app::TaskExplanation) -> ExplainRespon
 }
 
 /// The tasks one batch created, in the order given.
-pub fn batch_response(tasks: &[Task]) -> CreateTaskBatchResponse {
-    CreateTaskBatchResponse { items: tasks.iter().map(task_response).collect() }
+pub fn batch_response(answers: &[Created]) -> CreateTaskBatchResponse {
+    CreateTaskBatchResponse { items: answers.iter().map(created_response).collect() }
 }
 
 /// A task's history, oldest first.
@@ -1055,6 +1068,7 @@ mod tests {
                 priority: 0,
                 max_attempts: MaxAttempts::new(1).unwrap(),
                 run_at: None,
+                unique_key: None,
             },
             chrono::Utc::now(),
         );

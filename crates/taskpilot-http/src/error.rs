@@ -196,6 +196,7 @@ fn title(code: ProblemCode) -> &'static str {
         ProblemCode::TaskCancelled => "Task cancelled",
         ProblemCode::OutcomeConflict => "Outcome conflict",
         ProblemCode::IdempotencyKeyInUse => "Idempotency key in use",
+        ProblemCode::UniqueKeyHeld => "Unique key held",
         ProblemCode::IdempotencyKeyReused => "Idempotency key reused",
         ProblemCode::PreconditionFailed => "Precondition failed",
         ProblemCode::PayloadTooLarge => "Payload too large",
@@ -365,6 +366,17 @@ fn refusal(e: &AppError) -> Problem {
         | AppError::InvalidBatchSize(_)
         | AppError::InvalidBulkLimit(_)
         | AppError::InvalidCursor => Problem::new(C::ValidationFailed, e.to_string()),
+        AppError::UniqueKeyHeld { holder, index: None } => {
+            Problem::new(C::UniqueKeyHeld, e.to_string()).task(*holder)
+        }
+        AppError::UniqueKeyHeld { holder, index: Some(index) } => {
+            Problem::new(C::UniqueKeyHeld, e.to_string()).task(*holder).with("index", *index)
+        }
+        AppError::RepeatedUniqueKey { index, first } => {
+            Problem::new(C::UniqueKeyHeld, e.to_string())
+                .with("index", *index)
+                .with("heldByIndex", *first)
+        }
         AppError::IdempotencyKeyReused => Problem::new(C::IdempotencyKeyReused, e.to_string()),
         AppError::IdempotencyKeyInUse => Problem::new(C::IdempotencyKeyInUse, e.to_string()),
         AppError::PreconditionFailed { task, current_version } => {

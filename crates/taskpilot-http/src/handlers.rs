@@ -61,18 +61,30 @@ fn holder_ok(task: &Task) -> HttpResponse {
         .json(dto::holder_response(task))
 }
 
-/// `POST /api/tasks`: 201 with the task and its Location. With an `Idempotency-Key`, the
-/// same request sent again answers the first answer again, with `Idempotent-Replayed: true`.
+/// `POST /api/tasks`: 201 with the task and its Location. With a `uniqueKey` an active task
+/// of the queue holds: 200 with that task (`created: false`), or 409 UNIQUE_KEY_HELD with
+/// `onConflict: reject`. With an `Idempotency-Key`, the same request sent again answers the
+/// first answer again, with `Idempotent-Replayed: true`.
 #[utoipa::path(
     post, path = "/api/tasks", operation_id = "createTask", tag = "tasks",
     request_body = CreateTaskRequest,
     params(crate::openapi::IdempotencyKeyHeader),
     responses(
-        (status = 201, description = "The task, PENDING; or, for a request sent again with \
-         the same `Idempotency-Key`, the first answer again.", body = TaskResponse,
+        (status = 201, description = "The task, PENDING, `created: true`; or, for a request \
+         sent again with the same `Idempotency-Key`, the first answer again.",
+         body = TaskResponse,
          headers(
              ("Location" = String, description = "The task's URL: `/api/tasks/{id}`."),
              ("ETag" = String, description = "The task's entity tag: its version, quoted (`\"7\"`). Send it as `If-Match` to cancel or rerun only that version. Not sent with a replayed answer."),
+             ("Idempotent-Replayed" = String,
+              description = "`true` on the first answer given again for an `Idempotency-Key`."),
+         )),
+        (status = 200, description = "Nothing created: the PENDING or RUNNING task of the \
+         queue that holds the request's `uniqueKey`, `created: false`; or, for a request sent \
+         again with the same `Idempotency-Key`, the first answer again.",
+         body = TaskResponse,
+         headers(
+             ("Location" = String, description = "That task's URL: `/api/tasks/{id}`."),
              ("Idempotent-Replayed" = String,
               description = "`true` on the first answer given again for an `Idempotency-Key`."),
          )),
@@ -89,19 +101,21 @@ pub async fn create_task(
     let keyed = key.map(|key| idempotency::idempotency(&req, key, &body.0)).transpose()?;
     let request = dto::create_task(crate::body::from_value::<CreateTaskRequest>(body.0)?)?;
     let Some(keyed) = keyed else {
-        let task = run(&service, move |s| s.acting_as(&caller).create(request)).await?;
-        Span::current().record("task_id", tracing::field::display(task.id()));
-        return Ok(HttpResponse::Created()
-            .insert_header((header::LOCATION, location(&task)))
-            .insert_header((header::ETAG, dto::entity_tag(&task)))
-            .json(dto::task_response(&task)));
+        let answer = run(&service, move |s| s.acting_as(&caller).create_unique(request)).await?;
+        Span::current().record("task_id", tracing::field::display(answer.task.id()));
+        let mut response =
+            if answer.created { HttpResponse::Created() } else { HttpResponse::Ok() };
+        return Ok(response
+            .insert_header((header::LOCATION, location(&answer.task)))
+            .insert_header((header::ETAG, dto::entity_tag(&answer.task)))
+            .json(dto::created_response(&answer)));
     };
     let answer = run(&service, move |s| {
-        s.acting_as(&caller).create_keyed(request, keyed, |task| {
+        s.acting_as(&caller).create_keyed(request, keyed, |answer| {
             idempotency::stored(
-                StatusCode::CREATED,
-                &dto::task_response(task),
-                Some(location(task)),
+                if answer.created { StatusCode::CREATED } else { StatusCode::OK },
+                &dto::created_response(answer),
+                Some(location(&answer.task)),
             )
         })
     })
@@ -120,16 +134,20 @@ fn location(task: &Task) -> String {
     format!("/api/tasks/{}", task.id())
 }
 
-/// `POST /api/tasks/batch`: 201 with the created tasks in the order given. All or nothing:
-/// an invalid task fails the whole batch with 400 VALIDATION_FAILED naming its index. With
-/// an `Idempotency-Key` as on `POST /api/tasks`.
+/// `POST /api/tasks/batch`: 201 with the tasks in the order given. All or nothing: an
+/// invalid task fails the whole batch with 400 VALIDATION_FAILED naming its index. An item
+/// whose `uniqueKey` an active task holds answers that task with `created: false` (or, with
+/// `onConflict: reject`, the whole batch is refused with 409 UNIQUE_KEY_HELD naming the
+/// item's index and the holder). With an `Idempotency-Key` as on `POST /api/tasks`.
 #[utoipa::path(
     post, path = "/api/tasks/batch", operation_id = "createTaskBatch", tag = "batches",
     request_body = CreateTaskBatchRequest,
     params(crate::openapi::IdempotencyKeyHeader),
     responses(
-        (status = 201, description = "The tasks, in the order given; or, for a request sent \
-         again with the same `Idempotency-Key`, the first answer again.",
+        (status = 201, description = "The tasks, in the order given, each with `created` \
+         (`false`: the active task that holds the item's `uniqueKey`, nothing created for \
+         it); or, for a request sent again with the same `Idempotency-Key`, the first answer \
+         again.",
          body = CreateTaskBatchResponse,
          headers(
              ("Idempotent-Replayed" = String,
@@ -148,9 +166,11 @@ pub async fn create_task_batch(
     let keyed = key.map(|key| idempotency::idempotency(&req, key, &body.0)).transpose()?;
     let requests = dto::create_batch(crate::body::from_value::<CreateTaskBatchRequest>(body.0)?)?;
     let Some(keyed) = keyed else {
-        let tasks = run(&service, move |s| s.acting_as(&caller).create_batch(requests)).await?;
-        tracing::info!(tasks = tasks.len(), "{} tasks created in one batch", tasks.len());
-        return Ok(HttpResponse::Created().json(dto::batch_response(&tasks)));
+        let answers =
+            run(&service, move |s| s.acting_as(&caller).create_batch_unique(requests)).await?;
+        let n = answers.iter().filter(|a| a.created).count();
+        tracing::info!(tasks = n, "{n} tasks created in one batch");
+        return Ok(HttpResponse::Created().json(dto::batch_response(&answers)));
     };
     let answer = run(&service, move |s| {
         s.acting_as(&caller).create_batch_keyed(requests, keyed, |tasks| {

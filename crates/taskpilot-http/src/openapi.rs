@@ -254,14 +254,16 @@ impl IntoResponses for Refused {
             problem_with_retry_after(
                 "The task refuses the call: INVALID_TRANSITION, NOT_YET_RUNNABLE (with \
                  `runnableAt` and Retry-After), WORKER_MISMATCH, CONCURRENT_MODIFICATION, \
-                 LEASE_EXPIRED, ATTEMPT_SUPERSEDED, TASK_CANCELLED or OUTCOME_CONFLICT.",
+                 LEASE_EXPIRED, ATTEMPT_SUPERSEDED, TASK_CANCELLED or OUTCOME_CONFLICT; a \
+                 rerun also UNIQUE_KEY_HELD (another active task of the queue holds the \
+                 task's `uniqueKey`; `taskId` names it).",
             ),
         )])
     }
 }
 
 /// 409 and 422: the `Idempotency-Key` is held by a request still running, or was used for a
-/// different request.
+/// different request; or (409) the `uniqueKey` is held and the request asked to be refused.
 pub struct KeyRefused;
 
 impl IntoResponses for KeyRefused {
@@ -271,7 +273,11 @@ impl IntoResponses for KeyRefused {
                 "409",
                 problem(
                     "IDEMPOTENCY_KEY_IN_USE: a request with this `Idempotency-Key` is still \
-                     being handled; send it again later.",
+                     being handled; send it again later. UNIQUE_KEY_HELD: a PENDING or \
+                     RUNNING task of the queue holds the `uniqueKey` of a task that asked for \
+                     `onConflict: reject`; `taskId` names that task (and `index` the batch \
+                     item; `heldByIndex` the earlier item of the batch with that queue and \
+                     key instead of `taskId`); nothing was created.",
                 ),
             ),
             (

@@ -62,6 +62,7 @@ fn pending_task(run_at: Option<DateTime<Utc>>) -> Task {
         priority: 0,
         max_attempts: MaxAttempts::new(3).unwrap(),
         run_at,
+        unique_key: None,
     };
     Task::new(task_id(), spec, now())
 }

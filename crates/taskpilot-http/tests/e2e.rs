@@ -221,11 +221,16 @@ impl TestApp {
         self.send(Method::GET, path, None).await
     }
 
+    /// Creates a task and returns it as any read shows it: without `created`, which only the
+    /// create answers carry.
     async fn create(&self, body: Value) -> Value {
-        self.send(Method::POST, "/api/tasks", Some(body))
+        let mut task = self
+            .send(Method::POST, "/api/tasks", Some(body))
             .await
             .assert_status(StatusCode::CREATED)
-            .clone()
+            .clone();
+        assert_eq!(task.as_object_mut().unwrap().remove("created"), Some(json!(true)));
+        task
     }
 
     async fn transition(&self, id: &str, action: &str, body: Option<Value>) -> Reply {
@@ -271,9 +276,10 @@ async fn a_failing_task_is_retried_after_its_backoff_until_its_attempts_run_out(
             Some(json!({ "name": "send-email", "payload": { "to": "ada@example.com" }, "maxAttempts": 3 })),
         )
         .await;
-    let task = created.assert_status(StatusCode::CREATED).clone();
+    let mut task = created.assert_status(StatusCode::CREATED).clone();
     let id = id_of(&task);
     assert_eq!(created.header("location"), format!("/api/tasks/{id}"));
+    assert_eq!(task.as_object_mut().unwrap().remove("created"), Some(json!(true)));
     assert_eq!(task["status"], "PENDING");
     assert_eq!(task["retryState"], "NONE");
     assert_eq!(task["priority"], 0);
@@ -489,7 +495,8 @@ async fn a_run_at_is_answered_as_stored_and_one_the_format_cannot_write_is_refus
         app.send(Method::POST, "/api/tasks", Some(create("9999-12-31T23:59:59.999999Z"))).await;
     let beyond = ["9999-12-31T23:59:59-01:00", "9999-12-31T23:59:60Z", "0000-01-01T00:00:00+00:01"];
 
-    let leap = leap.assert_status(StatusCode::CREATED).clone();
+    let mut leap = leap.assert_status(StatusCode::CREATED).clone();
+    assert_eq!(leap.as_object_mut().unwrap().remove("created"), Some(json!(true)));
     assert_eq!(leap["nextRunAt"], "2999-01-01T00:00:00.500000Z");
     let stored = app.get(&format!("/api/tasks/{}", id_of(&leap))).await;
     assert_eq!(stored.assert_status(StatusCode::OK), &leap);
@@ -1516,8 +1523,11 @@ async fn a_batch_of_1000_tasks_is_created_in_order_and_listed() {
     let reply = app.send(Method::POST, "/api/tasks/batch", Some(json!({ "tasks": tasks }))).await;
     let listed = app.list_all().await;
 
-    let created = reply.assert_status(StatusCode::CREATED)["items"].as_array().unwrap().clone();
+    let mut created = reply.assert_status(StatusCode::CREATED)["items"].as_array().unwrap().clone();
     assert_eq!(created.len(), 1000);
+    for task in &mut created {
+        assert_eq!(task.as_object_mut().unwrap().remove("created"), Some(json!(true)));
+    }
     for (i, task) in created.iter().enumerate() {
         assert_eq!(task["payload"]["i"], i, "answers come in the order asked");
         assert_eq!(task["status"], "PENDING");

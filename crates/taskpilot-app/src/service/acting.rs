@@ -9,7 +9,7 @@ use taskpilot_domain::{
 };
 
 use super::{
-    BulkReport, BulkRequest, Completion, CreateTask, Idempotency, KeyedAnswer, QueueView,
+    BulkReport, BulkRequest, Completion, CreateTask, Created, Idempotency, KeyedAnswer, QueueView,
     TaskExplanation, TaskPage, TaskService, VersionMatch,
 };
 use crate::{AppError, RejectionCount, TaskEvent, TaskFilter};
@@ -56,9 +56,18 @@ impl Acting<'_> {
     /// [`AppError::Forbidden`] for a caller that may not create tasks or not in this queue;
     /// as [`TaskService::create`].
     pub fn create(&self, request: CreateTask) -> Result<Task, AppError> {
+        self.create_unique(request).map(|c| c.task)
+    }
+
+    /// [`Acting::create`], telling a new task from the active one that holds the request's
+    /// unique key (see [`TaskService::create_unique_by`]).
+    ///
+    /// # Errors
+    /// As [`Acting::create`]; as [`TaskService::create_unique_by`].
+    pub fn create_unique(&self, request: CreateTask) -> Result<Created, AppError> {
         self.may(Operation::CreateTask)?;
         self.caller.may_use_queue(request.queue.as_ref().unwrap_or(&QueueName::default()))?;
-        self.service.create_by(request, self.caller.token_id())
+        self.service.create_unique_by(request, self.caller.token_id())
     }
 
     /// Creates a batch, each task recorded as created by the caller's token.
@@ -66,11 +75,20 @@ impl Acting<'_> {
     /// # Errors
     /// As [`Acting::create`], for any item; as [`TaskService::create_batch`].
     pub fn create_batch(&self, requests: Vec<CreateTask>) -> Result<Vec<Task>, AppError> {
+        Ok(self.create_batch_unique(requests)?.into_iter().map(|c| c.task).collect())
+    }
+
+    /// [`Acting::create_batch`], answering each item on its own (see
+    /// [`TaskService::create_batch_unique_by`]).
+    ///
+    /// # Errors
+    /// As [`Acting::create_batch`]; as [`TaskService::create_batch_unique_by`].
+    pub fn create_batch_unique(&self, requests: Vec<CreateTask>) -> Result<Vec<Created>, AppError> {
         self.may(Operation::CreateTask)?;
         for request in &requests {
             self.caller.may_use_queue(request.queue.as_ref().unwrap_or(&QueueName::default()))?;
         }
-        self.service.create_batch_by(requests, self.caller.token_id())
+        self.service.create_batch_unique_by(requests, self.caller.token_id())
     }
 
     /// [`Acting::create`] under an `Idempotency-Key` of the caller's token (see
@@ -82,7 +100,7 @@ impl Acting<'_> {
         &self,
         request: CreateTask,
         idempotency: Idempotency,
-        render: impl FnOnce(&Task) -> Result<taskpilot_domain::StoredResponse, AppError>,
+        render: impl Fn(&Created) -> Result<taskpilot_domain::StoredResponse, AppError>,
     ) -> Result<KeyedAnswer, AppError> {
         self.may(Operation::CreateTask)?;
         self.caller.may_use_queue(request.queue.as_ref().unwrap_or(&QueueName::default()))?;
@@ -98,7 +116,7 @@ impl Acting<'_> {
         &self,
         requests: Vec<CreateTask>,
         idempotency: Idempotency,
-        render: impl FnOnce(&[Task]) -> Result<taskpilot_domain::StoredResponse, AppError>,
+        render: impl Fn(&[Created]) -> Result<taskpilot_domain::StoredResponse, AppError>,
     ) -> Result<KeyedAnswer, AppError> {
         self.may(Operation::CreateTask)?;
         for request in &requests {

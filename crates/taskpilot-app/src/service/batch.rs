@@ -8,7 +8,7 @@ use serde_json::Value;
 use taskpilot_api::limits::MAX_BATCH;
 use taskpilot_domain::{Applied, DomainError, LiveSuccess, Reporter, Task, TaskId, TokenId};
 
-use super::{CreateTask, TaskService};
+use super::{CreateTask, Created, OnConflict, TaskService};
 use crate::{Actor, AppError, StaleCall, TaskEvent, TaskWrite};
 
 /// How an attempt ended, as its worker reports it in a batch.
@@ -65,33 +65,61 @@ impl TaskService {
     /// Creates a batch recorded as created by `token` ([`Task::created_by`]).
     ///
     /// # Errors
-    /// As [`TaskService::create_batch`].
+    /// As [`TaskService::create_batch_unique_by`].
     pub fn create_batch_by(
         &self,
         requests: Vec<CreateTask>,
         token: Option<TokenId>,
     ) -> Result<Vec<Task>, AppError> {
-        let tasks = self.new_batch(requests, token)?;
-        let events: Vec<TaskEvent> = tasks
-            .iter()
-            .map(|t| self.stamp(TaskEvent::transition(None, t, Actor::Client)))
-            .collect();
-        self.repo.insert_many(&tasks, &events)?;
-        self.observer.created(&tasks);
-        Ok(tasks)
+        Ok(self.create_batch_unique_by(requests, token)?.into_iter().map(|c| c.task).collect())
     }
 
-    /// The tasks of a batch, created now by `token`, once its size is checked.
+    /// [`TaskService::create_batch_by`], answering each item on its own: an item whose unique
+    /// key an active task of its queue holds gets that task (`created: false`) and creates
+    /// nothing; the others are created, all together.
+    ///
+    /// # Errors
+    /// [`AppError::InvalidBatchSize`]; [`AppError::UniqueKeyHeld`] naming the first item whose
+    /// key is held and that asked for [`OnConflict::Reject`], or [`AppError::RepeatedUniqueKey`]
+    /// for such an item that repeats an earlier item's queue and key (nothing is created
+    /// then); storage errors. An item that repeats an earlier one's queue and key with
+    /// [`OnConflict::Return`] answers what the earlier one answers, `created: false`.
+    pub fn create_batch_unique_by(
+        &self,
+        requests: Vec<CreateTask>,
+        token: Option<TokenId>,
+    ) -> Result<Vec<Created>, AppError> {
+        let tasks = self.new_batch(requests, token)?;
+        let (answers, ()) = self.store_unique(tasks, true, |new, _| {
+            let events: Vec<TaskEvent> = new
+                .iter()
+                .map(|t| self.stamp(TaskEvent::transition(None, t, Actor::Client)))
+                .collect();
+            self.repo.insert_many(new, &events)?;
+            self.observer.created(new);
+            Ok(())
+        })?;
+        Ok(answers)
+    }
+
+    /// The tasks of a batch, created now by `token`, each with what it does when its unique
+    /// key is held, once its size is checked.
     pub(super) fn new_batch(
         &self,
         requests: Vec<CreateTask>,
         token: Option<TokenId>,
-    ) -> Result<Vec<Task>, AppError> {
+    ) -> Result<Vec<(Task, OnConflict)>, AppError> {
         if requests.is_empty() || requests.len() > MAX_BATCH {
             return Err(AppError::InvalidBatchSize(requests.len()));
         }
         let now = self.clock.now();
-        Ok(requests.into_iter().map(|r| self.new_task(r, now).with_creator(token)).collect())
+        Ok(requests
+            .into_iter()
+            .map(|r| {
+                let on_conflict = r.on_conflict;
+                (self.new_task(r, now).with_creator(token), on_conflict)
+            })
+            .collect())
     }
 
     /// Reports up to [`MAX_BATCH`] outcomes at once, each under the fencing rules of a single

@@ -15,8 +15,11 @@ use taskpilot_api::limits::{BULK_BATCH, MAX_BULK};
 use taskpilot_domain::{DomainError, QueueScope, Task, TaskId};
 use uuid::Uuid;
 
+use super::unique::same_key;
 use super::TaskService;
-use crate::{Actor, AppError, BulkActionRecord, Cursor, TaskEvent, TaskFilter, TaskWrite};
+use crate::{
+    Actor, AppError, BulkActionRecord, Cursor, RepoError, TaskEvent, TaskFilter, TaskWrite,
+};
 
 /// How often a task that keeps changing under a bulk action is judged again before it is
 /// skipped as being modified concurrently.
@@ -238,19 +241,7 @@ impl TaskService {
                     self.repo.delete_many(&doomed)?
                 }
                 BulkAction::Rerun | BulkAction::Cancel => {
-                    let writes: Vec<TaskWrite> = judged
-                        .iter()
-                        .map(|(before, after)| TaskWrite {
-                            task: after.clone(),
-                            expected_version: before.version(),
-                            events: vec![self.stamp(TaskEvent::transition(
-                                Some(before),
-                                after,
-                                Actor::Client,
-                            ))],
-                        })
-                        .collect();
-                    self.repo.write_many(&writes, &[])?
+                    self.write_judged(&mut judged, &mut outcomes)?
                 }
             };
             let lost: HashSet<TaskId> = lost.into_iter().collect();
@@ -286,6 +277,73 @@ impl TaskService {
         outcomes.sort_by_key(|item| order.iter().position(|id| *id == item.id));
         Ok(outcomes)
     }
+}
+
+impl TaskService {
+    /// Writes the judged tasks (compare and swap) and returns the ids of the writes that
+    /// lost. A rerun whose task's unique key another active task of the queue holds (stored,
+    /// or rerun earlier in the same batch) is skipped with [`AppError::UniqueKeyHeld`], and
+    /// the others are written without it.
+    fn write_judged(
+        &self,
+        judged: &mut Vec<(Task, Task)>,
+        outcomes: &mut Vec<BulkItem>,
+    ) -> Result<Vec<TaskId>, AppError> {
+        let mut active: Vec<Task> = Vec::new();
+        judged.retain(|(_, after)| match active.iter().find(|a| same_key(after, a)) {
+            _ if after.status().is_terminal() => true,
+            Some(first) => {
+                outcomes.push(held(after.id(), first.id()));
+                false
+            }
+            None => {
+                active.push(after.clone());
+                true
+            }
+        });
+        loop {
+            let writes: Vec<TaskWrite> = judged
+                .iter()
+                .map(|(before, after)| TaskWrite {
+                    task: after.clone(),
+                    expected_version: before.version(),
+                    events: vec![self.stamp(TaskEvent::transition(
+                        Some(before),
+                        after,
+                        Actor::Client,
+                    ))],
+                })
+                .collect();
+            let holder = match self.repo.write_many(&writes, &[]) {
+                Ok(lost) => return Ok(lost),
+                Err(RepoError::UniqueKeyHeld(holder)) => holder,
+                Err(e) => return Err(e.into()),
+            };
+            let before = judged.len();
+            match self.repo.get(holder) {
+                Ok(holder) => judged.retain(|(_, after)| {
+                    let keep = !same_key(after, &holder);
+                    if !keep {
+                        outcomes.push(held(after.id(), holder.id()));
+                    }
+                    keep
+                }),
+                // Gone since: its key is free, so the next round may write them all.
+                Err(RepoError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            if judged.len() == before {
+                // Every round leaves one key out or sees a holder vanish; storage naming a
+                // holder of none of these keys is a race best answered as one.
+                return Err(AppError::ConcurrentModification(holder));
+            }
+        }
+    }
+}
+
+/// A rerun skipped because `holder` holds its task's unique key.
+fn held(id: TaskId, holder: TaskId) -> BulkItem {
+    BulkItem { id, outcome: Err(AppError::UniqueKeyHeld { holder, index: None }) }
 }
 
 fn refusal(id: TaskId, refused: DomainError) -> BulkItem {

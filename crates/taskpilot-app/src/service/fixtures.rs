@@ -14,7 +14,7 @@ use taskpilot_domain::{
 };
 use uuid::Uuid;
 
-use super::{CreateTask, ServiceDefaults, TaskService};
+use super::{CreateTask, OnConflict, ServiceDefaults, TaskService};
 use crate::{Actor, MockTaskRepository, Rejection, RepoError, StaleCall, TaskEvent};
 
 pub(super) const DEFAULT_MAX_ATTEMPTS: i64 = 25;
@@ -84,6 +84,7 @@ pub(super) fn new_task(id: TaskId, max_attempts: i64, created_at: DateTime<Utc>)
         priority: 0,
         max_attempts: MaxAttempts::new(max_attempts).unwrap(),
         run_at: None,
+        unique_key: None,
     };
     Task::new(id, spec, created_at)
 }
@@ -194,6 +195,8 @@ pub(super) fn create_request() -> CreateTask {
         max_attempts: None,
         max_crashes: None,
         run_at: None,
+        unique_key: None,
+        on_conflict: OnConflict::Return,
     }
 }
 

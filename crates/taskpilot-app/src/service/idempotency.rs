@@ -9,7 +9,7 @@ use taskpilot_domain::{
     TokenId,
 };
 
-use super::{CreateTask, TaskService};
+use super::{CreateTask, Created, OnConflict, TaskService};
 use crate::{Actor, AppError, NewIdempotencyKey, TaskEvent};
 
 /// The scope of the keys sent on a server that runs without tokens.
@@ -63,8 +63,9 @@ impl TaskService {
         self.idempotency_ttl
     }
 
-    /// [`TaskService::create_by`] under an `Idempotency-Key` of `token`'s (see
-    /// [`TaskService::create_batch_keyed`]); `render` gives the answer to keep for the task.
+    /// [`TaskService::create_unique_by`] under an `Idempotency-Key` of `token`'s (see
+    /// [`TaskService::create_batch_keyed`]); `render` gives the answer to keep for the task
+    /// (the new one, or the active one that holds its unique key).
     ///
     /// # Errors
     /// As [`TaskService::create_batch_keyed`].
@@ -73,66 +74,80 @@ impl TaskService {
         request: CreateTask,
         token: Option<TokenId>,
         idempotency: Idempotency,
-        render: impl FnOnce(&Task) -> Result<StoredResponse, AppError>,
+        render: impl Fn(&Created) -> Result<StoredResponse, AppError>,
     ) -> Result<KeyedAnswer, AppError> {
+        let on_conflict = request.on_conflict;
         let task = self.new_task(request, self.clock.now()).with_creator(token);
-        let response = render(&task)?;
-        self.store_keyed(vec![task], token, idempotency, response)
+        self.store_keyed(vec![(task, on_conflict)], false, token, idempotency, |answers| {
+            match answers {
+                [answer] => render(answer),
+                _ => Err(AppError::Unexpected(anyhow::anyhow!("one create, one answer"))),
+            }
+        })
     }
 
-    /// [`TaskService::create_batch_by`] under an `Idempotency-Key` of `token`'s: the tasks
-    /// and the key, with the answer `render` gives for the tasks, are stored together. When
-    /// the key holds already the same request's answer, that answer comes back and nothing
-    /// is created.
+    /// [`TaskService::create_batch_unique_by`] under an `Idempotency-Key` of `token`'s: the
+    /// tasks and the key, with the answer `render` gives for the items, are stored together.
+    /// When the key holds already the same request's answer, that answer comes back and
+    /// nothing is created. An answer whose items name the holders of their unique keys
+    /// (nothing created for them) is kept like any other.
     ///
     /// # Errors
     /// [`AppError::IdempotencyKeyReused`] when the key was used for a different request;
     /// [`AppError::IdempotencyKeyInUse`] while the first request with it is still running;
-    /// as [`TaskService::create_batch_by`].
+    /// as [`TaskService::create_batch_unique_by`].
     pub fn create_batch_keyed(
         &self,
         requests: Vec<CreateTask>,
         token: Option<TokenId>,
         idempotency: Idempotency,
-        render: impl FnOnce(&[Task]) -> Result<StoredResponse, AppError>,
+        render: impl Fn(&[Created]) -> Result<StoredResponse, AppError>,
     ) -> Result<KeyedAnswer, AppError> {
         let tasks = self.new_batch(requests, token)?;
-        let response = render(&tasks)?;
-        self.store_keyed(tasks, token, idempotency, response)
+        self.store_keyed(tasks, true, token, idempotency, render)
     }
 
     fn store_keyed(
         &self,
-        tasks: Vec<Task>,
+        tasks: Vec<(Task, OnConflict)>,
+        batch: bool,
         token: Option<TokenId>,
         idempotency: Idempotency,
-        response: StoredResponse,
+        render: impl Fn(&[Created]) -> Result<StoredResponse, AppError>,
     ) -> Result<KeyedAnswer, AppError> {
         let now = self.clock.now();
-        let events: Vec<TaskEvent> = tasks
-            .iter()
-            .map(|t| self.stamp(TaskEvent::transition(None, t, Actor::Client)))
-            .collect();
-        let key = NewIdempotencyKey {
-            scope: token.map_or_else(|| OPEN_SCOPE.to_owned(), |t| t.to_string()),
-            key: idempotency.key,
-            fingerprint: idempotency.fingerprint,
-            response,
-            created_at: now,
-            expires_at: now.checked_add_signed(self.idempotency_ttl).unwrap_or(now),
-        };
-        let claim = self.repo.insert_keyed(&tasks, &events, &key)?;
-        match decide_idempotency(claim, &key.fingerprint) {
-            IdempotencyDecision::Created => {
-                self.observer.created(&tasks);
-                Ok(KeyedAnswer { response: key.response, replayed: false, created: tasks })
+        let scope = token.map_or_else(|| OPEN_SCOPE.to_owned(), |t| t.to_string());
+        let (_, answer) = self.store_unique(tasks, batch, |new, answers| {
+            let events: Vec<TaskEvent> = new
+                .iter()
+                .map(|t| self.stamp(TaskEvent::transition(None, t, Actor::Client)))
+                .collect();
+            let key = NewIdempotencyKey {
+                scope: scope.clone(),
+                key: idempotency.key.clone(),
+                fingerprint: idempotency.fingerprint,
+                response: render(answers)?,
+                created_at: now,
+                expires_at: now.checked_add_signed(self.idempotency_ttl).unwrap_or(now),
+            };
+            let claim = self.repo.insert_keyed(new, &events, &key)?;
+            match decide_idempotency(claim, &key.fingerprint) {
+                IdempotencyDecision::Created => {
+                    self.observer.created(new);
+                    Ok(KeyedAnswer {
+                        response: key.response,
+                        replayed: false,
+                        created: new.to_vec(),
+                    })
+                }
+                IdempotencyDecision::Replay(response) => {
+                    Ok(KeyedAnswer { response, replayed: true, created: Vec::new() })
+                }
+                IdempotencyDecision::Reused => Err(AppError::IdempotencyKeyReused),
+                IdempotencyDecision::InUse => Err(AppError::IdempotencyKeyInUse),
             }
-            IdempotencyDecision::Replay(response) => {
-                Ok(KeyedAnswer { response, replayed: true, created: Vec::new() })
-            }
-            IdempotencyDecision::Reused => Err(AppError::IdempotencyKeyReused),
-            IdempotencyDecision::InUse => Err(AppError::IdempotencyKeyInUse),
-        }
+        })?;
+        Ok(answer)
     }
 }
 
@@ -164,8 +179,8 @@ mod tests {
     }
 
     #[expect(clippy::unnecessary_wraps, reason = "the shape `render` takes")]
-    fn answer_for(task: &Task) -> Result<StoredResponse, AppError> {
-        Ok(answer_of(task))
+    fn answer_for(answer: &Created) -> Result<StoredResponse, AppError> {
+        Ok(answer_of(&answer.task))
     }
 
     fn first_answer() -> StoredResponse {

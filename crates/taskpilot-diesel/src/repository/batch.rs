@@ -11,6 +11,7 @@ use std::sync::LazyLock;
 
 use anyhow::{anyhow, Context as _};
 use chrono::{DateTime, Utc};
+use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
@@ -24,7 +25,7 @@ use taskpilot_app::{RepoError, TaskEvent, TaskWrite};
 use taskpilot_domain::{Task, TaskId};
 use uuid::Uuid;
 
-use super::{classify, TaskEventRow, TaskRow};
+use super::{classify, is_unique_key_violation, unique_key_holder, TaskEventRow, TaskRow};
 use crate::schema::tasks;
 
 /// The names of a tuple of columns, in order.
@@ -43,7 +44,7 @@ macro_rules! column_names {
 }
 column_names!(
     C01, C02, C03, C04, C05, C06, C07, C08, C09, C10, C11, C12, C13, C14, C15, C16, C17, C18, C19,
-    C20, C21, C22, C23, C24, C25, C26, C27
+    C20, C21, C22, C23, C24, C25, C26, C27, C28
 );
 
 /// The columns of `tasks` as the schema declares them, which is the order [`TaskRow`]'s
@@ -75,7 +76,7 @@ fn params(first: usize, n: usize) -> String {
 /// nothing). `WITH ORDINALITY` and the `ORDER BY`
 /// keep the events' ids (their order in a history) in the order they were given.
 ///
-/// Binds: $1..$27 the task columns, $28..$38 the event columns, all arrays.
+/// Binds: $1..$28 the task columns, $29..$39 the event columns, all arrays.
 static INSERT_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
     let tasks = TASK_COLUMNS.join(", ");
     let events = EVENT_COLUMNS.join(", ");
@@ -115,8 +116,8 @@ ORDER BY e.seq",
 ///
 /// Returns the numbers of the writes that were applied.
 ///
-/// Binds: $1 write numbers, $2 expected versions, $3..$29 the task columns, $30 each event's
-/// write number, $31..$41 the event columns, all arrays.
+/// Binds: $1 write numbers, $2 expected versions, $3..$30 the task columns, $31 each event's
+/// write number, $32..$42 the event columns, all arrays.
 static WRITE_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
     let tasks = TASK_COLUMNS.join(", ");
     let set = TASK_COLUMNS[1..].iter().map(|c| format!("{c} = i.{c}")).collect::<Vec<_>>();
@@ -183,6 +184,7 @@ struct TaskColumns {
     created_by: Vec<Option<Uuid>>,
     crash_count: Vec<i32>,
     max_crashes: Vec<i32>,
+    unique_key: Vec<Option<String>>,
 }
 
 impl TaskColumns {
@@ -216,6 +218,7 @@ impl TaskColumns {
             created_by,
             crash_count,
             max_crashes,
+            unique_key,
         } = row;
         self.id.push(id);
         self.queue.push(queue);
@@ -244,6 +247,7 @@ impl TaskColumns {
         self.created_by.push(created_by);
         self.crash_count.push(crash_count);
         self.max_crashes.push(max_crashes);
+        self.unique_key.push(unique_key);
     }
 
     /// Binds the columns in [`TASK_COLUMNS`] order. Every field by name, no `..`: a field
@@ -277,6 +281,7 @@ impl TaskColumns {
             created_by,
             crash_count,
             max_crashes,
+            unique_key,
         } = self;
         query
             .bind::<Array<SqlUuid>, _>(id)
@@ -306,6 +311,7 @@ impl TaskColumns {
             .bind::<Array<Nullable<SqlUuid>>, _>(created_by)
             .bind::<Array<Integer>, _>(crash_count)
             .bind::<Array<Integer>, _>(max_crashes)
+            .bind::<Array<Nullable<Text>>, _>(unique_key)
     }
 }
 
@@ -389,9 +395,18 @@ pub(super) fn insert_many(
         event_columns.push(TaskEventRow::try_from(event).map_err(RepoError::unexpected)?);
     }
     let query = diesel::sql_query(INSERT_MANY_SQL.as_str()).into_boxed();
-    let inserted = event_columns.bind(task_columns.bind(query)).execute(conn);
+    let query = event_columns.bind(task_columns.bind(query));
+    // Inside the caller's transaction, under a savepoint of its own, so that the looks after a
+    // refusal run in a transaction that is not aborted; alone, as one statement (one round
+    // trip), whose failure leaves nothing to roll back.
+    let inserted = if in_transaction(conn) {
+        conn.transaction(|conn| query.execute(conn))
+    } else {
+        query.execute(conn)
+    };
     match inserted {
         Ok(_) => Ok(()),
+        Err(e) if is_unique_key_violation(&e) => Err(first_held(conn, tasks.iter())),
         Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info))
             if info.constraint_name() == Some("tasks_pkey") =>
         {
@@ -399,6 +414,33 @@ pub(super) fn insert_many(
             Err(RepoError::Conflict(first_taken(conn, tasks)?))
         }
         Err(e) => Err(classify(e, "cannot insert the tasks")),
+    }
+}
+
+/// Whether `conn` is inside a transaction.
+fn in_transaction(conn: &mut PgConnection) -> bool {
+    AnsiTransactionManager::transaction_manager_status_mut(conn)
+        .transaction_depth()
+        .map_or(true, |depth| depth.is_some())
+}
+
+/// After a write of `tasks` violated the unique key index: [`RepoError::UniqueKeyHeld`]
+/// naming the holder of the first of their keys that is held, or [`RepoError::Conflict`]
+/// naming the first task when no holder is left (they finished since, or two of `tasks`
+/// met each other): the write may be tried again.
+fn first_held<'a>(conn: &mut PgConnection, tasks: impl Iterator<Item = &'a Task>) -> RepoError {
+    let mut first = None;
+    for task in tasks.filter(|t| t.unique_key().is_some()) {
+        first.get_or_insert(task.id());
+        match unique_key_holder(conn, task) {
+            Ok(Some(holder)) => return RepoError::UniqueKeyHeld(holder),
+            Ok(None) => {}
+            Err(e) => return classify(e, "cannot look up the holder of a unique key"),
+        }
+    }
+    match first {
+        Some(id) => RepoError::Conflict(id),
+        None => RepoError::unexpected(anyhow!("a unique key was held, but none of the batch is")),
     }
 }
 
@@ -470,13 +512,17 @@ pub(super) fn write_many(
         .bind::<Array<Integer>, _>(numbers)
         .bind::<Array<BigInt>, _>(expected_versions);
     let query = task_columns.bind(query).bind::<Array<Nullable<Integer>>, _>(event_writes);
-    let written: HashSet<i32> = event_columns
-        .bind(query)
-        .load::<Written>(conn)
-        .map_err(|e| classify(e, "cannot write the tasks"))?
-        .into_iter()
-        .map(|w| w.n)
-        .collect();
+    // Alone, as one statement: a refusal leaves the connection usable for the looks after it.
+    let loaded = event_columns.bind(query).load::<Written>(conn);
+    let written: HashSet<i32> = match loaded {
+        Err(e) if is_unique_key_violation(&e) => {
+            return Err(first_held(conn, writes.iter().map(|w| &w.task)))
+        }
+        loaded => loaded.map_err(|e| classify(e, "cannot write the tasks"))?,
+    }
+    .into_iter()
+    .map(|w| w.n)
+    .collect();
     Ok(writes
         .iter()
         .zip(1..)
@@ -501,7 +547,7 @@ mod tests {
             .collect();
 
         assert_eq!(TASK_COLUMNS, names);
-        assert_eq!(TASK_COLUMNS.len(), 27);
+        assert_eq!(TASK_COLUMNS.len(), 28);
     }
 
     #[test]

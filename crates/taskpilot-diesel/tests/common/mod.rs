@@ -49,6 +49,7 @@ pub fn spec(name: &str, max_attempts: i64) -> NewTask {
         priority: 0,
         max_attempts: MaxAttempts::new(max_attempts).unwrap(),
         run_at: None,
+        unique_key: None,
     }
 }
 

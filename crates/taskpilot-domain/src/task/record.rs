@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::Task;
 use crate::{
     AttemptEnd, EndedAttempt, Lease, LeaseToken, MaxAttempts, MaxCrashes, QueueName, RestoreError,
-    RetryState, TaskId, TaskName, TaskState, TaskStatus, TokenId, WorkerId,
+    RetryState, TaskId, TaskName, TaskState, TaskStatus, TokenId, UniqueKey, WorkerId,
 };
 
 /// Every field of a task, flat, as storage keeps it. [`Task::restore`] checks it.
@@ -51,6 +51,8 @@ pub struct TaskRecord {
     pub version: u64,
     /// The API token that created the task; `None` for tasks created without one.
     pub created_by: Option<TokenId>,
+    /// The task's unique key ([`Task::unique_key`]); `None` for tasks created without one.
+    pub unique_key: Option<UniqueKey>,
 }
 
 impl Task {
@@ -89,6 +91,7 @@ impl Task {
             updated_at,
             version,
             created_by,
+            unique_key,
         } = r;
         let bad = |reason: &str| RestoreError { task: id, reason: reason.to_owned() };
         let state = match (status, worker_id, processing_started_at, completed_at) {
@@ -141,6 +144,7 @@ impl Task {
             updated_at,
             version,
             created_by,
+            unique_key,
         };
         if result.is_some() && task.status() != TaskStatus::Succeeded {
             return Err(bad("only a succeeded task has a result"));
@@ -182,6 +186,7 @@ impl Task {
             updated_at: self.updated_at,
             version: self.version,
             created_by: self.created_by,
+            unique_key: self.unique_key.clone(),
         }
     }
 
@@ -422,6 +427,7 @@ mod tests {
                 updated_at: t0() + secs(30),
                 version: 4,
                 created_by: None,
+                unique_key: None,
             }
         );
     }

@@ -1,0 +1,2 @@
+DROP INDEX tasks_unique_key_active;
+ALTER TABLE tasks DROP COLUMN unique_key;
