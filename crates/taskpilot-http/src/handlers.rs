@@ -85,6 +85,7 @@ fn holder_ok(task: &Task) -> HttpResponse {
          body = TaskResponse,
          headers(
              ("Location" = String, description = "That task's URL: `/api/tasks/{id}`."),
+             ("ETag" = String, description = "That task's entity tag. Not sent with a replayed answer."),
              ("Idempotent-Replayed" = String,
               description = "`true` on the first answer given again for an `Idempotency-Key`."),
          )),

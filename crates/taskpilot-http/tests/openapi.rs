@@ -190,7 +190,11 @@ async fn every_operation_documents_the_errors_it_can_answer_with_the_problem_bod
         assert_eq!(takes_if_match, operator_action, "{method} {path}");
         assert_eq!(operation["responses"].get("412").is_some(), operator_action, "{method} {path}");
     }
-    assert_eq!(tagged, 9, "create, get, start, heartbeat, succeed, fail, release, cancel, rerun");
+    assert_eq!(
+        tagged, 10,
+        "create (201, and 200 for a held uniqueKey), get, start, heartbeat, succeed, fail, \
+         release, cancel, rerun"
+    );
     let text = document.to_string();
     for reference in text.split("\"#/components/schemas/").skip(1) {
         let name = &reference[..reference.find('"').unwrap()];
