@@ -850,32 +850,25 @@ pub fn rejection_stats_response(counts: &[RejectionCount]) -> RejectionStatsResp
 
 /// The maintained counts as `GET /api/stats` answers them, ages taken at `now`.
 pub fn stats_response(counts: &TaskCounts, now: chrono::DateTime<chrono::Utc>) -> StatsResponse {
-    fn status_counts(c: &StatusCounts) -> StatusCountsResponse {
-        StatusCountsResponse {
-            runnable: c.runnable,
-            scheduled: c.scheduled,
-            running: c.running,
-            succeeded: c.succeeded,
-            failed: c.failed,
-            cancelled: c.cancelled,
-        }
-    }
     StatsResponse {
-        totals: status_counts(&counts.totals()),
+        totals: counts_response(&counts.totals()),
         queues: counts
             .queues
             .iter()
             .map(|q| QueueStatsResponse {
                 queue: q.queue.as_str().to_owned(),
-                counts: status_counts(&q.counts),
+                counts: counts_response(&q.counts),
                 oldest_runnable_since: q.oldest_runnable_since,
-                oldest_runnable_age_seconds: q
-                    .oldest_runnable_since
-                    .map(|since| (now - since).to_std().unwrap_or_default().as_secs_f64()),
+                oldest_runnable_age_seconds: age_seconds(q.oldest_runnable_since, now),
             })
             .collect(),
-        other_queues: counts.other_queues.as_ref().map(status_counts),
+        other_queues: counts.other_queues.as_ref().map(counts_response),
     }
+}
+
+/// Seconds from `since` to `now` (0 when `since` is later), for the "oldest runnable" ages.
+fn age_seconds(since: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<f64> {
+    since.map(|since| (now - since).to_std().unwrap_or_default().as_secs_f64())
 }
 
 fn counts_response(c: &StatusCounts) -> StatusCountsResponse {
@@ -897,9 +890,7 @@ pub fn queue_response(view: &taskpilot_app::QueueView, now: DateTime<Utc>) -> Qu
         counts: counts_response(&view.counts),
         running_leases: view.counts.running,
         oldest_runnable_since: view.oldest_runnable_since,
-        oldest_runnable_age_seconds: view
-            .oldest_runnable_since
-            .map(|since| (now - since).to_std().unwrap_or_default().as_secs_f64()),
+        oldest_runnable_age_seconds: age_seconds(view.oldest_runnable_since, now),
         paused: paused.is_some(),
         paused_by: paused.map(|p| p.by.as_str().to_owned()),
         paused_at: paused.map(|p| p.at),
