@@ -29,6 +29,7 @@
 //! Must never import: the storage adapter outside [`server`] and `main.rs`; the client crate
 //! outside [`cli`].
 
+pub mod activity;
 pub mod auth;
 pub mod body;
 pub mod cli;
