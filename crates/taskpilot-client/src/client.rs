@@ -12,10 +12,11 @@ use taskpilot_api::{
     BulkActionRequest, BulkActionResponse, ClaimResponse, ClaimTasksRequest, CompleteTasksRequest,
     CompleteTasksResponse, CompletionItem, CompletionResult, CreateTaskBatchRequest,
     CreateTaskBatchResponse, CreateTaskRequest, CreateTokenRequest, CreatedTokenResponse,
-    ExplainResponse, FailTaskRequest, HeartbeatRequest, ListTasksQuery, ProblemBody,
-    QueueListResponse, QueueResponse, RejectionStatsResponse, ReleaseTaskRequest, StartTaskRequest,
-    StatsResponse, SucceedTaskRequest, TaskEventListResponse, TaskEventResponse, TaskListResponse,
-    TaskResponse, TokenListResponse, TokenResponse,
+    DeadLetterListResponse, ExplainResponse, FailTaskRequest, HeartbeatRequest, ListTasksQuery,
+    ProblemBody, QueueListResponse, QueueResponse, RejectionStatsResponse, ReleaseTaskRequest,
+    StartTaskRequest, StatsResponse, SucceedTaskRequest, TaskEventListResponse, TaskEventResponse,
+    TaskListResponse, TaskResponse, ThroughputResponse, TokenListResponse, TokenResponse,
+    WorkerListResponse, WorkerResponse,
 };
 use uuid::Uuid;
 
@@ -587,6 +588,61 @@ impl Client {
     /// [`ProblemCode::Forbidden`] for a token that may not read stats, and transport errors.
     pub async fn stats(&self) -> Result<StatsResponse, ClientError> {
         self.read(&["api", "stats"]).await
+    }
+
+    /// `GET /api/dead-letters`: the failed tasks grouped by queue, name and the first line of
+    /// their error, the largest groups first; at most `limit` groups (the server's default
+    /// when `None`).
+    ///
+    /// # Errors
+    /// [`ClientError::Api`] with VALIDATION_FAILED for a limit outside 1 to 500; transport
+    /// errors.
+    pub async fn dead_letters(
+        &self,
+        limit: Option<u32>,
+    ) -> Result<DeadLetterListResponse, ClientError> {
+        let mut url = self.url(&["api", "dead-letters"]);
+        if let Some(limit) = limit {
+            url.query_pairs_mut().append_pair("limit", &limit.to_string());
+        }
+        self.send(Method::GET, url, None::<&()>, Safety::Idempotent, Duration::ZERO).await
+    }
+
+    /// `GET /api/workers`: the workers seen in the last hour, and any other worker holding a
+    /// running task, each with the tasks it runs, the most recently seen first.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub async fn workers(&self) -> Result<Vec<WorkerResponse>, ClientError> {
+        let answer: WorkerListResponse = self.read(&["api", "workers"]).await?;
+        Ok(answer.items)
+    }
+
+    /// `GET /api/stats/throughput`: tasks created and finished per minute over the last
+    /// `minutes` minutes (the server's default when `None`), in `queue` or every queue.
+    ///
+    /// # Errors
+    /// [`ClientError::Api`] with VALIDATION_FAILED for minutes outside 1 to 1440; transport
+    /// errors.
+    pub async fn throughput(
+        &self,
+        minutes: Option<u32>,
+        queue: Option<&str>,
+    ) -> Result<ThroughputResponse, ClientError> {
+        let mut url = self.url(&["api", "stats", "throughput"]);
+        {
+            let mut pairs = url.query_pairs_mut();
+            if let Some(minutes) = minutes {
+                pairs.append_pair("minutes", &minutes.to_string());
+            }
+            if let Some(queue) = queue {
+                pairs.append_pair("queue", queue);
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        self.send(Method::GET, url, None::<&()>, Safety::Idempotent, Duration::ZERO).await
     }
 
     /// `GET /api/queues`: every queue that holds tasks or was ever paused (within the token's

@@ -65,6 +65,15 @@ pub enum Command {
     /// Tasks by queue and status, the oldest runnable task's age, and the refused stale
     /// calls, from a running server.
     Stats,
+    /// The failed tasks of a running server, grouped by queue, name and the first line of
+    /// their error, the largest groups first.
+    DeadLetters {
+        /// Most groups, 1 to 500 (the server's default, 50, when left out).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// The workers a running server saw in the last hour, with the tasks each one runs.
+    Workers,
 }
 
 /// `taskpilot tokens …`.

@@ -508,3 +508,35 @@ fn bad_arguments_exit_2_and_a_server_that_cannot_be_reached_exits_3() {
         assert!(help.contains(documented), "{documented} missing from --help");
     }
 }
+
+#[test]
+fn dead_letters_group_the_failures_and_workers_show_who_ran_them() {
+    let server = Served::start();
+    for _ in 0..3 {
+        let args = ["tasks", "create", "--queue", "mail", "--name", "send", "--max-attempts", "1"];
+        server.cli(None, &args).ok();
+    }
+    claim_and_fail(&server, "mail", 3);
+
+    let dead = server.cli(None, &["dead-letters"]).ok();
+    let dead_json = server.cli(None, &["--json", "dead-letters", "--limit", "1"]).ok().json();
+    // The server writes the workers it saw about once a second.
+    let workers = eventually(
+        "the worker recorded",
+        || server.cli(None, &["workers"]),
+        |run| run.code == 0 && run.stdout.contains("w1"),
+    );
+    let bad_limit = server.cli(None, &["dead-letters", "--limit", "0"]);
+
+    assert_eq!(&dead.row("3")[1..3], ["mail", "send"], "{dead:?}");
+    assert!(dead.stdout.contains("smtp timeout"), "{dead:?}");
+    assert_eq!(dead_json["items"][0]["count"], 3, "{dead_json}");
+    assert_eq!(dead_json["items"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        &workers.row("w1")[3..],
+        ["-", "0", "-"],
+        "no heartbeat, no running task: {workers:?}"
+    );
+    assert_eq!(bad_limit.code, 1, "{bad_limit:?}");
+    assert!(bad_limit.stderr.contains("VALIDATION_FAILED"), "{bad_limit:?}");
+}

@@ -1,4 +1,5 @@
-//! The operator commands: `taskpilot tasks …`, `queues …`, `stats`, and `tokens …` when a
+//! The operator commands: `taskpilot tasks …`, `queues …`, `stats`, `dead-letters`,
+//! `workers`, and `tokens …` when a
 //! server is named. They are clients of a running server's REST API, through
 //! `taskpilot-client`: each parses its arguments into the API's request, makes the call
 //! and renders the answer, as aligned columns for people or, with `--json`, as the server's
@@ -8,6 +9,7 @@
 //! Must never import: the storage adapter, the server's wiring ([`crate::server`]), the
 //! handlers. These commands never resolve, probe or start a database.
 
+mod activity;
 mod queues;
 mod stats;
 mod table;
@@ -43,7 +45,8 @@ pub const EXIT_UNREACHABLE: u8 = 3;
 
 /// The exit codes, as `taskpilot --help` ends.
 pub const EXIT_CODES_HELP: &str = "\
-Exit codes of the client commands (tasks, queues, stats, tokens with --server):
+Exit codes of the client commands (tasks, queues, stats, dead-letters, workers, tokens
+with --server):
   0  done
   1  refused by the server: `error: <CODE>: <detail>` on stderr, CODE being the problem's
      code (TASK_NOT_FOUND, FORBIDDEN, PRECONDITION_FAILED, ...)
@@ -100,6 +103,8 @@ pub fn run_client_command(cli: &Cli) -> Option<ExitCode> {
         Some(Command::Tasks(command)) => Remote::Tasks(command),
         Some(Command::Queues(command)) => Remote::Queues(command),
         Some(Command::Stats) => Remote::Stats,
+        Some(Command::DeadLetters { limit }) => Remote::DeadLetters(*limit),
+        Some(Command::Workers) => Remote::Workers,
         Some(Command::Tokens(command)) if cli.remote.server().is_some() => Remote::Tokens(command),
         _ => return None,
     };
@@ -122,6 +127,8 @@ enum Remote<'a> {
     Tasks(&'a TasksCommand),
     Queues(&'a QueuesCommand),
     Stats,
+    DeadLetters(Option<u32>),
+    Workers,
     Tokens(&'a TokensCommand),
 }
 
@@ -138,6 +145,8 @@ fn execute(command: Remote<'_>, args: &RemoteArgs) -> Result<Printed, Failure> {
             Remote::Tasks(command) => tasks::run(command, &context).await,
             Remote::Queues(command) => queues::run(command, &context).await,
             Remote::Stats => stats::run(&context).await,
+            Remote::DeadLetters(limit) => activity::dead_letters(&context, limit).await,
+            Remote::Workers => activity::workers(&context).await,
             Remote::Tokens(command) => tokens::run(command, &context).await,
         }
     })
