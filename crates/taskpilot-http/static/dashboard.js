@@ -124,7 +124,26 @@
     }
   }
 
+  // A filter form leaves its empty fields out of the address, so that a shared link says
+  // only what it filters on (the server reads an empty field as absent either way).
+  function compactForms() {
+    document.querySelectorAll('form[data-compact]').forEach(function (form) {
+      form.addEventListener('submit', function (event) {
+        var params = new URLSearchParams();
+        new FormData(form).forEach(function (value, name) {
+          if (String(value).trim() !== '') {
+            params.append(name, value);
+          }
+        });
+        event.preventDefault();
+        var query = params.toString();
+        window.location.assign(form.getAttribute('action') + (query ? '?' + query : ''));
+      });
+    });
+  }
+
   function start() {
+    compactForms();
     if (!window.htmx) {
       return;
     }
