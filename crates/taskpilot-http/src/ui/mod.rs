@@ -69,7 +69,8 @@ fn is_login(path: &str) -> bool {
     path == "/ui/login"
 }
 
-/// Every route of the dashboard, under [`PREFIX`], behind [`guard`].
+/// Every route of the dashboard, under [`PREFIX`], behind its middleware (CSRF, the caller,
+/// the security headers).
 pub fn scope() -> impl HttpServiceFactory {
     use pages::*;
     web::scope(PREFIX)

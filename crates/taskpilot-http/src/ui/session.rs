@@ -1,6 +1,6 @@
 //! Signing in to the dashboard, and who each of its requests acts for.
 //!
-//! `POST /ui/login` takes a pasted API token, which [`AccessService::start_session`] checks as
+//! `POST /ui/login` takes a pasted API token, which [`AccessService::start_session`](taskpilot_app::AccessService::start_session) checks as
 //! a bearer request would (and refuses for producers, workers and metrics scrapers); the
 //! browser then holds only the session's secret, in the `taskpilot_session` cookie
 //! (`HttpOnly`, `SameSite=Strict`, `Path=/ui`, `Secure` over https). Every later request

@@ -498,3 +498,87 @@ pub struct TokensPage {
     /// Why the creation form was refused, if it was.
     pub error: Option<String>,
 }
+
+/// One group of failed tasks: same queue, name and error.
+#[derive(Debug, Clone)]
+pub struct GroupRow {
+    /// The queue.
+    pub queue: String,
+    /// The task name.
+    pub name: String,
+    /// The error, in full (the cell's title).
+    pub error: String,
+    /// The error, cut short for the cell.
+    pub error_short: String,
+    /// How many failed tasks share it.
+    pub count: u64,
+    /// When the first of them failed.
+    pub first_failed: String,
+    /// When the last of them failed.
+    pub last_failed: String,
+    /// The tasks page listing them.
+    pub list: String,
+    /// The dry run of rerunning them.
+    pub rerun: String,
+    /// The dry run of deleting them.
+    pub delete: String,
+}
+
+/// `templates/dead_letters.html`.
+#[derive(Template)]
+#[template(path = "dead_letters.html")]
+pub struct DeadLettersPage {
+    /// The page frame.
+    pub shell: Shell,
+    /// The live fragment, rendered ([`DeadLettersLive`]).
+    pub live: String,
+    /// Whether the caller may act in bulk.
+    pub bulk: bool,
+    /// The most tasks one bulk run takes.
+    pub bulk_limit: u32,
+}
+
+/// `templates/dead_letters_live.html`.
+#[derive(Template)]
+#[template(path = "dead_letters_live.html")]
+pub struct DeadLettersLive {
+    /// The groups, most tasks first.
+    pub groups: Vec<GroupRow>,
+    /// Whether the caller may act in bulk.
+    pub bulk: bool,
+    /// When this was read.
+    pub updated: String,
+}
+
+/// One worker of the workers page.
+#[derive(Debug, Clone)]
+pub struct WorkerRow {
+    /// Its id.
+    pub id: String,
+    /// Its last claim, as an age.
+    pub last_claim: String,
+    /// Its last heartbeat, as an age.
+    pub last_heartbeat: String,
+    /// The tasks it runs: id and `name (queue)`.
+    pub running: Vec<(String, String)>,
+}
+
+/// `templates/workers.html`.
+#[derive(Template)]
+#[template(path = "workers.html")]
+pub struct WorkersPage {
+    /// The page frame.
+    pub shell: Shell,
+    /// The live fragment, rendered ([`WorkersLive`]).
+    pub live: String,
+}
+
+/// `templates/workers_live.html`.
+#[derive(Template)]
+#[template(path = "workers_live.html")]
+pub struct WorkersLive {
+    /// The workers seen recently.
+    pub workers: Vec<WorkerRow>,
+    /// When this was read.
+    pub updated: String,
+}
