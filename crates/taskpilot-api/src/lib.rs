@@ -25,6 +25,7 @@
 //! # }
 //! ```
 
+mod activity;
 mod batch;
 mod bulk;
 pub mod limits;
@@ -36,6 +37,11 @@ mod tasks;
 pub mod time;
 mod tokens;
 
+pub use activity::{
+    DeadLetterGroupResponse, DeadLetterListResponse, DeadLettersQuery, RunningTaskResponse,
+    ThroughputMinuteResponse, ThroughputQuery, ThroughputResponse, WorkerListResponse,
+    WorkerResponse,
+};
 pub use batch::{
     CompleteTasksRequest, CompleteTasksResponse, CompletionItem, CompletionOutcome,
     CompletionResult, CreateTaskBatchRequest, CreateTaskBatchResponse,

@@ -31,3 +31,10 @@ pub const DEFAULT_BULK: u32 = 1_000;
 pub const BULK_BATCH: u32 = 500;
 /// The longest text a `lastError` filter may look for, in characters.
 pub const MAX_ERROR_FILTER_CHARS: usize = 500;
+
+/// Minutes of `GET /api/stats/throughput` when `minutes` is not given: the last hour.
+pub const DEFAULT_THROUGHPUT_MINUTES: u32 = 60;
+/// Most minutes `GET /api/stats/throughput` answers: the day the server keeps.
+pub const MAX_THROUGHPUT_MINUTES: u32 = 1440;
+/// Most failed tasks `GET /api/dead-letters` groups: the newest that many.
+pub const DEAD_LETTER_SCAN: u32 = 100_000;

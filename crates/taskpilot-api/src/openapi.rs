@@ -231,6 +231,18 @@ named_schema!(
 );
 
 named_schema!(
+    /// `minutes` of `GET /api/stats/throughput`: 1 to 1440, or empty.
+    ThroughputMinutes,
+    or_empty(
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(1))
+            .maximum(Some(crate::limits::MAX_THROUGHPUT_MINUTES)),
+        "Minutes, the current one included, 1 to 1440; 60 when absent.",
+    )
+);
+
+named_schema!(
     /// `cursor` of `GET /api/tasks`: what `nextCursor` returned, or empty.
     Cursor,
     or_empty(

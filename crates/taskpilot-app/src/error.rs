@@ -1,6 +1,8 @@
 //! What a use case can fail with.
 
-use taskpilot_api::limits::{MAX_BATCH, MAX_BULK, MAX_CLAIM_BATCH, MAX_PAGE_SIZE};
+use taskpilot_api::limits::{
+    MAX_BATCH, MAX_BULK, MAX_CLAIM_BATCH, MAX_PAGE_SIZE, MAX_THROUGHPUT_MINUTES,
+};
 use taskpilot_domain::{DomainError, Forbidden, QueueName, TaskId, TokenId, ValidationError};
 
 use crate::RepoError;
@@ -32,6 +34,9 @@ pub enum AppError {
     /// A batch is empty or larger than [`MAX_BATCH`].
     #[error("a batch holds 1 to {MAX_BATCH} items, got {0}")]
     InvalidBatchSize(usize),
+    /// A throughput window is outside 1 to [`MAX_THROUGHPUT_MINUTES`] minutes.
+    #[error("minutes must be between 1 and {MAX_THROUGHPUT_MINUTES}, got {0}")]
+    InvalidWindow(u32),
     /// A bulk action's limit (or its number of ids) is outside 1 to [`MAX_BULK`].
     #[error("limit must be between 1 and {MAX_BULK}, got {0}")]
     InvalidBulkLimit(u32),

@@ -227,6 +227,33 @@
 //! #   ) -> Result<u64, RepoError> {
 //! #       unimplemented!()
 //! #   }
+//! #   fn throughput(
+//! #       &self,
+//! #       _: chrono::DateTime<chrono::Utc>,
+//! #       _: Option<&[taskpilot_domain::QueueName]>,
+//! #   ) -> Result<Vec<taskpilot_app::ThroughputMinute>, RepoError> {
+//! #       unimplemented!()
+//! #   }
+//! #   fn dead_letters(
+//! #       &self,
+//! #       _: &taskpilot_app::DeadLetterQuery,
+//! #   ) -> Result<Vec<taskpilot_app::DeadLetterGroup>, RepoError> {
+//! #       unimplemented!()
+//! #   }
+//! #   fn record_workers(
+//! #       &self,
+//! #       _: &[taskpilot_app::WorkerSighting],
+//! #       _: chrono::DateTime<chrono::Utc>,
+//! #   ) -> Result<(), RepoError> {
+//! #       unimplemented!()
+//! #   }
+//! #   fn workers(
+//! #       &self,
+//! #       _: chrono::DateTime<chrono::Utc>,
+//! #       _: u32,
+//! #   ) -> Result<Vec<taskpilot_app::WorkerSighting>, RepoError> {
+//! #       unimplemented!()
+//! #   }
 //! }
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -321,7 +348,9 @@ pub use repository::{
 };
 pub use service::{
     fingerprint, Acting, BulkAction, BulkItem, BulkReport, BulkRequest, BulkSelection, ClaimLog,
-    Completion, CreateTask, Created, Idempotency, KeyedAnswer, OnConflict, Pruned, QueueView,
-    ReportedOutcome, ServiceDefaults, TaskExplanation, TaskPage, TaskService, VersionMatch,
-    DEFAULT_IDEMPOTENCY_TTL, OPEN_SCOPE,
+    Completion, CreateTask, Created, DeadLetterGroup, DeadLetterQuery, Idempotency, KeyedAnswer,
+    OnConflict, Pruned, QueueView, ReportedOutcome, ServiceDefaults, TaskExplanation, TaskPage,
+    TaskService, ThroughputMinute, VersionMatch, WorkerCall, WorkerLog, WorkerSighting, WorkerView,
+    DEAD_LETTER_ERROR_CHARS, DEFAULT_IDEMPOTENCY_TTL, MAX_RUNNING_SHOWN, MAX_WORKERS_SHOWN,
+    OPEN_SCOPE, WORKER_FORGET_AFTER, WORKER_SEEN_WINDOW,
 };

@@ -8,7 +8,10 @@ use taskpilot_domain::{
     RetryState, StoredResponse, Task, TaskId, TaskName, TaskStatus, TokenId, TokenName, WorkerId,
 };
 
-use crate::{RejectionCount, TaskCounts, TaskEvent};
+use crate::{
+    DeadLetterGroup, DeadLetterQuery, RejectionCount, TaskCounts, TaskEvent, ThroughputMinute,
+    WorkerSighting,
+};
 
 /// What storage can fail with. Adapters translate their own errors into these.
 ///
@@ -438,6 +441,42 @@ pub trait TaskRepository: Send + Sync {
         completed_before: DateTime<Utc>,
         limit: u32,
     ) -> Result<u64, RepoError>;
+
+    /// Tasks created and finished per minute from the minute that starts at `since` on, for
+    /// the minutes in which any were, oldest first, summed over `queues` (every queue when
+    /// `None`).
+    ///
+    /// Implementations MUST keep these counts as the tasks are written, not count stored
+    /// tasks to answer: the cost follows the number of minutes, and tasks deleted since
+    /// (retention, bulk delete) still count in the minute they were created and finished in.
+    #[expect(clippy::needless_lifetimes, reason = "mockall cannot mock an elided Option<&T>")]
+    fn throughput<'a>(
+        &self,
+        since: DateTime<Utc>,
+        queues: Option<&'a [QueueName]>,
+    ) -> Result<Vec<ThroughputMinute>, RepoError>;
+
+    /// The FAILED tasks among the newest `query.scan` of them (by when they failed), grouped
+    /// by queue, name and the first line of the last error cut at `query.error_chars`
+    /// characters, the largest groups first (then the latest failure), at most `query.limit`.
+    fn dead_letters(&self, query: &DeadLetterQuery) -> Result<Vec<DeadLetterGroup>, RepoError>;
+
+    /// Stores these sightings, each instant kept only when later than the stored one (so
+    /// servers may write in any order), and forgets workers last seen before
+    /// `forget_before`.
+    fn record_workers(
+        &self,
+        sightings: &[WorkerSighting],
+        forget_before: DateTime<Utc>,
+    ) -> Result<(), RepoError>;
+
+    /// The stored sightings of workers last seen at or after `seen_since`, the most recent
+    /// first, at most `limit`.
+    fn workers(
+        &self,
+        seen_since: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<WorkerSighting>, RepoError>;
 }
 
 #[cfg(test)]

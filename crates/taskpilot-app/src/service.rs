@@ -5,6 +5,7 @@
 //! `retention`.
 
 mod acting;
+mod activity;
 mod batch;
 mod bulk;
 mod idempotency;
@@ -28,6 +29,11 @@ use taskpilot_domain::{
 use uuid::Uuid;
 
 pub use acting::Acting;
+pub use activity::{
+    DeadLetterGroup, DeadLetterQuery, ThroughputMinute, WorkerCall, WorkerLog, WorkerSighting,
+    WorkerView, DEAD_LETTER_ERROR_CHARS, MAX_RUNNING_SHOWN, MAX_WORKERS_SHOWN, WORKER_FORGET_AFTER,
+    WORKER_SEEN_WINDOW,
+};
 pub use batch::{Completion, ReportedOutcome};
 pub use bulk::{BulkAction, BulkItem, BulkReport, BulkRequest, BulkSelection};
 pub use idempotency::{fingerprint, Idempotency, KeyedAnswer, DEFAULT_IDEMPOTENCY_TTL, OPEN_SCOPE};
@@ -117,6 +123,8 @@ pub struct TaskService {
     token: Option<TokenName>,
     /// This server's last claim per queue, shared by every clone.
     claims: Arc<ClaimLog>,
+    /// The worker calls this server answered since it last wrote them, shared by every clone.
+    workers: Arc<WorkerLog>,
 }
 
 impl TaskService {
@@ -139,6 +147,7 @@ impl TaskService {
             observer: Arc::new(NoObserver),
             token: None,
             claims,
+            workers: Arc::new(WorkerLog::default()),
         }
     }
 
@@ -291,6 +300,7 @@ impl TaskService {
         }
         let now = self.clock.now();
         self.claims.record(queues.as_deref(), now);
+        self.workers.record(worker, WorkerCall::Claim, now);
         let request = ClaimRequest {
             worker: worker.clone(),
             queues,

@@ -12,9 +12,9 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{Array, BigInt, Bool, Jsonb, Text, Timestamptz, Uuid as SqlUuid};
 use serde_json::Value;
 use taskpilot_app::{
-    Actor, BulkActionRecord, ClaimRequest, Cursor, NewIdempotencyKey, QueueActivity,
-    RejectionCount, RepoError, StaleCall, TaskCounts, TaskEvent, TaskFilter, TaskRepository,
-    TaskWrite,
+    Actor, BulkActionRecord, ClaimRequest, Cursor, DeadLetterGroup, DeadLetterQuery,
+    NewIdempotencyKey, QueueActivity, RejectionCount, RepoError, StaleCall, TaskCounts, TaskEvent,
+    TaskFilter, TaskRepository, TaskWrite, ThroughputMinute, WorkerSighting,
 };
 use taskpilot_domain::{
     to_micros, AttemptEnd, KeyClaim, LeaseToken, LiveSuccess, MaxAttempts, MaxCrashes, QueueName,
@@ -27,6 +27,7 @@ use crate::outage::OUTAGE;
 use crate::schema::{task_events, tasks};
 use crate::PgPool;
 
+pub(crate) mod activity;
 mod batch;
 mod bulk;
 mod counts;
@@ -663,6 +664,34 @@ impl TaskRepository for PgTaskRepository {
     ) -> Result<u64, RepoError> {
         let mut conn = self.conn()?;
         retention::delete_finished(&mut conn, status, completed_before, limit)
+    }
+
+    fn throughput(
+        &self,
+        since: DateTime<Utc>,
+        queues: Option<&[QueueName]>,
+    ) -> Result<Vec<ThroughputMinute>, RepoError> {
+        activity::throughput(&mut *self.conn()?, since, queues)
+    }
+
+    fn dead_letters(&self, query: &DeadLetterQuery) -> Result<Vec<DeadLetterGroup>, RepoError> {
+        activity::dead_letters(&mut *self.conn()?, query)
+    }
+
+    fn record_workers(
+        &self,
+        sightings: &[WorkerSighting],
+        forget_before: DateTime<Utc>,
+    ) -> Result<(), RepoError> {
+        activity::record_workers(&mut *self.conn()?, sightings, forget_before)
+    }
+
+    fn workers(
+        &self,
+        seen_since: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<WorkerSighting>, RepoError> {
+        activity::workers(&mut *self.conn()?, seen_since, limit)
     }
 }
 

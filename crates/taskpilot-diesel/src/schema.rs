@@ -187,6 +187,43 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// Tasks created and finished per minute and queue, as deltas the statement triggers
+    /// append and the folder of counts folds; see
+    /// `migrations/*_add_throughput_and_workers/up.sql`.
+    task_throughput (id) {
+        /// Insertion order.
+        id -> Int8,
+        /// The minute's start.
+        minute -> Timestamptz,
+        /// The queue.
+        queue -> Text,
+        /// Tasks created.
+        created -> Int8,
+        /// Tasks that succeeded.
+        succeeded -> Int8,
+        /// Tasks that failed for good.
+        failed -> Int8,
+        /// Tasks cancelled.
+        cancelled -> Int8,
+    }
+}
+
+diesel::table! {
+    /// The workers the servers saw, and when; see
+    /// `migrations/*_add_throughput_and_workers/up.sql`.
+    workers (worker_id) {
+        /// The worker.
+        worker_id -> Text,
+        /// Its last claim (or start by id).
+        last_claim_at -> Nullable<Timestamptz>,
+        /// Its last heartbeat.
+        last_heartbeat_at -> Nullable<Timestamptz>,
+        /// Its last call of any kind.
+        last_seen_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     /// Sessions of the web dashboard, by the SHA-256 of their secret; see
     /// `migrations/*_add_ui_sessions/up.sql`.
     ui_sessions (secret_sha256) {
@@ -210,5 +247,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     bulk_actions,
     idempotency_keys,
     queues,
+    task_throughput,
+    workers,
     ui_sessions
 );

@@ -367,3 +367,9 @@ pub fn queue_activity_sql() -> &'static str {
 pub fn runnable_ahead_sql() -> &'static str {
     crate::repository::queues::AHEAD_SQL
 }
+
+/// The statement behind `TaskRepository::dead_letters`; binds `$1` queues, `$2` creator, `$3`
+/// scan, `$4` error characters, `$5` limit. For tests that EXPLAIN it.
+pub fn dead_letters_sql() -> &'static str {
+    crate::repository::activity::DEAD_LETTERS_SQL
+}

@@ -727,6 +727,7 @@ fn rows_written_before_leases_existed_are_migrated_into_tasks_the_domain_accepts
     // Undo the second migration (after the later ones that reshape what it created), write
     // rows as the first schema had them, and migrate again.
     for down in [
+        include_str!("../../../migrations/2026-12-01-170000_add_throughput_and_workers/down.sql"),
         include_str!("../../../migrations/2026-12-01-150000_count_tasks/down.sql"),
         include_str!("../../../migrations/2026-12-01-110000_trim_list_indexes/down.sql"),
         include_str!("../../../migrations/2026-12-01-105000_notify_per_statement/down.sql"),

@@ -366,6 +366,7 @@ fn refusal(e: &AppError) -> Problem {
         | AppError::InvalidClaimLimit(_)
         | AppError::InvalidBatchSize(_)
         | AppError::InvalidBulkLimit(_)
+        | AppError::InvalidWindow(_)
         | AppError::InvalidCursor => Problem::new(C::ValidationFailed, e.to_string()),
         AppError::UniqueKeyHeld { holder, index: None } => {
             Problem::new(C::UniqueKeyHeld, e.to_string()).task(*holder)

@@ -24,6 +24,7 @@
 //!
 //! Must never import: the storage adapter outside [`server`] and `main.rs`; the client crate.
 
+pub mod activity;
 pub mod auth;
 pub mod body;
 pub mod config;

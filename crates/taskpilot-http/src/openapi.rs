@@ -18,7 +18,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use taskpilot_api::openapi::{
     Cursor, ErrorText, InstantFilter, NameFilter, PageSize, PayloadFilter, QueueFilter, QueueName,
-    RetryStateFilter, StatusFilter, TaskName, TokenName,
+    RetryStateFilter, StatusFilter, TaskName, ThroughputMinutes, TokenName,
 };
 use taskpilot_api::{ProblemBody, PROBLEM_JSON};
 use utoipa::openapi::header::HeaderBuilder;
@@ -30,7 +30,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{IntoResponses, Modify, OpenApi};
 
 use crate::error::ApiError;
-use crate::{handlers, tokens};
+use crate::{activity, handlers, tokens};
 
 /// Where the document is served.
 pub const DOCUMENT_PATH: &str = "/api/openapi.json";
@@ -74,6 +74,9 @@ const BEARER: &str = "bearer";
         handlers::resume_queue,
         handlers::rejection_stats,
         handlers::stats,
+        activity::throughput,
+        activity::dead_letters,
+        activity::workers,
         handlers::metrics_text,
         tokens::create_token,
         tokens::list_tokens,
@@ -87,7 +90,7 @@ const BEARER: &str = "bearer";
     // Path and query parameters do not bring their schemas along as bodies do.
     components(schemas(
         ProblemBody, QueueName, TaskName, TokenName, QueueFilter, NameFilter, StatusFilter, PageSize, Cursor,
-        RetryStateFilter, InstantFilter, ErrorText, PayloadFilter, PageFile,
+        RetryStateFilter, InstantFilter, ErrorText, PayloadFilter, PageFile, ThroughputMinutes,
     )),
     modifiers(&Conventions),
 )]

@@ -170,7 +170,7 @@ where
 /// operations (each handler's `#[utoipa::path]`, listed in [`crate::openapi::ApiDoc`]), which
 /// a test checks.
 pub fn endpoints() -> Vec<Endpoint> {
-    use crate::{openapi, tokens};
+    use crate::{activity, openapi, tokens};
     use handlers::*;
     vec![
         get("/healthz", healthz),
@@ -198,6 +198,9 @@ pub fn endpoints() -> Vec<Endpoint> {
         get("/metrics", metrics_text),
         get("/api/stats", stats),
         get("/api/stats/rejections", rejection_stats),
+        get("/api/stats/throughput", activity::throughput),
+        get("/api/dead-letters", activity::dead_letters),
+        get("/api/workers", activity::workers),
         post("/api/tokens", tokens::create_token),
         get("/api/tokens", tokens::list_tokens),
         delete("/api/tokens/{id}", tokens::revoke_token),

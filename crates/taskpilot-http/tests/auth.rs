@@ -397,6 +397,22 @@ async fn every_route_answers_every_kind_of_caller_as_its_scopes_say() {
         Row { method: Method::GET, path: "/api/queues", body: None, allowed: "VOA", own: "" },
         Row {
             method: Method::GET,
+            path: "/api/stats/throughput",
+            body: None,
+            allowed: "VOA",
+            own: "",
+        },
+        // A producer lists its own failed tasks, as it lists its own tasks.
+        Row {
+            method: Method::GET,
+            path: "/api/dead-letters",
+            body: None,
+            allowed: "PVOA",
+            own: "",
+        },
+        Row { method: Method::GET, path: "/api/workers", body: None, allowed: "VOA", own: "" },
+        Row {
+            method: Method::GET,
             path: "/api/queues/emails",
             body: None,
             allowed: "VOA",

@@ -9,8 +9,9 @@ use taskpilot_domain::{
 };
 
 use super::{
-    BulkReport, BulkRequest, Completion, CreateTask, Created, Idempotency, KeyedAnswer, QueueView,
-    TaskExplanation, TaskPage, TaskService, VersionMatch,
+    BulkReport, BulkRequest, Completion, CreateTask, Created, DeadLetterGroup, Idempotency,
+    KeyedAnswer, QueueView, TaskExplanation, TaskPage, TaskService, ThroughputMinute, VersionMatch,
+    WorkerView,
 };
 use crate::{AppError, RejectionCount, TaskEvent, TaskFilter};
 
@@ -398,6 +399,49 @@ impl Acting<'_> {
         self.may(Operation::ManageQueues)?;
         self.caller.may_use_queue(queue)?;
         self.service.resume_queue(queue, if_match)
+    }
+
+    /// Tasks created and finished per minute over the last `minutes` minutes in the queues
+    /// within the caller's reach, narrowed to `queue` when given.
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`], also for a `queue` outside its reach; as
+    /// [`TaskService::throughput`].
+    pub fn throughput(
+        &self,
+        minutes: u32,
+        queue: Option<&QueueName>,
+    ) -> Result<Vec<ThroughputMinute>, AppError> {
+        self.may(Operation::ReadStats)?;
+        let queues = match queue {
+            Some(queue) => {
+                self.caller.may_use_queue(queue)?;
+                Some(vec![queue.clone()])
+            }
+            None => self.caller.queues().to_list(),
+        };
+        self.service.throughput(minutes, queues.as_deref())
+    }
+
+    /// The failed tasks the caller may list, grouped by queue, name and error (a producer:
+    /// those it created).
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`]; as [`TaskService::dead_letters`].
+    pub fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetterGroup>, AppError> {
+        let grant = self.may(Operation::ListTasks)?;
+        // A token-less caller never holds a producer's grant: open access is an admin.
+        let created_by = if grant == Grant::Own { self.caller.token_id() } else { None };
+        self.service.dead_letters(limit, self.caller.queues().to_list(), created_by)
+    }
+
+    /// The workers seen recently, with their running tasks in the caller's queues.
+    ///
+    /// # Errors
+    /// [`AppError::Forbidden`]; as [`TaskService::workers`].
+    pub fn workers(&self) -> Result<Vec<WorkerView>, AppError> {
+        self.may(Operation::ReadQueues)?;
+        self.service.workers(self.caller.queues().to_list())
     }
 
     /// Fails unless the caller may do `operation` (for calls outside the task use cases,

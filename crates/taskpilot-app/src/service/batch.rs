@@ -8,7 +8,7 @@ use serde_json::Value;
 use taskpilot_api::limits::MAX_BATCH;
 use taskpilot_domain::{Applied, DomainError, LiveSuccess, Reporter, Task, TaskId, TokenId};
 
-use super::{CreateTask, Created, OnConflict, TaskService};
+use super::{CreateTask, Created, OnConflict, TaskService, WorkerCall};
 use crate::{Actor, AppError, StaleCall, TaskEvent, TaskWrite};
 
 /// How an attempt ended, as its worker reports it in a batch.
@@ -144,6 +144,9 @@ impl TaskService {
             return Err(AppError::InvalidBatchSize(items.len()));
         }
         let now = self.clock.now();
+        for worker in items.iter().filter_map(|item| item.reporter.worker_id.as_ref()) {
+            self.workers.record(worker, WorkerCall::Report, now);
+        }
         let mut answers: Vec<Option<Result<Task, AppError>>> = items.iter().map(|_| None).collect();
         self.complete_live_successes(&items, now, &mut answers)?;
         let rest: Vec<(usize, &Completion)> =

@@ -9,7 +9,7 @@ use taskpilot_domain::{
 };
 use uuid::Uuid;
 
-use super::TaskService;
+use super::{TaskService, WorkerCall};
 use crate::{Actor, AppError, RepoError, StaleCall, TaskEvent};
 
 /// Which versions of the task an operator's action may apply to: any (no `If-Match`, or
@@ -49,6 +49,7 @@ impl TaskService {
         lease: Option<LeaseDuration>,
     ) -> Result<Task, AppError> {
         let lease = lease.unwrap_or(self.defaults.lease);
+        self.saw_worker(Some(worker), WorkerCall::Claim);
         self.transition(id, Actor::Worker, None, |task, now| {
             task.start(worker, new_lease_token(), lease, now).map(|()| Applied::Changed)
         })
@@ -68,6 +69,7 @@ impl TaskService {
         lease: Option<LeaseDuration>,
     ) -> Result<Task, AppError> {
         let lease = lease.unwrap_or(self.defaults.lease);
+        self.saw_worker(worker, WorkerCall::Heartbeat);
         let stale = Some((StaleCall::Heartbeat, worker.cloned()));
         self.transition(id, Actor::Worker, stale, |task, now| {
             task.heartbeat(worker, token, lease, now).map(|()| Applied::Changed)
@@ -93,6 +95,7 @@ impl TaskService {
         result: Option<Value>,
     ) -> Result<Task, AppError> {
         let now = self.clock.now();
+        self.saw_worker(reporter.worker_id.as_ref(), WorkerCall::Report);
         if let Some(success) = Task::success_for_live_attempt(reporter, result.clone(), now) {
             if let Some(task) = self.repo.succeed_live(&[(id, success)], self.token.as_ref())?.pop()
             {
@@ -113,6 +116,7 @@ impl TaskService {
     /// As [`TaskService::succeed`].
     pub fn fail(&self, id: TaskId, reporter: &Reporter, error: &str) -> Result<Task, AppError> {
         let backoff = self.backoff.as_ref();
+        self.saw_worker(reporter.worker_id.as_ref(), WorkerCall::Report);
         let stale = Some((StaleCall::Fail, reporter.worker_id.clone()));
         self.transition(id, Actor::Worker, stale, |task, now| {
             task.fail_and_schedule_retry(reporter, error, now, backoff)
@@ -130,6 +134,7 @@ impl TaskService {
         reporter: &Reporter,
         error: &str,
     ) -> Result<Task, AppError> {
+        self.saw_worker(reporter.worker_id.as_ref(), WorkerCall::Report);
         let stale = Some((StaleCall::Fail, reporter.worker_id.clone()));
         self.transition(id, Actor::Worker, stale, |task, now| {
             task.fail_permanently(reporter, error, now)
@@ -143,6 +148,7 @@ impl TaskService {
     /// # Errors
     /// As [`TaskService::succeed`]; a refusal for a stale token is recorded as a `RELEASE`.
     pub fn release(&self, id: TaskId, reporter: &Reporter) -> Result<Task, AppError> {
+        self.saw_worker(reporter.worker_id.as_ref(), WorkerCall::Report);
         let stale = Some((StaleCall::Release, reporter.worker_id.clone()));
         self.transition(id, Actor::Worker, stale, |task, now| task.release(reporter, now))
     }

@@ -1,6 +1,7 @@
 //! The maintained counts (`TaskRepository::task_counts`, `fold_counts`): sums of the deltas
 //! the statement triggers of migration `2026-12-01-150000_count_tasks` append to
-//! `task_counts` and `task_durations` with every write of `tasks`.
+//! `task_counts` and `task_durations` with every write of `tasks`. The fold also folds the
+//! per-minute `task_throughput` of migration `2026-12-01-170000_add_throughput_and_workers`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,6 +20,10 @@ use super::classify;
 /// Folds of the counts take this advisory lock for their transaction, so that one server
 /// folds at a time and the others skip the turn. "tpcounts" in ASCII.
 const FOLD_LOCK_KEY: i64 = 0x7470_636f_756e_7473;
+
+/// Most (minute, queue) pairs of throughput one fold rewrites: a busy minute holds a row per
+/// write statement until folded, so this bounds one fold to a few minutes' worth of rows.
+const THROUGHPUT_PAIRS_PER_FOLD: i64 = 100;
 
 /// The sums by queue and status, with the PENDING rows of `$1`'s minute apart from those
 /// before it (runnable) and after it (scheduled). Binds: $1 now.
@@ -111,6 +116,32 @@ WITH gone AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM gone) - (SELECT count(*) FROM kept) AS n";
+
+/// Folds the throughput deltas of up to `$2` (minute, queue) pairs that have more than one
+/// row into one row each, the oldest minutes first, and drops the minutes more than a day
+/// before `$1`. Only pairs with several rows are rewritten, so a quiet table is left alone.
+/// Returns how many rows fewer the table has. Binds: $1 now, $2 most pairs.
+const FOLD_THROUGHPUT_SQL: &str = "\
+WITH pairs AS (
+    SELECT minute, queue FROM task_throughput
+    GROUP BY minute, queue HAVING count(*) > 1
+    ORDER BY minute LIMIT $2
+), gone AS (
+    DELETE FROM task_throughput AS t
+    USING pairs AS p
+    WHERE t.minute = p.minute AND t.queue = p.queue
+    RETURNING t.minute, t.queue, t.created, t.succeeded, t.failed, t.cancelled
+), kept AS (
+    INSERT INTO task_throughput (minute, queue, created, succeeded, failed, cancelled)
+    SELECT minute, queue, sum(created), sum(succeeded), sum(failed), sum(cancelled)
+    FROM gone
+    WHERE minute >= $1 - interval '1 day'
+    GROUP BY minute, queue
+    RETURNING 1
+), old AS (
+    DELETE FROM task_throughput WHERE minute < $1 - interval '1 day' RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone) - (SELECT count(*) FROM kept) + (SELECT count(*) FROM old) AS n";
 
 #[derive(QueryableByName)]
 struct SumRow {
@@ -309,7 +340,11 @@ pub(super) fn fold_counts(
             .get_result(conn)?;
         let durations: Count =
             diesel::sql_query(FOLD_DURATIONS_SQL).bind::<BigInt, _>(limit).get_result(conn)?;
-        Ok(counts.n + durations.n)
+        let throughput: Count = diesel::sql_query(FOLD_THROUGHPUT_SQL)
+            .bind::<Timestamptz, _>(now)
+            .bind::<BigInt, _>(THROUGHPUT_PAIRS_PER_FOLD)
+            .get_result(conn)?;
+        Ok(counts.n + durations.n + throughput.n)
     })
     .map_err(|e| classify(e, "cannot fold the task counts"))
     .and_then(|n| count_of(n, "folded rows"))

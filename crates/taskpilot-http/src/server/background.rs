@@ -1,7 +1,7 @@
 //! The work every server does besides answering requests: the lease reaper, the watcher of
 //! scheduled runs and the PostgreSQL listener, all feeding or relying on the [`WakeHub`]; the
-//! pruner, which deletes the finished tasks retention no longer keeps; and the folder of the
-//! maintained task counts. The reaper, the pruner and the folder count their runs into the
+//! pruner, which deletes the finished tasks retention no longer keeps; the folder of the
+//! maintained task counts; and the writer of the worker calls the server answered. The reaper, the pruner and the folder count their runs into the
 //! server's [`Metrics`].
 //!
 //! Part of the server's wiring: the listener is PostgreSQL's (`taskpilot_diesel`), the others
@@ -47,6 +47,10 @@ pub const FOLD_BATCH: u32 = 10_000;
 /// Most compaction statements of one turn of the folder, so that a turn is bounded work even
 /// when the sums alone fill a batch.
 const MAX_FOLD_BATCHES: u32 = 10;
+
+/// How often a server writes the worker calls it answered (`TaskService::record_workers`):
+/// what the workers' list shows is this much behind at most.
+const RECORD_WORKERS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the background tasks need to know.
 #[derive(Debug, Clone)]
@@ -100,6 +104,7 @@ impl Background {
                 config.schedule_poll_interval,
                 stopped.clone(),
             )),
+            actix_web::rt::spawn(record_workers(service.clone(), stopped.clone())),
             actix_web::rt::spawn(prune(
                 service.clone(),
                 metrics.clone(),
@@ -363,6 +368,32 @@ async fn fold_counts(
                 if failing_since.is_none() {
                     failing_since = Some(Instant::now());
                     tracing::warn!(error = %e, "cannot fold the task counts: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// The writer of the worker calls this server answered: every
+/// [`RECORD_WORKERS_INTERVAL`], one upsert per worker seen since the last write. A run of
+/// failures is logged once when it starts and once when it ends; calls seen meanwhile wait
+/// in memory for the next write.
+async fn record_workers(service: TaskService, mut stopped: watch::Receiver<bool>) {
+    let mut failing_since: Option<Instant> = None;
+    while pause(&mut stopped, RECORD_WORKERS_INTERVAL).await {
+        match blocking(&service, TaskService::record_workers).await {
+            Ok(_) => {
+                if let Some(since) = failing_since.take() {
+                    tracing::info!(
+                        "the workers seen are recorded again after {:?}",
+                        since.elapsed()
+                    );
+                }
+            }
+            Err(e) => {
+                if failing_since.is_none() {
+                    failing_since = Some(Instant::now());
+                    tracing::warn!(error = %e, "cannot record the workers seen: {e}");
                 }
             }
         }
