@@ -379,6 +379,8 @@ async fn every_page_carries_the_security_headers_and_no_inline_script() {
         format!("/ui/tasks/{id}/cancel?version=1"),
         "/ui/tokens".to_owned(),
         format!("/ui/tokens/{token_id}/revoke"),
+        "/ui/dead-letters".to_owned(),
+        "/ui/workers".to_owned(),
         "/ui/dead-letters/bulk?action=rerun&status=FAILED".to_owned(),
         "/ui/no-such-page".to_owned(),
         format!("/ui/tasks/{}", uuid::Uuid::now_v7()),
@@ -422,6 +424,14 @@ async fn a_viewer_sees_no_action_and_a_forged_one_is_refused() {
     let viewer = mint(&db, TokenKind::Viewer, "watcher");
     let ui = Dashboard::on(&db);
     let cookie = ui.sign_in(&viewer.secret).await;
+    // One failed task, so that the dead letters have a group to act on.
+    ui.create_task(&admin.secret, json!({"n": 0})).await;
+    let (_, claimed) = ui
+        .api(Method::POST, "/api/tasks/claim", &admin.secret, Some(json!({"workerId": "w-1"})))
+        .await;
+    let fail = json!({"workerId": "w-1", "leaseToken": claimed["items"][0]["leaseToken"], "errorMessage": "boom"});
+    let failed = format!("/api/tasks/{}/fail", claimed["items"][0]["id"].as_str().unwrap());
+    assert_eq!(ui.api(Method::PUT, &failed, &admin.secret, Some(fail)).await.0, StatusCode::OK);
     let id = ui.create_task(&admin.secret, json!({"n": 1})).await;
 
     let task = ui.get(&format!("/ui/tasks/{id}"), Some(&cookie)).await;
@@ -431,6 +441,7 @@ async fn a_viewer_sees_no_action_and_a_forged_one_is_refused() {
     let pause = ui.post("/ui/queues/emails/pause", Some(&cookie), &[("version", "0")]).await;
     let tokens = ui.get("/ui/tokens", Some(&cookie)).await;
     let bulk = ui.get("/ui/dead-letters/bulk?action=delete&queue=emails", Some(&cookie)).await;
+    let dead_letters = ui.get("/ui/dead-letters", Some(&cookie)).await;
 
     assert_eq!(task.status, StatusCode::OK);
     assert!(!task.body.contains("/cancel"), "{}", task.body);
@@ -438,6 +449,10 @@ async fn a_viewer_sees_no_action_and_a_forged_one_is_refused() {
     assert!(queues.body.contains("data-queue=\"emails\""), "{}", queues.body);
     assert!(!queues.body.contains("/pause"), "{}", queues.body);
     assert!(!task.body.contains("href=\"/ui/tokens\""), "no tokens page for a viewer");
+    assert_eq!(dead_letters.status, StatusCode::OK);
+    assert!(dead_letters.body.contains("boom"), "{}", dead_letters.body);
+    assert!(!dead_letters.body.contains("data-action"), "{}", dead_letters.body);
+    assert!(!dead_letters.body.contains("/ui/dead-letters/bulk"), "{}", dead_letters.body);
     for (what, page) in
         [("cancel", &forged), ("pause", &pause), ("tokens", &tokens), ("bulk", &bulk)]
     {

@@ -12,11 +12,11 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError as _};
 use askama::Template;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use taskpilot_api::limits::DEFAULT_BULK;
+use taskpilot_api::limits::{DEFAULT_BULK, DEFAULT_THROUGHPUT_MINUTES, MAX_ERROR_FILTER_CHARS};
 use taskpilot_api::ListTasksQuery;
 use taskpilot_app::{
-    AccessService, AppError, BulkAction, BulkRequest, BulkSelection, NewToken, TaskService,
-    VersionMatch,
+    AccessService, AppError, BulkAction, BulkRequest, BulkSelection, DeadLetterGroup, NewToken,
+    TaskService, ThroughputMinute, VersionMatch, WorkerView,
 };
 use taskpilot_domain::{
     ApiToken, Operation, QueueName, QueueScope, Task, TokenId, TokenKind, TokenName,
@@ -24,9 +24,10 @@ use taskpilot_domain::{
 
 use super::error::UiError;
 use super::views::{
-    ago, when, when_opt, AttemptBlock, ConfirmPage, Counts, EventRow, FilterForm, OverviewLive,
-    OverviewPage, QueueRow, QueuesLive, QueuesPage, RejectionRow, Shell, TaskPage, TaskRow,
-    TasksLive, TasksPage, TokenRow, TokensPage,
+    ago, shorten, when, when_opt, AttemptBlock, ConfirmPage, Counts, DeadLettersLive,
+    DeadLettersPage, EventRow, FilterForm, GroupRow, OverviewLive, OverviewPage, QueueRow,
+    QueuesLive, QueuesPage, RejectionRow, Shell, TaskPage, TaskRow, TasksLive, TasksPage, TokenRow,
+    TokensPage, WorkerRow, WorkersLive, WorkersPage,
 };
 use super::{from_htmx, html, see_other, Viewer};
 use crate::auth::Gate;
@@ -118,9 +119,13 @@ pub async fn overview(
     service: web::Data<TaskService>,
 ) -> Result<HttpResponse, UiError> {
     let caller = viewer.caller.clone();
-    let (queues, rejections) = run(&service, move |s| {
+    let (queues, rejections, throughput) = run(&service, move |s| {
         let acting = s.acting_as(&caller);
-        Ok((acting.queues()?, acting.rejection_counts()?))
+        Ok((
+            acting.queues()?,
+            acting.rejection_counts()?,
+            acting.throughput(DEFAULT_THROUGHPUT_MINUTES, None)?,
+        ))
     })
     .await?;
     let now = service.now();
@@ -140,12 +145,26 @@ pub async fn overview(
             .map(|r| RejectionRow { code: r.code.clone(), call: r.call.clone(), count: r.count })
             .collect(),
         stale_successes: stats.stale_successes,
-        chart: "{}".to_owned(),
+        chart: chart_series(&throughput),
         updated: now_text(now),
     };
     page_or_fragment(&req, &fragment, |live| {
         render(&OverviewPage { shell: viewer.shell_on("overview"), live })
     })
+}
+
+/// The throughput chart's data: one column per series, as uPlot takes them (unix seconds on
+/// the x axis).
+fn chart_series(minutes: &[ThroughputMinute]) -> String {
+    let column = |f: fn(&ThroughputMinute) -> u64| minutes.iter().map(f).collect::<Vec<_>>();
+    serde_json::json!({
+        "t": minutes.iter().map(|m| m.minute.timestamp()).collect::<Vec<_>>(),
+        "created": column(|m| m.created),
+        "succeeded": column(|m| m.succeeded),
+        "failed": column(|m| m.failed),
+        "cancelled": column(|m| m.cancelled),
+    })
+    .to_string()
 }
 
 // ---- Queues ----
@@ -567,10 +586,67 @@ pub async fn rerun(
 
 // ---- Dead letters and bulk actions ----
 
-/// `GET /ui/dead-letters`: failed tasks grouped by queue, name and error.
-pub async fn dead_letters(viewer: Viewer) -> Result<HttpResponse, UiError> {
-    let _ = viewer;
-    Err(ApiError::RouteNotFound("GET /ui/dead-letters".to_owned()).into())
+/// Most groups the dead-letter page shows.
+const DEAD_LETTER_GROUPS: u32 = 100;
+
+/// The row of a group, with the links that list it and act on it.
+fn group_row(g: &DeadLetterGroup) -> GroupRow {
+    // The group's error is the first line of the tasks' errors: the tasks whose error
+    // contains it are the group's (and perhaps a few more, which the dry run counts).
+    let error: String = g.error.chars().take(MAX_ERROR_FILTER_CHARS).collect();
+    let filter = |action: Option<&str>| {
+        let mut pairs = vec![("queue", g.queue.as_str()), ("name", g.name.as_str())];
+        pairs.push(("status", "FAILED"));
+        if !error.is_empty() {
+            pairs.push(("lastError", error.as_str()));
+        }
+        if let Some(action) = action {
+            pairs.insert(0, ("action", action));
+        }
+        serde_urlencoded::to_string(&pairs).unwrap_or_default()
+    };
+    GroupRow {
+        queue: g.queue.as_str().to_owned(),
+        name: g.name.as_str().to_owned(),
+        error: g.error.clone(),
+        error_short: if g.error.is_empty() {
+            "(no error)".to_owned()
+        } else {
+            shorten(&g.error, 120)
+        },
+        count: g.count,
+        first_failed: when(g.first_failed_at),
+        last_failed: when(g.last_failed_at),
+        list: format!("/ui/tasks?{}", filter(None)),
+        rerun: format!("/ui/dead-letters/bulk?{}", filter(Some("rerun"))),
+        delete: format!("/ui/dead-letters/bulk?{}", filter(Some("delete"))),
+    }
+}
+
+/// `GET /ui/dead-letters`: failed tasks grouped by queue, name and error, with bulk rerun,
+/// cancel and delete (after a dry-run count) for callers who may act in bulk.
+pub async fn dead_letters(
+    req: HttpRequest,
+    viewer: Viewer,
+    service: web::Data<TaskService>,
+) -> Result<HttpResponse, UiError> {
+    let caller = viewer.caller.clone();
+    let groups =
+        run(&service, move |s| s.acting_as(&caller).dead_letters(DEAD_LETTER_GROUPS)).await?;
+    let bulk = viewer.caller.may(Operation::BulkAction).is_ok();
+    let fragment = DeadLettersLive {
+        groups: groups.iter().map(group_row).collect(),
+        bulk,
+        updated: now_text(service.now()),
+    };
+    page_or_fragment(&req, &fragment, |live| {
+        render(&DeadLettersPage {
+            shell: viewer.shell_on("dead-letters"),
+            live,
+            bulk,
+            bulk_limit: DEFAULT_BULK,
+        })
+    })
 }
 
 /// What a bulk action over a filter is asked with (the dead-letter page's form).
@@ -746,10 +822,37 @@ pub async fn bulk(
 
 // ---- Workers ----
 
-/// `GET /ui/workers`: the workers seen recently.
-pub async fn workers(viewer: Viewer) -> Result<HttpResponse, UiError> {
-    let _ = viewer;
-    Err(ApiError::RouteNotFound("GET /ui/workers".to_owned()).into())
+/// The row of a worker.
+fn worker_row(w: &WorkerView, now: DateTime<Utc>) -> WorkerRow {
+    WorkerRow {
+        id: w.worker_id.as_str().to_owned(),
+        last_claim: ago(w.last_claim_at, now),
+        last_heartbeat: ago(w.last_heartbeat_at, now),
+        running: w
+            .running
+            .iter()
+            .map(|t| (t.id().to_string(), format!("{} ({})", t.name(), t.queue())))
+            .collect(),
+    }
+}
+
+/// `GET /ui/workers`: every worker seen recently, its running tasks, last claim and last
+/// heartbeat.
+pub async fn workers(
+    req: HttpRequest,
+    viewer: Viewer,
+    service: web::Data<TaskService>,
+) -> Result<HttpResponse, UiError> {
+    let caller = viewer.caller.clone();
+    let workers = run(&service, move |s| s.acting_as(&caller).workers()).await?;
+    let now = service.now();
+    let fragment = WorkersLive {
+        workers: workers.iter().map(|w| worker_row(w, now)).collect(),
+        updated: now_text(now),
+    };
+    page_or_fragment(&req, &fragment, |live| {
+        render(&WorkersPage { shell: viewer.shell_on("workers"), live })
+    })
 }
 
 // ---- Tokens ----
@@ -931,7 +1034,7 @@ pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, UiError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::views::{age, shorten};
+    use super::super::views::age;
     use super::*;
 
     #[test]
