@@ -581,3 +581,58 @@ async fn markup_in_a_payload_or_an_error_is_shown_as_text() {
     assert_eq!(inline_code(&task), Vec::<String>::new());
     ui.stop().await;
 }
+
+#[actix_web::test]
+async fn the_task_list_filters_by_payload_and_pages_by_keyset_at_a_shareable_address() {
+    let db = TestDatabase::new();
+    let admin = mint(&db, TokenKind::Admin, "ops");
+    let ui = Dashboard::on(&db);
+    let cookie = ui.sign_in(&admin.secret).await;
+    let mut theirs = Vec::new();
+    for n in 0..5 {
+        let id = ui.create_task(&admin.secret, json!({"customerId": n % 2, "n": n})).await;
+        if n % 2 == 0 {
+            theirs.push(id);
+        }
+    }
+    let ids = |page: &Page| -> Vec<String> {
+        page.body
+            .split("data-task=\"")
+            .skip(1)
+            .map(|rest| rest[..rest.find('"').unwrap()].to_owned())
+            .collect()
+    };
+
+    let first = ui.get("/ui/tasks?payload=%7B%22customerId%22%3A0%7D&limit=2", Some(&cookie)).await;
+    let next = first
+        .body
+        .split("href=\"")
+        .map(|rest| &rest[..rest.find('"').unwrap_or(0)])
+        .find(|href| href.contains("cursor="))
+        .unwrap_or_else(|| panic!("no next page: {}", first.body))
+        .replace("&#38;", "&");
+    let second = ui.get(&next, Some(&cookie)).await;
+    let fragment = ui
+        .send(Method::GET, "/ui/tasks?limit=2", Some(&cookie), &[("hx-request", "true")], None)
+        .await;
+    let refused = ui.get("/ui/tasks?payload=%5B1%5D&unknown=1", Some(&cookie)).await;
+
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(ids(&first).len(), 2);
+    assert!(next.starts_with("/ui/tasks?payload="), "{next}");
+    assert_eq!(ids(&second).len(), 1);
+    let mut seen = [ids(&first), ids(&second)].concat();
+    seen.sort();
+    theirs.sort();
+    assert_eq!(seen, theirs, "each matching task once, newest first, over two pages");
+    assert!(second.body.contains("later pages do not refresh"), "{}", second.body);
+    assert!(
+        fragment.body.trim_start().starts_with("<section id=\"tasks-live\""),
+        "{}",
+        fragment.body
+    );
+    assert!(!fragment.body.contains("<html"), "a live refresh gets the fragment only");
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(refused.body.contains("unknown"), "{}", refused.body);
+    ui.stop().await;
+}
