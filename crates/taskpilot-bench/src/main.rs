@@ -12,6 +12,7 @@ mod ceiling;
 mod cpu;
 mod db;
 mod machine;
+mod pages;
 mod peer;
 mod report;
 mod scenarios;
@@ -51,6 +52,8 @@ enum Scenario {
     Scale,
     /// Claim 100 + batch complete for minutes, backlog topped up, retention running.
     Sustained,
+    /// Each dashboard page and REST read, one at a time, with 1,000,000 finished tasks.
+    Pages,
 }
 
 /// Benchmarks a TaskPilot release server against the raw-SQL ceiling on this machine.
@@ -343,6 +346,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     );
                     scenarios::drain(&api, w, 10, args.backlog, timing, "scale/finished", label)
                         .await
+                })
+                .await;
+            }
+            Scenario::Pages => {
+                let finished = args.finished;
+                step(&mut report, "pages", async {
+                    eprintln!("inserting {finished} finished tasks (this takes a while)");
+                    db::reset(&mut conn)?;
+                    db::insert_finished(&mut conn, finished, 0)?;
+                    pages::insert_failed(&mut conn, 20_000)?;
+                    db::insert_backlog(&mut conn, 10_000)?;
+                    db::settle(&mut conn)?;
+                    pages::pages(&api, &url, finished, 20).await
                 })
                 .await;
             }

@@ -3,17 +3,19 @@
 use std::fmt::Display;
 use std::time::{Duration, Instant};
 
-use reqwest::header::RETRY_AFTER;
+use reqwest::header::{HeaderMap, ETAG, IF_MATCH, RETRY_AFTER};
 use reqwest::{Method, Response, Url};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use taskpilot_api::{
-    ClaimResponse, ClaimTasksRequest, CompleteTasksRequest, CompleteTasksResponse, CompletionItem,
-    CompletionResult, CreateTaskBatchRequest, CreateTaskBatchResponse, CreateTaskRequest,
-    FailTaskRequest, HeartbeatRequest, ListTasksQuery, ProblemBody, RejectionStatsResponse,
-    ReleaseTaskRequest, StartTaskRequest, SucceedTaskRequest, TaskEventListResponse,
-    TaskEventResponse, TaskListResponse, TaskResponse,
+    BulkActionRequest, BulkActionResponse, ClaimResponse, ClaimTasksRequest, CompleteTasksRequest,
+    CompleteTasksResponse, CompletionItem, CompletionResult, CreateTaskBatchRequest,
+    CreateTaskBatchResponse, CreateTaskRequest, CreateTokenRequest, CreatedTokenResponse,
+    ExplainResponse, FailTaskRequest, HeartbeatRequest, ListTasksQuery, ProblemBody,
+    QueueListResponse, QueueResponse, RejectionStatsResponse, ReleaseTaskRequest, StartTaskRequest,
+    StatsResponse, SucceedTaskRequest, TaskEventListResponse, TaskEventResponse, TaskListResponse,
+    TaskResponse, TokenListResponse, TokenResponse,
 };
 use uuid::Uuid;
 
@@ -59,6 +61,18 @@ pub struct Client {
     retry: RetryPolicy,
     timeout: Duration,
     token: Option<Token>,
+}
+
+/// An answer with the version its `ETag` names: a task's or a queue's, which every change
+/// moves on. Send it back as the expected version ([`Client::cancel_if_version`],
+/// [`Client::rerun_if_version`]) to act only if nobody changed the task since.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned<T> {
+    /// The answer's body.
+    pub value: T,
+    /// The version of the answer's `ETag` (`"7"` is 7); `None` when it had none (a replayed
+    /// create has none) or a tag that names no version.
+    pub version: Option<u64>,
 }
 
 /// An API token's secret; its `Debug` shows only its kind prefix, so that no log of a
@@ -273,6 +287,27 @@ impl Client {
         .await
     }
 
+    /// `GET /api/tasks/{id}` with the task's version, from the answer's `ETag`.
+    ///
+    /// # Errors
+    /// As [`Client::get`].
+    pub async fn get_versioned(
+        &self,
+        id: impl Display,
+    ) -> Result<Versioned<TaskResponse>, ClientError> {
+        let id = id.to_string();
+        let url = self.url(&["api", "tasks", &id]);
+        self.send_with(
+            Method::GET,
+            url,
+            None::<&()>,
+            Safety::Idempotent,
+            Duration::ZERO,
+            Extra::None,
+        )
+        .await
+    }
+
     /// `GET /api/tasks?...`: one page of tasks, newest first; pass its `next_cursor` back in
     /// the query for the next page.
     ///
@@ -457,6 +492,61 @@ impl Client {
         self.task_call(id, "rerun", &(), Safety::Once).await
     }
 
+    /// [`Client::cancel`] only if the task is still at `version` (sent as `If-Match`), so
+    /// that an operator never cancels a task that changed since they looked at it.
+    ///
+    /// # Errors
+    /// As [`Client::cancel`]; [`ProblemCode::PreconditionFailed`] when the task moved on (its
+    /// `currentVersion` is an [`ClientError::extension`]); nothing was changed then.
+    pub async fn cancel_if_version(
+        &self,
+        id: impl Display,
+        version: u64,
+    ) -> Result<TaskResponse, ClientError> {
+        self.task_call_if(id, "cancel", version).await
+    }
+
+    /// [`Client::rerun`] only if the task is still at `version` (sent as `If-Match`).
+    ///
+    /// # Errors
+    /// As [`Client::rerun`]; [`ProblemCode::PreconditionFailed`] when the task moved on.
+    pub async fn rerun_if_version(
+        &self,
+        id: impl Display,
+        version: u64,
+    ) -> Result<TaskResponse, ClientError> {
+        self.task_call_if(id, "rerun", version).await
+    }
+
+    /// `GET /api/tasks/{id}/explain`: what stands between the task and a worker, or why it
+    /// will not run again.
+    ///
+    /// # Errors
+    /// [`ProblemCode::TaskNotFound`] and transport errors.
+    pub async fn explain(&self, id: impl Display) -> Result<ExplainResponse, ClientError> {
+        let id = id.to_string();
+        self.read(&["api", "tasks", &id, "explain"]).await
+    }
+
+    /// `POST /api/tasks/bulk`: reruns, cancels or deletes the tasks a filter or a list of ids
+    /// names, each under the rule of the single call; with `dry_run`, only counts them.
+    ///
+    /// A dry run is repeated on transient failures; an action only after a connection that
+    /// could not be made (a repeat would act on tasks that changed meanwhile).
+    ///
+    /// # Errors
+    /// [`ProblemCode::ValidationFailed`] (no filter, ids nor `all`, or both a filter and
+    /// ids; a bad filter value), [`ProblemCode::Forbidden`] for a token that may not act, and
+    /// transport errors. A task a rule refused is a skipped [`taskpilot_api::BulkResult`].
+    pub async fn bulk(
+        &self,
+        request: &BulkActionRequest,
+    ) -> Result<BulkActionResponse, ClientError> {
+        let safety = if request.dry_run == Some(true) { Safety::Idempotent } else { Safety::Once };
+        self.call(Method::POST, &["api", "tasks", "bulk"], Some(request), safety, Duration::ZERO)
+            .await
+    }
+
     /// `GET /api/tasks/{id}/events`: the task's history, oldest first.
     ///
     /// # Errors
@@ -490,6 +580,92 @@ impl Client {
         .await
     }
 
+    /// `GET /api/stats`: the tasks stored, by queue and status, across every server, and
+    /// each queue's oldest runnable task.
+    ///
+    /// # Errors
+    /// [`ProblemCode::Forbidden`] for a token that may not read stats, and transport errors.
+    pub async fn stats(&self) -> Result<StatsResponse, ClientError> {
+        self.read(&["api", "stats"]).await
+    }
+
+    /// `GET /api/queues`: every queue that holds tasks or was ever paused (within the token's
+    /// queues), by name.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub async fn list_queues(&self) -> Result<Vec<QueueResponse>, ClientError> {
+        let answer: QueueListResponse = self.read(&["api", "queues"]).await?;
+        Ok(answer.items)
+    }
+
+    /// `GET /api/queues/{name}`: one queue, its counts and whether it is paused.
+    ///
+    /// # Errors
+    /// [`ProblemCode::QueueNotFound`] when it holds no task and was never paused,
+    /// [`ProblemCode::ValidationFailed`] for a name no queue can have, and transport errors.
+    pub async fn queue(&self, name: &str) -> Result<QueueResponse, ClientError> {
+        self.read(&["api", "queues", name]).await
+    }
+
+    /// `PUT /api/queues/{name}/pause`: no claim on any server takes from the queue until it is
+    /// resumed. Pausing a paused queue changes nothing, so the call is repeated on transient
+    /// failures.
+    ///
+    /// # Errors
+    /// [`ProblemCode::Forbidden`] for a token that may not pause, and transport errors.
+    pub async fn pause_queue(&self, name: &str) -> Result<QueueResponse, ClientError> {
+        let path = ["api", "queues", name, "pause"];
+        self.call(Method::PUT, &path, None::<&()>, Safety::Idempotent, Duration::ZERO).await
+    }
+
+    /// `PUT /api/queues/{name}/resume`: the queue is claimable again. Repeated as
+    /// [`Client::pause_queue`].
+    ///
+    /// # Errors
+    /// As [`Client::pause_queue`]; [`ProblemCode::QueueNotFound`] for a queue that does not
+    /// exist.
+    pub async fn resume_queue(&self, name: &str) -> Result<QueueResponse, ClientError> {
+        let path = ["api", "queues", name, "resume"];
+        self.call(Method::PUT, &path, None::<&()>, Safety::Idempotent, Duration::ZERO).await
+    }
+
+    /// `POST /api/tokens`: creates an API token; the answer holds its secret, which the
+    /// server never shows again. Repeated only after a connection that could not be made
+    /// (a repeat would mint a second token).
+    ///
+    /// # Errors
+    /// [`ProblemCode::ValidationFailed`], [`ProblemCode::Forbidden`] for a token that is not
+    /// an admin's, and transport errors.
+    pub async fn create_token(
+        &self,
+        request: &CreateTokenRequest,
+    ) -> Result<CreatedTokenResponse, ClientError> {
+        self.call(Method::POST, &["api", "tokens"], Some(request), Safety::Once, Duration::ZERO)
+            .await
+    }
+
+    /// `GET /api/tokens`: every token, newest first, revoked ones included; never a secret.
+    ///
+    /// # Errors
+    /// [`ProblemCode::Forbidden`] for a token that is not an admin's, and transport errors.
+    pub async fn list_tokens(&self) -> Result<Vec<TokenResponse>, ClientError> {
+        let answer: TokenListResponse = self.read(&["api", "tokens"]).await?;
+        Ok(answer.items)
+    }
+
+    /// `DELETE /api/tokens/{id}`: revokes a token; every server refuses it within a few
+    /// seconds. Revoking again changes nothing, so the call is repeated on transient failures.
+    ///
+    /// # Errors
+    /// [`ProblemCode::TokenNotFound`], [`ProblemCode::Forbidden`] for a token that is not an
+    /// admin's, and transport errors.
+    pub async fn revoke_token(&self, id: impl Display) -> Result<TokenResponse, ClientError> {
+        let id = id.to_string();
+        let path = ["api", "tokens", id.as_str()];
+        self.call(Method::DELETE, &path, None::<&()>, Safety::Idempotent, Duration::ZERO).await
+    }
+
     /// `GET /readyz`: `Ok` when the server is up and reaches PostgreSQL. Asked once, never
     /// repeated: it is a probe.
     ///
@@ -498,7 +674,8 @@ impl Client {
     /// errors when the server cannot.
     pub async fn ready(&self) -> Result<(), ClientError> {
         let url = self.url(&["readyz"]);
-        let response = self.try_once(Method::GET, url, None::<&()>, Duration::ZERO, None).await?;
+        let response =
+            self.try_once(Method::GET, url, None::<&()>, Duration::ZERO, Extra::None).await?;
         let _: Value = response.json().await.map_err(read_error)?;
         Ok(())
     }
@@ -514,6 +691,27 @@ impl Client {
         let id = id.to_string();
         self.call(Method::PUT, &["api", "tasks", &id, action], Some(body), safety, Duration::ZERO)
             .await
+    }
+
+    /// `PUT /api/tasks/{id}/{action}` with `If-Match: "version"`, repeated only after a
+    /// connection that could not be made.
+    async fn task_call_if(
+        &self,
+        id: impl Display,
+        action: &str,
+        version: u64,
+    ) -> Result<TaskResponse, ClientError> {
+        let id = id.to_string();
+        let url = self.url(&["api", "tasks", &id, action]);
+        let extra = Extra::IfMatch(version);
+        let answer =
+            self.send_with(Method::PUT, url, Some(&()), Safety::Once, Duration::ZERO, extra);
+        Ok(answer.await?.value)
+    }
+
+    /// `GET` of `segments`, repeated on transient failures.
+    async fn read<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ClientError> {
+        self.call(Method::GET, segments, None::<&()>, Safety::Idempotent, Duration::ZERO).await
     }
 
     /// `base` + `segments`, each percent-encoded as one segment.
@@ -546,7 +744,8 @@ impl Client {
         safety: Safety,
         extra_timeout: Duration,
     ) -> Result<T, ClientError> {
-        self.send_with(method, url, body, safety, extra_timeout, None).await
+        let answer = self.send_with(method, url, body, safety, extra_timeout, Extra::None).await?;
+        Ok(answer.value)
     }
 
     /// [`Client::send`] with `Idempotency-Key: key` on every try, repeated as
@@ -558,9 +757,13 @@ impl Client {
         body: Option<&B>,
         key: Option<&str>,
     ) -> Result<T, ClientError> {
-        self.send_with(method, url, body, Safety::Keyed, Duration::ZERO, key).await
+        let extra = key.map_or(Extra::None, Extra::IdempotencyKey);
+        let answer =
+            self.send_with(method, url, body, Safety::Keyed, Duration::ZERO, extra).await?;
+        Ok(answer.value)
     }
 
+    /// [`Client::send`] with `extra` on every try; the answer with the version of its `ETag`.
     async fn send_with<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         method: Method,
@@ -568,17 +771,25 @@ impl Client {
         body: Option<&B>,
         safety: Safety,
         extra_timeout: Duration,
-        key: Option<&str>,
-    ) -> Result<T, ClientError> {
+        extra: Extra<'_>,
+    ) -> Result<Versioned<T>, ClientError> {
         let first = Instant::now();
         let mut tries = 0;
         loop {
             tries += 1;
-            let outcome =
-                match self.try_once(method.clone(), url.clone(), body, extra_timeout, key).await {
-                    Ok(response) => response.json::<T>().await.map_err(read_error),
-                    Err(e) => Err(e),
-                };
+            let outcome = match self
+                .try_once(method.clone(), url.clone(), body, extra_timeout, extra)
+                .await
+            {
+                Ok(response) => {
+                    let version = etag_version(response.headers());
+                    match response.json::<T>().await {
+                        Ok(value) => Ok(Versioned { value, version }),
+                        Err(e) => Err(read_error(e)),
+                    }
+                }
+                Err(e) => Err(e),
+            };
             let error = match outcome {
                 Ok(answer) => return Ok(answer),
                 Err(error) => error,
@@ -603,11 +814,14 @@ impl Client {
         url: Url,
         body: Option<&B>,
         extra_timeout: Duration,
-        idempotency_key: Option<&str>,
+        extra: Extra<'_>,
     ) -> Result<Response, ClientError> {
         let mut request = self.http.request(method, url).timeout(self.timeout + extra_timeout);
-        if let Some(key) = idempotency_key {
-            request = request.header(IDEMPOTENCY_KEY, key);
+        match extra {
+            Extra::None => {}
+            Extra::IdempotencyKey(key) => request = request.header(IDEMPOTENCY_KEY, key),
+            // A strong entity tag, as the server's `ETag` spells it.
+            Extra::IfMatch(version) => request = request.header(IF_MATCH, format!("\"{version}\"")),
         }
         if let Some(Token(secret)) = &self.token {
             // reqwest marks the header sensitive.
@@ -622,6 +836,23 @@ impl Client {
         }
         Err(error_from(response).await)
     }
+}
+
+/// A request header that only some calls send.
+#[derive(Debug, Clone, Copy)]
+enum Extra<'a> {
+    None,
+    /// Makes a create safe to repeat.
+    IdempotencyKey(&'a str),
+    /// Acts only on this version of the task or queue.
+    IfMatch(u64),
+}
+
+/// The version a strong `ETag` names (`"7"` is 7); `None` without one, or for a weak tag,
+/// which never matches an `If-Match`.
+fn etag_version(headers: &HeaderMap) -> Option<u64> {
+    let tag = headers.get(ETAG)?.to_str().ok()?;
+    tag.strip_prefix('"')?.strip_suffix('"')?.parse().ok()
 }
 
 /// The header that makes a create safe to repeat.

@@ -33,7 +33,7 @@ mod error;
 mod retry;
 mod worker;
 
-pub use client::{Client, ClientBuilder, TOKEN_ENV};
+pub use client::{Client, ClientBuilder, Versioned, TOKEN_ENV};
 pub use error::ClientError;
 pub use retry::RetryPolicy;
 /// The REST API's wire types, shared with the server.

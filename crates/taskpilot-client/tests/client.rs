@@ -304,3 +304,147 @@ async fn a_client_sends_its_token_and_without_one_is_refused_for_good() {
     assert_eq!(holder.get(created.id).await.unwrap().id, created.id);
     assert!(!format!("{holder:?}").contains(&secret), "Debug never shows the secret");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_acts_only_on_the_version_they_saw() {
+    let server = TestServer::start(TimeDelta::milliseconds(100));
+    let client = server.client();
+    let task = client.create(&CreateTaskRequest::new("t")).await.unwrap();
+
+    let seen = client.get_versioned(task.id).await.unwrap();
+    let seen_version = seen.version.unwrap();
+    let cancelled = client.cancel_if_version(task.id, seen_version).await.unwrap();
+    let stale = client.rerun_if_version(task.id, seen_version).await.unwrap_err();
+    let now = client.get_versioned(task.id).await.unwrap();
+    let rerun = client.rerun_if_version(task.id, now.version.unwrap()).await.unwrap();
+    let stale_cancel = client.cancel_if_version(task.id, seen_version).await.unwrap_err();
+
+    assert_eq!(seen.value.id, task.id);
+    assert_eq!(cancelled.status, TaskStatus::Cancelled);
+    assert_eq!(stale.code(), Some(ProblemCode::PreconditionFailed), "{stale}");
+    assert_eq!(stale.extension("currentVersion"), Some(&json!(now.version.unwrap())));
+    assert_eq!(now.value.status, TaskStatus::Cancelled, "a refused rerun changed nothing");
+    assert!(now.version.unwrap() > seen_version);
+    assert_eq!(rerun.status, TaskStatus::Pending);
+    assert_eq!(stale_cancel.code(), Some(ProblemCode::PreconditionFailed));
+    assert_eq!(client.get(task.id).await.unwrap().status, TaskStatus::Pending);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_pause_and_resume_and_a_task_explains_why_it_waits() {
+    use taskpilot_client::api::BulkActionKind;
+    use taskpilot_client::api::{BulkActionRequest, BulkFilter, BulkOutcome};
+
+    let server = TestServer::start(TimeDelta::milliseconds(100));
+    let client = server.client();
+    let mail = client.create(&CreateTaskRequest::new("send").queue("mail")).await.unwrap();
+    let failing = client
+        .create_batch(
+            (0..2).map(|_| CreateTaskRequest::new("flaky").queue("jobs").max_attempts(1)).collect(),
+        )
+        .await
+        .unwrap();
+    for claimed in client
+        .claim(&ClaimTasksRequest { queues: Some(vec!["jobs".into()]), ..claim("w1", 2) })
+        .await
+        .unwrap()
+    {
+        let token = claimed.lease_token.unwrap();
+        client.fail(claimed.id, &fail("w1", &token, "boom", true)).await.unwrap();
+    }
+
+    let paused = client.pause_queue("mail").await.unwrap();
+    let claimed_while_paused = client
+        .claim(&ClaimTasksRequest { queues: Some(vec!["mail".into()]), ..claim("w2", 1) })
+        .await
+        .unwrap();
+    let explained = client.explain(mail.id).await.unwrap();
+    let shown = client.queue("mail").await.unwrap();
+    let listed = client.list_queues().await.unwrap();
+    let resumed = client.resume_queue("mail").await.unwrap();
+    let missing = client.queue("nothing-here").await.unwrap_err();
+    let stats = client.stats().await.unwrap();
+    let failed_filter = BulkFilter {
+        queue: Some("jobs".into()),
+        status: Some(vec![TaskStatus::Failed]),
+        ..BulkFilter::default()
+    };
+    let rerun = |dry_run| BulkActionRequest {
+        action: BulkActionKind::Rerun,
+        filter: Some(failed_filter.clone()),
+        ids: None,
+        versions: None,
+        all: None,
+        dry_run: Some(dry_run),
+        limit: None,
+    };
+    let counted = client.bulk(&rerun(true)).await.unwrap();
+    let done = client.bulk(&rerun(false)).await.unwrap();
+
+    assert!(paused.paused && paused.version == 1, "{paused:?}");
+    assert!(claimed_while_paused.is_empty(), "a paused queue gives no task");
+    assert!(!explained.runnable);
+    assert_eq!(explained.reasons[0].code, "QUEUE_PAUSED", "{explained:?}");
+    assert_eq!((shown.name.as_str(), shown.paused, shown.version), ("mail", true, 1));
+    assert_eq!(shown.counts.runnable, 1, "{shown:?}");
+    assert_eq!(listed.iter().map(|q| q.name.as_str()).collect::<Vec<_>>(), ["jobs", "mail"]);
+    assert!(!resumed.paused && resumed.version == 2, "{resumed:?}");
+    assert_eq!(missing.code(), Some(ProblemCode::QueueNotFound), "{missing}");
+    assert_eq!((stats.totals.runnable, stats.totals.failed), (1, 2), "{stats:?}");
+    assert_eq!((counted.matched, counted.done, counted.dry_run), (2, 0, true));
+    assert!(counted.results.is_empty());
+    assert_eq!((done.matched, done.done, done.skipped), (2, 2, 0));
+    assert!(done.results.iter().all(|r| r.outcome == BulkOutcome::Done));
+    for task in &failing {
+        assert_eq!(client.get(task.id).await.unwrap().status, TaskStatus::Pending);
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_created_listed_and_revoked_over_the_api() {
+    use taskpilot_client::api::{CreateTokenRequest, TokenKind};
+
+    let server = TestServer::start(TimeDelta::seconds(1));
+    let admin_secret = server.create_token(taskpilot_domain::TokenKind::Admin);
+    let admin =
+        taskpilot_client::Client::builder(&server.base).token(&admin_secret).build().unwrap();
+    let request = CreateTokenRequest {
+        name: "dashboards".into(),
+        kind: TokenKind::Viewer,
+        queues: Some(vec!["mail".into()]),
+        expires_at: None,
+    };
+
+    let created = admin.create_token(&request).await.unwrap();
+    let viewer =
+        taskpilot_client::Client::builder(&server.base).token(&created.secret).build().unwrap();
+    let seen = viewer.list(&ListTasksQuery::default()).await.unwrap();
+    let listed = admin.list_tokens().await.unwrap();
+    let refused = viewer.list_tokens().await.unwrap_err();
+    let revoked = admin.revoke_token(created.token.id).await.unwrap();
+    let unknown = admin.revoke_token(uuid::Uuid::nil()).await.unwrap_err();
+
+    assert!(created.secret.starts_with("tp_viewer_"), "{created:?}");
+    assert_eq!(created.token.queues, Some(vec!["mail".to_owned()]));
+    assert!(seen.items.is_empty());
+    assert_eq!(listed.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["dashboards", "test"]);
+    assert_eq!(refused.code(), Some(ProblemCode::Forbidden), "{refused}");
+    assert_eq!(revoked.id, created.token.id);
+    assert!(revoked.revoked_at.is_some());
+    assert_eq!(unknown.code(), Some(ProblemCode::TokenNotFound), "{unknown}");
+    // Every server refuses a revoked token within its cache time.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let gone = loop {
+        match viewer.list(&ListTasksQuery::default()).await {
+            Err(e) => break e,
+            Ok(_) => {
+                assert!(tokio::time::Instant::now() < deadline, "the revoked token still works");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(gone.code(), Some(ProblemCode::Unauthenticated), "{gone}");
+    server.stop().await;
+}

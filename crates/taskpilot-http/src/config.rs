@@ -16,7 +16,12 @@ use taskpilot_domain::{
 
 /// The `taskpilot` command line.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "taskpilot", version, about = "TaskPilot: a durable task queue control plane.")]
+#[command(
+    name = "taskpilot",
+    version,
+    about = "TaskPilot: a durable task queue control plane.",
+    after_help = crate::cli::EXIT_CODES_HELP
+)]
 pub struct Cli {
     /// What to do; `serve` when omitted.
     #[command(subcommand)]
@@ -25,6 +30,10 @@ pub struct Cli {
     /// Settings shared by every subcommand.
     #[command(flatten)]
     pub config: Config,
+
+    /// Where the client commands send their calls, and how they print.
+    #[command(flatten)]
+    pub remote: crate::cli::RemoteArgs,
 }
 
 impl Cli {
@@ -34,16 +43,28 @@ impl Cli {
     }
 }
 
-/// What the binary does.
-#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+/// What the binary does: the server's own commands, which work on the database, and the
+/// client commands, which call a running server's REST API (see [`crate::cli`]).
+#[derive(Debug, Clone, PartialEq, Subcommand)]
 pub enum Command {
     /// Apply pending migrations, then serve the REST API (the default).
     Serve,
     /// Apply pending migrations and exit.
     Migrate,
-    /// Create, list or revoke API tokens, straight in the database.
+    /// Create, list or revoke API tokens: through a server's API when --server (or
+    /// TASKPILOT_SERVER) names one, with --token an admin token; otherwise straight in the
+    /// database, which is how the first admin token is made.
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// Tasks on a running server: list, show, create, cancel, rerun, explain, events, bulk.
+    #[command(subcommand)]
+    Tasks(crate::cli::TasksCommand),
+    /// Queues on a running server: list, show, pause, resume.
+    #[command(subcommand)]
+    Queues(crate::cli::QueuesCommand),
+    /// Tasks by queue and status, the oldest runnable task's age, and the refused stale
+    /// calls, from a running server.
+    Stats,
 }
 
 /// `taskpilot tokens …`.
@@ -376,7 +397,9 @@ impl Config {
 /// Reads a keep time: a whole number with a unit, `s`, `m`, `h` or `d` (`90s`, `15m`, `24h`,
 /// `14d`), or `0` for forever.
 fn parse_keep_for(raw: &str) -> Result<KeepFor, String> {
-    parse_duration(raw).map(KeepFor::from_duration)
+    parse_duration(raw)
+        .map(KeepFor::from_duration)
+        .map_err(|e| format!("{e}, or 0 to keep forever"))
 }
 
 /// Reads how long idempotency keys are kept: a duration as for keep times, never `0`.
@@ -400,12 +423,12 @@ fn parse_session_ttl(raw: &str) -> Result<Duration, String> {
 }
 
 /// A duration written as a whole number and a unit (`s`, `m`, `h`, `d`), or `0`.
-fn parse_duration(raw: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
     let invalid = || {
         format!(
             "{raw:?} is not a duration: write a whole number and a unit, s, m, h or d \
-             (90s, 15m, 24h, 14d), or 0 to keep forever"
+             (90s, 15m, 24h, 14d)"
         )
     };
     if raw == "0" {

@@ -1,8 +1,9 @@
-//! TaskPilot's REST adapter over the app's [`TaskService`](taskpilot_app::TaskService), and
-//! the wiring of the `taskpilot` server around it.
+//! TaskPilot's REST adapter over the app's [`TaskService`](taskpilot_app::TaskService), the
+//! wiring of the `taskpilot` server around it, and the binary's operator commands.
 //!
-//! The crate has three parts, and its module dependencies point one way (wiring → adapter →
-//! settings):
+//! The crate has four parts, and its module dependencies point one way (wiring → adapter →
+//! settings; the operator commands and the settings share only the command line's argument
+//! types):
 //!
 //! - **Settings** ([`config`]): the command line and environment, as plain values. No I/O.
 //! - **The HTTP adapter** ([`routes`], [`handlers`], [`auth`], [`body`], [`dto`], [`error`],
@@ -19,14 +20,20 @@
 //!   [`run`]. It is the only module that names the storage adapter; the `taskpilot` binary
 //!   (`main.rs`) calls it and nothing else names the storage either.
 //!
+//! - **The operator commands** ([`cli`]): `taskpilot tasks|queues|stats`, and `tokens` with a
+//!   server named, as clients of a running server's REST API through `taskpilot-client`.
+//!   They render answers and decide nothing; they name neither the adapter nor the wiring.
+//!
 //! Tests run the application in-process with [`build_app`] or the real server with [`run`]
 //! on a listener of their own.
 //!
-//! Must never import: the storage adapter outside [`server`] and `main.rs`; the client crate.
+//! Must never import: the storage adapter outside [`server`] and `main.rs`; the client crate
+//! outside [`cli`].
 
 pub mod activity;
 pub mod auth;
 pub mod body;
+pub mod cli;
 pub mod config;
 pub mod dto;
 pub mod error;

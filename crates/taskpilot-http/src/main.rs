@@ -1,6 +1,9 @@
-//! The `taskpilot` binary: `taskpilot serve` (the default) and `taskpilot migrate`.
+//! The `taskpilot` binary: `taskpilot serve` (the default), `taskpilot migrate`,
+//! `taskpilot tokens`, and the operator commands that call a running server
+//! (`tasks`, `queues`, `stats`; see `taskpilot_http::cli`).
 
 use std::net::TcpListener;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -13,8 +16,12 @@ use taskpilot_http::startup::{
 };
 use taskpilot_http::{Cli, Command, Gate, Preparation, StopSignal};
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    // The operator commands talk to a server over HTTP: no database, no logs on stdout.
+    if let Some(exit) = taskpilot_http::cli::run_client_command(&cli) {
+        return Ok(exit);
+    }
     let config = cli.config.clone();
     taskpilot_http::server::init_tracing(&config.log)?;
 
@@ -32,7 +39,7 @@ fn main() -> anyhow::Result<()> {
         for line in done? {
             println!("{line}");
         }
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     if cli.subcommand() == Command::Migrate {
         let (pool, migrated) = connect_and_migrate(&database.url, &config)?;
@@ -43,7 +50,7 @@ fn main() -> anyhow::Result<()> {
         // Exiting while the pool still opens connections in the background can crash the
         // process in libpq's exit handlers: let it finish first.
         settle_pool(&pool, &config);
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
 
     // Serve at once, whether or not the database answers yet: until it is reached and
@@ -85,5 +92,5 @@ fn main() -> anyhow::Result<()> {
         server.await
     })?;
     tracing::info!("TaskPilot stopped");
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
