@@ -7,6 +7,12 @@
 //! stored one. A verified token is remembered for [`AccessService::CACHE_FOR`], so that a
 //! request does not cost a query; a revocation therefore takes effect on every server within
 //! that time.
+//!
+//! The web dashboard signs people in with a token once and then carries a session secret in a
+//! cookie: [`AccessService::start_session`] checks the token as a bearer request would, and
+//! every later request turns the session back into the token's [`Caller`] through the same
+//! checks ([`AccessService::session_caller`]), so a revoked or expired token ends its sessions
+//! as it ends its bearer requests. Sessions are stored by the SHA-256 of their secret too.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -16,7 +22,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use taskpilot_domain::{
-    ApiToken, Caller, Clock, QueueScope, TokenId, TokenKind, TokenName, Unusable,
+    ApiToken, Caller, Clock, DashboardSession, Forbidden, Operation, QueueScope, TokenId,
+    TokenKind, TokenName, Unusable,
 };
 use uuid::Uuid;
 
@@ -52,6 +59,26 @@ pub trait TokenRepository: Send + Sync {
     /// Whether any token was ever created (revoked ones count: revoking every token must
     /// never reopen a server).
     fn any_token(&self) -> Result<bool, RepoError>;
+
+    /// Stores a new dashboard session under the hash of its secret.
+    fn insert_session(
+        &self,
+        session: &DashboardSession,
+        secret: &SecretHash,
+    ) -> Result<(), RepoError>;
+
+    /// The session whose secret hashes to `secret`, with its token as stored now (revoked
+    /// and expired ones included), in one read; expired sessions included.
+    fn session_by_secret(
+        &self,
+        secret: &SecretHash,
+    ) -> Result<Option<(DashboardSession, ApiToken)>, RepoError>;
+
+    /// Deletes the session whose secret hashes to `secret`; nothing when there is none.
+    fn delete_session(&self, secret: &SecretHash) -> Result<(), RepoError>;
+
+    /// Deletes every session that ended at or before `now`; how many it deleted.
+    fn delete_expired_sessions(&self, now: DateTime<Utc>) -> Result<u64, RepoError>;
 }
 
 /// A token just minted: the stored token and its secret, which exists nowhere else.
@@ -89,6 +116,9 @@ pub enum AuthError {
     /// The token exists but no longer opens anything.
     #[error(transparent)]
     Unusable(#[from] Unusable),
+    /// A dashboard session that does not exist (any more) or has run its time.
+    #[error("the dashboard session has ended")]
+    SessionEnded,
     /// Storage cannot be reached to check it.
     #[error("storage unavailable")]
     Unavailable(#[source] anyhow::Error),
@@ -106,6 +136,31 @@ impl From<RepoError> for AuthError {
     }
 }
 
+/// Why a token does not sign in to the dashboard.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoginError {
+    /// The token does not authenticate at all.
+    #[error(transparent)]
+    Token(#[from] AuthError),
+    /// The token is valid but its kind may not open the dashboard (producers, workers,
+    /// metrics scrapers).
+    #[error(transparent)]
+    Refused(#[from] Forbidden),
+}
+
+/// A dashboard session just started: the stored session, the secret for the cookie (which
+/// exists nowhere else), and the caller it acts for.
+#[derive(Debug, Clone)]
+pub struct StartedSession {
+    /// The session as stored.
+    pub session: DashboardSession,
+    /// The session's secret, to hand to the browser once.
+    pub secret: String,
+    /// Who the session acts for.
+    pub caller: Caller,
+}
+
 /// The token use cases and the authentication of requests.
 #[derive(Clone)]
 pub struct AccessService {
@@ -117,6 +172,7 @@ pub struct AccessService {
 #[derive(Default)]
 struct Cache {
     tokens: HashMap<SecretHash, (ApiToken, Instant)>,
+    sessions: HashMap<SecretHash, (DashboardSession, ApiToken, Instant)>,
     any_token: Option<(bool, Instant)>,
 }
 
@@ -170,7 +226,9 @@ impl AccessService {
             .repo
             .revoke_token(id, taskpilot_domain::to_micros(self.clock.now()))?
             .ok_or(AppError::TokenNotFound(id))?;
-        self.locked().tokens.retain(|_, (cached, _)| cached.id != id);
+        let mut cache = self.locked();
+        cache.tokens.retain(|_, (cached, _)| cached.id != id);
+        cache.sessions.retain(|_, (_, cached, _)| cached.id != id);
         Ok(token)
     }
 
@@ -242,6 +300,93 @@ impl AccessService {
         Ok(exists)
     }
 
+    /// Signs `token_secret` in to the dashboard for `ttl`: checks the token as
+    /// [`AccessService::authenticate`] does, refuses kinds that may not open the dashboard,
+    /// and stores a new session (dropping the sessions that have ended).
+    ///
+    /// # Errors
+    /// [`LoginError::Token`] when the token does not authenticate (or `ttl` is not a usable
+    /// lifetime, as [`AuthError::Unexpected`]); [`LoginError::Refused`] for a kind without
+    /// [`Operation::OpenDashboard`]; storage errors as [`LoginError::Token`].
+    pub fn start_session(
+        &self,
+        token_secret: &str,
+        ttl: chrono::TimeDelta,
+    ) -> Result<StartedSession, LoginError> {
+        let caller = self.authenticate(token_secret)?;
+        caller.may(Operation::OpenDashboard)?;
+        let Some(token) = caller.token_id() else {
+            let open = anyhow::anyhow!("a token authenticated as open access");
+            return Err(AuthError::Unexpected(open).into());
+        };
+        let now = self.clock.now();
+        let session = DashboardSession::start(token, now, ttl).ok_or_else(|| {
+            AuthError::Unexpected(anyhow::anyhow!("the session lifetime {ttl} is not usable"))
+        })?;
+        let secret =
+            random_hex(SESSION_PREFIX).map_err(|e| AuthError::Unexpected(anyhow::Error::new(e)))?;
+        self.repo.delete_expired_sessions(session.created_at).map_err(AuthError::from)?;
+        self.repo.insert_session(&session, &hash(&secret)).map_err(AuthError::from)?;
+        Ok(StartedSession { session, secret, caller })
+    }
+
+    /// The caller a dashboard session stands for, when answering it needs no storage: `None`
+    /// when storage must be asked ([`AccessService::session_caller`]).
+    pub fn session_caller_cached(&self, secret: &str) -> Option<Result<Caller, AuthError>> {
+        let Some(hash) = parse_session(secret).map(hash) else {
+            return Some(Err(AuthError::SessionEnded));
+        };
+        let now = self.clock.now();
+        let cache = self.locked();
+        let (session, token, at) = cache.sessions.get(&hash)?;
+        if at.elapsed() >= Self::CACHE_FOR || token.use_is_news(now) {
+            return None;
+        }
+        Some(session_answer(session, token, now))
+    }
+
+    /// The caller a dashboard session stands for: the session must last and its token must
+    /// pass the checks of a bearer request, asked of storage when the memory of them is older
+    /// than [`AccessService::CACHE_FOR`]; the token's use is recorded as a bearer request's.
+    ///
+    /// # Errors
+    /// [`AuthError::SessionEnded`] for an unknown, malformed or ended session; the token's
+    /// [`AuthError::Unusable`]; storage errors.
+    pub fn session_caller(&self, secret: &str) -> Result<Caller, AuthError> {
+        if let Some(answer) = self.session_caller_cached(secret) {
+            return answer;
+        }
+        let hash = parse_session(secret).map(hash).ok_or(AuthError::SessionEnded)?;
+        let now = self.clock.now();
+        let (session, mut token) =
+            self.repo.session_by_secret(&hash)?.ok_or(AuthError::SessionEnded)?;
+        let answer = session_answer(&session, &token, now);
+        if answer.is_ok() && token.use_is_news(now) {
+            let at = taskpilot_domain::to_micros(now);
+            self.repo.touch_token(token.id, at)?;
+            token.last_used_at = Some(at);
+        }
+        let mut cache = self.locked();
+        if cache.sessions.len() >= Self::CACHE_MAX {
+            cache.sessions.clear();
+        }
+        cache.sessions.insert(hash, (session, token, Instant::now()));
+        answer
+    }
+
+    /// Ends a dashboard session (signing out); ending one that does not exist does nothing.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn end_session(&self, secret: &str) -> Result<(), AppError> {
+        let Some(hash) = parse_session(secret).map(hash) else {
+            return Ok(());
+        };
+        self.repo.delete_session(&hash)?;
+        self.locked().sessions.remove(&hash);
+        Ok(())
+    }
+
     fn locked(&self) -> std::sync::MutexGuard<'_, Cache> {
         // The cache holds no invariant a panic could break halfway.
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
@@ -251,12 +396,20 @@ impl AccessService {
 /// The number of hex digits after a secret's prefix.
 const SECRET_HEX: usize = 64;
 
+/// The start of every dashboard session secret, so that one is never mistaken for a token.
+const SESSION_PREFIX: &str = "tps_";
+
 fn mint_secret(kind: TokenKind) -> Result<String, AppError> {
+    random_hex(kind.prefix())
+}
+
+/// `prefix` followed by [`SECRET_HEX`] hex digits from the operating system's random source.
+fn random_hex(prefix: &str) -> Result<String, AppError> {
     let mut random = [0_u8; SECRET_HEX / 2];
     getrandom::fill(&mut random)
         .map_err(|e| AppError::Unexpected(anyhow::anyhow!("no random source: {e}")))?;
-    let mut secret = String::with_capacity(kind.prefix().len() + SECRET_HEX);
-    secret.push_str(kind.prefix());
+    let mut secret = String::with_capacity(prefix.len() + SECRET_HEX);
+    secret.push_str(prefix);
     for byte in random {
         // Writing to a String cannot fail.
         let _ = write!(secret, "{byte:02x}");
@@ -264,12 +417,34 @@ fn mint_secret(kind: TokenKind) -> Result<String, AppError> {
     Ok(secret)
 }
 
+/// Whether `rest` is [`SECRET_HEX`] lowercase hex digits, as minted.
+fn is_minted_hex(rest: &str) -> bool {
+    rest.len() == SECRET_HEX
+        && rest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// The secret when it has the shape of one TaskPilot mints.
 fn parse_secret(secret: &str) -> Option<&str> {
     let rest = TokenKind::ALL.iter().find_map(|kind| secret.strip_prefix(kind.prefix()))?;
-    let well_formed = rest.len() == SECRET_HEX
-        && rest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    well_formed.then_some(secret)
+    is_minted_hex(rest).then_some(secret)
+}
+
+/// The session secret when it has the shape of one TaskPilot mints.
+fn parse_session(secret: &str) -> Option<&str> {
+    secret.strip_prefix(SESSION_PREFIX).filter(|rest| is_minted_hex(rest)).map(|_| secret)
+}
+
+/// Who a stored session acts for at `now`: its token's caller while both last.
+fn session_answer(
+    session: &DashboardSession,
+    token: &ApiToken,
+    now: DateTime<Utc>,
+) -> Result<Caller, AuthError> {
+    if !session.is_live_at(now) {
+        return Err(AuthError::SessionEnded);
+    }
+    token.usable_at(now)?;
+    Ok(token.caller())
 }
 
 fn hash(secret: &str) -> SecretHash {
@@ -351,6 +526,8 @@ mod tests {
 
     const SECRET: &str =
         "tp_worker_00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    const SECRET_VIEWER: &str =
+        "tp_viewer_00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
     #[test]
     fn a_known_token_is_checked_once_and_its_use_recorded_once_a_minute() {
@@ -404,6 +581,83 @@ mod tests {
         service.create_token(request(TokenKind::Admin)).unwrap();
         assert!(service.any_token().unwrap());
         assert_eq!(service.any_token_cached(), Some(true));
+    }
+
+    #[test]
+    fn a_session_acts_for_its_token_until_it_ends_and_signing_out_forgets_it() {
+        let mut repo = MockTokenRepository::new();
+        let viewer = token(TokenKind::Viewer);
+        let stored = Arc::new(Mutex::new(None));
+        let sink = Arc::clone(&stored);
+        repo.expect_token_by_secret().times(1).returning(|_| Ok(Some(token(TokenKind::Viewer))));
+        repo.expect_touch_token().times(1).returning(|_, _| Ok(()));
+        repo.expect_delete_expired_sessions().times(1).returning(|_| Ok(0));
+        repo.expect_insert_session().times(1).returning(move |session, hash| {
+            *sink.lock().unwrap() = Some((session.clone(), *hash));
+            Ok(())
+        });
+        let lookup = Arc::clone(&stored);
+        let held = viewer.clone();
+        repo.expect_session_by_secret().times(2).returning(move |hash| {
+            let stored = lookup.lock().unwrap().clone().unwrap();
+            assert_eq!(*hash, stored.1, "looked up by the hash of the cookie's secret");
+            Ok(Some((stored.0, ApiToken { last_used_at: Some(t0()), ..held.clone() })))
+        });
+        repo.expect_delete_session().times(1).returning(|_| Ok(()));
+        let clock = Arc::new(FixedClock::new(t0()));
+        let service = AccessService::new(Arc::new(repo), clock.clone());
+
+        let started = service.start_session(SECRET_VIEWER, TimeDelta::minutes(30)).unwrap();
+
+        assert!(started.secret.starts_with("tps_"));
+        assert_eq!(stored.lock().unwrap().as_ref().unwrap().1, hash(&started.secret));
+        assert_eq!(started.session.expires_at, t0() + TimeDelta::minutes(30));
+        assert_eq!(service.session_caller(&started.secret).unwrap(), viewer.caller());
+        // Within the cache time: no storage.
+        assert_eq!(service.session_caller(&started.secret).unwrap(), viewer.caller());
+        // The token's use a minute later is news: storage is asked again, and the session
+        // is over by then.
+        clock.advance(TimeDelta::minutes(30));
+        assert!(matches!(service.session_caller(&started.secret), Err(AuthError::SessionEnded)));
+        service.end_session(&started.secret).unwrap();
+        assert!(matches!(service.session_caller("tps_nonsense"), Err(AuthError::SessionEnded)));
+    }
+
+    #[test]
+    fn a_token_that_may_not_open_the_dashboard_starts_no_session() {
+        let mut repo = MockTokenRepository::new();
+        repo.expect_token_by_secret().returning(|_| Ok(Some(token(TokenKind::Worker))));
+        repo.expect_touch_token().returning(|_, _| Ok(()));
+        repo.expect_insert_session().never();
+        let service = AccessService::new(Arc::new(repo), Arc::new(FixedClock::new(t0())));
+
+        let refused = service.start_session(SECRET, TimeDelta::hours(12));
+
+        assert!(matches!(refused, Err(LoginError::Refused(_))), "{refused:?}");
+    }
+
+    #[test]
+    fn revoking_a_token_ends_its_sessions_on_this_server_at_once() {
+        let mut repo = MockTokenRepository::new();
+        let session =
+            DashboardSession::start(token(TokenKind::Admin).id, t0(), TimeDelta::hours(1)).unwrap();
+        let active = ApiToken { last_used_at: Some(t0()), ..token(TokenKind::Admin) };
+        let revoked = ApiToken { revoked_at: Some(t0()), ..active.clone() };
+        let mut answers = vec![active.clone(), revoked.clone()].into_iter();
+        repo.expect_session_by_secret()
+            .times(2)
+            .returning(move |_| Ok(Some((session.clone(), answers.next().unwrap()))));
+        repo.expect_revoke_token().times(1).returning(move |_, _| Ok(Some(revoked.clone())));
+        let service = AccessService::new(Arc::new(repo), Arc::new(FixedClock::new(t0())));
+        let secret = format!("tps_{}", "ab".repeat(32));
+
+        assert!(service.session_caller(&secret).is_ok());
+        service.revoke(active.id).unwrap();
+
+        assert!(matches!(
+            service.session_caller(&secret),
+            Err(AuthError::Unusable(Unusable::Revoked))
+        ));
     }
 
     #[test]

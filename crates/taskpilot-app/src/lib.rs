@@ -329,7 +329,10 @@ mod service;
 
 #[cfg(any(test, feature = "mocks"))]
 pub use access::MockTokenRepository;
-pub use access::{AccessService, AuthError, IssuedToken, NewToken, SecretHash, TokenRepository};
+pub use access::{
+    AccessService, AuthError, IssuedToken, LoginError, NewToken, SecretHash, StartedSession,
+    TokenRepository,
+};
 pub use clock::SystemClock;
 pub use counts::{
     DurationHistogram, DurationKind, QueueCounts, StatusCounts, TaskCounts, DURATION_BUCKETS,

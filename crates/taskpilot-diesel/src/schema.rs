@@ -223,7 +223,23 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Sessions of the web dashboard, by the SHA-256 of their secret; see
+    /// `migrations/*_add_ui_sessions/up.sql`.
+    ui_sessions (secret_sha256) {
+        /// SHA-256 of the session's secret (the cookie).
+        secret_sha256 -> Bytea,
+        /// The token the session acts with.
+        token_id -> Uuid,
+        /// When it was started.
+        created_at -> Timestamptz,
+        /// When it ends.
+        expires_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(task_events -> tasks (task_id));
+diesel::joinable!(ui_sessions -> api_tokens (token_id));
 diesel::allow_tables_to_appear_in_same_query!(
     tasks,
     task_events,
@@ -232,5 +248,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     idempotency_keys,
     queues,
     task_throughput,
-    workers
+    workers,
+    ui_sessions
 );

@@ -115,6 +115,8 @@ pub enum Operation {
     ReadQueues,
     /// Pause and resume queues.
     ManageQueues,
+    /// Sign in to the web dashboard (`/ui`), which then acts with the token's other grants.
+    OpenDashboard,
 }
 
 /// What a kind of token may do with an operation.
@@ -151,7 +153,12 @@ impl TokenKind {
             (K::Worker, O::Claim | O::LeaseCall) => Any,
             (
                 K::Viewer | K::Operator,
-                O::ReadTask | O::ListTasks | O::ReadStats | O::ReadMetrics | O::ReadQueues,
+                O::ReadTask
+                | O::ListTasks
+                | O::ReadStats
+                | O::ReadMetrics
+                | O::ReadQueues
+                | O::OpenDashboard,
             ) => Any,
             (K::Operator, O::CancelTask | O::RerunTask | O::BulkAction | O::ManageQueues) => Any,
             (K::Metrics, O::ReadMetrics) => Any,
@@ -420,6 +427,38 @@ impl ApiToken {
     }
 }
 
+/// A signed-in session of the web dashboard: the token it acts with and how long it lasts.
+/// Its secret never enters the domain (storage keeps a hash, as for tokens). A session opens
+/// nothing on its own: every request through it checks its token as a bearer request would,
+/// so revoking or expiring the token ends the session too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DashboardSession {
+    /// The token the session acts with.
+    pub token_id: TokenId,
+    /// When it was started.
+    pub created_at: DateTime<Utc>,
+    /// When it ends, whatever the token does.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl DashboardSession {
+    /// A session of `token` started at `now` for `ttl`; `None` when `ttl` is not positive
+    /// or its end is past the calendar.
+    pub fn start(token: TokenId, now: DateTime<Utc>, ttl: TimeDelta) -> Option<Self> {
+        if ttl <= TimeDelta::zero() {
+            return None;
+        }
+        let created_at = crate::to_micros(now);
+        let expires_at = crate::to_micros(created_at.checked_add_signed(ttl)?);
+        Some(Self { token_id: token, created_at, expires_at })
+    }
+
+    /// Whether the session still lasts at `now` (its token is checked apart).
+    pub fn is_live_at(&self, now: DateTime<Utc>) -> bool {
+        now < self.expires_at
+    }
+}
+
 #[cfg(test)]
 #[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
@@ -447,15 +486,16 @@ mod tests {
             BulkAction,
             ReadQueues,
             ManageQueues,
+            OpenDashboard,
         ];
         // Columns in the order of `operations`.
-        let table: [(TokenKind, [Grant; 13]); 6] = [
-            (TokenKind::Producer, [A, O, O, O, D, D, D, D, D, D, D, D, D]),
-            (TokenKind::Worker, [D, D, D, D, D, A, A, D, D, D, D, D, D]),
-            (TokenKind::Viewer, [D, A, A, D, D, D, D, A, A, D, D, A, D]),
-            (TokenKind::Operator, [D, A, A, A, A, D, D, A, A, D, A, A, A]),
-            (TokenKind::Admin, [A, A, A, A, A, A, A, A, A, A, A, A, A]),
-            (TokenKind::Metrics, [D, D, D, D, D, D, D, D, A, D, D, D, D]),
+        let table: [(TokenKind, [Grant; 14]); 6] = [
+            (TokenKind::Producer, [A, O, O, O, D, D, D, D, D, D, D, D, D, D]),
+            (TokenKind::Worker, [D, D, D, D, D, A, A, D, D, D, D, D, D, D]),
+            (TokenKind::Viewer, [D, A, A, D, D, D, D, A, A, D, D, A, D, A]),
+            (TokenKind::Operator, [D, A, A, A, A, D, D, A, A, D, A, A, A, A]),
+            (TokenKind::Admin, [A, A, A, A, A, A, A, A, A, A, A, A, A, A]),
+            (TokenKind::Metrics, [D, D, D, D, D, D, D, D, A, D, D, D, D, D]),
         ];
         assert_eq!(table.map(|(kind, _)| kind), TokenKind::ALL, "every kind has its row");
         for (kind, row) in table {
@@ -561,5 +601,19 @@ mod tests {
         assert!(TokenName::parse("").is_err());
         assert!(TokenName::parse(&"x".repeat(65)).is_err());
         assert!(TokenName::parse("a\nb").is_err());
+    }
+
+    #[test]
+    fn a_dashboard_session_lasts_its_ttl_and_only_a_positive_one() {
+        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let token = TokenId::from_uuid(Uuid::from_u128(1));
+
+        let session = DashboardSession::start(token, t0, TimeDelta::hours(12)).unwrap();
+
+        assert_eq!(session.expires_at, t0 + TimeDelta::hours(12));
+        assert!(session.is_live_at(t0 + TimeDelta::hours(12) - TimeDelta::microseconds(1)));
+        assert!(!session.is_live_at(t0 + TimeDelta::hours(12)));
+        assert_eq!(DashboardSession::start(token, t0, TimeDelta::zero()), None);
+        assert_eq!(DashboardSession::start(token, t0, TimeDelta::MAX), None);
     }
 }

@@ -109,8 +109,8 @@ mod task;
 mod test_support;
 
 pub use access::{
-    ApiToken, Caller, Forbidden, Grant, Operation, QueueScope, TokenId, TokenKind, TokenName,
-    Unusable,
+    ApiToken, Caller, DashboardSession, Forbidden, Grant, Operation, QueueScope, TokenId,
+    TokenKind, TokenName, Unusable,
 };
 pub use error::{DomainError, RestoreError, StaleLease, ValidationError};
 pub use fencing::{

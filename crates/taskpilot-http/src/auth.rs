@@ -38,14 +38,27 @@ impl Gate {
         &self.access
     }
 
+    /// Open access, when the server asks no credential at all right now: authentication is
+    /// off, or [`AuthMode::Auto`] on a loopback address while no token exists. `None` when a
+    /// request must say who it is.
+    ///
+    /// # Errors
+    /// Storage errors while looking for tokens.
+    pub async fn open_caller(&self) -> Result<Option<Caller>, ApiError> {
+        if self.mode == AuthMode::Off || (self.open_until_first_token && !self.any_token().await?) {
+            return Ok(Some(Caller::open()));
+        }
+        Ok(None)
+    }
+
     /// Who a request with these headers acts for.
     async fn caller(&self, req: &ServiceRequest) -> Result<Caller, ApiError> {
         if self.mode == AuthMode::Off {
             return Ok(Caller::open());
         }
         let Some(value) = req.headers().get(header::AUTHORIZATION) else {
-            if self.open_until_first_token && !self.any_token().await? {
-                return Ok(Caller::open());
+            if let Some(open) = self.open_caller().await? {
+                return Ok(open);
             }
             return Err(ApiError::Unauthenticated(MISSING_TOKEN));
         };
@@ -88,13 +101,15 @@ pub fn is_public(path: &str) -> bool {
         || path.strip_prefix(PAGE_PATH).is_some_and(|rest| rest.starts_with('/'))
 }
 
-/// Middleware: authenticates every request to a non-public path and stores its [`Caller`]
-/// for the handler; answers 401 UNAUTHENTICATED otherwise.
+/// Middleware: authenticates every request to a non-public path of the API and stores its
+/// [`Caller`] for the handler; answers 401 UNAUTHENTICATED otherwise. The dashboard's paths
+/// ([`crate::ui::is_dashboard`]) are left to the dashboard, which signs people in with the
+/// same tokens and keeps a session instead of a bearer header.
 pub async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    if !is_public(req.path()) {
+    if !is_public(req.path()) && !crate::ui::is_dashboard(req.path()) {
         let Some(gate) = req.app_data::<web::Data<Gate>>().cloned() else {
             let e = ApiError::Internal(anyhow::anyhow!("the authentication gate is not set up"));
             return Ok(req.error_response(e));

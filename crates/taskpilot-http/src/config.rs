@@ -277,6 +277,12 @@ pub struct Config {
     #[arg(long, env = "TASKPILOT_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30, global = true)]
     pub shutdown_timeout_secs: u64,
 
+    /// How long a sign-in to the web dashboard (/ui) lasts, e.g. `30m`, `12h`, `7d` (not `0`).
+    /// Revoking or expiring the token ends its sessions sooner.
+    #[arg(long, env = "TASKPILOT_UI_SESSION_TTL", default_value = "12h", global = true,
+          value_parser = parse_session_ttl)]
+    pub ui_session_ttl: Duration,
+
     /// HTTP worker threads; defaults to the number of CPU cores.
     #[arg(long, env = "TASKPILOT_WORKERS", default_value_t = default_workers(), global = true,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
@@ -392,6 +398,7 @@ impl Config {
             prune_interval: Duration::from_millis(self.prune_interval_ms),
             counts_fold_interval: Duration::from_millis(self.counts_fold_interval_ms),
             metrics_max_queues: self.metrics_max_queues,
+            ui_session_ttl: self.ui_session_ttl,
         }
     }
 }
@@ -409,6 +416,16 @@ fn parse_ttl(raw: &str) -> Result<Duration, String> {
     match parse_duration(raw) {
         Ok(ttl) if ttl.is_zero() => {
             Err("the idempotency TTL must be longer than 0 (such as 24h)".to_owned())
+        }
+        other => other,
+    }
+}
+
+/// Reads how long a dashboard sign-in lasts: a duration as for keep times, never `0`.
+fn parse_session_ttl(raw: &str) -> Result<Duration, String> {
+    match parse_duration(raw) {
+        Ok(ttl) if ttl.is_zero() => {
+            Err("the dashboard session lifetime must be longer than 0 (such as 12h)".to_owned())
         }
         other => other,
     }
@@ -443,6 +460,9 @@ pub(crate) fn parse_duration(raw: &str) -> Result<Duration, String> {
 /// claims when it comes due.
 pub const DEFAULT_SCHEDULE_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long a dashboard sign-in lasts unless configured: 12 hours, a working day.
+pub const DEFAULT_UI_SESSION_TTL: Duration = Duration::from_secs(12 * 3_600);
+
 /// The default body limit of the batch endpoints: 16 MiB.
 pub const DEFAULT_MAX_BATCH_BODY_BYTES: usize = 16 * 1024 * 1024;
 
@@ -468,6 +488,8 @@ pub struct HttpConfig {
     pub counts_fold_interval: Duration,
     /// Most queues with a label of their own in the metrics and the stats.
     pub metrics_max_queues: u32,
+    /// How long a dashboard sign-in lasts.
+    pub ui_session_ttl: Duration,
 }
 
 impl Default for HttpConfig {
@@ -482,6 +504,7 @@ impl Default for HttpConfig {
             prune_interval: Duration::from_secs(60),
             counts_fold_interval: Duration::from_secs(10),
             metrics_max_queues: 50,
+            ui_session_ttl: DEFAULT_UI_SESSION_TTL,
         }
     }
 }
@@ -572,6 +595,7 @@ mod tests {
             ("--idempotency-ttl", "TASKPILOT_IDEMPOTENCY_TTL", "24h"),
             ("--counts-fold-interval-ms", "TASKPILOT_COUNTS_FOLD_INTERVAL_MS", "10000"),
             ("--metrics-max-queues", "TASKPILOT_METRICS_MAX_QUEUES", "50"),
+            ("--ui-session-ttl", "TASKPILOT_UI_SESSION_TTL", "12h"),
             ("--db-statement-timeout-ms", "TASKPILOT_DB_STATEMENT_TIMEOUT_MS", "30000"),
             ("--db-acquire-timeout-ms", "TASKPILOT_DB_ACQUIRE_TIMEOUT_MS", "500"),
             (
@@ -633,6 +657,17 @@ mod tests {
             let error = Cli::try_parse_from(["taskpilot", &arg]).unwrap_err().to_string();
             assert!(error.contains("--idempotency-ttl"), "{value:?}: {error}");
         }
+    }
+
+    #[test]
+    fn a_dashboard_sign_in_lasts_twelve_hours_unless_told_otherwise_and_never_zero() {
+        let default = Cli::try_parse_from(["taskpilot"]).unwrap();
+        let set = Cli::try_parse_from(["taskpilot", "--ui-session-ttl", "30m"]).unwrap();
+
+        assert_eq!(default.config.http().ui_session_ttl, Duration::from_secs(12 * 3_600));
+        assert_eq!(set.config.http().ui_session_ttl, Duration::from_secs(30 * 60));
+        let error = Cli::try_parse_from(["taskpilot", "--ui-session-ttl=0"]).unwrap_err();
+        assert!(error.to_string().contains("--ui-session-ttl"), "{error}");
     }
 
     #[test]

@@ -99,6 +99,7 @@ impl From<taskpilot_app::AuthError> for ApiError {
             A::Unknown => Self::Unauthenticated("the bearer token is not known"),
             A::Unusable(Unusable::Revoked) => Self::Unauthenticated("the bearer token was revoked"),
             A::Unusable(Unusable::Expired) => Self::Unauthenticated("the bearer token has expired"),
+            A::SessionEnded => Self::Unauthenticated("the dashboard session has ended"),
             A::Unavailable(e) => Self::App(AppError::Unavailable(e)),
             other => Self::Internal(anyhow::Error::new(other)),
         }
@@ -438,13 +439,11 @@ fn chain(e: &(dyn StdError + 'static)) -> String {
     text
 }
 
-impl ResponseError for ApiError {
-    fn status_code(&self) -> StatusCode {
-        self.problem().status()
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let problem = self.problem();
+impl ApiError {
+    /// Logs what is worth a line: a bug (the client learns nothing of it) at error level, an
+    /// outage at debug level; a refusal of the client's request not at all. Every answer of
+    /// an error, problem+json or the dashboard's page, logs through here once.
+    pub(crate) fn log(&self) {
         match self {
             Self::Internal(e) => tracing::error!(error = %format!("{e:#}"), "internal error"),
             Self::App(AppError::Unexpected(e)) => {
@@ -457,6 +456,17 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.problem().status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let problem = self.problem();
+        self.log();
         let mut response = HttpResponse::build(problem.status());
         response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
         if let Some(secs) = problem.retry_after_secs {

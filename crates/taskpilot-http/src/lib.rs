@@ -9,11 +9,12 @@
 //! - **The HTTP adapter** ([`routes`], [`handlers`], [`auth`], [`body`], [`dto`], [`error`],
 //!   the creates' `Idempotency-Key` in [`idempotency`],
 //!   [`request_log`], [`metrics`], the claims' [`WakeHub`] in [`wake`], the API's document
-//!   and page in [`openapi`]): thin handlers that map a request into validated domain and
-//!   use-case values ([`dto`]), run one use case on the blocking pool,
-//!   and map the outcome back into an api body ([`dto`]) or a problem+json error
-//!   ([`error`]). It decides no rule (those live in `taskpilot-domain`), reaches storage only
-//!   through the app's `TaskRepository` port, and never names [`server`].
+//!   and page in [`openapi`], the web dashboard at `/ui` in [`ui`]): thin handlers that map
+//!   a request into validated domain and use-case values ([`dto`]), run one use case on the
+//!   blocking pool, and map the outcome back into an api body ([`dto`]), a problem+json
+//!   error ([`error`]) or, for the dashboard, an HTML page. It decides no rule (those live
+//!   in `taskpilot-domain`), reaches storage only through the app's ports, and never names
+//!   [`server`].
 //! - **The server's wiring** ([`server`]): start-up (the database, its migrations, the
 //!   clock, the service), the background loops that wake waiting claims, logging set-up and
 //!   [`run`]. It is the only module that names the storage adapter; the `taskpilot` binary
@@ -44,6 +45,7 @@ pub mod request_log;
 pub mod routes;
 pub mod server;
 pub mod tokens;
+pub mod ui;
 pub mod wake;
 
 pub use auth::Gate;

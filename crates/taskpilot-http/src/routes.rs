@@ -76,7 +76,11 @@ pub fn build_app_with(
             web::PathConfig::default()
                 .error_handler(|e, _req| ApiError::from_path_error(&e).into()),
         )
+        .app_data(web::Data::new(crate::ui::UiSettings { session_ttl: http.ui_session_ttl }))
         .configure(|cfg| routes(cfg, http.max_batch_body_bytes))
+        // The dashboard is no part of the API's route table: its pages are not API
+        // operations, and the OpenAPI document lists exactly `endpoints()`.
+        .service(crate::ui::scope())
         .default_service(web::to(handlers::route_not_found))
         .wrap(from_fn(auth::authenticate))
         .wrap(from_fn(metrics::count_request))

@@ -1,13 +1,16 @@
-//! API tokens in `api_tokens`, found by the SHA-256 of their secret.
+//! API tokens in `api_tokens` and dashboard sessions in `ui_sessions`, each found by the
+//! SHA-256 of its secret.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use taskpilot_app::{RepoError, SecretHash, TokenRepository};
-use taskpilot_domain::{ApiToken, QueueName, QueueScope, TokenId, TokenKind, TokenName};
+use taskpilot_domain::{
+    ApiToken, DashboardSession, QueueName, QueueScope, TokenId, TokenKind, TokenName,
+};
 use uuid::Uuid;
 
 use super::{classify, PgTaskRepository};
-use crate::schema::api_tokens;
+use crate::schema::{api_tokens, ui_sessions};
 
 /// One row of `api_tokens` without the hash, as read.
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -44,6 +47,22 @@ impl TryFrom<TokenRow> for ApiToken {
             last_used_at,
             revoked_at,
         })
+    }
+}
+
+/// One row of `ui_sessions` without the hash, as read.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = ui_sessions, check_for_backend(diesel::pg::Pg))]
+struct SessionRow {
+    token_id: Uuid,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+}
+
+impl From<SessionRow> for DashboardSession {
+    fn from(row: SessionRow) -> Self {
+        let SessionRow { token_id, created_at, expires_at } = row;
+        Self { token_id: TokenId::from_uuid(token_id), created_at, expires_at }
     }
 }
 
@@ -129,5 +148,54 @@ impl TokenRepository for PgTaskRepository {
         diesel::select(diesel::dsl::exists(api_tokens::table.select(api_tokens::id)))
             .get_result(&mut conn)
             .map_err(|e| classify(e, "cannot look for tokens"))
+    }
+
+    fn insert_session(
+        &self,
+        session: &DashboardSession,
+        secret: &SecretHash,
+    ) -> Result<(), RepoError> {
+        let mut conn = self.conn()?;
+        diesel::insert_into(ui_sessions::table)
+            .values((
+                ui_sessions::secret_sha256.eq(secret.as_slice()),
+                ui_sessions::token_id.eq(session.token_id.as_uuid()),
+                ui_sessions::created_at.eq(session.created_at),
+                ui_sessions::expires_at.eq(session.expires_at),
+            ))
+            .execute(&mut conn)
+            .map_err(|e| classify(e, "cannot store the dashboard session"))?;
+        Ok(())
+    }
+
+    fn session_by_secret(
+        &self,
+        secret: &SecretHash,
+    ) -> Result<Option<(DashboardSession, ApiToken)>, RepoError> {
+        let mut conn = self.conn()?;
+        let found: Option<(SessionRow, TokenRow)> = ui_sessions::table
+            .inner_join(api_tokens::table)
+            .filter(ui_sessions::secret_sha256.eq(secret.as_slice()))
+            .select((SessionRow::as_select(), TokenRow::as_select()))
+            .first(&mut conn)
+            .optional()
+            .map_err(|e| classify(e, "cannot look the dashboard session up"))?;
+        found.map(|(session, row)| Ok((session.into(), token(row)?))).transpose()
+    }
+
+    fn delete_session(&self, secret: &SecretHash) -> Result<(), RepoError> {
+        let mut conn = self.conn()?;
+        diesel::delete(ui_sessions::table.find(secret.as_slice()))
+            .execute(&mut conn)
+            .map_err(|e| classify(e, "cannot delete the dashboard session"))?;
+        Ok(())
+    }
+
+    fn delete_expired_sessions(&self, now: DateTime<Utc>) -> Result<u64, RepoError> {
+        let mut conn = self.conn()?;
+        let deleted = diesel::delete(ui_sessions::table.filter(ui_sessions::expires_at.le(now)))
+            .execute(&mut conn)
+            .map_err(|e| classify(e, "cannot delete ended dashboard sessions"))?;
+        Ok(deleted as u64)
     }
 }
