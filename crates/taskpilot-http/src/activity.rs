@@ -12,24 +12,12 @@ use taskpilot_api::{
     ThroughputMinuteResponse, ThroughputQuery, ThroughputResponse, WorkerListResponse,
     WorkerResponse,
 };
-use taskpilot_app::{AppError, DeadLetterGroup, TaskService, ThroughputMinute, WorkerView};
+use taskpilot_app::{DeadLetterGroup, TaskService, ThroughputMinute, WorkerView};
 use taskpilot_domain::{QueueName, Task};
 
 use crate::auth::Authenticated;
 use crate::error::ApiError;
-
-/// Runs a use case on the blocking pool: diesel blocks, the executor must not.
-async fn run<T, F>(service: &web::Data<TaskService>, call: F) -> Result<T, ApiError>
-where
-    F: FnOnce(&TaskService) -> Result<T, AppError> + Send + 'static,
-    T: Send + 'static,
-{
-    let on_pool = web::Data::clone(service);
-    web::block(move || call(&on_pool))
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("blocking task failed: {e}")))?
-        .map_err(ApiError::from)
-}
+use crate::handlers::run;
 
 /// A whole number in `1..=max` from a query parameter named `field`; `None` when absent or
 /// empty.

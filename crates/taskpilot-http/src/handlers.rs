@@ -33,8 +33,10 @@ use crate::wake::{wake_when_due, Wake, WakeHub};
 // The path parameter's schema, named by the queue routes' annotations.
 use taskpilot_api::openapi::QueueName;
 
-/// Runs a use case on the blocking pool: diesel blocks, the executor must not.
-async fn run<T, F>(service: &web::Data<TaskService>, call: F) -> Result<T, ApiError>
+/// Runs a use case on the blocking pool: diesel blocks, the executor must not. Every
+/// adapter of the crate (the API's handlers, the activity reads, the dashboard) runs its use
+/// cases through it.
+pub(crate) async fn run<T, F>(service: &web::Data<TaskService>, call: F) -> Result<T, ApiError>
 where
     F: FnOnce(&TaskService) -> Result<T, AppError> + Send + 'static,
     T: Send + 'static,

@@ -41,11 +41,7 @@ where
     F: FnOnce(&TaskService) -> Result<T, AppError> + Send + 'static,
     T: Send + 'static,
 {
-    let on_pool = web::Data::clone(service);
-    web::block(move || call(&on_pool))
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("blocking task failed: {e}")))?
-        .map_err(|e| ApiError::from_app_at(e, service.now()).into())
+    Ok(crate::handlers::run(service, call).await?)
 }
 
 /// Runs a token use case on the blocking pool, for a caller allowed to manage tokens.
@@ -557,14 +553,7 @@ pub async fn cancel(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, UiError> {
-    let id = dto::task_id(&path)?;
-    let expected = version_match(&body)?;
-    let caller = viewer.caller.clone();
-    run(&service, move |s| s.acting_as(&caller).cancel_matching(id, &expected))
-        .await
-        .map_err(|e| e.reload(format!("/ui/tasks/{id}")))?;
-    tracing::info!(task.id = %id, "task {id} cancelled from the dashboard by {}", viewer.caller.name());
-    Ok(see_other(&format!("/ui/tasks/{id}?notice=cancelled")))
+    act_on_task(viewer, service, path, body, TaskAction::Cancel).await
 }
 
 /// `POST /ui/tasks/{id}/rerun`: reruns the task if it is still at the version confirmed.
@@ -574,14 +563,35 @@ pub async fn rerun(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, UiError> {
+    act_on_task(viewer, service, path, body, TaskAction::Rerun).await
+}
+
+/// Applies a confirmed cancel or rerun on the version the form carries, then shows the task.
+async fn act_on_task(
+    viewer: Viewer,
+    service: web::Data<TaskService>,
+    path: web::Path<String>,
+    body: web::Bytes,
+    action: TaskAction,
+) -> Result<HttpResponse, UiError> {
     let id = dto::task_id(&path)?;
     let expected = version_match(&body)?;
     let caller = viewer.caller.clone();
-    run(&service, move |s| s.acting_as(&caller).rerun_matching(id, &expected))
-        .await
-        .map_err(|e| e.reload(format!("/ui/tasks/{id}")))?;
-    tracing::info!(task.id = %id, "task {id} rerun from the dashboard by {}", viewer.caller.name());
-    Ok(see_other(&format!("/ui/tasks/{id}?notice=rerun")))
+    run(&service, move |s| {
+        let acting = s.acting_as(&caller);
+        match action {
+            TaskAction::Cancel => acting.cancel_matching(id, &expected),
+            TaskAction::Rerun => acting.rerun_matching(id, &expected),
+        }
+    })
+    .await
+    .map_err(|e| e.reload(format!("/ui/tasks/{id}")))?;
+    let done = match action {
+        TaskAction::Cancel => "cancelled",
+        TaskAction::Rerun => "rerun",
+    };
+    tracing::info!(task.id = %id, "task {id} {done} from the dashboard by {}", viewer.caller.name());
+    Ok(see_other(&format!("/ui/tasks/{id}?notice={done}")))
 }
 
 // ---- Dead letters and bulk actions ----
